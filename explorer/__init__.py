@@ -1,0 +1,1 @@
+"""Latent Materials Explorer: the map, its data and its services."""

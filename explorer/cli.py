@@ -1,0 +1,85 @@
+"""Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from explorer.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m explorer", description="Latent Materials Explorer")
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("data", help="build, inspect and ingest tables of known materials")
+    actions = data.add_subparsers(dest="action", required=True)
+    build = actions.add_parser("build", help="build the tables (reused when their inputs did not change)")
+    build.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the inputs did not change")
+    info = actions.add_parser("info", help="per source: records read, kept and rejected by reason")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--rejections", metavar="DATASET", help="list every rejected record of DATASET")
+    ingest = actions.add_parser("ingest", help="read your own structures (file or folder) into a new dataset")
+    ingest.add_argument("path", type=Path, help="CIF/POSCAR folder, CDVAE-style CSV, extended XYZ or pymatgen JSON")
+    ingest.add_argument("--name", required=True, help="name of the new dataset (shown in the app's map list)")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    try:
+        return _run_data(args, settings)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_data(args: argparse.Namespace, settings: Settings) -> int:
+    from explorer.datasets import catalog
+
+    if args.action == "build":
+        for report in catalog.build_all(settings, names=args.dataset, force=args.force):
+            print(f"{report.dataset}: {report.kept} structures kept ({report.seconds:.0f} s)")
+        return 0
+    if args.action == "ingest":
+        report = catalog.ingest(args.path, name=args.name, settings=settings)
+        print(format_reports([report]))
+        return 0
+    reports = catalog.reports(settings)
+    if args.rejections:
+        chosen = [r for r in reports if r.dataset == args.rejections]
+        if not chosen:
+            raise ValueError(f"no built dataset {args.rejections!r}; built: {[r.dataset for r in reports]}")
+        rows = chosen[0].rejections
+        print(json.dumps(rows, indent=1) if args.json else "\n".join(f"{r['id']}\t{r['reason']}\t{r['detail']}"
+                                                                     for r in rows))
+        return 0
+    if args.json:
+        sources = [{"name": s.name, "origin": s.origin, "dataset": r.dataset, "read": s.read, "kept": s.kept,
+                    "rejected": s.rejected} for r in reports for s in r.sources]
+        print(json.dumps({"sources": sources, "total_kept": sum(s["kept"] for s in sources)}, indent=1))
+    elif not reports:
+        print("No tables built yet: run `python -m explorer data build` (or `make data`).")
+    else:
+        print(format_reports(reports))
+    return 0
+
+
+def format_reports(reports) -> str:
+    """A readable table: one line per source, then its rejection reasons."""
+    header = f"{'dataset':<14}{'source':<22}{'origin':<9}{'read':>7}{'kept':>7}{'rejected':>9}"
+    lines = [header, "-" * len(header)]
+    for report in reports:
+        for s in report.sources:
+            lines.append(f"{report.dataset:<14}{s.name:<22}{s.origin:<9}{s.read:>7}{s.kept:>7}"
+                         f"{s.read - s.kept:>9}")
+            for reason, count in sorted(s.rejected.items(), key=lambda kv: -kv[1]):
+                lines.append(f"{'':<45}{count:>7}  {reason}")
+    total = sum(s.kept for r in reports for s in r.sources)
+    lines.append("-" * len(header))
+    lines.append(f"{len(reports)} dataset(s), {total} structures kept. "
+                 "Every rejected record: python -m explorer data info --rejections DATASET")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

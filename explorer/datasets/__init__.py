@@ -1,0 +1,1 @@
+"""Readers of known materials into one table of records."""

@@ -1,0 +1,205 @@
+"""Build one Parquet table per dataset from its sources, with a report of what was kept and why not.
+
+A table is rebuilt only when its signature (schema version, checks, and the sha256 of every input)
+changes, so a second ``make run`` reuses it. Bad records never stop a build: each becomes a line of
+the report with its id, reason class and a message that quotes the value.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from explorer.datasets.records import REASONS, SCHEMA_VERSION, Limits, RawItem, Rejected, make_record
+from explorer.datasets.sources import Source
+from explorer.settings import Settings
+
+
+@dataclass
+class SourceReport:
+    """Counts for one source: read = kept + sum(rejected.values())."""
+
+    name: str
+    origin: str
+    description: str = ""
+    citation: str = ""
+    read: int = 0
+    kept: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetReport:
+    """What a build did: per-source counts and every rejected record with its reason."""
+
+    dataset: str
+    signature: str
+    seconds: float
+    sources: list[SourceReport]
+    rejections: list[dict[str, str]]
+
+    @property
+    def kept(self) -> int:
+        return sum(s.kept for s in self.sources)
+
+
+def table_path(dataset: str, settings: Settings) -> Path:
+    return settings.tables_dir / f"{dataset}.parquet"
+
+
+def report_path(dataset: str, settings: Settings) -> Path:
+    return settings.tables_dir / f"{dataset}.report.json"
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(max_sites=settings.max_sites, min_distance=settings.min_distance,
+                  symprec=settings.symprec, angle_tolerance=settings.angle_tolerance)
+
+
+def signature_of(sources: list[Source], limits: Limits) -> str:
+    """Hash of everything a table depends on."""
+    payload = {"schema": SCHEMA_VERSION, "limits": asdict(limits),
+               "sources": [(s.name, s.origin, s.fingerprint()) for s in sources]}
+    return sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def load_report(dataset: str, settings: Settings) -> DatasetReport | None:
+    """The report of a built table, or None when it was never built."""
+    path = report_path(dataset, settings)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    data["sources"] = [SourceReport(**s) for s in data["sources"]]
+    return DatasetReport(**data)
+
+
+def load_table(dataset: str, settings: Settings) -> pd.DataFrame:
+    """The built table of a dataset; FileNotFoundError naming the command that builds it."""
+    path = table_path(dataset, settings)
+    if not path.exists():
+        raise FileNotFoundError(f"no table for dataset {dataset!r} at {path}: run `python -m explorer data build`")
+    return pd.read_parquet(path)
+
+
+def build_table(dataset: str, sources: list[Source], *, settings: Settings, force: bool = False,
+                progress: bool = True) -> DatasetReport:
+    """Build (or reuse) the table of ``dataset`` from ``sources``."""
+    limits = limits_of(settings)
+    signature = signature_of(sources, limits)
+    existing = load_report(dataset, settings)
+    if not force and existing and existing.signature == signature and table_path(dataset, settings).exists():
+        return existing
+    start = time.perf_counter()
+    jobs, reports, rejections = [], {}, []
+    for source in sources:
+        reports[source.name] = SourceReport(source.name, source.origin, source.description, source.citation)
+        for item in source.items():
+            if isinstance(item, Rejected):
+                _reject(reports[source.name], rejections, source.name, item)
+            else:
+                jobs.append((item, source.name, source.origin, limits))
+    records = []
+    for source_name, result in _run(jobs, desc=dataset, workers=settings.workers, progress=progress):
+        report = reports[source_name]
+        if isinstance(result, Rejected):
+            _reject(report, rejections, source_name, result)
+        else:
+            report.read += 1
+            report.kept += 1
+            records.append(result)
+    report = DatasetReport(dataset, signature, round(time.perf_counter() - start, 1), list(reports.values()),
+                           rejections)
+    _write(dataset, _frame(records), report, settings)
+    return report
+
+
+def _reject(report: SourceReport, rejections: list, source: str, rejection: Rejected) -> None:
+    report.read += 1
+    report.rejected[rejection.reason] = report.rejected.get(rejection.reason, 0) + 1
+    key = rejection.detail.split(":", 1)[0]
+    rejections.append({"id": f"{source}:{key}", "source": source, "reason": rejection.reason,
+                       "message": REASONS[rejection.reason], "detail": rejection.detail})
+
+
+def _process(job: tuple[RawItem, str, str, Limits]) -> tuple[str, Any]:
+    item, source, origin, limits = job
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return source, make_record(item, source=source, origin=origin, limits=limits)
+        except Rejected as rejection:
+            return source, rejection
+        except Exception as exc:  # a reader bug or an exotic input must not stop the build
+            return source, Rejected("parse_error", f"{item.key}: {type(exc).__name__}: {exc}")
+
+
+def _run(jobs: list, *, desc: str, workers: int, progress: bool):
+    from tqdm import tqdm
+
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(jobs), desc=f"building {desc}", unit="crystal", disable=not progress, file=sys.stderr,
+               mininterval=1.0)
+    if workers == 1 or len(jobs) < 200:
+        results = map(_process, jobs)
+        pool = None
+    else:
+        pool = multiprocessing.get_context("fork").Pool(workers)
+        results = pool.imap(_process, jobs, chunksize=16)
+    try:
+        for result in results:
+            bar.update()
+            yield result
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    """Records as a DataFrame with unique ids; property columns of mixed types become text."""
+    frame = pd.DataFrame.from_records(records)
+    if frame.empty:
+        from explorer.datasets.records import RECORD_COLUMNS
+
+        return pd.DataFrame(columns=list(RECORD_COLUMNS))
+    duplicated = frame["id"].duplicated(keep="first")
+    if duplicated.any():
+        counts = frame.groupby("id").cumcount() + 1
+        frame.loc[duplicated, "id"] = frame.loc[duplicated, "id"] + "~" + counts[duplicated].astype(str)
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            kinds = {type(v) for v in frame[column] if v is not None and v == v}
+            if len(kinds) > 1 and list not in kinds:
+                frame[column] = [None if v is None or v != v else str(v) for v in frame[column]]
+    return frame
+
+
+def _write(dataset: str, frame: pd.DataFrame, report: DatasetReport, settings: Settings) -> None:
+    settings.tables_dir.mkdir(parents=True, exist_ok=True)
+    _atomic(table_path(dataset, settings), lambda tmp: frame.to_parquet(tmp, index=False))
+    text = json.dumps(asdict(report), indent=1)
+    _atomic(report_path(dataset, settings), lambda tmp: Path(tmp).write_text(text))
+
+
+def _atomic(target: Path, write) -> None:
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,88 @@
+"""Which datasets (maps) exist: the default known materials, one per ../shared/data set, one per ingest.
+
+A user dataset is remembered by a small manifest (``data/user/NAME.json``: the path it came from),
+so it can be rebuilt when its files change; its table stays usable if the files go away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from explorer.datasets.build import DatasetReport, build_table, load_report
+from explorer.datasets.readers import read_path
+from explorer.datasets.sources import Source, package_sources, shared_sources
+from explorer.settings import Settings
+
+DEFAULT_DATASET = "known"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def user_source(name: str, path: Path) -> Source:
+    """A source of every structure under ``path`` (file or folder)."""
+    path = Path(path).resolve()
+    return Source(name, "user", f"ingested from {path}", "", lambda: _path_fingerprint(path),
+                  lambda: read_path(path))
+
+
+def _path_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _manifest_dir(settings: Settings) -> Path:
+    return settings.data_dir / "user"
+
+
+def datasets(settings: Settings) -> dict[str, list[Source]]:
+    """Dataset name -> its sources, in display order (known, shared sets, user sets)."""
+    found = {DEFAULT_DATASET: package_sources(settings)}
+    for source in shared_sources(settings):
+        found[source.name] = [source]
+    manifests = _manifest_dir(settings)
+    if manifests.is_dir():
+        for manifest in sorted(manifests.glob("*.json")):
+            entry = json.loads(manifest.read_text())
+            if Path(entry["path"]).exists():
+                found[entry["name"]] = [user_source(entry["name"], Path(entry["path"]))]
+    return found
+
+
+def build_all(settings: Settings, *, names: list[str] | None = None, force: bool = False,
+              progress: bool = True) -> list[DatasetReport]:
+    """Build every dataset (or only ``names``); unchanged ones are reused."""
+    available = datasets(settings)
+    unknown = sorted(set(names or []) - set(available))
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; available: {sorted(available)}")
+    return [build_table(name, sources, settings=settings, force=force, progress=progress)
+            for name, sources in available.items() if not names or name in names]
+
+
+def ingest(path: Path, *, name: str, settings: Settings, progress: bool = True) -> DatasetReport:
+    """Read a user's file or folder into dataset ``name`` (the user's files are only read)."""
+    if not _NAME.match(name):
+        raise ValueError(f"dataset name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
+    if name == DEFAULT_DATASET or name in {s.name for s in shared_sources(settings)}:
+        raise ValueError(f"dataset name {name!r} is taken by a built-in dataset; choose another --name")
+    path = Path(path).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    report = build_table(name, [user_source(name, path)], settings=settings, progress=progress)
+    _manifest_dir(settings).mkdir(parents=True, exist_ok=True)
+    (_manifest_dir(settings) / f"{name}.json").write_text(json.dumps({"name": name, "path": str(path)}))
+    return report
+
+
+def reports(settings: Settings) -> list[DatasetReport]:
+    """Reports of every built table, known first."""
+    names = list(datasets(settings))
+    built = sorted(p.name.removesuffix(".report.json") for p in settings.tables_dir.glob("*.report.json"))
+    ordered = [n for n in names if n in built] + [n for n in built if n not in names]
+    return [r for r in (load_report(n, settings) for n in ordered) if r is not None]

@@ -1,0 +1,1 @@
+"""The crystal autoencoder: periodic graphs, encoder, decoder, losses, training and checkpoints."""
