@@ -13,7 +13,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -134,14 +133,12 @@ def _reject(report: SourceReport, rejections: list, source: str, rejection: Reje
 
 def _process(job: tuple[RawItem, str, str, Limits]) -> tuple[str, Any]:
     item, source, origin, limits = job
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return source, make_record(item, source=source, origin=origin, limits=limits)
-        except Rejected as rejection:
-            return source, rejection
-        except Exception as exc:  # a reader bug or an exotic input must not stop the build
-            return source, Rejected("parse_error", f"{item.key}: {type(exc).__name__}: {exc}")
+    try:
+        return source, make_record(item, source=source, origin=origin, limits=limits)
+    except Rejected as rejection:
+        return source, rejection
+    except Exception as exc:  # a reader bug or an exotic input must not stop the build
+        return source, Rejected("parse_error", f"{item.key}: {type(exc).__name__}: {exc}")
 
 
 def _run(jobs: list, *, desc: str, workers: int, progress: bool):

@@ -86,7 +86,7 @@ def parse_cif(text: str, *, key: str) -> Structure:
             message = str(exc).replace("\n", " ")
             if "Occupancy" in message or "occupancy" in message:
                 raise Rejected("partial_occupancy", f"{key}: {message}") from None
-            raise Rejected("parse_error", f"{key}: {message or type(exc).__name__}") from None
+            raise Rejected("parse_error", f"{key}: not a valid CIF ({type(exc).__name__}: {message})") from None
     labels = sorted({str(w.message) for w in caught if " parsed as " in str(w.message)})
     if labels:
         raise Rejected("ambiguous_site_label", f"{key}: {'; '.join(labels[:3])}")
@@ -117,7 +117,9 @@ def parse_item(item: RawItem) -> Structure:
     except Rejected:
         raise
     except Exception as exc:
-        raise Rejected("parse_error", f"{key}: {type(exc).__name__}: {exc}".replace("\n", " ")) from None
+        what = {"pmg_dict": "pymatgen structure dict", "poscar": "POSCAR", "ase_dict": "ASE atoms record"}[kind]
+        message = f"{key}: not a valid {what} ({type(exc).__name__}: {exc})".replace("\n", " ")
+        raise Rejected("parse_error", message) from None
     raise ValueError(f"{key}: unknown payload kind {item.kind!r}")
 
 
@@ -165,7 +167,17 @@ def check_structure(structure: Structure, *, key: str, limits: Limits) -> None:
 
 
 def make_record(item: RawItem, *, source: str, origin: str, limits: Limits) -> dict[str, Any]:
-    """Parse, check and canonicalise one item into a flat record dict (see ``RECORD_COLUMNS``)."""
+    """Parse, check and canonicalise one item into a flat record dict (see ``RECORD_COLUMNS``).
+
+    pymatgen's warnings (e.g. missing electronegativity of noble gases) are silenced here; the ones
+    that matter (ambiguous CIF labels) become rejections in ``parse_cif``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _make_record(item, source=source, origin=origin, limits=limits)
+
+
+def _make_record(item: RawItem, *, source: str, origin: str, limits: Limits) -> dict[str, Any]:
     structure = parse_item(item)
     check_structure(structure, key=item.key, limits=limits)
     # Isotopes such as D are stored as their element so that the model sees one species per Z.
