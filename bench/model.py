@@ -1,0 +1,93 @@
+"""Speed of the autoencoder on this machine: encode throughput and decode latency.
+
+    .venv/bin/python bench/model.py [--checkpoint models/checkpoints/default.pt] [--device cpu]
+
+Prints encode throughput (crystals/s, batches of 64 real crystals from the known-materials table or,
+without it, the tiny crystals below), decode latency for one crystal and for a batch of 256 (p50/p95
+over repeated runs), and, as a baseline measured in the same process, the time pymatgen takes to
+write one decoded crystal as CIF (what every click must do anyway), with the ratios to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.autoencoder import CrystalAutoencoder, ModelConfig  # noqa: E402
+from models.checkpoint import load_checkpoint  # noqa: E402
+from models.data import crystal_to_structure, read_tables  # noqa: E402
+from models.device import resolve_device  # noqa: E402
+
+
+def timings(fn, *, repeat: int, warmup: int = 3) -> np.ndarray:
+    """Wall-clock seconds of ``repeat`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return np.array(out)
+
+
+def sample_structures(n: int, max_atoms: int):
+    table = ROOT / "data" / "tables" / "known.parquet"
+    if table.exists():
+        crystals = read_tables([table], max_atoms=max_atoms).crystals
+        picks = np.random.default_rng(0).choice(len(crystals), size=min(n, len(crystals)), replace=False)
+        return [crystal_to_structure(crystals[i]) for i in picks], "known.parquet"
+    from pymatgen.core import Lattice, Structure
+
+    salt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return [salt] * n, "NaCl (no table built)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "models" / "checkpoints" / "default.pt")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    if args.checkpoint.exists():
+        model, label = load_checkpoint(args.checkpoint, device=device).model, str(args.checkpoint.name)
+    else:
+        model, label = CrystalAutoencoder(config=ModelConfig()).to(device).eval(), "untrained default config"
+    print(f"device {device}, torch threads {torch.get_num_threads()}, model: {label}")
+    structures, origin = sample_structures(512, model.config.max_atoms)
+    batches = [structures[i : i + 64] for i in range(0, len(structures), 64)]
+    start = time.perf_counter()
+    for batch in batches:
+        model.encode_structures(batch, batch_size=64)
+    encode_rate = len(structures) / (time.perf_counter() - start)
+    print(f"encode: {encode_rate:.0f} crystals/s (batch 64, {len(structures)} crystals from {origin}, "
+          f"graphs built on the fly)")
+
+    z = model.encode_structures(structures[:256])[0]
+    one = timings(lambda: model.decode(z[:1], validate=False), repeat=200)
+    one_valid = timings(lambda: model.decode(z[:1]), repeat=100)
+    batch = timings(lambda: model.decode_arrays(z), repeat=20)
+    decoded = model.decode(z[:1], validate=False)[0].structure
+    from pymatgen.io.cif import CifWriter
+
+    baseline = timings(lambda: str(CifWriter(decoded)), repeat=200)
+    p = lambda t: f"p50 {np.median(t) * 1e3:.2f} ms, p95 {np.percentile(t, 95) * 1e3:.2f} ms"  # noqa: E731
+    print(f"decode 1 crystal -> Structure:            {p(one)}")
+    print(f"decode 1 crystal + validity report:      {p(one_valid)}")
+    print(f"decode batch of 256 -> arrays:           {p(batch)} ({np.median(batch) / 256 * 1e3:.3f} ms/crystal)")
+    print(f"baseline, pymatgen CIF of 1 crystal:     {p(baseline)}")
+    print(f"ratios to baseline (p50): decode {np.median(one) / np.median(baseline):.2f}x, "
+          f"decode+validity {np.median(one_valid) / np.median(baseline):.2f}x; target 20 ms p50 -> "
+          f"{np.median(one) * 1e3 / 20:.2f} of budget")
+
+
+if __name__ == "__main__":
+    main()

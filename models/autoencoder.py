@@ -1,0 +1,249 @@
+"""The crystal VAE: configuration, encode (crystals -> latent) and decode (latent -> crystals with validity).
+
+    model = CrystalAutoencoder(config=ModelConfig())
+    mu, logvar = model.encode_structures([structure])          # (n, latent_dim) each
+    decoded = model.decode(mu)                                 # list[DecodedCrystal]
+    decoded[0].structure, decoded[0].validity
+
+Mirror images share one latent (see ``models.encoder``); a chiral crystal decodes to one of its two
+enantiomers. The latent norm bound (a buffer, saved with the weights) is set by training from the
+training latents and marks decodes of far-away latents as out of range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from pymatgen.core import Lattice, Structure
+from torch import nn
+
+from models.data import CrystalBatch, build_graph, collate, crystal_from_structure
+from models.decoder import CrystalDecoder, DecoderOutput
+from models.encoder import CrystalEncoder
+from models.lattice import lattice_parameters, matrix_from_parameters
+from models.losses import LossWeights, autoencoder_loss
+from models.validity import ValidityReport, check_validity
+
+MODEL_VERSION = 1
+"""Version of the model architecture and checkpoint layout."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every architecture choice of the autoencoder; saved in checkpoints as a plain dict.
+
+    Attributes:
+        max_atoms: largest cell (atoms) the decoder produces; 40 covers 94 % of known.parquet and all
+            of perov_5 / carbon_24 / mp_20.
+        latent_dim: size of the latent z.
+        cutoff: neighbour radius of the encoder graph in Å (at 4.5 Å, 41 of 17.4k training crystals have
+            an atom without neighbours, e.g. elemental K, Rb, Cs; such atoms still count by species).
+        n_basis: Bessel radial basis functions.
+        radial_hidden: width of the radial MLPs.
+        lmax: highest spherical-harmonic degree on edges and in hidden features.
+        mul_scalar, mul_vector, mul_tensor: channels of the 0e, 1o and l >= 2 hidden features.
+        both_parities: add odd-parity scalars and pseudo-vectors/tensors to the hidden features.
+        mul_message: channels per irrep entering the per-edge tensor product (its cost grows with them).
+        n_interactions: gated convolutions (the last one outputs even scalars only).
+        avg_num_neighbors: normalisation of the neighbour sum (typical edges per atom at ``cutoff``).
+        readout_hidden: width of the per-atom readout and the pooled MLP.
+        d_model, n_heads, decoder_layers: size of the decoder's slot transformers.
+        n_refine: refinement passes after the first decoder pass.
+        mlp_hidden: width of the count and lattice MLPs.
+    """
+
+    max_atoms: int = 40
+    latent_dim: int = 128
+    cutoff: float = 4.5
+    n_basis: int = 8
+    radial_hidden: int = 32
+    lmax: int = 2
+    mul_scalar: int = 32
+    mul_vector: int = 8
+    mul_tensor: int = 4
+    both_parities: bool = False
+    mul_message: int = 8
+    n_interactions: int = 3
+    avg_num_neighbors: float = 26.0
+    readout_hidden: int = 128
+    d_model: int = 128
+    n_heads: int = 4
+    decoder_layers: int = 3
+    n_refine: int = 1
+    mlp_hidden: int = 256
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = bool if f.type in ("bool", bool) else float if f.type in ("float", float) else int
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+                value = float(value)
+            if type(value) is not expected:
+                raise ValueError(f"ModelConfig.{f.name} must be {expected.__name__}, got {value!r}")
+            if expected is not bool and not (value > 0 or (f.name == "n_refine" and value == 0)):
+                raise ValueError(f"ModelConfig.{f.name} must be > 0, got {value!r}")
+
+    def to_dict(self) -> dict:
+        """Plain dict of ints, floats and bools."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Inverse of ``to_dict``; ValueError names unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedCrystal:
+    """One decoded crystal.
+
+    Attributes:
+        structure: the crystal (never empty, finite lattice and coordinates).
+        validity: its ``ValidityReport``, or None when decoded with ``validate=False``.
+        latent: (latent_dim,) float64, the latent it was decoded from.
+    """
+
+    structure: Structure
+    validity: ValidityReport | None
+    latent: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedArrays:
+    """A batch of decoded crystals as numpy arrays (the fast path, no pymatgen).
+
+    Attributes:
+        n_atoms: (n_crystals,) int64.
+        numbers: (n_crystals, n_max) int64 atomic numbers, 0 beyond each crystal's n_atoms.
+        frac_coords: (n_crystals, n_max, 3) float64 in [0, 1).
+        lattice: (n_crystals, 3, 3) float64 Å, rows are lattice vectors.
+    """
+
+    n_atoms: np.ndarray
+    numbers: np.ndarray
+    frac_coords: np.ndarray
+    lattice: np.ndarray
+
+    def structure(self, index: int) -> Structure:
+        """Crystal ``index`` as a pymatgen Structure."""
+        n = int(self.n_atoms[index])
+        return Structure(Lattice(self.lattice[index]), self.numbers[index, :n].tolist(),
+                         self.frac_coords[index, :n], validate_proximity=False)
+
+
+class CrystalAutoencoder(nn.Module):
+    """E(3)-invariant encoder + one-shot decoder, trained as a VAE (see the module docstring)."""
+
+    def __init__(self, *, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = CrystalEncoder(
+            latent_dim=config.latent_dim, cutoff=config.cutoff, n_basis=config.n_basis,
+            radial_hidden=config.radial_hidden, lmax=config.lmax, mul_scalar=config.mul_scalar,
+            mul_vector=config.mul_vector, mul_tensor=config.mul_tensor, both_parities=config.both_parities,
+            mul_message=config.mul_message,
+            n_interactions=config.n_interactions, avg_num_neighbors=config.avg_num_neighbors,
+            readout_hidden=config.readout_hidden)
+        self.decoder = CrystalDecoder(
+            latent_dim=config.latent_dim, max_atoms=config.max_atoms, d_model=config.d_model,
+            n_heads=config.n_heads, n_layers=config.decoder_layers, n_refine=config.n_refine,
+            mlp_hidden=config.mlp_hidden)
+        self.register_buffer("latent_norm_bound", torch.tensor(math.inf))
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return self.latent_norm_bound.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters."""
+        return self.latent_norm_bound.dtype
+
+    def prepare(self, batch: CrystalBatch) -> CrystalBatch:
+        """The batch on the model's device and dtype."""
+        return batch.to(self.device, self.dtype)
+
+    def encode(self, batch: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (n_crystals, latent_dim), of a batch (moved to the model's device/dtype)."""
+        return self.encoder(self.prepare(batch))
+
+    @torch.no_grad()
+    def encode_structures(self, structures: Sequence[Structure], *,
+                          batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (n_structures, latent_dim), of ordered pymatgen structures in any cell setting."""
+        if not structures:
+            raise ValueError("encode_structures needs at least one structure")
+        graphs = [build_graph(crystal_from_structure(s, crystal_id=f"structure {k} ({s.formula})"),
+                              cutoff=self.config.cutoff) for k, s in enumerate(structures)]
+        parts = [self.encode(collate(graphs[start : start + batch_size]))
+                 for start in range(0, len(graphs), batch_size)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def forward(self, batch: CrystalBatch, *, sample: bool = True) -> tuple[DecoderOutput, torch.Tensor, torch.Tensor]:
+        """Encode, draw z ~ N(mu, exp(logvar)) (or take mu), decode with teacher forcing; (output, mu, logvar)."""
+        batch = self.prepare(batch)
+        mu, logvar = self.encoder(batch)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+        output = self.decoder(z, n_atoms=batch.n_atoms, lattice_params=lattice_parameters(batch.lattice))
+        return output, mu, logvar
+
+    def loss(self, batch: CrystalBatch, *, weights: LossWeights,
+             sample: bool = True) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """(total loss, its terms as floats, mu (n_crystals, latent_dim)) of one batch."""
+        batch = self.prepare(batch)
+        output, mu, logvar = self(batch, sample=sample)
+        target_norm = self.decoder.normalize_lattice(lattice_parameters(batch.lattice))
+        total, report = autoencoder_loss(output=output, target_species=batch.species, target_frac=batch.frac_padded,
+                                         target_lattice=batch.lattice, lattice_norm_target=target_norm, mu=mu,
+                                         logvar=logvar, weights=weights)
+        return total, report, mu
+
+    @torch.no_grad()
+    def decode_arrays(self, z: torch.Tensor | np.ndarray) -> DecodedArrays:
+        """Decode latents (n_crystals, latent_dim) in one batched pass to numpy arrays."""
+        z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(f"z must have shape (n, {self.config.latent_dim}), got {tuple(z.shape)}")
+        output = self.decoder(z)
+        lattice = matrix_from_parameters(output.lattice_params)
+        numbers = output.species_logits[-1].argmax(dim=-1).masked_fill(~output.mask, 0)
+        frac = torch.nan_to_num(output.frac[-1]).clamp(0.0, 1.0)
+        return DecodedArrays(n_atoms=output.n_atoms.cpu().numpy(), numbers=numbers.cpu().numpy(),
+                             frac_coords=frac.to(torch.float64).cpu().numpy(),
+                             lattice=lattice.to(torch.float64).cpu().numpy())
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor | np.ndarray, *, validate: bool = True) -> list[DecodedCrystal]:
+        """Decode latents (n_crystals, latent_dim), or one latent (latent_dim,), to crystals with validity reports."""
+        z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
+        z = z.unsqueeze(0) if z.ndim == 1 else z
+        arrays = self.decode_arrays(z)
+        latents = z.to(torch.float64).cpu().numpy()
+        bound = float(self.latent_norm_bound)
+        decoded = []
+        for k in range(len(latents)):
+            structure = arrays.structure(k)
+            report = None
+            if validate:
+                report = check_validity(structure, max_atoms=self.config.max_atoms,
+                                        latent_norm=float(np.linalg.norm(latents[k])),
+                                        latent_norm_bound=bound if math.isfinite(bound) else None)
+            decoded.append(DecodedCrystal(structure=structure, validity=report, latent=latents[k]))
+        return decoded
+
+    @torch.no_grad()
+    def set_latent_norm_bound(self, norms: torch.Tensor, *, quantile: float = 0.995) -> float:
+        """Set the in-range bound to a quantile of training latent norms (n,); returns the bound."""
+        bound = torch.quantile(norms.detach().to(torch.float64).cpu(), quantile).item()
+        self.latent_norm_bound.fill_(bound)
+        return bound

@@ -1,0 +1,199 @@
+"""Training loss of the autoencoder, invariant to atom order, to the choice of origin and to inversion.
+
+Per crystal the decoder's atoms (slots) are compared with the target's atoms after
+
+1. alignment: the target is inverted or not (mirror images share a latent, see ``models.encoder``)
+   and translated so that its anchor atom (the first atom of its rarest species) lands on one of the
+   predicted atoms; of these 2 n candidates the one with the smallest species-aware Chamfer distance
+   is kept (one batched matrix product, no gradient);
+2. matching: the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) pairs predicted and
+   target atoms on the cost "periodic squared distance (Å^2) + species negative log-likelihood".
+
+The periodic squared distance between fractional positions x and y in a cell with vector lengths L is
+``sum_k L_k^2 (1 - cos 2π(x_k - y_k)) / (2π^2)``: equal to the squared distance (Å^2, along the axes)
+for small differences, smooth, bounded and blind to whole lattice translations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from models.decoder import DecoderOutput
+from models.lattice import lattice_parameters
+
+_INF = 1e9
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms; ``kl`` is the VAE β, ``earlier_passes`` weighs decoder passes before the last."""
+
+    count: float = 1.0
+    lattice: float = 1.0
+    species: float = 1.0
+    coords: float = 1.0
+    kl: float = 1e-3
+    earlier_passes: float = 0.5
+    match_species: float = 1.0
+
+
+def periodic_sq_distance(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Smooth periodic squared distance (Å^2) between fractional positions.
+
+    Args:
+        a, b: (..., 3) fractional coordinates (broadcastable).
+        lengths: (..., 3) Å lattice vector lengths (broadcastable).
+
+    Returns:
+        (...) ``sum_k L_k^2 (1 - cos 2π(a_k - b_k)) / (2π^2)``.
+    """
+    return (lengths.square() * (1.0 - torch.cos(2 * math.pi * (a - b)))).sum(-1) / (2 * math.pi**2)
+
+
+def _pair_costs(pred_frac, pred_logp, target_frac, target_species, lengths, species_weight):
+    """(B, n, n) cost[b, i, j] of predicted atom i against target atom j: distance + species NLL."""
+    dist = periodic_sq_distance(pred_frac.unsqueeze(2), target_frac.unsqueeze(1), lengths[:, None, None, :])
+    nll = -torch.gather(pred_logp, 2, target_species.unsqueeze(1).expand(-1, pred_frac.shape[1], -1))
+    return dist + species_weight * nll
+
+
+def _periodic_features(frac: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(..., 6) [L cos 2πx, L sin 2πx]: the dot product of two is sum_k L_k^2 cos 2π(x_k - y_k)."""
+    angle = 2 * math.pi * frac
+    return torch.cat([lengths * torch.cos(angle), lengths * torch.sin(angle)], dim=-1)
+
+
+@torch.no_grad()
+def align_targets(*, pred_frac: torch.Tensor, pred_logp: torch.Tensor, target_frac: torch.Tensor,
+                  target_species: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
+                  species_weight: float = 1.0) -> torch.Tensor:
+    """Targets inverted or not and shifted onto the predicted atoms (see the module docstring).
+
+    Args:
+        pred_frac: (B, n, 3) predicted fractional coordinates.
+        pred_logp: (B, n, n_species) predicted species log-probabilities.
+        target_frac: (B, n, 3) target fractional coordinates.
+        target_species: (B, n) long target atomic numbers (0 on padding).
+        mask: (B, n) bool, real atoms (same for prediction and target: the count is teacher-forced).
+        lengths: (B, 3) Å lattice vector lengths of the target cells.
+        species_weight: weight of the species NLL in the Chamfer score.
+
+    Returns:
+        (B, n, 3) aligned target fractional coordinates (wrapped to [0, 1)).
+    """
+    n = target_species.shape[1]
+    one_hot = torch.nn.functional.one_hot(target_species, pred_logp.shape[-1]) * mask.unsqueeze(-1)
+    per_species = one_hot.sum(dim=1)  # (B, n_species)
+    rarity = torch.gather(per_species, 1, target_species).masked_fill(~mask, n + 1)
+    anchor = rarity.argmin(dim=1)  # first atom of the rarest species
+    anchor_pos = target_frac[torch.arange(len(anchor), device=anchor.device), anchor]
+    signs = target_frac.new_tensor([1.0, -1.0]).view(1, 2, 1, 1)
+    rel_target = signs * (target_frac - anchor_pos.unsqueeze(1)).unsqueeze(1)  # (B, 2, n, 3)
+    rel_pred = pred_frac.unsqueeze(1) - pred_frac.unsqueeze(2)  # (B, p, i, 3): x_i - x_p
+    feat_pred = _periodic_features(rel_pred, lengths[:, None, None, :])
+    feat_tgt = _periodic_features(rel_target, lengths[:, None, None, :])
+    dot = torch.einsum("bpid,bsjd->bspij", feat_pred, feat_tgt)
+    dist = (lengths.square().sum(-1).view(-1, 1, 1, 1, 1) - dot) / (2 * math.pi**2)
+    nll = -torch.gather(pred_logp, 2, target_species.unsqueeze(1).expand(-1, n, -1))  # (B, i, j)
+    cost = dist + species_weight * nll[:, None, None]
+    pair_ok = (mask.unsqueeze(2) & mask.unsqueeze(1))[:, None, None]
+    cost = cost.masked_fill(~pair_ok, _INF)
+    to_pred = cost.min(dim=3).values.masked_fill(~mask[:, None, None], 0.0).sum(-1)  # each target j
+    to_target = cost.min(dim=4).values.masked_fill(~mask[:, None, None], 0.0).sum(-1)  # each prediction i
+    score = (to_pred + to_target).masked_fill(~mask[:, None, :], float("inf"))  # (B, 2, p)
+    best = score.flatten(1).argmin(dim=1)
+    sign_index, slot = best // n, best % n
+    batch = torch.arange(len(best), device=best.device)
+    aligned = rel_target[batch, sign_index] + pred_frac[batch, slot].unsqueeze(1)
+    return torch.remainder(aligned, 1.0)
+
+
+@torch.no_grad()
+def hungarian_match(cost: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """Optimal assignment per crystal.
+
+    Args:
+        cost: (B, n, n) cost[b, i, j] of predicted atom i against target atom j.
+        n_atoms: (B,) real atoms per crystal (the first n_atoms rows and columns count).
+
+    Returns:
+        (B, n) long: for each target atom j, the predicted atom matched to it (padding: j itself).
+    """
+    cost_np = cost.detach().to("cpu", torch.float64).numpy()
+    counts = n_atoms.tolist()
+    order = np.tile(np.arange(cost.shape[1]), (cost.shape[0], 1))
+    for b, n in enumerate(counts):
+        rows, cols = linear_sum_assignment(cost_np[b, :n, :n])
+        order[b, cols] = rows
+    return torch.as_tensor(order, device=cost.device)
+
+
+def atom_losses(*, pred_frac: torch.Tensor, pred_logits: torch.Tensor, target_frac: torch.Tensor,
+                target_species: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
+                species_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coordinate loss in Å^2, species cross-entropy), each averaged over real atoms, after alignment and matching.
+
+    Shapes as in ``align_targets``; ``pred_logits`` (B, n, n_species) are raw logits.
+    """
+    pred_logp = pred_logits.log_softmax(dim=-1)
+    aligned = align_targets(pred_frac=pred_frac, pred_logp=pred_logp, target_frac=target_frac,
+                            target_species=target_species, mask=mask, lengths=lengths, species_weight=species_weight)
+    cost = _pair_costs(pred_frac.detach(), pred_logp.detach(), aligned, target_species, lengths, species_weight)
+    order = hungarian_match(cost, mask.sum(dim=1))
+    index = order.unsqueeze(-1)
+    matched_frac = torch.gather(pred_frac, 1, index.expand(-1, -1, 3))
+    matched_logp = torch.gather(pred_logp, 1, index.expand(-1, -1, pred_logp.shape[-1]))
+    weight = mask.to(pred_frac.dtype)
+    total = weight.sum().clamp_min(1.0)
+    coords = (periodic_sq_distance(matched_frac, aligned, lengths.unsqueeze(1)) * weight).sum() / total
+    nll = -torch.gather(matched_logp, 2, target_species.unsqueeze(-1)).squeeze(-1)
+    return coords, (nll * weight).sum() / total
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Mean over crystals of KL(N(mu, exp(logvar)) || N(0, 1)), summed over latent dimensions."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1).mean()
+
+
+def autoencoder_loss(*, output: DecoderOutput, target_species: torch.Tensor, target_frac: torch.Tensor,
+                     target_lattice: torch.Tensor, lattice_norm_target: torch.Tensor, mu: torch.Tensor,
+                     logvar: torch.Tensor, weights: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and its terms (plain floats) for one batch decoded with teacher forcing.
+
+    Args:
+        output: the decoder output for the batch (true atom counts fed in).
+        target_species: (B, n) long atomic numbers, 0 on padding.
+        target_frac: (B, n, 3) fractional coordinates in [0, 1).
+        target_lattice: (B, 3, 3) Å target cells.
+        lattice_norm_target: (B, 6) standardised target lattice parameters.
+        mu, logvar: (B, latent_dim) posterior of each crystal.
+        weights: the loss weights.
+    """
+    mask = output.mask
+    if target_species.shape != mask.shape:
+        raise ValueError(f"target_species {tuple(target_species.shape)} and decoder slots {tuple(mask.shape)} differ")
+    lengths = lattice_parameters(target_lattice)[:, :3].exp()
+    n_true = mask.sum(dim=1)
+    terms = {"count": torch.nn.functional.cross_entropy(output.count_logits, n_true - 1),
+             "lattice": (output.lattice_norm - lattice_norm_target).square().mean(),
+             "kl": kl_divergence(mu, logvar)}
+    coords, species = [], []
+    for logits, frac in zip(output.species_logits, output.frac, strict=True):
+        c, s = atom_losses(pred_frac=frac, pred_logits=logits, target_frac=target_frac, target_species=target_species,
+                           mask=mask, lengths=lengths, species_weight=weights.match_species)
+        coords.append(c)
+        species.append(s)
+    pass_weights = [weights.earlier_passes] * (len(coords) - 1) + [1.0]
+    terms["coords"] = sum(w * c for w, c in zip(pass_weights, coords, strict=True)) / sum(pass_weights)
+    terms["species"] = sum(w * s for w, s in zip(pass_weights, species, strict=True)) / sum(pass_weights)
+    total = sum(getattr(weights, name) * value for name, value in terms.items())
+    report = {name: float(value.detach()) for name, value in terms.items()}
+    report["coords_final"] = float(coords[-1].detach())
+    report["species_final"] = float(species[-1].detach())
+    report["loss"] = float(total.detach())
+    return total, report

@@ -1,0 +1,98 @@
+"""The latent does not move (float64, <= 1e-5) when the same crystal is written differently.
+
+Rotation, translation, atom permutation, supercells, another cell setting and reflection (mirror
+images share a latent by design, see ``models.encoder``) on real crystals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CRYSTALS
+from e3nn import o3
+from pymatgen.core import Lattice, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from models.autoencoder import CrystalAutoencoder, ModelConfig
+
+TOLERANCE = 1e-5
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def quartz() -> Structure:
+    """Alpha quartz in P3_221 (chiral), 9 atoms, Si-O 1.60 Å."""
+    return Structure.from_spacegroup("P3_221", Lattice.hexagonal(4.913, 5.405), ["Si", "O"],
+                                     [[0.4697, 0.0, 2 / 3], [0.4135, 0.2669, 0.7858]])
+
+
+CRYSTALS = {**TINY_CRYSTALS, "quartz": quartz}
+
+
+@pytest.fixture(scope="module")
+def model() -> CrystalAutoencoder:
+    torch.manual_seed(0)
+    config = ModelConfig(latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4,
+                         readout_hidden=16, d_model=16, n_heads=2, decoder_layers=1, mlp_hidden=16)
+    return CrystalAutoencoder(config=config).double().eval()
+
+
+def _latent(model: CrystalAutoencoder, structure: Structure) -> np.ndarray:
+    mu, _ = model.encode_structures([structure])
+    return mu[0].numpy()
+
+
+def _transformed(structure: Structure, matrix: np.ndarray) -> Structure:
+    """Lattice and positions mapped together by the orthogonal ``matrix`` (cartesian, 3x3)."""
+    return Structure(Lattice(structure.lattice.matrix @ matrix.T), structure.species, structure.frac_coords)
+
+
+def _variants(structure: Structure, rng: np.random.Generator) -> dict[str, Structure]:
+    rotation = o3.rand_matrix(dtype=torch.float64).numpy()
+    reflection = rotation @ np.diag([1.0, 1.0, -1.0])
+    permutation = rng.permutation(len(structure))
+    return {
+        "rotation": _transformed(structure, rotation),
+        "translation": Structure(structure.lattice, structure.species, structure.frac_coords + rng.random(3)),
+        "permutation": Structure(structure.lattice, [structure.species[i] for i in permutation],
+                                 structure.frac_coords[permutation]),
+        "supercell 2x1x1": structure * (2, 1, 1),
+        "skewed supercell": structure * [[1, 1, 0], [0, 1, 0], [0, 0, 2]],
+        "primitive cell": SpacegroupAnalyzer(structure).get_primitive_standard_structure(),
+        "reflection": _transformed(structure, reflection),
+        "inversion": Structure(structure.lattice, structure.species, -structure.frac_coords),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(CRYSTALS))
+def test_latent_is_invariant(model, name):
+    structure = CRYSTALS[name]()
+    reference = _latent(model, structure)
+    assert np.abs(reference).max() > 1e-3, "a constant latent would pass trivially"
+    for variant, changed in _variants(structure, np.random.default_rng(1)).items():
+        error = np.abs(_latent(model, changed) - reference).max()
+        assert error <= TOLERANCE, f"{name}: latent moved by {error:.2e} under {variant}"
+
+
+def test_mirror_images_share_a_latent(model):
+    """Quartz and its mirror image (P3_221 -> P3_121, a different crystal for spglib) map to one latent."""
+    right = quartz()
+    left = Structure(right.lattice, right.species, -right.frac_coords)
+    assert SpacegroupAnalyzer(left).get_space_group_symbol() == "P3_121"
+    assert SpacegroupAnalyzer(right).get_space_group_symbol() == "P3_221"
+    assert np.abs(_latent(model, left) - _latent(model, right)).max() <= TOLERANCE
+
+
+def test_latent_tells_crystals_apart(model):
+    latents = [_latent(model, make()) for make in CRYSTALS.values()]
+    for i in range(len(latents)):
+        for j in range(i):
+            assert np.abs(latents[i] - latents[j]).max() > 1e-3
+
+
+def test_batched_encoding_equals_one_by_one(model):
+    structures = [make() for make in CRYSTALS.values()]
+    mu, logvar = model.encode_structures(structures, batch_size=2)
+    assert mu.shape == logvar.shape == (len(structures), model.config.latent_dim)
+    for k, structure in enumerate(structures):
+        np.testing.assert_allclose(mu[k].numpy(), _latent(model, structure), atol=1e-10)

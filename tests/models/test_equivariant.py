@@ -1,0 +1,74 @@
+"""Each equivariant block passes e3nn's ``assert_equivariant`` (rotations and parity, float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from e3nn import o3
+from e3nn.util.test import assert_equivariant
+
+from models.equivariant import EdgeTensorProduct, GatedConvolution, hidden_irreps, make_gate
+
+IRREPS_SH = o3.Irreps.spherical_harmonics(2)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("both_parities", [False, True])
+def test_edge_tensor_product_is_equivariant(both_parities):
+    irreps = hidden_irreps(mul_scalar=6, mul_vector=3, mul_tensor=2, lmax=2, both_parities=both_parities)
+    tp = EdgeTensorProduct(irreps_in=irreps, irreps_sh=IRREPS_SH, filter_irreps=irreps)
+    n_edges = 7
+    args = [irreps.randn(n_edges, -1), IRREPS_SH.randn(n_edges, -1), torch.randn(n_edges, tp.weight_numel)]
+    assert_equivariant(tp, args_in=args, irreps_in=[irreps, IRREPS_SH, None], irreps_out=[tp.irreps_out],
+                       tolerance=1e-10)
+
+
+def test_edge_tensor_product_matches_e3nn_for_scalar_inputs():
+    """For scalar inputs every path has one weight per channel, so the two layouts agree exactly."""
+    irreps_in = o3.Irreps("4x0e")
+    ours = EdgeTensorProduct(irreps_in=irreps_in, irreps_sh=IRREPS_SH, filter_irreps=o3.Irreps("0e+1o+2e"))
+    instructions = [(0, j, j, "uvu", True) for j in range(3)]
+    reference = o3.TensorProduct(irreps_in, IRREPS_SH, ours.irreps_out, instructions, internal_weights=False,
+                                 shared_weights=False, irrep_normalization="component", path_normalization="none")
+    x, sh = irreps_in.randn(5, -1), IRREPS_SH.randn(5, -1)
+    weight = torch.randn(5, ours.weight_numel)
+    # ours: weights grouped per input block as (channel, path); e3nn: per path, then channel
+    reference_weight = weight.reshape(5, 4, 3).transpose(1, 2).reshape(5, -1)
+    torch.testing.assert_close(ours(x, sh, weight), reference(x, sh, reference_weight))
+
+
+def test_gate_is_equivariant():
+    irreps = hidden_irreps(mul_scalar=4, mul_vector=2, mul_tensor=2, lmax=2, both_parities=True)
+    gate = make_gate(irreps)
+    assert gate.irreps_out == irreps
+    assert_equivariant(gate, args_in=[gate.irreps_in.randn(3, -1)], irreps_in=[gate.irreps_in],
+                       irreps_out=[gate.irreps_out], tolerance=1e-10)
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_gated_convolution_is_equivariant(last):
+    irreps = hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=2, both_parities=False)
+    conv = GatedConvolution(irreps_in=irreps, irreps_out=o3.Irreps("8x0e") if last else irreps, irreps_sh=IRREPS_SH,
+                            n_basis=4, radial_hidden=8, avg_num_neighbors=3.0, mul_message=4)
+    n_atoms, n_edges = 5, 12
+    src = torch.randint(0, n_atoms, (n_edges,))
+    dst = torch.randint(0, n_atoms, (n_edges,))
+
+    def block(node, edge_sh, radial):
+        return conv(node, edge_sh, radial, src, dst)
+
+    args = [irreps.randn(n_atoms, -1), IRREPS_SH.randn(n_edges, -1), torch.rand(n_edges, 4)]
+    assert_equivariant(block, args_in=args, irreps_in=[irreps, IRREPS_SH, None], irreps_out=[conv.irreps_out],
+                       tolerance=1e-10)
+
+
+def test_hidden_irreps_rejects_zero_channels():
+    with pytest.raises(ValueError, match="mul_vector=0"):
+        hidden_irreps(mul_scalar=4, mul_vector=0, mul_tensor=2, lmax=2, both_parities=False)

@@ -1,0 +1,88 @@
+"""The reconstruction loss ignores atom order, origin and inversion, and sees real differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CRYSTALS
+
+from models.decoder import NUM_SPECIES
+from models.losses import atom_losses, hungarian_match, kl_divergence, periodic_sq_distance
+
+
+def _padded(structures):
+    """(frac (B, n, 3), species (B, n), mask (B, n), lengths (B, 3)) of pymatgen structures, float64."""
+    n = max(len(s) for s in structures)
+    frac = torch.zeros(len(structures), n, 3, dtype=torch.float64)
+    species = torch.zeros(len(structures), n, dtype=torch.long)
+    for b, s in enumerate(structures):
+        frac[b, : len(s)] = torch.as_tensor(s.frac_coords % 1.0)
+        species[b, : len(s)] = torch.as_tensor([site.specie.Z for site in s])
+    lengths = torch.as_tensor([s.lattice.abc for s in structures], dtype=torch.float64)
+    return frac, species, species > 0, lengths
+
+
+def _confident_logits(species: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.one_hot(species, NUM_SPECIES).to(torch.float64) * 30.0
+
+
+def test_periodic_distance_is_periodic_and_quadratic_near_zero():
+    lengths = torch.tensor([4.0, 5.0, 6.0], dtype=torch.float64)
+    a = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    shifted = a + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    assert periodic_sq_distance(a, shifted, lengths) < 1e-20
+    small = torch.tensor([1e-3, 0.0, 0.0], dtype=torch.float64)
+    assert periodic_sq_distance(a, a + small, lengths).item() == pytest.approx((4.0 * 1e-3) ** 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CRYSTALS))
+def test_loss_is_zero_for_the_crystal_moved_permuted_and_inverted(name):
+    structure = TINY_CRYSTALS[name]()
+    frac, species, mask, lengths = _padded([structure])
+    rng = np.random.default_rng(3)
+    for sign in (1.0, -1.0):
+        order = torch.as_tensor(rng.permutation(len(structure)))
+        moved = torch.remainder(sign * frac[:, order] + torch.as_tensor(rng.random(3)), 1.0)
+        coords, species_nll = atom_losses(pred_frac=moved, pred_logits=_confident_logits(species[:, order]),
+                                          target_frac=frac, target_species=species, mask=mask, lengths=lengths)
+        assert coords.item() < 1e-12, f"{name}: coordinate loss {coords.item():.3g} (sign {sign})"
+        assert species_nll.item() < 1e-6
+
+
+def test_loss_grows_with_displacement_and_wrong_species():
+    structure = TINY_CRYSTALS["SrTiO3"]()
+    frac, species, mask, lengths = _padded([structure])
+    logits = _confident_logits(species)
+    kwargs = {"target_frac": frac, "target_species": species, "mask": mask, "lengths": lengths}
+    moved = frac.clone()
+    moved[0, 1, 0] += 0.05  # Ti off centre by 0.195 Å
+    coords, _ = atom_losses(pred_frac=moved, pred_logits=logits, **kwargs)
+    assert coords.item() == pytest.approx(0.195**2 / 5, rel=0.05)  # one of five atoms, in Å^2
+    wrong = species.clone()
+    wrong[0, 0] = 56  # Ba instead of Sr
+    _, species_nll = atom_losses(pred_frac=frac, pred_logits=_confident_logits(wrong), **kwargs)
+    assert species_nll.item() > 1.0
+
+
+def test_loss_has_gradients_and_handles_padding():
+    structures = [TINY_CRYSTALS["SrTiO3"](), TINY_CRYSTALS["graphite"]()]
+    frac, species, mask, lengths = _padded(structures)
+    pred = torch.rand_like(frac).requires_grad_(True)
+    logits = torch.randn(*species.shape, NUM_SPECIES, dtype=torch.float64, requires_grad=True)
+    coords, species_nll = atom_losses(pred_frac=pred, pred_logits=logits, target_frac=frac, target_species=species,
+                                      mask=mask, lengths=lengths)
+    (coords + species_nll).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad[1, 4:].abs().max() == 0  # padding gets no gradient
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_hungarian_match_finds_the_permutation():
+    cost = torch.tensor([[[5.0, 0.0, 9.0], [0.0, 5.0, 9.0], [9.0, 9.0, 0.0]]])
+    assert hungarian_match(cost, torch.tensor([3])).tolist() == [[1, 0, 2]]
+    assert hungarian_match(cost, torch.tensor([2])).tolist() == [[1, 0, 2]]  # padding maps to itself
+
+
+def test_kl_is_zero_for_the_prior():
+    assert kl_divergence(torch.zeros(4, 8), torch.zeros(4, 8)).item() == 0.0
+    assert kl_divergence(torch.ones(4, 8), torch.zeros(4, 8)).item() == pytest.approx(4.0)
