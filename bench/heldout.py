@@ -1,0 +1,77 @@
+"""Held-out reconstruction quality of a checkpoint, per family, with the CDVAE protocol.
+
+    .venv/bin/python bench/heldout.py --checkpoint models/checkpoints/default.pt \
+        --split models/checkpoints/default.split.json --out heldout.json
+
+The crystals a training run held out (its ``split.json``) are evaluated family by family: perov_5,
+carbon_24 and mp_20_subset from their original CIFs in ../shared/data (when present), and the
+held-out known materials (Materials Project dielectric set and AMCSD minerals) from the table's
+original structures. Each family goes through ``models.evaluate.evaluate`` (match rate over all
+crystals, RMSE, validity, interpolation) and the figures are printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.checkpoint import load_checkpoint  # noqa: E402
+from models.evaluate import InputCrystal, evaluate, read_cdvae_csv  # noqa: E402
+
+SHARED_FAMILIES = ("perov_5", "carbon_24", "mp_20_subset")
+COLUMNS = ("n", "match_rate", "rmse", "composition_match_rate", "atom_count_accuracy", "struct_validity",
+           "comp_validity", "interp_struct_validity", "interp_comp_validity")
+
+
+def shared_rows(family: str, held_out: set[str], shared_dir: Path) -> list[InputCrystal]:
+    """Held-out rows of one ../shared/data family, read from its original CIFs."""
+    rows = []
+    for path in sorted((shared_dir / family).glob("*.csv.gz")):
+        rows += [r for r in read_cdvae_csv(path) if f"{family}:{r.material_id}" in held_out]
+    return rows
+
+
+def known_rows(held_out: set[str], source: str) -> list[InputCrystal]:
+    """Held-out known materials of one source, from the table's original structures."""
+    import pandas as pd
+
+    from explorer.datasets.records import original_structure
+
+    table = pd.read_parquet(ROOT / "data" / "tables" / "known.parquet")
+    table = table[table["id"].isin(held_out) & (table["source"] == source)]
+    return [InputCrystal(row["id"], original_structure(row)) for _, row in table.iterrows()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "models" / "checkpoints" / "default.pt")
+    parser.add_argument("--split", type=Path, default=ROOT / "models" / "checkpoints" / "default.split.json")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    args = parser.parse_args()
+    model = load_checkpoint(args.checkpoint).model
+    held_out = set(json.loads(args.split.read_text())["val_ids"])
+    families = {}
+    for family in SHARED_FAMILIES:
+        if (args.shared / family).is_dir():
+            families[family] = shared_rows(family, held_out, args.shared)
+    for source in ("matbench_dielectric", "amcsd"):
+        families[f"known/{source}"] = known_rows(held_out, source)
+    results = {}
+    print(f"{'family':<28}" + "".join(f"{c[:12]:>13}" for c in COLUMNS))
+    for family, rows in families.items():
+        if not rows:
+            continue
+        results[family] = evaluate(model, rows)
+        print(f"{family:<28}" + "".join(f"{results[family][c]:>13.4g}" for c in COLUMNS), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
