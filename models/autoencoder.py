@@ -47,6 +47,7 @@ class ModelConfig:
         lmax: highest spherical-harmonic degree on edges and in hidden features.
         mul_scalar, mul_vector, mul_tensor: channels of the 0e, 1o and l >= 2 hidden features.
         both_parities: add odd-parity scalars and pseudo-vectors/tensors to the hidden features.
+        composition_skip: feed the fractional composition straight into the latent head.
         mul_message: channels per irrep entering the per-edge tensor product (its cost grows with them).
         n_interactions: gated convolutions (the last one outputs even scalars only).
         avg_num_neighbors: normalisation of the neighbour sum (typical edges per atom at ``cutoff``).
@@ -66,6 +67,7 @@ class ModelConfig:
     mul_vector: int = 8
     mul_tensor: int = 4
     both_parities: bool = False
+    composition_skip: bool = True
     mul_message: int = 8
     n_interactions: int = 3
     avg_num_neighbors: float = 26.0
@@ -152,7 +154,7 @@ class CrystalAutoencoder(nn.Module):
             mul_vector=config.mul_vector, mul_tensor=config.mul_tensor, both_parities=config.both_parities,
             mul_message=config.mul_message,
             n_interactions=config.n_interactions, avg_num_neighbors=config.avg_num_neighbors,
-            readout_hidden=config.readout_hidden)
+            readout_hidden=config.readout_hidden, composition_skip=config.composition_skip)
         self.decoder = CrystalDecoder(
             latent_dim=config.latent_dim, max_atoms=config.max_atoms, d_model=config.d_model,
             n_heads=config.n_heads, n_layers=config.decoder_layers, n_refine=config.n_refine,

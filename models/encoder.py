@@ -35,7 +35,8 @@ class CrystalEncoder(nn.Module):
 
     def __init__(self, *, latent_dim: int, cutoff: float, n_basis: int, radial_hidden: int, lmax: int,
                  mul_scalar: int, mul_vector: int, mul_tensor: int, both_parities: bool, mul_message: int,
-                 n_interactions: int, avg_num_neighbors: float, readout_hidden: int) -> None:
+                 n_interactions: int, avg_num_neighbors: float, readout_hidden: int,
+                 composition_skip: bool = True) -> None:
         super().__init__()
         if lmax < 1 or n_interactions < 1 or cutoff <= 0:
             raise ValueError(f"need lmax >= 1, n_interactions >= 1, cutoff > 0; got lmax={lmax!r}, "
@@ -60,6 +61,9 @@ class CrystalEncoder(nn.Module):
                                      nn.Linear(readout_hidden, readout_hidden))
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(readout_hidden, readout_hidden), nn.SiLU(),
                                   nn.Linear(readout_hidden, 2 * latent_dim))
+        # The fractional composition goes straight to the head: it is invariant (rotation, origin, atom
+        # order, supercell) and otherwise has to squeeze through the message passing to reach the latent.
+        self.composition = nn.Linear(MAX_Z + 1, readout_hidden) if composition_skip else None
 
     def edge_features(self, batch: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(edge_sh (n_edges, irreps_sh.dim), edge_radial (n_edges, n_basis)) of a batch's edges."""
@@ -84,5 +88,9 @@ class CrystalEncoder(nn.Module):
         n_crystals = batch.n_atoms.shape[0]
         pooled = atoms.new_zeros(n_crystals, atoms.shape[1]).index_add_(0, batch.batch, atoms)
         pooled = pooled / batch.n_atoms.to(atoms.dtype).unsqueeze(-1)
+        if self.composition is not None:
+            counts = atoms.new_zeros(n_crystals, MAX_Z + 1).index_put_(
+                (batch.batch, batch.numbers), atoms.new_ones(batch.numbers.shape[0]), accumulate=True)
+            pooled = pooled + self.composition(counts / batch.n_atoms.to(atoms.dtype).unsqueeze(-1))
         mu, logvar = self.head(pooled).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
