@@ -1,4 +1,5 @@
-"""Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME``."""
+"""Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME`` and
+``python -m explorer build [--dataset NAME]`` (the maps: embed every material and fit UMAP)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,34 @@ def main(argv: list[str] | None = None) -> int:
     ingest = actions.add_parser("ingest", help="read your own structures (file or folder) into a new dataset")
     ingest.add_argument("path", type=Path, help="CIF/POSCAR folder, CDVAE-style CSV, extended XYZ or pymatgen JSON")
     ingest.add_argument("--name", required=True, help="name of the new dataset (shown in the app's map list)")
+    maps = commands.add_parser("build", help="build the maps: encode every material with the checkpoint, fit UMAP")
+    maps.add_argument("--dataset", action="append", help="only this dataset (repeatable); default: every built one")
     args = parser.parse_args(argv)
     settings = Settings()
     try:
+        if args.command == "build":
+            return _run_build(args, settings)
         return _run_data(args, settings)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_build(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from explorer.atlas import build_atlas
+    from explorer.datasets import catalog
+
+    names = args.dataset or [r.dataset for r in catalog.reports(settings)]
+    if not names:
+        raise ValueError("no tables built yet: run `python -m explorer data build` first")
+    for name in names:
+        start = time.perf_counter()
+        atlas = build_atlas(name, settings, progress=True)
+        print(f"{name}: {len(atlas.ids)} materials on the map ({time.perf_counter() - start:.0f} s, "
+              f"cache {settings.atlas_dir / f'{name}-{atlas.key}'})")
+    return 0
 
 
 def _run_data(args: argparse.Namespace, settings: Settings) -> int:

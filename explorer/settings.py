@@ -52,6 +52,29 @@ class Settings(BaseSettings):
         description="Python used to run `pip download` for package-shipped data; empty means this interpreter.",
     )
 
+    host: str = Field(default="127.0.0.1", description="Address the app listens on (`python app.py --host`).")
+    port: int = Field(default=8050, ge=1, le=65535, description="Port the app listens on (`python app.py --port`).")
+    debug: bool = Field(default=False, description="Dash debug mode (hot reload, error overlay); off when serving.")
+    checkpoint: Path = Field(
+        default=PROJECT_ROOT / "models" / "checkpoints" / "default.pt",
+        description="Autoencoder checkpoint used to encode and decode (models/checkpoint.py format).",
+    )
+    device: str = Field(default="", description="Torch device ('cpu', 'cuda', 'cuda:1'); empty picks cuda, else cpu.")
+    encode_batch_size: int = Field(default=128, ge=1, description="Crystals per encoder batch when building a map.")
+    umap_n_neighbors: int = Field(default=15, ge=2, description="UMAP n_neighbors of the 2D map.")
+    umap_min_dist: float = Field(default=0.1, ge=0, description="UMAP min_dist of the 2D map.")
+    umap_metric: str = Field(default="euclidean", description="UMAP distance metric in latent space.")
+    umap_seed: int = Field(default=42, description="UMAP random_state: the same inputs give the same map.")
+    inverse_k: int = Field(
+        default=8, ge=1, description="Known latents averaged (inverse-distance weighted) to decode an empty map point."
+    )
+    n_nearest: int = Field(default=5, ge=1, description="Nearest known materials listed beside a structure.")
+
+    @property
+    def atlas_dir(self) -> Path:
+        """Cached maps (latents, UMAP reducer and coordinates) per dataset and checkpoint."""
+        return self.data_dir / "atlas"
+
     @property
     def tables_dir(self) -> Path:
         """Built Parquet tables and their reports."""

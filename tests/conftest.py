@@ -46,3 +46,11 @@ TINY_CRYSTALS = {"NaCl": nacl, "Si": silicon, "SrTiO3": srtio3, "graphite": grap
 @pytest.fixture(params=sorted(TINY_CRYSTALS))
 def tiny_crystal(request) -> Structure:
     return TINY_CRYSTALS[request.param]()
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tmp_path_factory):
+    """Settings of a temporary data dir with dataset 'tiny' (a dozen real crystals) and a small trained checkpoint."""
+    from small_model import small_dataset
+
+    return small_dataset(tmp_path_factory.mktemp("tiny"))

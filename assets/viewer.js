@@ -1,0 +1,103 @@
+/* 3D structure viewer: draws the structure on screen into the `viewer` div with 3Dmol.js
+ * (assets/vendor/3Dmol-min.js, installed from npm by `make assets`). Called by a Dash clientside callback
+ * with the viewer store ({lattice: 3x3 rows in Å, species: [symbol], frac: [[a, b, c]]}), the supercell
+ * ("2x2x1") and the style ("ball-and-stick" | "spheres"). Returns a status text for the page. */
+(function () {
+  "use strict";
+
+  function cartesian(lattice, f) {
+    return [0, 1, 2].map(function (k) {
+      return f[0] * lattice[0][k] + f[1] * lattice[1][k] + f[2] * lattice[2][k];
+    });
+  }
+
+  function supercellAtoms(data, reps) {
+    var atoms = [];
+    for (var i = 0; i < reps[0]; i++) {
+      for (var j = 0; j < reps[1]; j++) {
+        for (var k = 0; k < reps[2]; k++) {
+          data.frac.forEach(function (f, n) {
+            atoms.push({ elem: data.species[n], pos: cartesian(data.lattice, [f[0] + i, f[1] + j, f[2] + k]) });
+          });
+        }
+      }
+    }
+    return atoms;
+  }
+
+  function toXyz(atoms) {
+    var lines = [String(atoms.length), "structure"];
+    atoms.forEach(function (a) {
+      lines.push(a.elem + " " + a.pos.map(function (v) { return v.toFixed(6); }).join(" "));
+    });
+    return lines.join("\n");
+  }
+
+  function drawCell(viewer, lattice, reps) {
+    var corners = [];
+    [0, 1].forEach(function (i) { [0, 1].forEach(function (j) { [0, 1].forEach(function (k) {
+      corners.push({ f: [i, j, k], p: cartesian(lattice, [i * reps[0], j * reps[1], k * reps[2]]) });
+    }); }); });
+    corners.forEach(function (a) {
+      corners.forEach(function (b) {
+        var diff = [0, 1, 2].filter(function (d) { return a.f[d] !== b.f[d]; });
+        if (diff.length === 1 && a.f[diff[0]] === 0) {
+          viewer.addCylinder({ start: { x: a.p[0], y: a.p[1], z: a.p[2] }, end: { x: b.p[0], y: b.p[1], z: b.p[2] },
+            radius: 0.04, color: "#444444", fromCap: 1, toCap: 1 });
+        }
+      });
+    });
+  }
+
+  function elementColor(elem) {
+    var table = ($3Dmol.elementColors && ($3Dmol.elementColors.Jmol || $3Dmol.elementColors.defaultColors)) || {};
+    var value = table[elem] !== undefined ? table[elem] : 0x999999;
+    return "#" + ("000000" + value.toString(16)).slice(-6);
+  }
+
+  function drawLegend(species) {
+    var legend = document.getElementById("viewer-legend");
+    if (!legend) { return; }
+    legend.innerHTML = "";
+    Array.from(new Set(species)).sort().forEach(function (elem) {
+      var item = document.createElement("span");
+      item.className = "legend-item";
+      var chip = document.createElement("span");
+      chip.className = "chip";
+      chip.style.background = elementColor(elem);
+      item.appendChild(chip);
+      item.appendChild(document.createTextNode(elem));
+      legend.appendChild(item);
+    });
+  }
+
+  function styleOf(name) {
+    if (name === "spheres") { return { sphere: { scale: 0.9, colorscheme: "Jmol" } }; }
+    return { sphere: { scale: 0.3, colorscheme: "Jmol" }, stick: { radius: 0.15, colorscheme: "Jmol" } };
+  }
+
+  function drawStructure(data, supercell, style) {
+    var element = document.getElementById("viewer");
+    if (!element || typeof $3Dmol === "undefined") { return "3Dmol.js is not loaded (run `make assets`)"; }
+    if (!data) { return ""; }
+    var reps = String(supercell || "1x1x1").split("x").map(function (n) { return parseInt(n, 10) || 1; });
+    var atoms = supercellAtoms(data, reps);
+    if (!element._viewer) {
+      element._viewer = $3Dmol.createViewer(element, { backgroundColor: "white" });
+    }
+    var viewer = element._viewer;
+    viewer.clear();
+    viewer.addModel(toXyz(atoms), "xyz");
+    viewer.setStyle({}, styleOf(style));
+    drawCell(viewer, data.lattice, reps);
+    viewer.zoomTo();
+    viewer.render();
+    drawLegend(data.species);
+    element.setAttribute("data-atoms", String(atoms.length));
+    return atoms.length + " atoms drawn (" + reps.join("×") + " cell): " + data.title;
+  }
+
+  window.dash_clientside = Object.assign({}, window.dash_clientside, {
+    explorer: { drawStructure: drawStructure }
+  });
+})();

@@ -1,0 +1,262 @@
+"""The map: latents of every known material, their 2D UMAP projection, and the ways back.
+
+An ``Atlas`` is built once per (checkpoint, table, UMAP parameters) and cached under
+``data/atlas/<dataset>-<key>/`` (written to a temporary folder, then renamed: never half-written).
+
+- ``place(latents)`` puts new latents on the map with the fitted reducer's ``transform``.
+- ``latent_at(x, y)`` is the fast inverse for a click on empty space: a distance-weighted average of
+  the latents of the k nearest known points on the map (UMAP's own inverse_transform takes seconds).
+- ``nearest(latent, k)`` lists the known materials closest in latent space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+INVERSE_METHOD = "distance-weighted average of the {k} nearest known latents on the map"
+
+
+@dataclass(frozen=True)
+class UmapParams:
+    """Parameters of the 2D projection (part of the cache key)."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "euclidean"
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class InverseResult:
+    """A latent for a map point, and how far that point is from known materials.
+
+    latent: (d,) float32. distance_2d: map units to the nearest known point; typical_spacing: the
+    median nearest-neighbour distance between known points, so distance_2d / typical_spacing says
+    "how far out" the click is. method: human-readable description of the inverse used.
+    """
+
+    latent: np.ndarray
+    distance_2d: float
+    typical_spacing: float
+    method: str
+    neighbours: list[int]
+
+
+@dataclass
+class Atlas:
+    """Known materials of one dataset in latent space and on the 2D map.
+
+    ids: (n,) record ids; latents: (n, d) float32; xy: (n, 2) float32 map coordinates.
+    """
+
+    dataset: str
+    key: str
+    ids: list[str]
+    latents: np.ndarray
+    xy: np.ndarray
+    reducer_path: Path
+    inverse_k: int = 8
+    _reducer: object = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _spacing: float | None = field(default=None, repr=False)
+
+    @property
+    def reducer(self):
+        """The fitted UMAP reducer, unpickled on first use (thread-safe)."""
+        with self._lock:
+            if self._reducer is None:
+                with open(self.reducer_path, "rb") as handle:
+                    self._reducer = pickle.load(handle)
+            return self._reducer
+
+    def warm(self) -> None:
+        """Compile numba code paths of ``transform`` once (slow the first time after start)."""
+        self.place(self.latents[:1])
+
+    def place(self, latents: np.ndarray) -> np.ndarray:
+        """(m, 2) map coordinates of (m, d) latents."""
+        latents = np.asarray(latents, dtype=np.float32).reshape(-1, self.latents.shape[1])
+        return np.asarray(self.reducer.transform(latents), dtype=np.float32)
+
+    def typical_spacing(self) -> float:
+        """Median distance between a known point and its nearest known neighbour on the map."""
+        if self._spacing is None:
+            if len(self.xy) < 2:
+                self._spacing = 1.0
+            else:
+                from scipy.spatial import cKDTree
+
+                d, _ = cKDTree(self.xy).query(self.xy, k=2)
+                positive = d[:, 1][d[:, 1] > 0]
+                self._spacing = float(np.median(positive)) if len(positive) else 1.0
+        return self._spacing
+
+    def latent_at(self, x: float, y: float) -> InverseResult:
+        """Latent for the map point (x, y) by inverse-distance weighting of the nearest known latents."""
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise ValueError(f"map point ({x!r}, {y!r}) is not finite")
+        k = min(self.inverse_k, len(self.ids))
+        d = np.linalg.norm(self.xy - np.array([x, y], dtype=np.float32), axis=1)
+        nearest = np.argpartition(d, k - 1)[:k]
+        nearest = nearest[np.argsort(d[nearest])]
+        weights = 1.0 / np.maximum(d[nearest], 1e-6) ** 2
+        latent = (weights[:, None] * self.latents[nearest]).sum(0) / weights.sum()
+        return InverseResult(latent=latent.astype(np.float32), distance_2d=float(d[nearest[0]]),
+                             typical_spacing=self.typical_spacing(), method=INVERSE_METHOD.format(k=k),
+                             neighbours=[int(i) for i in nearest])
+
+    def nearest(self, latent: np.ndarray, k: int = 5, *, exclude: str | None = None) -> list[tuple[str, float]]:
+        """The k known materials closest in latent space: [(id, euclidean distance)], nearest first."""
+        d = np.linalg.norm(self.latents - np.asarray(latent, dtype=np.float32).reshape(1, -1), axis=1)
+        order = np.argsort(d)
+        found = [(self.ids[i], float(d[i])) for i in order[: k + 1] if self.ids[i] != exclude]
+        return found[:k]
+
+
+def cache_key(*, model_hash: str, table_signature: str, params: UmapParams) -> str:
+    """Short hash of everything the map depends on."""
+    payload = json.dumps({"model": model_hash, "table": table_signature, "umap": params.__dict__}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
+                  encode: Callable[[], np.ndarray], params: UmapParams, inverse_k: int = 8) -> Atlas:
+    """The cached atlas for ``key``, or a new one: ``encode()`` gives (n, d) latents in ``ids`` order."""
+    folder = cache_dir / f"{dataset}-{key}"
+    if not (folder / "done").exists():
+        latents = np.asarray(encode(), dtype=np.float32)
+        if latents.shape[0] != len(ids):
+            raise ValueError(f"{dataset}: encode() gave {latents.shape[0]} latents for {len(ids)} records")
+        reducer, xy = fit_umap(latents, params)
+        _write_atomically(folder, ids=ids, latents=latents, xy=xy, reducer=reducer)
+    stored_ids = json.loads((folder / "ids.json").read_text())
+    return Atlas(dataset=dataset, key=key, ids=stored_ids, latents=np.load(folder / "latents.npy"),
+                 xy=np.load(folder / "xy.npy"), reducer_path=folder / "reducer.pkl", inverse_k=inverse_k)
+
+
+def fit_umap(latents: np.ndarray, params: UmapParams):
+    """Seeded UMAP fit; returns (reducer, (n, 2) float32 coordinates). Tiny sets get fewer neighbours."""
+    import umap
+
+    n_neighbors = max(2, min(params.n_neighbors, len(latents) - 1))
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=params.min_dist, metric=params.metric,
+                        random_state=params.seed, n_components=2, n_jobs=1)
+    xy = reducer.fit_transform(latents)
+    return reducer, np.asarray(xy, dtype=np.float32)
+
+
+def _write_atomically(folder: Path, *, ids, latents, xy, reducer) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        (tmp / "ids.json").write_text(json.dumps(list(ids)))
+        np.save(tmp / "latents.npy", latents)
+        np.save(tmp / "xy.npy", xy)
+        with open(tmp / "reducer.pkl", "wb") as handle:
+            pickle.dump(reducer, handle)
+        (tmp / "done").write_text("ok")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+# ------------------------------------------------------------------ the atlas of a dataset, per settings
+def umap_params(settings) -> UmapParams:
+    """The UMAP parameters of ``settings``."""
+    return UmapParams(n_neighbors=settings.umap_n_neighbors, min_dist=settings.umap_min_dist,
+                      metric=settings.umap_metric, seed=settings.umap_seed)
+
+
+def atlas_key(dataset: str, settings) -> str:
+    """Cache key of a dataset's map: checkpoint file sha256 + table report signature + UMAP parameters."""
+    from explorer.datasets.build import load_report
+    from explorer.services.model import checkpoint_sha256
+
+    report = load_report(dataset, settings)
+    if report is None:
+        raise FileNotFoundError(f"dataset {dataset!r} has no built table: run `python -m explorer data build`")
+    return cache_key(model_hash=checkpoint_sha256(settings), table_signature=report.signature,
+                     params=umap_params(settings))
+
+
+def is_built(dataset: str, settings) -> bool:
+    """True when the map of ``dataset`` for the current checkpoint and table is cached."""
+    try:
+        return (settings.atlas_dir / f"{dataset}-{atlas_key(dataset, settings)}" / "done").exists()
+    except FileNotFoundError:
+        return False
+
+
+def build_atlas(dataset: str, settings, *, progress: bool = False,
+                on_progress: Callable[[int, int], None] | None = None) -> Atlas:
+    """The map of ``dataset``: loaded from the cache, or every material encoded (batched) and UMAP fitted.
+
+    progress: show a progress bar on stderr; on_progress(encoded, total) is called after every batch.
+    """
+    from explorer.datasets.build import load_table
+    from explorer.datasets.records import canonical_structure
+    from explorer.services.model import encode
+
+    key = atlas_key(dataset, settings)
+    table = load_table(dataset, settings)
+
+    def encode_all() -> np.ndarray:
+        from tqdm import tqdm
+
+        size = settings.encode_batch_size
+        parts = []
+        with tqdm(total=len(table), desc=f"encoding {dataset}", unit="crystal", disable=not progress) as bar:
+            for start in range(0, len(table), size):
+                rows = table.iloc[start : start + size]
+                parts.append(encode([canonical_structure(row) for _, row in rows.iterrows()], settings))
+                bar.update(len(rows))
+                if on_progress is not None:
+                    on_progress(min(start + size, len(table)), len(table))
+        return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+
+    if len(table) < 3:
+        raise ValueError(f"dataset {dataset!r} has {len(table)} materials; a map needs at least 3")
+    return load_or_build(dataset=dataset, cache_dir=settings.atlas_dir, key=key, ids=table["id"].tolist(),
+                         encode=encode_all, params=umap_params(settings), inverse_k=settings.inverse_k)
+
+
+_ATLASES: dict[tuple, Atlas] = {}
+_ATLAS_LOCK = threading.Lock()
+
+
+def get_atlas(dataset: str, settings) -> Atlas:
+    """The map of ``dataset`` (built when missing), kept in memory per (data dir, dataset, key)."""
+    cache = (str(settings.atlas_dir), dataset, atlas_key(dataset, settings))
+    with _ATLAS_LOCK:
+        if cache not in _ATLASES:
+            _ATLASES[cache] = build_atlas(dataset, settings)
+        return _ATLASES[cache]
+
+
+def warm_in_background(datasets: list[str], settings) -> threading.Thread:
+    """Load the maps of ``datasets`` and compile UMAP's transform in a daemon thread (the page does not wait)."""
+    def run() -> None:
+        for name in datasets:
+            try:
+                if is_built(name, settings):
+                    get_atlas(name, settings).warm()
+            except Exception as exc:  # warming is an optimisation: report and go on
+                print(f"warming the map of {name!r} failed: {exc}")
+
+    thread = threading.Thread(target=run, name="atlas-warm", daemon=True)
+    thread.start()
+    return thread

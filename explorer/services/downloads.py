@@ -1,0 +1,78 @@
+"""What the export buttons download: (filename, bytes) built from the app's JSON views with the export service."""
+
+from __future__ import annotations
+
+from pymatgen.core import Structure
+
+from explorer.services.export import (
+    FORMATS,
+    BasketItem,
+    basket_zip,
+    export_filename,
+    path_cif_zip,
+    path_extxyz,
+    structure_to_bytes,
+    viewer_html,
+)
+
+VIEWER_JS = "assets/vendor/3Dmol-min.js"
+"""Where the standalone viewer page looks for 3Dmol.js: open the page from the project folder (or copy the file)."""
+
+
+def _structure(view: dict) -> Structure:
+    return Structure.from_dict(view["structure"])
+
+
+def _properties(view: dict) -> dict:
+    props = {"kind": view["kind"], "hypothetical": view["kind"] != "known"}
+    if view.get("xy"):
+        props["map_x"], props["map_y"] = view["xy"]
+    return props
+
+
+def structure_file(view: dict, fmt: str) -> tuple[str, bytes]:
+    """The structure on screen in format ``fmt``."""
+    if not view:
+        raise ValueError("no structure on screen: click a point of the map first")
+    data = structure_to_bytes(_structure(view), fmt=fmt, title=view["title"],
+                              properties=_properties(view) if fmt in ("json", "extxyz") else None)
+    return export_filename(record_id=view["id"], formula=view["formula"], fmt=fmt), data
+
+
+def basket_item(view: dict) -> dict:
+    """The JSON-able basket entry of a view."""
+    return {"id": view["id"], "formula": view["formula"], "source": view.get("dataset", "") if view["kind"] == "known"
+            else view["kind"], "structure": view["structure"], "xy": view.get("xy"),
+            "validity": view.get("validity"), "hypothetical": view["kind"] != "known"}
+
+
+def basket_file(items: list[dict], fmt: str) -> tuple[str, bytes]:
+    """Every basket item as a ``fmt`` file in one zip with manifest.csv."""
+    entries = [BasketItem(id=i["id"], formula=i["formula"], source=i["source"], structure=Structure.from_dict(
+        i["structure"]), latent_2d=tuple(i["xy"]) if i.get("xy") else None, validity=i.get("validity"),
+        hypothetical=i["hypothetical"]) for i in items or []]
+    return f"basket_{len(entries)}_{FORMATS[fmt].extension}.zip", basket_zip(entries, fmt=fmt)
+
+
+def path_file(path: dict, kind: str) -> tuple[str, bytes]:
+    """An interpolation path as multi-frame extxyz (``kind='extxyz'``) or a zip of CIFs (``kind='cif'``)."""
+    if not path or not path.get("frames"):
+        raise ValueError("no interpolation path yet: set A and B and press Interpolate")
+    frames = [_structure(f) for f in path["frames"]]
+    stem = f"path_{path['frames'][0]['formula']}_to_{path['frames'][-1]['formula']}"
+    if kind == "extxyz":
+        props = [{"t": f["t"], "formula": f["formula"], "valid": bool((f.get("validity") or {}).get("valid"))}
+                 for f in path["frames"]]
+        return f"{stem}.extxyz", path_extxyz(frames, properties=props)
+    return f"{stem}_cifs.zip", path_cif_zip(frames, stem=stem)
+
+
+def viewer_file(view: dict, *, supercell: str, style: str) -> tuple[str, bytes]:
+    """A standalone HTML page of the 3D view (3Dmol.js from the project's assets, never a CDN)."""
+    if not view:
+        raise ValueError("no structure on screen: click a point of the map first")
+    repeats = tuple(int(n) for n in supercell.split("x"))
+    page = viewer_html(_structure(view), title=view["title"], supercell=repeats,
+                       style="spacefill" if style == "spheres" else "ball-and-stick", js_url=VIEWER_JS)
+    name = export_filename(record_id=view["id"], formula=view["formula"], fmt="cif").removesuffix(".cif")
+    return f"{name}_3d.html", page.encode("utf-8")

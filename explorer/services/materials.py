@@ -1,0 +1,303 @@
+"""Known materials for the app: tables (read once per file version), search, record details and the
+structures on screen (known, hypothetical, uploaded). Plain data in, plain data out.
+
+A "view" is the JSON-able dict the app keeps in its ``current`` store for the structure on screen::
+
+    {"kind": "known" | "hypothetical" | "upload" | "frame", "id", "title", "formula", "dataset",
+     "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None, "validity": {...} | None,
+     "details": [[label, value], ...], "nearest": [[id, formula, distance], ...], "note": str, "ms": float}
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Composition, Structure
+
+from explorer.atlas import get_atlas
+from explorer.datasets.build import load_table, table_path
+from explorer.datasets.records import canonical_structure
+from explorer.services import model
+from explorer.settings import Settings
+
+CATEGORICAL = {"source": "source", "crystal_system": "crystal system", "spacegroup_number": "space group number",
+               "n_elements": "number of elements"}
+_BASE_COLUMNS = {"id", "source", "origin", "source_key", "formula", "reduced_formula", "elements", "nsites",
+                 "spacegroup_symbol", "spacegroup_number", "crystal_system", "n_elements", "lattice", "numbers",
+                 "frac_coords", "original_lattice", "original_species", "original_frac_coords", "split"}
+_CONTINUOUS_FIRST = ("density", "volume_per_atom", "nsites", "a", "c")
+_SEARCH_LIMIT = 20000
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str, mtime_ns: int, dataset: str, data_dir: str) -> pd.DataFrame:
+    table = load_table(dataset, Settings(data_dir=Path(data_dir)))
+    return table.reset_index(drop=True)
+
+
+def table(dataset: str, settings: Settings) -> pd.DataFrame:
+    """The built table of ``dataset`` (cached per file version); do not modify it."""
+    path = table_path(dataset, settings)
+    if not path.exists():
+        raise FileNotFoundError(f"no table for dataset {dataset!r}: run `python -m explorer data build`")
+    return _read(str(path), path.stat().st_mtime_ns, dataset, str(settings.data_dir))
+
+
+@functools.lru_cache(maxsize=8)
+def _index(path: str, mtime_ns: int, dataset: str, data_dir: str) -> dict[str, int]:
+    return {record_id: k for k, record_id in enumerate(_read(path, mtime_ns, dataset, data_dir)["id"])}
+
+
+def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
+    """The table row of ``record_id``; KeyError naming the id and dataset."""
+    path = table_path(dataset, settings)
+    frame = table(dataset, settings)
+    index = _index(str(path), path.stat().st_mtime_ns, dataset, str(settings.data_dir))
+    if record_id not in index:
+        raise KeyError(f"no material {record_id!r} in dataset {dataset!r}")
+    return frame.iloc[index[record_id]]
+
+
+def color_options(frame: pd.DataFrame) -> list[dict]:
+    """[{value, label, kind: 'continuous' | 'categorical'}]: categorical groupings, then numeric properties."""
+    options = [{"value": c, "label": label, "kind": "categorical"} for c, label in CATEGORICAL.items() if c in frame]
+    numeric = [c for c in frame.columns if c not in _BASE_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])
+               and frame[c].notna().any()]
+    ordered = [c for c in _CONTINUOUS_FIRST if c in numeric or c in ("nsites",)] + sorted(
+        c for c in numeric if c not in _CONTINUOUS_FIRST)
+    options += [{"value": c, "label": c.replace("_", " "), "kind": "continuous"} for c in ordered if c in frame]
+    return options
+
+
+def _element_set(query: str) -> set[str] | None:
+    parts = [p for p in re.split(r"[-,\s]+", query.strip()) if p]
+    if len(parts) < 2 and "-" not in query:
+        return None
+    try:
+        elements = {str(e) for p in parts for e in Composition(p).elements} if parts else None
+    except Exception:
+        return None
+    return elements if elements and all(re.fullmatch(r"[A-Z][a-z]?", p) for p in parts) else None
+
+
+def search(frame: pd.DataFrame, query: str) -> np.ndarray:
+    """Row positions matching ``query``: an id, a formula (any multiple: 'NaCl' finds Na4Cl4), an element
+    set ('Li-Fe-O': exactly those elements) or part of a mineral name (case-insensitive)."""
+    query = (query or "").strip()
+    if not query:
+        return np.zeros(0, dtype=int)
+    hits = frame["id"].str.lower() == query.lower()
+    elements = _element_set(query)
+    if elements is not None:
+        hits |= frame["elements"].map(lambda e: set(e) == elements)
+    else:
+        try:
+            reduced = Composition(query).reduced_formula
+            hits |= frame["reduced_formula"] == reduced
+        except Exception:
+            pass
+    if "mineral" in frame and len(query) >= 3:
+        hits |= frame["mineral"].astype("string").str.contains(query, case=False, regex=False).fillna(False)
+    return np.flatnonzero(hits.to_numpy())[:_SEARCH_LIMIT]
+
+
+def _fmt(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else f"{value:.4g}"
+    if isinstance(value, list | tuple | np.ndarray):
+        return ", ".join(str(v) for v in value)
+    text = str(value).strip()
+    return text or None
+
+
+def details_of(row: pd.Series) -> list[list[str]]:
+    """[[label, value]] of a known material: formula, space group, lattice, density, source, properties."""
+    items = [["formula", row["formula"]], ["space group", f"{row['spacegroup_symbol']} ({row['spacegroup_number']})"],
+             ["crystal system", row["crystal_system"]],
+             ["lattice", f"a={row['a']:.3f} b={row['b']:.3f} c={row['c']:.3f} Å, "
+                         f"α={row['alpha']:.1f} β={row['beta']:.1f} γ={row['gamma']:.1f}°"],
+             ["density", f"{row['density']:.3f} g/cm³"], ["volume per atom", f"{row['volume_per_atom']:.2f} Å³"],
+             ["source", row["source"]]]
+    skip = _BASE_COLUMNS | {"a", "b", "c", "alpha", "beta", "gamma", "density", "volume_per_atom"}
+    for column, value in row.items():
+        text = _fmt(value)
+        if column not in skip and text is not None:
+            items.append([column.replace("_", " "), text])
+    return items
+
+
+def structure_details(structure: Structure) -> list[list[str]]:
+    """[[label, value]] of any structure (space group by spglib, lattice, density)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
+        group = f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
+    except Exception:
+        group = "undetermined"
+    a, b, c, alpha, beta, gamma = structure.lattice.parameters
+    return [["formula", structure.formula], ["space group", group],
+            ["lattice", f"a={a:.3f} b={b:.3f} c={c:.3f} Å, α={alpha:.1f} β={beta:.1f} γ={gamma:.1f}°"],
+            ["density", f"{float(structure.density):.3f} g/cm³"], ["atoms in cell", str(len(structure))]]
+
+
+def _nearest(dataset: str, latent: np.ndarray, settings: Settings, *, exclude: str | None = None) -> list[list]:
+    atlas = get_atlas(dataset, settings)
+    frame = table(dataset, settings)
+    positions = {record_id: k for k, record_id in enumerate(atlas.ids)}
+    found = atlas.nearest(latent, k=settings.n_nearest, exclude=exclude)
+    return [[record_id, frame.iloc[positions[record_id]]["reduced_formula"], round(distance, 4)]
+            for record_id, distance in found]
+
+
+def known_view(dataset: str, record_id: str, settings: Settings) -> dict:
+    """The view of a known material (its canonical cell, stored latent and map position)."""
+    start = time.perf_counter()
+    row = row_of(dataset, record_id, settings)
+    atlas = get_atlas(dataset, settings)
+    k = atlas.ids.index(record_id)
+    return {"kind": "known", "id": record_id, "title": f"{row['reduced_formula']} ({record_id})",
+            "formula": row["reduced_formula"], "dataset": dataset,
+            "structure": canonical_structure(row).as_dict(), "latent": atlas.latents[k].tolist(),
+            "xy": atlas.xy[k].tolist(), "validity": None, "details": details_of(row),
+            "nearest": _nearest(dataset, atlas.latents[k], settings, exclude=record_id),
+            "note": "", "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: str, settings: Settings,
+                  record_id: str, start: float) -> dict:
+    return {"kind": kind, "id": record_id, "title": f"{decoded.formula} ({kind})", "formula": decoded.formula,
+            "dataset": dataset, "structure": decoded.structure.as_dict(), "latent": decoded.latent.tolist(),
+            "xy": [float(v) for v in xy] if xy is not None else None, "validity": decoded.validity,
+            "details": structure_details(decoded.structure),
+            "nearest": _nearest(dataset, decoded.latent, settings), "note": note,
+            "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def hypothetical_view(dataset: str, x: float, y: float, settings: Settings) -> dict:
+    """Decode the latent at map point (x, y) (``Atlas.latent_at``): a hypothetical structure."""
+    start = time.perf_counter()
+    inverse = get_atlas(dataset, settings).latent_at(float(x), float(y))
+    decoded = model.decode(inverse.latent, settings)
+    ratio = inverse.distance_2d / inverse.typical_spacing if inverse.typical_spacing > 0 else float("inf")
+    note = (f"hypothetical: decoded at map point ({x:.2f}, {y:.2f}), {inverse.distance_2d:.2f} map units from the "
+            f"nearest known material ({ratio:.1f}× the typical spacing between known points). "
+            f"Inverse used: {inverse.method}.")
+    return _decoded_view("hypothetical", decoded, dataset=dataset, xy=(x, y), note=note, settings=settings,
+                         record_id=f"hypothetical@{x:.3f},{y:.3f}", start=start)
+
+
+def upload_view(dataset: str, content: bytes, filename: str, settings: Settings) -> dict:
+    """Read an uploaded CIF or POSCAR, encode it and place it on the map; ValueError with a clear message."""
+    from explorer.services.export import structure_from_bytes
+
+    start = time.perf_counter()
+    fmt = "cif" if filename.lower().endswith(".cif") or b"_cell_length_a" in content[:20000] else "poscar"
+    structure = structure_from_bytes(content, fmt=fmt, name=filename)
+    if not structure.is_ordered:
+        raise ValueError(f"{filename}: the structure is disordered (partial occupancies); upload an ordered crystal")
+    if len(structure) > settings.max_sites:
+        raise ValueError(f"{filename}: {len(structure)} sites, more than the limit of {settings.max_sites}")
+    try:
+        latent = model.encode([structure], settings)[0]
+    except Exception as exc:
+        raise ValueError(f"{filename}: could not be encoded ({type(exc).__name__}: {exc})") from None
+    xy = get_atlas(dataset, settings).place(latent)[0]
+    formula = structure.composition.reduced_formula
+    view = {"kind": "upload", "id": f"upload:{filename}", "title": f"{formula} (uploaded: {filename})",
+            "formula": formula, "dataset": dataset, "structure": structure.as_dict(), "latent": latent.tolist(),
+            "xy": [float(v) for v in xy], "validity": None, "details": structure_details(structure),
+            "nearest": _nearest(dataset, latent, settings), "note": f"uploaded file {filename} ({fmt.upper()})",
+            "ms": 0.0}
+    view["ms"] = round(1000 * (time.perf_counter() - start), 1)
+    return view
+
+
+def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: int, method: str) -> dict:
+    """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "ms"}."""
+    start = time.perf_counter()
+    frames = model.interpolate(np.asarray(a["latent"]), np.asarray(b["latent"]), settings, steps=steps,
+                               method=method)
+    xy = get_atlas(dataset, settings).place(np.stack([f.latent for f in frames]))
+    views = []
+    for frame, point in zip(frames, xy, strict=True):
+        views.append({"kind": "frame", "id": f"path-frame-{frame.index:02d}", "index": frame.index, "t": frame.t,
+                      "title": f"{frame.formula} (path frame {frame.index} of {len(frames) - 1})",
+                      "formula": frame.formula, "n_atoms": frame.n_atoms, "dataset": dataset,
+                      "structure": frame.structure.as_dict(), "latent": frame.latent.tolist(),
+                      "xy": point.tolist(), "validity": frame.validity,
+                      "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
+                      "nearest": [], "note": f"hypothetical: frame {frame.index} of a {method} path from "
+                                             f"{a['title']} to {b['title']}", "ms": 0.0})
+    return {"frames": views, "xy": xy.tolist(), "method": method, "a": a["title"], "b": b["title"],
+            "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def structure_of(view: dict) -> Structure:
+    """The pymatgen Structure of a view."""
+    return Structure.from_dict(view["structure"])
+
+
+def datasets_with_tables(settings: Settings) -> list[str]:
+    """Names of every dataset with a built table (known first)."""
+    from explorer.datasets import catalog
+
+    return [report.dataset for report in catalog.reports(settings)]
+
+
+def map_problem(dataset: str, settings: Settings) -> str | None:
+    """Why the map of ``dataset`` cannot be shown yet (no checkpoint, not built), or None when it can."""
+    from explorer.atlas import is_built
+
+    if not Path(settings.checkpoint).is_file():
+        return (f"No model checkpoint at {settings.checkpoint}: train one (see models/) or point "
+                "EXPLORER_CHECKPOINT at a checkpoint file.")
+    if not is_built(dataset, settings):
+        return (f"The map of {dataset!r} is not built for this checkpoint yet: build it here (a background job) "
+                f"or run `python -m explorer build --dataset {dataset}`.")
+    return None
+
+
+def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
+    """Every known material of ``dataset`` on the map: x, y, ids, hover texts and colour values.
+
+    colour: {"kind": "continuous", "values", "label"} (NaN as None) or {"kind": "categorical",
+    "codes": per point, "categories": [names], "label"}.
+    """
+    frame = table(dataset, settings)
+    atlas = get_atlas(dataset, settings)
+    if atlas.ids != frame["id"].tolist():
+        raise ValueError(f"the map of {dataset!r} does not match its table: rebuild with `python -m explorer build`")
+    hover = ("<b>" + frame["reduced_formula"] + "</b><br>" + frame["spacegroup_symbol"].astype(str) + " ("
+             + frame["spacegroup_number"].astype(str) + ")<br>" + frame["id"] + "<br>" + frame["source"]).tolist()
+    options = {o["value"]: o for o in color_options(frame)}
+    color_by = color_by if color_by in options else "source"
+    option = options[color_by]
+    if option["kind"] == "categorical":
+        values = frame[color_by].astype(str)
+        categories = sorted(values.unique(), key=lambda v: (len(v), v) if v.isdigit() else (0, v))
+        lookup = {c: k for k, c in enumerate(categories)}
+        colour = {"kind": "categorical", "codes": [lookup[v] for v in values], "categories": categories,
+                  "label": option["label"]}
+    else:
+        numbers = pd.to_numeric(frame[color_by], errors="coerce")
+        colour = {"kind": "continuous", "values": [None if not math.isfinite(v) else float(v) for v in numbers],
+                  "label": option["label"]}
+    return {"x": atlas.xy[:, 0].tolist(), "y": atlas.xy[:, 1].tolist(), "ids": frame["id"].tolist(),
+            "hover": hover, "colour": colour, "color_by": color_by}
+
+
+def search_points(dataset: str, query: str, settings: Settings) -> dict:
+    """Matches of ``query`` on the map: {"x", "y", "ids", "count"}."""
+    positions = search(table(dataset, settings), query)
+    atlas = get_atlas(dataset, settings)
+    return {"x": atlas.xy[positions, 0].tolist(), "y": atlas.xy[positions, 1].tolist(),
+            "ids": [atlas.ids[k] for k in positions], "count": int(len(positions))}

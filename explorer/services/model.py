@@ -1,0 +1,163 @@
+"""The autoencoder as a service: encode structures, decode latents, interpolate between two latents.
+
+The checkpoint is loaded once per process (cached by path, size and modification time, so a new file
+at the same path is picked up) on the device chosen by ``models.device.resolve_device``. Plain data
+in and out: pymatgen structures and numpy arrays in; numpy latents, structures and dicts out.
+Calls into the model are serialised by a lock (Dash serves callbacks from several threads).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+
+from explorer.settings import Settings
+
+METHODS = ("linear", "slerp")
+MIN_STEPS, MAX_STEPS = 2, 30
+_MODEL_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded crystal: ``structure``, ``validity`` (``ValidityReport.as_dict()``: plain JSON) and
+    ``latent`` (d,) float32 it came from."""
+
+    structure: Structure
+    validity: dict
+    latent: np.ndarray
+
+    @property
+    def formula(self) -> str:
+        return self.structure.composition.reduced_formula
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.structure)
+
+
+@dataclass(frozen=True)
+class Frame(Decoded):
+    """One frame of an interpolation path: ``index`` from 0 and path parameter ``t`` in [0, 1]."""
+
+    index: int = 0
+    t: float = 0.0
+
+
+def _checkpoint_path(settings: Settings) -> Path:
+    path = Path(settings.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (set EXPLORER_CHECKPOINT or train one: "
+                                "see models/checkpoints/README)")
+    return path
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, size: int, mtime_ns: int, device: str):
+    from models.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, device=device or None)
+
+
+def loaded_checkpoint(settings: Settings):
+    """The ``LoadedCheckpoint`` of ``settings.checkpoint`` (loaded once per file version and device)."""
+    return _load(*_stamp(_checkpoint_path(settings)), settings.device)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_sha256(settings: Settings) -> str:
+    """sha256 of the checkpoint file (cached per file version): part of the map's cache key."""
+    return _sha256(*_stamp(_checkpoint_path(settings)))
+
+
+def latent_dim(settings: Settings) -> int:
+    """Size of the latent vectors of the checkpoint."""
+    return int(loaded_checkpoint(settings).model.config.latent_dim)
+
+
+def encode(structures: Sequence[Structure], settings: Settings, *, batch_size: int | None = None) -> np.ndarray:
+    """Latent means (n, d) float32 of ordered structures (any cell setting)."""
+    if not structures:
+        return np.zeros((0, latent_dim(settings)), dtype=np.float32)
+    model = loaded_checkpoint(settings).model
+    with _MODEL_LOCK:
+        mu, _ = model.encode_structures(list(structures), batch_size=batch_size or settings.encode_batch_size)
+    return mu.detach().cpu().numpy().astype(np.float32)
+
+
+def _as_latents(latents: np.ndarray, settings: Settings) -> np.ndarray:
+    z = np.asarray(latents, dtype=np.float32)
+    z = z.reshape(1, -1) if z.ndim == 1 else z
+    d = latent_dim(settings)
+    if z.ndim != 2 or z.shape[1] != d or not np.isfinite(z).all():
+        raise ValueError(f"latent must be finite with {d} values per crystal, got shape {np.shape(latents)}")
+    return z
+
+
+def decode_many(latents: np.ndarray, settings: Settings) -> list[Decoded]:
+    """Decode (n, d) latents in one batch."""
+    z = _as_latents(latents, settings)
+    model = loaded_checkpoint(settings).model
+    with _MODEL_LOCK:
+        crystals = model.decode(z)
+    return [Decoded(structure=c.structure, validity=c.validity.as_dict(), latent=z[k])
+            for k, c in enumerate(crystals)]
+
+
+def decode(latent: np.ndarray, settings: Settings) -> Decoded:
+    """Decode one latent (d,) to a structure with its validity report."""
+    return decode_many(np.asarray(latent).reshape(1, -1), settings)[0]
+
+
+def path_latents(a: np.ndarray, b: np.ndarray, *, steps: int, method: str = "linear") -> np.ndarray:
+    """(steps, d) latents from ``a`` to ``b`` inclusive: straight line, or great-circle arc (``slerp``)
+    with the norm interpolated linearly (so slerp between latents of different norms stays sensible)."""
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or not MIN_STEPS <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer from {MIN_STEPS} to {MAX_STEPS}, got {steps!r}")
+    if method not in METHODS:
+        raise ValueError(f"interpolation method {method!r}: use one of {', '.join(METHODS)}")
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"endpoints have different sizes: {a.shape[0]} and {b.shape[0]}")
+    t = np.linspace(0.0, 1.0, int(steps))[:, None]
+    if method == "linear":
+        return ((1 - t) * a + t * b).astype(np.float32)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < 1e-12 or nb < 1e-12:
+        return ((1 - t) * a + t * b).astype(np.float32)
+    ua, ub = a / na, b / nb
+    omega = np.arccos(np.clip(ua @ ub, -1.0, 1.0))
+    if omega < 1e-6:
+        direction = (1 - t) * ua + t * ub
+    else:
+        direction = (np.sin((1 - t) * omega) * ua + np.sin(t * omega) * ub) / np.sin(omega)
+    return (direction * ((1 - t) * na + t * nb)).astype(np.float32)
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, settings: Settings, *, steps: int = 10,
+                method: str = "linear") -> list[Frame]:
+    """Decode ``steps`` (2-30) latents from ``a`` to ``b`` (see ``path_latents``) in one batch."""
+    z = path_latents(a, b, steps=steps, method=method)
+    t = np.linspace(0.0, 1.0, len(z))
+    return [Frame(structure=d.structure, validity=d.validity, latent=d.latent, index=k, t=float(t[k]))
+            for k, d in enumerate(decode_many(z, settings))]

@@ -1,0 +1,1 @@
+"""The Dash user interface: ids, pure component builders, layout and thin callbacks."""

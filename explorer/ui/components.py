@@ -1,0 +1,195 @@
+"""Pure builders: plain data (service output, store contents) in, Plotly figures and Dash components out.
+
+The map figure has a fixed trace order so that overlays can be patched in place:
+0 transparent click grid (clicks on empty space give x, y), 1 every known material (one Scattergl),
+2 search matches, 3 interpolation path, 4 marks (uploads and the structure on screen).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from dash import html
+
+from explorer.ui import ids
+
+GRID, KNOWN, MATCHES, PATH, MARKS = range(5)
+GRID_SIZE = 150
+# Okabe-Ito: distinguishable with every common colour-vision deficiency
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+CONTINUOUS_SCALE = "Viridis"
+
+
+def category_colors(n: int) -> list[str]:
+    """n colour-blind-safe colours: Okabe-Ito up to 8, else samples of Cividis."""
+    if n <= len(OKABE_ITO):
+        return OKABE_ITO[:n]
+    from plotly.colors import sample_colorscale
+
+    return sample_colorscale("Cividis", [k / max(n - 1, 1) for k in range(n)])
+
+
+def map_extent(x: list[float], y: list[float]) -> tuple[list[float], list[float]]:
+    """([x0, x1], [y0, y1]): the known points with a margin of empty space around them."""
+    x0, x1, y0, y1 = min(x), max(x), min(y), max(y)
+    pad_x, pad_y = 0.25 * (x1 - x0) + 1.0, 0.25 * (y1 - y0) + 1.0
+    return [x0 - pad_x, x1 + pad_x], [y0 - pad_y, y1 + pad_y]
+
+
+def _grid_trace(x: list[float], y: list[float]) -> go.Heatmap:
+    (x0, x1), (y0, y1) = map_extent(x, y)
+    xs = np.linspace(x0, x1, GRID_SIZE)
+    ys = np.linspace(y0, y1, GRID_SIZE)
+    return go.Heatmap(x=xs.round(4).tolist(), y=ys.round(4).tolist(), z=np.zeros((GRID_SIZE, GRID_SIZE), np.int8),
+                      colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]], showscale=False,
+                      hoverinfo="none", name="empty space")
+
+
+def _known_trace(points: dict) -> go.Scattergl:
+    colour = points["colour"]
+    marker = {"size": 5 if len(points["x"]) > 2000 else 10, "opacity": 0.8, "line": {"width": 0}}
+    if colour["kind"] == "continuous":
+        marker.update(color=[v if v is not None else float("nan") for v in colour["values"]],
+                      colorscale=CONTINUOUS_SCALE, showscale=True,
+                      colorbar={"title": {"text": colour["label"]}, "thickness": 12})
+    else:
+        palette = category_colors(len(colour["categories"]))
+        marker["color"] = [palette[c] for c in colour["codes"]]
+    return go.Scattergl(x=points["x"], y=points["y"], mode="markers", marker=marker, customdata=points["ids"],
+                        hovertext=points["hover"], hovertemplate="%{hovertext}<extra></extra>",
+                        name="known materials", meta="known")
+
+
+def matches_trace(matches: dict | None) -> go.Scattergl:
+    """Rings around the search matches."""
+    matches = matches or {"x": [], "y": [], "ids": []}
+    return go.Scattergl(x=matches["x"], y=matches["y"], mode="markers", customdata=matches["ids"],
+                        marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "#D55E00"}},
+                        hoverinfo="skip", name="search matches", meta="matches")
+
+
+def path_trace(path: dict | None, frame: int | None = None) -> go.Scatter:
+    """The interpolation path on the map, frames numbered, the shown frame larger."""
+    xy = (path or {}).get("xy") or []
+    sizes = [16 if k == frame else 9 for k in range(len(xy))]
+    return go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="lines+markers+text",
+                      text=[str(k) for k in range(len(xy))], textposition="top center",
+                      customdata=[f"frame:{k}" for k in range(len(xy))],
+                      hovertext=[f["title"] for f in (path or {}).get("frames", [])],
+                      hovertemplate="%{hovertext}<extra></extra>",
+                      line={"color": "#0072B2", "width": 2}, marker={"size": sizes, "color": "#0072B2"},
+                      name="interpolation path", meta="path")
+
+
+def marks_trace(current: dict | None, uploads: list[dict] | None) -> go.Scatter:
+    """Uploaded structures (stars) and the structure on screen (a cross), with labels."""
+    points = [(u["xy"], f"uploaded {u['formula']}", "star", "#CC79A7") for u in uploads or [] if u.get("xy")]
+    if current and current.get("xy") and current["kind"] in ("known", "hypothetical"):
+        points.append((current["xy"], f"{current['kind']} {current['formula']}", "x", "#000000"))
+    return go.Scatter(x=[p[0][0] for p in points], y=[p[0][1] for p in points], mode="markers+text",
+                      text=[p[1] for p in points], textposition="bottom center",
+                      customdata=[f"mark:{k}" for k in range(len(points))],
+                      marker={"size": 16, "symbol": [p[2] for p in points], "color": [p[3] for p in points],
+                              "line": {"width": 1, "color": "white"}},
+                      hoverinfo="skip", name="marks", meta="marks")  # clicks go to the point or space beneath
+
+
+def map_figure(points: dict, *, matches: dict | None = None, path: dict | None = None, frame: int | None = None,
+               current: dict | None = None, uploads: list[dict] | None = None, revision: str = "") -> go.Figure:
+    """The map: every known point (no down-sampling) over a transparent click grid, plus overlays."""
+    figure = go.Figure([_grid_trace(points["x"], points["y"]), _known_trace(points), matches_trace(matches),
+                        path_trace(path, frame), marks_trace(current, uploads)])
+    x_range, y_range = map_extent(points["x"], points["y"])
+    axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "title": None, "autorange": False}
+    figure.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, clickmode="event",
+                         hovermode="closest", uirevision=revision, plot_bgcolor="white",
+                         xaxis={**axis, "range": x_range}, yaxis={**axis, "range": y_range})
+    return figure
+
+
+def color_legend(points: dict) -> list:
+    """Chips naming the categories of a categorical colouring (continuous ones have a colour bar)."""
+    colour = points["colour"]
+    if colour["kind"] != "categorical":
+        return []
+    categories = colour["categories"]
+    palette = category_colors(len(categories))
+    shown = list(zip(categories, palette, strict=True))[:40]
+    chips = [html.Span([html.Span(className="chip", style={"background": c}), name], className="legend-item")
+             for name, c in shown]
+    more = [html.Span(f"… {len(categories) - len(shown)} more")] if len(categories) > len(shown) else []
+    return [html.Span(f"{colour['label']}: ", className="legend-title"), *chips, *more]
+
+
+def viewer_payload(view: dict | None) -> dict | None:
+    """What assets/viewer.js draws: lattice rows (Å), species symbols and fractional coordinates."""
+    if not view:
+        return None
+    sites = view["structure"]["sites"]
+    return {"lattice": view["structure"]["lattice"]["matrix"], "species": [s["species"][0]["element"] for s in sites],
+            "frac": [s["abc"] for s in sites], "title": view["title"]}
+
+
+def _validity(validity: dict) -> html.Div:
+    verdict = "valid" if validity.get("valid") else "not valid"
+    rows = [html.Li(f"{k.replace('_', ' ')}: {_short(v)}") for k, v in validity.items()
+            if k not in ("reasons", "valid")]
+    reasons = [html.Li(r, className="reason") for r in validity.get("reasons", [])]
+    return html.Div([html.H4(f"Validity: {verdict}"), html.Ul(reasons + rows, className="validity")])
+
+
+def _short(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def structure_info(view: dict | None) -> list:
+    """The panel beside the viewer: what is on screen, its details, validity and nearest known materials."""
+    if not view:
+        return [html.P("Click a point of the map to see a known material, or empty space to decode a "
+                       "hypothetical one.", className="hint")]
+    parts = [html.H3(view["title"], className="info-title")]
+    if view["kind"] in ("hypothetical", "frame"):
+        parts.append(html.Div([html.Span("hypothetical", className="badge"), " " + view["note"]],
+                              className="hypothetical"))
+    elif view.get("note"):
+        parts.append(html.P(view["note"], className="note"))
+    parts.append(html.Table([html.Tr([html.Th(label), html.Td(value)]) for label, value in view["details"]],
+                            className="details"))
+    if view.get("validity"):
+        parts.append(_validity(view["validity"]))
+    if view.get("nearest"):
+        items = [html.Li(html.Button(f"{formula}  {record_id}  (d={distance:.3f})", className="link",
+                                     id={"type": ids.NEAREST, "index": record_id}, n_clicks=0))
+                 for record_id, formula, distance in view["nearest"]]
+        parts += [html.H4("Nearest known materials (latent space)"), html.Ul(items, className="nearest")]
+    parts.append(html.P(f"server time {view['ms']:.0f} ms", className="timing"))
+    return parts
+
+
+def endpoints_label(endpoints: dict | None) -> str:
+    endpoints = endpoints or {}
+    a, b = endpoints.get("a"), endpoints.get("b")
+    return f"A: {a['title'] if a else '—'}   B: {b['title'] if b else '—'}"
+
+
+def frame_strip(path: dict | None, frame: int | None) -> list:
+    """Formulas and atom counts of every frame; changes of composition are marked, the shown frame is bold."""
+    if not path:
+        return []
+    items, previous = [], None
+    for k, f in enumerate(path["frames"]):
+        changed = previous is not None and (f["formula"], f["n_atoms"]) != previous
+        valid = (f.get("validity") or {}).get("valid")
+        classes = " ".join(c for c in ("frame", "current" if k == frame else "", "changed" if changed else "",
+                                       "invalid" if not valid else "") if c)
+        items.append(html.Span(f"{k}: {f['formula']} ({f['n_atoms']})", className=classes,
+                               title="valid" if valid else "; ".join(f["validity"].get("reasons", []))))
+        previous = (f["formula"], f["n_atoms"])
+    return items
+
+
+def basket_list(items: list[dict] | None) -> list:
+    if not items:
+        return [html.Span("basket empty", className="hint")]
+    return [html.Span(f"{len(items)} in basket: "), *[html.Span(f"{i['formula']} ", className="basket-item",
+                                                                title=i["id"]) for i in items]]

@@ -1,0 +1,39 @@
+"""Assemble the Dash app: layout (built per page load, so new datasets appear), callbacks, the background job
+manager (diskcache, for building a map from the page) and the map warm-up."""
+
+from __future__ import annotations
+
+from dash import Dash
+
+from explorer.settings import PROJECT_ROOT, Settings
+
+
+def make_app(settings: Settings) -> Dash:
+    """The app for ``settings``. Cheap: the maps are loaded lazily (and warmed in a background thread)."""
+    import diskcache
+    import multiprocess
+    from dash import DiskcacheManager
+
+    from explorer import atlas
+    from explorer.datasets.catalog import DEFAULT_DATASET
+    from explorer.services.materials import datasets_with_tables
+    from explorer.ui import callbacks
+    from explorer.ui.layout import layout
+
+    # Background jobs run in a fresh interpreter: a forked child of a server that has run numba's OpenMP
+    # (UMAP) or torch threads is terminated ("fork() called from a process already using GNU OpenMP").
+    multiprocess.set_start_method("spawn", force=True)
+    jobs = DiskcacheManager(diskcache.Cache(str(settings.data_dir / "cache" / "jobs")))
+    app = Dash(__name__, title="Latent Materials Explorer", assets_folder=str(PROJECT_ROOT / "assets"),
+               suppress_callback_exceptions=True, background_callback_manager=jobs)
+
+    def page():
+        names = datasets_with_tables(settings)
+        default = DEFAULT_DATASET if DEFAULT_DATASET in names else (names[0] if names else None)
+        return layout(names, default)
+
+    app.layout = page
+    callbacks.register(app, settings)
+    if multiprocess.parent_process() is None:  # not in the fresh interpreter of a background job
+        atlas.warm_in_background(datasets_with_tables(settings), settings)
+    return app

@@ -1,0 +1,58 @@
+"""Every component id of the app, in one place (tests and callbacks import these)."""
+
+# map and its controls
+DATASET = "dataset"
+COLOR_BY = "color-by"
+COLOR_LEGEND = "color-legend"
+SEARCH = "search"
+SEARCH_STATUS = "search-status"
+MAP = "map"
+MAP_STATUS = "map-status"
+MAP_BUILD = "map-build"
+MAP_BUILD_CANCEL = "map-build-cancel"
+MAP_BUILD_PROGRESS = "map-build-progress"
+
+# structure panel
+VIEWER = "viewer"
+VIEWER_LEGEND = "viewer-legend"
+VIEWER_STATUS = "viewer-status"
+VIEWER_SUPERCELL = "viewer-supercell"
+VIEWER_STYLE = "viewer-style"
+STRUCTURE_INFO = "structure-info"
+NEAREST = "nearest"  # pattern-matching type: {"type": NEAREST, "index": record id}
+
+# interpolation
+INTERP_SET_A = "interp-set-a"
+INTERP_SET_B = "interp-set-b"
+INTERP_ENDPOINTS = "interp-endpoints"
+INTERP_STEPS = "interp-steps"
+INTERP_METHOD = "interp-method"
+INTERP_RUN = "interp-run"
+INTERP_STATUS = "interp-status"
+INTERP_FRAME = "interp-frame"
+INTERP_PLAY = "interp-play"
+INTERP_TIMER = "interp-timer"
+INTERP_STRIP = "interp-strip"
+
+# export and upload
+EXPORT_FORMAT = "export-format"
+EXPORT_BUTTON = "export-button"
+EXPORT_HTML = "export-html"
+BASKET_ADD = "basket-add"
+BASKET_EXPORT = "basket-export"
+BASKET = "basket"
+PATH_EXPORT_EXTXYZ = "path-export-extxyz"
+PATH_EXPORT_CIF = "path-export-cif"
+EXPORT_ERROR = "export-error"
+DOWNLOAD = "download"
+UPLOAD = "upload"
+UPLOAD_ERROR = "upload-error"
+
+# per-session state (dcc.Store, JSON)
+STORE_CURRENT = "store-current"
+STORE_VIEWER = "store-viewer"
+STORE_ENDPOINTS = "store-endpoints"
+STORE_PATH = "store-path"
+STORE_BASKET = "store-basket"
+STORE_UPLOADS = "store-uploads"
+STORE_MAP_VERSION = "store-map-version"

@@ -1,0 +1,102 @@
+"""The page: map with its controls on the left; structure viewer, details, interpolation, export and upload
+on the right. Per-session state lives in dcc.Store components (JSON, in the browser)."""
+
+from __future__ import annotations
+
+from dash import dcc, html
+
+from explorer.services.export import FORMATS
+from explorer.ui import ids
+from explorer.ui.components import structure_info
+
+SUPERCELLS = ["1x1x1", "2x2x1", "2x2x2", "3x3x1", "3x3x3"]
+
+
+def _stores() -> list:
+    return [dcc.Store(id=ids.STORE_CURRENT, storage_type="memory"), dcc.Store(id=ids.STORE_VIEWER),
+            dcc.Store(id=ids.STORE_ENDPOINTS, data={}), dcc.Store(id=ids.STORE_PATH),
+            dcc.Store(id=ids.STORE_BASKET, data=[]), dcc.Store(id=ids.STORE_UPLOADS, data=[]),
+            dcc.Store(id=ids.STORE_MAP_VERSION, data=0),
+            dcc.Download(id=ids.DOWNLOAD), dcc.Interval(id=ids.INTERP_TIMER, interval=700, disabled=True)]
+
+
+def _map_panel(datasets: list[str], default: str | None) -> html.Div:
+    controls = html.Div([
+        html.Label(["Map ", dcc.Dropdown(id=ids.DATASET, options=[{"label": d, "value": d} for d in datasets],
+                                         value=default, clearable=False, className="dropdown")]),
+        html.Label(["Colour by ", dcc.Dropdown(id=ids.COLOR_BY, value="source", clearable=False,
+                                               className="dropdown")]),
+        html.Label(["Search ", dcc.Input(id=ids.SEARCH, type="text", debounce=True, className="search",
+                                         placeholder="formula, Li-Fe-O, id or mineral")]),
+        html.Span(id=ids.SEARCH_STATUS, className="status"),
+    ], className="controls")
+    graph = dcc.Graph(id=ids.MAP, className="map", config={"displaylogo": False, "scrollZoom": True},
+                      style={"height": "72vh"})
+    return html.Div([controls, html.Div(id=ids.COLOR_LEGEND, className="legend"),
+                     html.Div(id=ids.MAP_STATUS, className="status"),
+                     html.Div([html.Button("Build this map", id=ids.MAP_BUILD),
+                               html.Button("Cancel", id=ids.MAP_BUILD_CANCEL, disabled=True),
+                               html.Span(id=ids.MAP_BUILD_PROGRESS, className="status")],
+                              id=f"{ids.MAP_BUILD}-row", className="controls", style={"display": "none"}), graph,
+                     html.P("Click a point: known material. Click empty space: decode a hypothetical structure.",
+                            className="hint")], className="left")
+
+
+def _viewer_panel() -> html.Div:
+    options = html.Div([
+        dcc.Dropdown(id=ids.VIEWER_SUPERCELL, options=SUPERCELLS, value="1x1x1", clearable=False,
+                     className="dropdown small"),
+        dcc.RadioItems(id=ids.VIEWER_STYLE, options=[{"label": " ball-and-stick", "value": "ball-and-stick"},
+                                                     {"label": " spheres", "value": "spheres"}],
+                       value="ball-and-stick", inline=True),
+    ], className="controls")
+    return html.Div([options, html.Div(id=ids.VIEWER, className="viewer"),
+                     html.Div(id=ids.VIEWER_LEGEND, className="legend"),
+                     html.Div(id=ids.VIEWER_STATUS, className="status"),
+                     html.Div(structure_info(None), id=ids.STRUCTURE_INFO, className="info")])
+
+
+def _interp_panel() -> html.Details:
+    return html.Details([
+        html.Summary("Interpolate"),
+        html.Div([html.Button("Set A", id=ids.INTERP_SET_A), html.Button("Set B", id=ids.INTERP_SET_B),
+                  html.Span(id=ids.INTERP_ENDPOINTS, className="status")], className="controls"),
+        html.Div([html.Label(["steps ", dcc.Input(id=ids.INTERP_STEPS, type="number", min=2, max=30, step=1,
+                                                  value=10, className="steps")]),
+                  dcc.RadioItems(id=ids.INTERP_METHOD, options=[{"label": " linear", "value": "linear"},
+                                                                {"label": " spherical", "value": "slerp"}],
+                                 value="linear", inline=True),
+                  html.Button("Interpolate", id=ids.INTERP_RUN), html.Button("▶ play", id=ids.INTERP_PLAY)],
+                 className="controls"),
+        html.Div(dcc.Slider(id=ids.INTERP_FRAME, min=0, max=1, step=1, value=0, marks=None, disabled=True,
+                            tooltip={"placement": "bottom"}), className="slider"),
+        html.Div(id=ids.INTERP_STRIP, className="strip"), html.Div(id=ids.INTERP_STATUS, className="status"),
+    ], open=True)
+
+
+def _export_panel() -> html.Details:
+    formats = [{"label": spec.label, "value": key} for key, spec in FORMATS.items()]
+    return html.Details([
+        html.Summary("Export and upload"),
+        html.Div([dcc.Dropdown(id=ids.EXPORT_FORMAT, options=formats, value="cif", clearable=False,
+                               className="dropdown small"),
+                  html.Button("Export structure", id=ids.EXPORT_BUTTON),
+                  html.Button("3D view (HTML)", id=ids.EXPORT_HTML)], className="controls"),
+        html.Div([html.Button("Add to basket", id=ids.BASKET_ADD), html.Button("Export basket (zip)",
+                                                                               id=ids.BASKET_EXPORT),
+                  html.Span(id=ids.BASKET, className="status")], className="controls"),
+        html.Div([html.Button("Path as extxyz", id=ids.PATH_EXPORT_EXTXYZ),
+                  html.Button("Path as CIF zip", id=ids.PATH_EXPORT_CIF)], className="controls"),
+        html.Div(id=ids.EXPORT_ERROR, className="error"),
+        dcc.Upload(id=ids.UPLOAD, children=html.Div("Drop a CIF or POSCAR here, or click to choose one"),
+                   className="upload", multiple=False, max_size=5_000_000),
+        html.Div(id=ids.UPLOAD_ERROR, className="error"),
+    ], open=True)
+
+
+def layout(datasets: list[str], default: str | None) -> html.Div:
+    """The whole page for the given built datasets."""
+    header = html.Header([html.H1("Latent Materials Explorer"),
+                          html.Span("known crystals on the map of an E(3)-equivariant autoencoder", className="sub")])
+    right = html.Div([_viewer_panel(), _interp_panel(), _export_panel()], className="right")
+    return html.Div([header, html.Main([_map_panel(datasets, default), right], className="main"), *_stores()])

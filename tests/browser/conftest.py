@@ -1,0 +1,61 @@
+"""A real app server (werkzeug, in a thread, free port on 127.0.0.1) over the tiny dataset, and headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+from playwright.sync_api import expect
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's package; Playwright's download is blocked
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+
+# Assertions wait for their condition; a busy 2-core machine can take more than the 5 s default.
+expect.set_options(timeout=30_000)
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_settings):
+    from werkzeug.serving import make_server
+
+    from app import create_app
+    from explorer.atlas import build_atlas
+
+    build_atlas("tiny", tiny_settings)
+    # a second dataset whose map is not built (listed after "tiny"): the page builds it with a background job
+    from small_model import ingest_crystals, real_crystals
+
+    ingest_crystals(tiny_settings, "unbuilt", real_crystals()[:6], tiny_settings.data_dir.parent / "unbuilt-cifs")
+    app = create_app(tiny_settings)
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(app_url)
+    page.errors = errors
+    yield page
+    context.close()

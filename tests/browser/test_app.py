@@ -1,0 +1,227 @@
+"""The app in headless Chromium against a real server: map, structure panel, hypothetical decodes,
+interpolation, export, upload. Every wait is for a condition, never a fixed time."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+
+from explorer.datasets.records import canonical_structure
+from explorer.services import materials
+
+pytestmark = pytest.mark.browser
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+GRAPH = "#map .js-plotly-plot"
+
+
+def wait_for_map(page) -> None:
+    page.wait_for_function(f"() => {{ const g = document.querySelector('{GRAPH}');"
+                           " return g && g.data && g.data.length === 5 && g.data[1].x.length > 0; }")
+
+
+def trace_length(page, meta: str) -> int:
+    return page.evaluate(f"() => document.querySelector('{GRAPH}').data"
+                         f".filter(t => t.meta === '{meta}').reduce((n, t) => n + t.x.length, 0)")
+
+
+def click_map(page, x: float, y: float, *, expect_id: str | None = None) -> None:
+    """A real mouse click at data coordinates (x, y) of the map, once no callback is pending and plotly's
+    hover has caught up with the mouse (the point ``expect_id``, or the empty-space grid)."""
+    page.wait_for_function("() => !document.querySelector('[data-dash-is-loading]')")
+    px, py = page.evaluate(
+        f"([x, y]) => {{ const g = document.querySelector('{GRAPH}'); const f = g._fullLayout;"
+        " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
+        " return [r.left + f.xaxis.l2p(x), r.top + f.yaxis.l2p(y)]; }", [x, y])
+    page.mouse.move(px - 3, py - 3)
+    page.mouse.move(px, py, steps=3)
+    page.wait_for_function(
+        f"(id) => {{ const h = document.querySelector('{GRAPH}')._hoverdata;"
+        " return h && h.length && (id === null ? h[0].curveNumber === 0 : h[0].customdata === id); }", arg=expect_id)
+    page.mouse.click(px, py)
+
+
+def click_known(page, settings, formula: str) -> str:
+    frame = materials.table("tiny", settings)
+    record_id = frame.loc[frame["reduced_formula"] == formula, "id"].iloc[0]
+    points = materials.map_points("tiny", None, settings)
+    k = points["ids"].index(record_id)
+    click_map(page, points["x"][k], points["y"][k], expect_id=record_id)
+    expect(page.locator("#structure-info .info-title")).to_contain_text(record_id)
+    return record_id
+
+
+def choose(page, dropdown_id: str, label: str) -> None:
+    page.click(f"#{dropdown_id}")
+    page.get_by_role("option", name=label, exact=True).click()
+    expect(page.locator(f"#{dropdown_id}")).to_contain_text(label)
+
+
+def download(page, button_id: str) -> tuple[str, bytes]:
+    with page.expect_download() as info:
+        page.click(f"#{button_id}")
+    dl = info.value
+    return dl.suggested_filename, Path(dl.path()).read_bytes()
+
+
+def test_map_shows_every_point_of_the_dataset(page, tiny_settings):
+    wait_for_map(page)
+    assert trace_length(page, "known") == len(materials.table("tiny", tiny_settings)) == 12
+    expect(page.locator("#dataset")).to_contain_text("tiny")
+    expect(page.locator("#map-status")).to_contain_text("12 materials")
+
+
+def test_click_a_point_shows_it_in_3d_with_details(page, tiny_settings):
+    wait_for_map(page)
+    click_known(page, tiny_settings, "SrTiO3")
+    info = page.locator("#structure-info")
+    expect(info).to_contain_text("SrTiO3")
+    expect(info).to_contain_text("Pm-3m")
+    expect(info).to_contain_text("Nearest known materials")
+    expect(page.locator("#viewer canvas")).to_have_count(1)
+    expect(page.locator("#viewer-status")).to_contain_text("5 atoms drawn")
+    expect(page.locator("#viewer-legend")).to_contain_text("Ti")
+    choose(page, "viewer-supercell", "2x2x2")
+    expect(page.locator("#viewer-status")).to_contain_text("40 atoms drawn")
+    page.locator("#structure-info .nearest button").first.click()
+    expect(page.locator("#structure-info .info-title")).not_to_contain_text("SrTiO3")
+
+
+def test_search_highlights_matches(page):
+    wait_for_map(page)
+    page.fill("#search", "Zn-O")
+    page.press("#search", "Enter")
+    expect(page.locator("#search-status")).to_contain_text("1 match for 'Zn-O'")
+    assert trace_length(page, "matches") == 1
+    page.fill("#search", "")
+    page.press("#search", "Enter")
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}').data[2].x.length === 0")
+
+
+def test_empty_space_decodes_a_hypothetical_structure(page, tiny_settings):
+    wait_for_map(page)
+    points = materials.map_points("tiny", None, tiny_settings)
+    x = min(points["x"]) - 0.15 * (max(points["x"]) - min(points["x"]))
+    y = min(points["y"]) - 0.15 * (max(points["y"]) - min(points["y"]))
+    click_map(page, x, y)
+    info = page.locator("#structure-info")
+    expect(info).to_contain_text("hypothetical")
+    expect(info).to_contain_text("nearest known material")
+    expect(info).to_contain_text("Inverse used: distance-weighted average")
+    expect(info).to_contain_text("Validity")
+    expect(page.locator("#viewer-status")).to_contain_text("atoms drawn")
+
+
+def test_ten_step_interpolation_steps_through_frames(page, tiny_settings):
+    wait_for_map(page)
+    click_known(page, tiny_settings, "NaCl")
+    page.click("#interp-set-a")
+    click_known(page, tiny_settings, "Al2O3")
+    page.click("#interp-set-b")
+    expect(page.locator("#interp-endpoints")).to_contain_text("B: Al2O3")
+    page.fill("#interp-steps", "10")
+    page.click("#interp-run")
+    expect(page.locator("#interp-status")).to_contain_text("10 frames")
+    expect(page.locator("#interp-strip .frame")).to_have_count(10)
+    assert trace_length(page, "path") == 10
+    expect(page.locator("#structure-info")).to_contain_text("path frame 0 of 9")
+    handle = page.locator("#interp-frame [role=slider]")
+    handle.focus()
+    for k in range(1, 4):
+        page.keyboard.press("ArrowRight")
+        expect(page.locator("#structure-info")).to_contain_text(f"path frame {k} of 9")
+        expect(page.locator("#structure-info")).to_contain_text("Validity")
+    expect(page.locator("#interp-strip .frame.current")).to_contain_text("3:")
+    page.click("#interp-play")
+    expect(page.locator("#structure-info")).to_contain_text("path frame 5 of 9")
+    page.click("#interp-play")
+    expect(page.locator("#interp-play")).to_contain_text("play")
+
+
+@pytest.mark.parametrize("fmt,label", [("cif", "CIF"), ("poscar", "POSCAR (VASP)"), ("extxyz", "Extended XYZ"),
+                                       ("json", "pymatgen JSON")])
+def test_export_round_trips(page, tiny_settings, fmt, label):
+    wait_for_map(page)
+    record_id = click_known(page, tiny_settings, "TiO2")
+    choose(page, "export-format", label)
+    name, data = download(page, "export-button")
+    assert name.endswith({"cif": ".cif", "poscar": ".vasp", "extxyz": ".extxyz", "json": ".json"}[fmt])
+    text = data.decode()
+    if fmt == "extxyz":
+        import ase.io
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        got = AseAtomsAdaptor.get_structure(ase.io.read(io.StringIO(text), format="extxyz"))
+    elif fmt == "json":
+        got = Structure.from_dict(json.loads(text))
+    else:
+        got = Structure.from_str(text, fmt=fmt)
+    expected = canonical_structure(materials.row_of("tiny", record_id, tiny_settings))
+    assert StructureMatcher().fit(got, expected)
+
+
+def test_basket_path_and_viewer_exports(page, tiny_settings):
+    wait_for_map(page)
+    click_known(page, tiny_settings, "ZnO")
+    page.click("#basket-add")
+    click_known(page, tiny_settings, "Fe")
+    page.click("#basket-add")
+    expect(page.locator("#basket")).to_contain_text("2 in basket")
+    choose(page, "export-format", "CIF")
+    name, data = download(page, "basket-export")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+        assert "manifest.csv" in names and len([n for n in names if n.endswith(".cif")]) == 2
+    name, data = download(page, "export-html")
+    assert name.endswith(".html") and b"3Dmol-min.js" in data and b"https://" not in data.split(b"<body")[0]
+    expect(page.locator("#interp-strip .frame")).to_have_count(10)  # the path of the interpolation test
+    name, data = download(page, "path-export-extxyz")
+    import ase.io
+
+    assert len(ase.io.read(io.StringIO(data.decode()), index=":", format="extxyz")) == 10
+    name, data = download(page, "path-export-cif")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert len(archive.namelist()) == 10
+
+
+def test_broken_upload_shows_an_error_and_the_app_keeps_working(page, tiny_settings):
+    wait_for_map(page)
+    upload = page.locator("#upload input[type=file]")
+    upload.set_input_files(files=[{"name": "broken.cif", "mimeType": "chemical/x-cif",
+                                   "buffer": b"data_broken\n_cell_length_a 3.0\nthis is not a cif\n"}])
+    expect(page.locator("#upload-error")).to_contain_text("Upload failed: broken.cif")
+    from small_model import real_crystals
+
+    from explorer.services.export import structure_to_bytes
+
+    rock_salt = real_crystals()[0].make_supercell([2, 1, 1])
+    upload.set_input_files(files=[{"name": "POSCAR", "mimeType": "text/plain",
+                                   "buffer": structure_to_bytes(rock_salt, fmt="poscar")}])
+    expect(page.locator("#structure-info")).to_contain_text("uploaded: POSCAR")
+    expect(page.locator("#structure-info")).to_contain_text("Nearest known materials")
+    expect(page.locator("#upload-error")).to_have_text("")
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}').data[4].x.length >= 1")
+    click_known(page, tiny_settings, "CsCl")
+    choose(page, "color-by", "space group number")
+    expect(page.locator("#color-legend")).to_contain_text("space group number")
+    page.evaluate("() => document.querySelector('.right').scrollTo(0, 0)")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert not page.errors, page.errors
+
+
+def test_a_missing_map_is_built_by_a_background_job(page):
+    wait_for_map(page)
+    choose(page, "dataset", "unbuilt")
+    expect(page.locator("#map-status")).to_contain_text("not built")
+    page.click("#map-build")
+    expect(page.locator("#map-status")).to_contain_text("6 materials", timeout=120_000)
+    assert trace_length(page, "known") == 6
+    choose(page, "dataset", "tiny")
+    expect(page.locator("#map-status")).to_contain_text("12 materials")

@@ -1,0 +1,79 @@
+"""The map: built once per (checkpoint, table, UMAP parameters), cached atomically, with a fast inverse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from explorer import atlas as atlas_module
+from explorer.atlas import UmapParams, build_atlas, cache_key, is_built, load_or_build
+from explorer.cli import main
+from explorer.datasets.build import load_table
+from explorer.services import model
+
+
+def test_build_embeds_every_material_and_is_cached(tiny_settings):
+    table = load_table("tiny", tiny_settings)
+    first = build_atlas("tiny", tiny_settings)
+    assert first.ids == table["id"].tolist()
+    assert first.latents.shape == (len(table), model.latent_dim(tiny_settings))
+    assert first.xy.shape == (len(table), 2) and np.isfinite(first.xy).all()
+    assert is_built("tiny", tiny_settings)
+    again = build_atlas("tiny", tiny_settings)
+    assert again.key == first.key
+    np.testing.assert_array_equal(again.xy, first.xy)
+
+
+def test_cache_key_changes_with_checkpoint_table_or_umap():
+    base = dict(model_hash="m", table_signature="t", params=UmapParams())
+    key = cache_key(**base)
+    assert cache_key(**base) == key
+    assert cache_key(**{**base, "model_hash": "m2"}) != key
+    assert cache_key(**{**base, "table_signature": "t2"}) != key
+    assert cache_key(**{**base, "params": UmapParams(n_neighbors=5)}) != key
+
+
+def test_load_or_build_encodes_only_once(tmp_path):
+    calls = []
+    latents = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+
+    def encode():
+        calls.append(1)
+        return latents
+
+    ids = [f"x:{k}" for k in range(20)]
+    kwargs = dict(dataset="d", cache_dir=tmp_path, key="k1", ids=ids, encode=encode, params=UmapParams(n_neighbors=5))
+    first = load_or_build(**kwargs)
+    second = load_or_build(**kwargs)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.xy, second.xy)
+    assert not list(tmp_path.glob(".d-k1.*")), "no temporary folder left behind"
+
+
+def test_place_latent_at_and_nearest(tiny_settings):
+    atlas = build_atlas("tiny", tiny_settings)
+    placed = atlas.place(atlas.latents[:3])
+    assert placed.shape == (3, 2) and np.isfinite(placed).all()
+    x, y = atlas.xy[0]
+    on_point = atlas.latent_at(float(x), float(y))
+    np.testing.assert_allclose(on_point.latent, atlas.latents[0], atol=1e-4)
+    assert on_point.distance_2d < 1e-5 and "nearest known latents" in on_point.method
+    far = atlas.latent_at(float(x) + 100, float(y))
+    assert far.distance_2d > 50 and far.typical_spacing > 0 and np.isfinite(far.latent).all()
+    near = atlas.nearest(atlas.latents[2], k=5, exclude=atlas.ids[2])
+    assert len(near) == 5 and atlas.ids[2] not in [i for i, _ in near]
+    assert [d for _, d in near] == sorted(d for _, d in near)
+    with pytest.raises(ValueError, match="not finite"):
+        atlas.latent_at(float("nan"), 0.0)
+
+
+def test_cli_build_prints_the_map(tiny_settings, monkeypatch, capsys):
+    monkeypatch.setattr("explorer.cli.Settings", lambda: tiny_settings)
+    assert main(["build", "--dataset", "tiny"]) == 0
+    assert "tiny: 12 materials on the map" in capsys.readouterr().out
+
+
+def test_warm_in_background_does_not_block(tiny_settings):
+    thread = atlas_module.warm_in_background(["tiny"], tiny_settings)
+    thread.join(timeout=60)
+    assert not thread.is_alive()

@@ -1,0 +1,79 @@
+"""A small real autoencoder checkpoint and a small ingested dataset for the explorer and browser tests.
+
+The model is the real ``CrystalAutoencoder`` with a small ``ModelConfig``, trained for a couple of
+seconds on a dozen real crystals (enough for sensible lattices, not for exact reconstruction), and
+saved with ``save_checkpoint``. Nothing is faked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import torch
+from pymatgen.core import Structure
+
+from explorer.settings import Settings
+
+_TINY_TABLES = Path(__file__).resolve().parent / "models" / "tiny_tables.py"
+TRAIN_SECONDS = 3.0
+
+
+def real_crystals() -> list[Structure]:
+    """The dozen real crystals of tests/models/tiny_tables.py (primitive cells, 2-10 atoms)."""
+    spec = importlib.util.spec_from_file_location("tiny_tables", _TINY_TABLES)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.real_crystals()
+
+
+def small_checkpoint(path: Path, *, seconds: float = TRAIN_SECONDS) -> Path:
+    """Train a small model on the dozen real crystals for ``seconds`` and save it to ``path``."""
+    from models.autoencoder import CrystalAutoencoder, ModelConfig
+    from models.checkpoint import save_checkpoint
+    from models.data import build_graphs, collate, crystal_from_structure
+    from models.lattice import lattice_parameters
+    from models.losses import LossWeights
+
+    torch.manual_seed(0)
+    config = ModelConfig(max_atoms=12, latent_dim=16, d_model=32, decoder_layers=1, mlp_hidden=64,
+                         readout_hidden=32, n_interactions=2, mul_scalar=16, mul_vector=4, mul_tensor=2)
+    crystals = [crystal_from_structure(s, crystal_id=f"tiny:{k}") for k, s in enumerate(real_crystals())]
+    batch = collate(build_graphs(crystals, cutoff=config.cutoff))
+    model = CrystalAutoencoder(config=config)
+    model.decoder.set_lattice_statistics(lattice_parameters(batch.lattice))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        loss, _, _ = model.loss(batch, weights=LossWeights(kl=0.0), sample=False)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        mu, _ = model.encode(batch)
+    model.set_latent_norm_bound(mu.norm(dim=1), quantile=1.0)
+    return save_checkpoint(path, model=model, data_hash="tiny", metrics={"loss": float(loss.detach())})
+
+
+def small_dataset(root: Path, *, name: str = "tiny") -> Settings:
+    """Settings for a fresh data dir under ``root`` holding dataset ``name`` (the dozen crystals as CIFs,
+    ingested) and a small checkpoint."""
+    settings = Settings(data_dir=root / "data", shared_data_dir=root / "no-shared", workers=1,
+                        checkpoint=root / "model.pt", umap_n_neighbors=5)
+    ingest_crystals(settings, name, real_crystals(), root / "cifs")
+    small_checkpoint(settings.checkpoint)
+    return settings
+
+
+def ingest_crystals(settings: Settings, name: str, structures: list[Structure], folder: Path) -> None:
+    """Write ``structures`` as CIFs '00_NaCl.cif', ... into ``folder`` and ingest them as dataset ``name``."""
+    from explorer.datasets import catalog
+    from explorer.services.export import structure_to_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, structure in enumerate(structures):
+        (folder / f"{k:02d}_{structure.composition.reduced_formula}.cif").write_bytes(
+            structure_to_bytes(structure, fmt="cif"))
+    catalog.ingest(folder, name=name, settings=settings, progress=False)
