@@ -166,21 +166,34 @@ def evaluate(model: CrystalAutoencoder, rows: list[InputCrystal], *, seed: int =
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n\n")[0])
+def command_parser(*, prog: str, description: str, out_help: str) -> argparse.ArgumentParser:
+    """Arguments shared by ``models.evaluate`` and ``models.reconstruct``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (.pt)")
     parser.add_argument("--data", required=True, type=Path, help="CDVAE-style CSV(.gz) with material_id and cif")
-    parser.add_argument("--out", required=True, type=Path, help="where to write the metrics JSON")
+    parser.add_argument("--out", required=True, type=Path, help=out_help)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: $EXPLORER_DEVICE, cuda, cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the interpolation pairs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[CrystalAutoencoder, list[InputCrystal]] | None:
+    """(model, rows) for parsed command arguments; None after printing the error of a bad path or file."""
     try:
-        model = load_checkpoint(args.checkpoint, device=args.device).model
-        rows = read_cdvae_csv(args.data)
+        return load_checkpoint(args.checkpoint, device=args.device).model, read_cdvae_csv(args.data)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = command_parser(prog="python -m models.evaluate", description=__doc__.split("\n\n")[0],
+                            out_help="where to write the metrics JSON")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the interpolation pairs")
+    args = parser.parse_args(argv)
+    loaded = load_inputs(args)
+    if loaded is None:
         return 2
-    metrics = evaluate(model, rows, seed=args.seed)
+    metrics = evaluate(*loaded, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(metrics, indent=1))
     print(json.dumps(metrics, indent=1))

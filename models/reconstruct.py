@@ -8,30 +8,22 @@ when the input could not be read or encoded).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
-from pathlib import Path
 
 from pymatgen.io.cif import CifWriter
 
-from models.checkpoint import load_checkpoint
-from models.evaluate import decode_all, encode_inputs, read_cdvae_csv
+from models.evaluate import command_parser, decode_all, encode_inputs, load_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.reconstruct", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (.pt)")
-    parser.add_argument("--data", required=True, type=Path, help="CDVAE-style CSV(.gz) with material_id and cif")
-    parser.add_argument("--out", required=True, type=Path, help="CSV to write (material_id, cif)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: $EXPLORER_DEVICE, cuda, cpu)")
+    parser = command_parser(prog="python -m models.reconstruct", description=__doc__.split("\n\n")[0],
+                            out_help="CSV to write (material_id, cif)")
     args = parser.parse_args(argv)
-    try:
-        model = load_checkpoint(args.checkpoint, device=args.device).model
-        rows = read_cdvae_csv(args.data)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    loaded = load_inputs(args)
+    if loaded is None:
         return 2
+    model, rows = loaded
     decoded = decode_all(model, encode_inputs(model, rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as handle:
