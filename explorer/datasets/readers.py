@@ -14,13 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from explorer.datasets.records import RawItem, Rejected
+from explorer.datasets.records import RECORD_COLUMNS, RawItem, Rejected
 
 # Property columns must not overwrite the record's own columns: they get this prefix instead.
-_RESERVED = {"id", "source", "origin", "source_key", "formula", "reduced_formula", "elements", "n_elements",
-             "nsites", "spacegroup_symbol", "spacegroup_number", "crystal_system", "a", "b", "c", "alpha",
-             "beta", "gamma", "volume_per_atom", "density", "lattice", "numbers", "frac_coords",
-             "original_lattice", "original_species", "original_frac_coords"}
+_RESERVED = set(RECORD_COLUMNS)
 _ID_COLUMNS = ("material_id", "id", "mp_id", "name")
 
 ItemOrRejection = RawItem | Rejected
