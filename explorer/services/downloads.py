@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pymatgen.core import Structure
-
 from explorer.services.export import (
     FORMATS,
     BasketItem,
@@ -14,13 +12,10 @@ from explorer.services.export import (
     structure_to_bytes,
     viewer_html,
 )
+from explorer.services.materials import structure_of
 
 VIEWER_JS = "assets/vendor/3Dmol-min.js"
 """Where the standalone viewer page looks for 3Dmol.js: open the page from the project folder (or copy the file)."""
-
-
-def _structure(view: dict) -> Structure:
-    return Structure.from_dict(view["structure"])
 
 
 def _properties(view: dict) -> dict:
@@ -34,7 +29,7 @@ def structure_file(view: dict, fmt: str) -> tuple[str, bytes]:
     """The structure on screen in format ``fmt``."""
     if not view:
         raise ValueError("no structure on screen: click a point of the map first")
-    data = structure_to_bytes(_structure(view), fmt=fmt, title=view["title"],
+    data = structure_to_bytes(structure_of(view), fmt=fmt, title=view["title"],
                               properties=_properties(view) if fmt in ("json", "extxyz") else None)
     return export_filename(record_id=view["id"], formula=view["formula"], fmt=fmt), data
 
@@ -48,8 +43,8 @@ def basket_item(view: dict) -> dict:
 
 def basket_file(items: list[dict], fmt: str) -> tuple[str, bytes]:
     """Every basket item as a ``fmt`` file in one zip with manifest.csv."""
-    entries = [BasketItem(id=i["id"], formula=i["formula"], source=i["source"], structure=Structure.from_dict(
-        i["structure"]), latent_2d=tuple(i["xy"]) if i.get("xy") else None, validity=i.get("validity"),
+    entries = [BasketItem(id=i["id"], formula=i["formula"], source=i["source"], structure=structure_of(i),
+        latent_2d=tuple(i["xy"]) if i.get("xy") else None, validity=i.get("validity"),
         hypothetical=i["hypothetical"]) for i in items or []]
     return f"basket_{len(entries)}_{FORMATS[fmt].extension}.zip", basket_zip(entries, fmt=fmt)
 
@@ -58,7 +53,7 @@ def path_file(path: dict, kind: str) -> tuple[str, bytes]:
     """An interpolation path as multi-frame extxyz (``kind='extxyz'``) or a zip of CIFs (``kind='cif'``)."""
     if not path or not path.get("frames"):
         raise ValueError("no interpolation path yet: set A and B and press Interpolate")
-    frames = [_structure(f) for f in path["frames"]]
+    frames = [structure_of(f) for f in path["frames"]]
     stem = f"path_{path['frames'][0]['formula']}_to_{path['frames'][-1]['formula']}"
     if kind == "extxyz":
         props = [{"t": f["t"], "formula": f["formula"], "valid": bool((f.get("validity") or {}).get("valid"))}
@@ -72,7 +67,7 @@ def viewer_file(view: dict, *, supercell: str, style: str) -> tuple[str, bytes]:
     if not view:
         raise ValueError("no structure on screen: click a point of the map first")
     repeats = tuple(int(n) for n in supercell.split("x"))
-    page = viewer_html(_structure(view), title=view["title"], supercell=repeats,
+    page = viewer_html(structure_of(view), title=view["title"], supercell=repeats,
                        style="spacefill" if style == "spheres" else "ball-and-stick", js_url=VIEWER_JS)
     name = export_filename(record_id=view["id"], formula=view["formula"], fmt="cif").removesuffix(".cif")
     return f"{name}_3d.html", page.encode("utf-8")

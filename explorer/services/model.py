@@ -9,7 +9,6 @@ Calls into the model are serialised by a lock (Dash serves callbacks from severa
 from __future__ import annotations
 
 import functools
-import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
+from explorer.datasets.packages import sha256_of
 from explorer.settings import Settings
 
 METHODS = ("linear", "slerp")
@@ -78,11 +78,7 @@ def loaded_checkpoint(settings: Settings):
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(Path(path))
 
 
 def checkpoint_sha256(settings: Settings) -> str:
