@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from explorer.services.export import (
     FORMATS,
     BasketItem,
@@ -14,8 +16,8 @@ from explorer.services.export import (
 )
 from explorer.services.materials import structure_of
 
-VIEWER_JS = "assets/vendor/3Dmol-min.js"
-"""Where the standalone viewer page looks for 3Dmol.js: open the page from the project folder (or copy the file)."""
+VIEWER_JS = Path(__file__).resolve().parents[2] / "assets" / "vendor" / "3Dmol-min.js"
+"""The local 3Dmol.js (from the npm package, ``make assets``) embedded in the standalone viewer page."""
 
 
 def _properties(view: dict) -> dict:
@@ -63,11 +65,14 @@ def path_file(path: dict, kind: str) -> tuple[str, bytes]:
 
 
 def viewer_file(view: dict, *, supercell: str, style: str) -> tuple[str, bytes]:
-    """A standalone HTML page of the 3D view (3Dmol.js from the project's assets, never a CDN)."""
+    """A standalone HTML page of the 3D view with the project's 3Dmol.js embedded: it opens anywhere, offline."""
     if not view:
         raise ValueError("no structure on screen: click a point of the map first")
+    if not VIEWER_JS.is_file():
+        raise ValueError(f"3Dmol.js is missing at {VIEWER_JS}: run 'make assets' to install it from npm")
     repeats = tuple(int(n) for n in supercell.split("x"))
     page = viewer_html(structure_of(view), title=view["title"], supercell=repeats,
-                       style="spacefill" if style == "spheres" else "ball-and-stick", js_url=VIEWER_JS)
+                       style="spacefill" if style == "spheres" else "ball-and-stick",
+                       inline_js=VIEWER_JS.read_text(encoding="utf-8"))
     name = export_filename(record_id=view["id"], formula=view["formula"], fmt="cif").removesuffix(".cif")
     return f"{name}_3d.html", page.encode("utf-8")

@@ -380,10 +380,13 @@ def _check_js_url(js_url: str) -> None:
 
 
 def viewer_html(structure: Structure, *, title: str, supercell: tuple[int, int, int] = (1, 1, 1),
-                style: str = "ball-and-stick", js_url: str = "3Dmol-min.js") -> str:
+                style: str = "ball-and-stick", js_url: str = "3Dmol-min.js", inline_js: str | None = None) -> str:
     """A standalone HTML page showing ``structure`` (repeated ``supercell`` times along a, b, c) with
-    its cell, drawn by 3Dmol.js loaded from the local ``js_url`` (no CDN: the page works offline when
-    the script sits at that path). ``style``: one of 'ball-and-stick', 'spacefill', 'stick'.
+    its cell, drawn by 3Dmol.js. ``style``: one of 'ball-and-stick', 'spacefill', 'stick'.
+
+    Never a CDN. With ``inline_js`` (the text of 3Dmol-min.js) the script is embedded in the page,
+    which then opens anywhere, offline; without it the page loads the local ``js_url`` and works
+    when the script sits at that path.
     """
     import py3Dmol
 
@@ -405,5 +408,12 @@ def viewer_html(structure: Structure, *, title: str, supercell: tuple[int, int, 
     view.zoomTo()
     buffer = io.StringIO()
     view.write_html(buffer, fullpage=True)
-    head = f'<!DOCTYPE html>\n<html>\n<head><meta charset="utf-8"><title>{html.escape(_one_line(title))}</title></head>'
+    script = ""
+    if inline_js is not None:
+        if "</script" in inline_js.lower() or "$3Dmol" not in inline_js:
+            raise ValueError("inline_js must be the text of 3Dmol-min.js (it defines $3Dmol and has no </script>)")
+        # py3Dmol's page only fetches js_url while $3Dmolpromise is undefined: define it as already loaded.
+        script = f"<script>{inline_js}</script>\n<script>var $3Dmolpromise = Promise.resolve();</script>\n"
+    head = (f'<!DOCTYPE html>\n<html>\n<head><meta charset="utf-8"><title>{html.escape(_one_line(title))}</title>\n'
+            f"{script}</head>")
     return buffer.getvalue().replace("<html>", head, 1)

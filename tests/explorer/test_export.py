@@ -248,6 +248,16 @@ def test_viewer_html_is_standalone_and_local():
     assert "http" not in page and "cdn" not in page.lower()
 
 
+def test_viewer_html_can_embed_3dmol():
+    script = "window.$3Dmol = {createViewer: function () {}};"
+    page = viewer_html(nacl(), title="NaCl", inline_js=script)
+    head = page.split("<body")[0]
+    assert script in head and "var $3Dmolpromise = Promise.resolve();" in head
+    assert head.index(script) < head.index("$3Dmolpromise") < page.index("$3Dmolpromise.then")
+    with pytest.raises(ValueError, match="3Dmol-min.js"):
+        viewer_html(nacl(), title="NaCl", inline_js="alert(1)</script><script>")
+
+
 def test_viewer_html_rejects_remote_script_and_bad_options():
     with pytest.raises(ValueError, match="cdn.jsdelivr"):
         viewer_html(nacl(), title="x", js_url="https://cdn.jsdelivr.net/npm/3dmol/build/3Dmol-min.js")
