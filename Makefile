@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 THREEDMOL_VERSION := 2.5.5
 THREEDMOL := assets/vendor/3Dmol-min.js
 
-.PHONY: run test venv dev-venv data assets browser lint clean-data
+.PHONY: run test screenshot venv dev-venv data assets browser lint clean-data
 
 run: venv data assets
 	$(BIN)/python -m explorer build || echo "maps not built (no checkpoint yet?): the app says what is missing"
@@ -16,6 +16,10 @@ run: venv data assets
 
 test: dev-venv data assets browser
 	$(BIN)/python -m pytest
+
+# The browser tests again, saving the README's docs/screenshot.png (a plain run writes build/screenshot.png).
+screenshot: dev-venv data assets browser
+	EXPLORER_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest tests/browser
 
 venv: $(VENV)/.runtime-installed
 dev-venv: $(VENV)/.dev-installed
