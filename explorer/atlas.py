@@ -222,7 +222,8 @@ def build_atlas(dataset: str, settings, *, progress: bool = False,
         with tqdm(total=len(table), desc=f"encoding {dataset}", unit="crystal", disable=not progress) as bar:
             for start in range(0, len(table), size):
                 rows = table.iloc[start : start + size]
-                parts.append(encode([canonical_structure(row) for _, row in rows.iterrows()], settings))
+                parts.append(encode([canonical_structure(row) for _, row in rows.iterrows()], settings,
+                                    canonical=True))
                 bar.update(len(rows))
                 if on_progress is not None:
                     on_progress(min(start + size, len(table)), len(table))

@@ -80,6 +80,25 @@ def crystal_from_structure(structure: Structure, *, crystal_id: str = "") -> Cry
                         frac_coords=structure.frac_coords)
 
 
+def primitive_structure(structure: Structure, *, symprec: float = 0.1) -> Structure:
+    """The primitive cell of ``structure`` found by spglib (as the data tables' canonical cells are: symprec
+    0.1 Å, then tighter), or ``structure`` itself when spglib finds none. Supercells and other cell
+    settings of one crystal give cells with the same number of atoms."""
+    import warnings
+
+    import spglib
+
+    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    for prec in (symprec, symprec / 10, 1e-3):
+        with warnings.catch_warnings():  # spglib 2.x warns about its None-returning error mode
+            warnings.simplefilter("ignore", DeprecationWarning)
+            primitive = spglib.standardize_cell(cell, to_primitive=True, no_idealize=False, symprec=prec)
+        if primitive is not None:
+            lattice, frac, numbers = primitive
+            return Structure(Lattice(lattice), [int(z) for z in numbers], frac)
+    return structure
+
+
 def crystal_to_structure(crystal: Crystal) -> Structure:
     """The crystal as a pymatgen ``Structure``."""
     return Structure(Lattice(crystal.lattice), crystal.numbers.tolist(), crystal.frac_coords)

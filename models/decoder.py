@@ -1,17 +1,27 @@
-"""Latent -> crystal in a few forward passes: atom count, lattice, then species and coordinates per atom slot.
+"""Latent -> crystal in a few forward passes: composition, atom count, lattice, then coordinates per atom.
 
-1. An MLP reads the number of atoms n (a class in 1..``max_atoms``) from z.
-2. An MLP reads the six lattice parameters (log a, log b, log c, cos α, cos β, cos γ; standardised by
-   buffers set from the training data) from z and n. ``models.lattice`` rebuilds the canonical matrix.
-3. Each of the first n slots gets its own token, a separate linear projection of z per slot (one
-   shared projection leaves the species at their marginal distribution), plus embeddings of the
-   slot, of n and of the lattice. A transformer over the slots predicts each atom's species and its
-   fractional coordinates as (cos, sin) per axis -> atan2, bounded and periodic by construction.
-4. ``n_refine`` further transformer passes see the previous species and coordinates (as Fourier
-   features) and predict them again, so atoms can move apart and fix their species together.
+1. An MLP reads the composition from z: which elements are present (one yes/no per element) and a
+   distribution p over the elements (the fraction of atoms of each element).
+2. An MLP reads the number of atoms n (a class in 1..``max_atoms``) from z and the composition.
+3. The species of the n atoms follow: every present element gets at least one atom and the counts
+   are the whole numbers closest to n p (see ``element_counts``), so the decoded composition is
+   always a whole-number multiset. (Rounding n p alone drops minority elements whenever p is less
+   sharp than the true fractions: Li 0.12 and La 0.06 of a LiLaSO2 cell of 5 atoms.)
+4. An MLP reads the six lattice parameters (log a, log b, log c, cos α, cos β, cos γ; standardised by
+   buffers set from the training data) from z, n and the composition. ``models.lattice`` rebuilds the
+   canonical matrix.
+5. The n slots hold the species in ascending atomic number. Each slot gets its own token, a separate
+   linear projection of z per slot, plus embeddings of its species, of the slot, of n and of the
+   lattice. A transformer over the slots predicts each atom's fractional coordinates as (cos, sin)
+   per axis -> atan2, bounded and periodic by construction.
+6. ``n_refine`` further transformer passes see the previous coordinates (as Fourier features) and
+   predict them again, so atoms can move apart.
 
-During training the true n and lattice are fed in (teacher forcing); when decoding, the predicted ones.
-No sampling chain: decoding is ``1 + n_refine`` transformer passes for a whole batch at once.
+Deciding the composition first, as one set-level prediction, keeps the species of the atoms
+consistent with each other: per-slot species classifiers let rare element pairs drift to chemical
+neighbours one atom at a time. During training the true composition, n and lattice are fed in
+(teacher forcing); when decoding, the predicted ones. No sampling chain: decoding is ``1 + n_refine``
+transformer passes for a whole batch at once.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,20 +46,24 @@ class DecoderOutput:
     """What the decoder predicts for a batch.
 
     Attributes:
+        composition_logits: (n_crystals, NUM_SPECIES) logits of the element fractions (padding at -inf).
+        presence_logits: (n_crystals, NUM_SPECIES) logits of "this element is in the crystal".
         count_logits: (n_crystals, max_atoms) logits of n = 1..max_atoms.
         n_atoms: (n_crystals,) long, the atom counts the slots were built for.
+        species: (n_crystals, n_max) long atomic number of each slot (ascending, 0 beyond n_atoms).
         lattice_norm: (n_crystals, 6) standardised lattice parameters (compare with ``normalize_lattice``).
         lattice_params: (n_crystals, 6) lattice parameters (log Å, cosines).
-        species_logits: one (n_crystals, n_max, NUM_SPECIES) tensor per pass, last = final.
         frac: one (n_crystals, n_max, 3) tensor in [0, 1) per pass, last = final.
         mask: (n_crystals, n_max) bool, True on the first n_atoms slots.
     """
 
+    composition_logits: torch.Tensor
+    presence_logits: torch.Tensor
     count_logits: torch.Tensor
     n_atoms: torch.Tensor
+    species: torch.Tensor
     lattice_norm: torch.Tensor
     lattice_params: torch.Tensor
-    species_logits: list[torch.Tensor]
     frac: list[torch.Tensor]
     mask: torch.Tensor
 
@@ -64,28 +79,73 @@ def _transformer(*, d_model: int, n_heads: int, n_layers: int) -> nn.Transformer
     return nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
 
 
-class _SlotHeads(nn.Module):
-    """Final LayerNorm, then species logits and bounded periodic coordinates of each slot."""
+class _CoordinateHead(nn.Module):
+    """Final LayerNorm, then bounded periodic fractional coordinates of each slot."""
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.species = nn.Linear(d_model, NUM_SPECIES)
         self.coords = nn.Linear(d_model, 6)
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(species logits (..., NUM_SPECIES) with padding class at -inf, frac (..., 3) in [0, 1))."""
-        h = self.norm(h)
-        logits = self.species(h)
-        logits = torch.cat([torch.full_like(logits[..., :1], -1e4), logits[..., 1:]], dim=-1)
-        cos_sin = self.coords(h).unflatten(-1, (3, 2))
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., 3) fractional coordinates in [0, 1)."""
+        cos_sin = self.coords(self.norm(h)).unflatten(-1, (3, 2))
         angle = torch.atan2(cos_sin[..., 1], cos_sin[..., 0])  # (-pi, pi]
-        frac = torch.remainder(angle / (2 * math.pi), 1.0)
-        return logits, frac
+        return torch.remainder(angle / (2 * math.pi), 1.0)
+
+
+def element_counts(fractions: torch.Tensor, present: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """Whole atom counts per element: each present element at least one atom, the rest as close to
+    ``n_atoms * fractions`` as whole numbers allow.
+
+    Args:
+        fractions: (n_crystals, NUM_SPECIES) predicted element fractions (rows sum to 1, column 0 is 0).
+        present: (n_crystals, NUM_SPECIES) presence scores; elements scoring > 0 are present. With none
+            present the most likely element is taken; with more present elements than atoms, the
+            ``n_atoms`` highest-scoring ones.
+        n_atoms: (n_crystals,) long.
+
+    Returns:
+        (n_crystals, NUM_SPECIES) long counts, each row summing to its n_atoms.
+    """
+    frac = fractions.detach().to("cpu", torch.float64).numpy()
+    score = present.detach().to("cpu", torch.float64).numpy().copy()
+    score[:, 0] = -np.inf
+    counts = np.zeros(frac.shape, dtype=np.int64)
+    for k, n in enumerate(n_atoms.tolist()):
+        chosen = np.flatnonzero(score[k] > 0)
+        if chosen.size == 0:
+            chosen = np.array([1 + int(np.argmax(frac[k, 1:]))])
+        if chosen.size > n:
+            chosen = chosen[np.argsort(-score[k, chosen], kind="stable")[:n]]
+        share = frac[k, chosen] + 1e-12
+        target = n * share / share.sum()
+        c = np.maximum(1, np.floor(target)).astype(np.int64)
+        while c.sum() > n:  # take from the element most above its target (never below one atom)
+            over = np.where(c > 1, c - target, -np.inf)
+            c[int(np.argmax(over))] -= 1
+        while c.sum() < n:  # give to the element most below its target
+            c[int(np.argmax(target - c))] += 1
+        counts[k, chosen] = c
+    return torch.as_tensor(counts, device=fractions.device)
+
+
+def slot_species(counts: torch.Tensor, n_max: int) -> torch.Tensor:
+    """(n_crystals, n_max) long atomic numbers of the slots, ascending, 0 beyond each crystal's atoms."""
+    cumulative = counts.cumsum(dim=1)
+    slots = torch.arange(n_max, device=counts.device).expand(counts.shape[0], n_max).contiguous()
+    species = torch.searchsorted(cumulative, slots, right=True)
+    return species.masked_fill(slots >= cumulative[:, -1:], 0)
+
+
+def sorted_species(species: torch.Tensor) -> torch.Tensor:
+    """(n_crystals, n) atomic numbers (0 = padding, anywhere) -> ascending per row, padding last."""
+    ordered = species.masked_fill(species == 0, NUM_SPECIES).sort(dim=1).values
+    return ordered.masked_fill(ordered == NUM_SPECIES, 0)
 
 
 class CrystalDecoder(nn.Module):
-    """z -> atom count, lattice, species and fractional coordinates of up to ``max_atoms`` atoms."""
+    """z -> composition, atom count, lattice and fractional coordinates of up to ``max_atoms`` atoms."""
 
     def __init__(self, *, latent_dim: int, max_atoms: int, d_model: int, n_heads: int, n_layers: int,
                  n_refine: int, mlp_hidden: int) -> None:
@@ -96,19 +156,22 @@ class CrystalDecoder(nn.Module):
                              f"n_heads={n_heads!r}")
         self.max_atoms = int(max_atoms)
         self.d_model = int(d_model)
-        self.count_head = _mlp(latent_dim, mlp_hidden, max_atoms)
+        self.composition_head = _mlp(latent_dim, mlp_hidden, 2 * NUM_SPECIES)
+        nn.init.constant_(self.composition_head[-1].bias[NUM_SPECIES:], -4.0)  # few elements are present
+        self.composition_embed = nn.Linear(NUM_SPECIES, d_model)
+        self.count_head = _mlp(latent_dim + d_model, mlp_hidden, max_atoms)
         self.count_embed = nn.Embedding(max_atoms + 1, d_model)
-        self.lattice_head = _mlp(latent_dim + d_model, mlp_hidden, 6)
+        self.lattice_head = _mlp(latent_dim + 2 * d_model, mlp_hidden, 6)
         self.lattice_embed = nn.Linear(6, d_model)
         self.slot_proj = nn.Linear(latent_dim, max_atoms * d_model)  # a separate projection per slot
         self.slot_embed = nn.Parameter(torch.randn(max_atoms, d_model) * 0.02)
+        self.species_embed = nn.Embedding(NUM_SPECIES, d_model)
         self.trunk = _transformer(d_model=d_model, n_heads=n_heads, n_layers=n_layers)
-        self.heads = _SlotHeads(d_model)
+        self.heads = _CoordinateHead(d_model)
         self.refiners = nn.ModuleList(_transformer(d_model=d_model, n_heads=n_heads, n_layers=n_layers)
                                       for _ in range(n_refine))
-        self.refine_heads = nn.ModuleList(_SlotHeads(d_model) for _ in range(n_refine))
+        self.refine_heads = nn.ModuleList(_CoordinateHead(d_model) for _ in range(n_refine))
         self.coord_embed = nn.Linear(6 * len(_FOURIER_ORDERS), d_model)
-        self.species_embed = nn.Linear(NUM_SPECIES, d_model, bias=False)
         self.register_buffer("lattice_mean", torch.zeros(6))
         self.register_buffer("lattice_std", torch.ones(6))
 
@@ -122,43 +185,63 @@ class CrystalDecoder(nn.Module):
         """(n_crystals, 6) lattice parameters -> the standardised values the lattice head predicts."""
         return (params - self.lattice_mean) / self.lattice_std
 
-    def forward(self, z: torch.Tensor, *, n_atoms: torch.Tensor | None = None,
+    def forward(self, z: torch.Tensor, *, species: torch.Tensor | None = None,
                 lattice_params: torch.Tensor | None = None) -> DecoderOutput:
         """Decode latents.
 
         Args:
             z: (n_crystals, latent_dim) latents; NaN/inf are replaced, so any input gives finite output.
-            n_atoms: (n_crystals,) long true atom counts (teacher forcing); None uses the predicted ones.
+            species: (n_crystals, n) long true atomic numbers, 0 on padding (teacher forcing of the
+                composition and the atom count); None uses the predicted ones.
             lattice_params: (n_crystals, 6) true lattice parameters (teacher forcing); None uses predicted.
 
         Returns:
             The ``DecoderOutput``.
         """
         z = torch.nan_to_num(z, nan=0.0, posinf=1e4, neginf=-1e4).clamp(-1e4, 1e4)
-        count_logits = self.count_head(z)
-        if n_atoms is None:
+        composition_logits, presence_logits = self.composition_head(z).chunk(2, dim=-1)
+        composition_logits = torch.cat([torch.full_like(composition_logits[:, :1], -1e4),
+                                        composition_logits[:, 1:]], dim=-1)
+        if species is None:
+            fractions = composition_logits.softmax(dim=-1)
+            count_logits = self.count_head(torch.cat([z, self.composition_embed(fractions)], dim=-1))
             n_atoms = count_logits.argmax(dim=-1) + 1
-        elif bool(((n_atoms < 1) | (n_atoms > self.max_atoms)).any()):
-            raise ValueError(f"n_atoms must lie in 1..{self.max_atoms}, got {n_atoms.tolist()}")
+            counts = element_counts(fractions, presence_logits, n_atoms)
+            species = slot_species(counts, int(n_atoms.max()))
+        else:
+            if species.ndim != 2 or species.shape[0] != z.shape[0]:
+                raise ValueError(f"species must have shape ({z.shape[0]}, n), got {tuple(species.shape)}")
+            n_atoms = (species > 0).sum(dim=1)
+            if bool(((n_atoms < 1) | (n_atoms > self.max_atoms)).any()) or bool((species > MAX_Z).any()):
+                raise ValueError(f"each crystal needs 1..{self.max_atoms} atoms with atomic numbers <= {MAX_Z}; "
+                                 f"got atom counts {n_atoms.tolist()}")
+            counts = torch.zeros(z.shape[0], NUM_SPECIES, dtype=torch.long, device=z.device).scatter_add_(
+                1, species, torch.ones_like(species))
+            counts[:, 0] = 0
+            fractions = counts.to(z.dtype) / n_atoms.to(z.dtype).unsqueeze(1)
+            count_logits = self.count_head(torch.cat([z, self.composition_embed(fractions)], dim=-1))
+            species = sorted_species(species)[:, : int(n_atoms.max())]
+        composition = self.composition_embed(fractions)
         count = self.count_embed(n_atoms)
-        lattice_norm = self.lattice_head(torch.cat([z, count], dim=-1))
+        lattice_norm = self.lattice_head(torch.cat([z, count, composition], dim=-1))
         predicted_params = lattice_norm * self.lattice_std + self.lattice_mean
         lattice_in = lattice_norm if lattice_params is None else self.normalize_lattice(lattice_params)
-        n_max = int(n_atoms.max())
-        mask = torch.arange(n_max, device=z.device).unsqueeze(0) < n_atoms.unsqueeze(1)
+        n_max = species.shape[1]
+        mask = species > 0
         tokens = self.slot_proj(z).view(z.shape[0], self.max_atoms, self.d_model)[:, :n_max]
-        tokens = tokens + self.slot_embed[:n_max] + (count + self.lattice_embed(lattice_in)).unsqueeze(1)
+        tokens = tokens + self.slot_embed[:n_max] + self.species_embed(species)
+        tokens = tokens + (count + composition + self.lattice_embed(lattice_in)).unsqueeze(1)
         h = self.trunk(tokens, src_key_padding_mask=~mask)
-        logits, frac = self.heads(h)
-        all_logits, all_frac = [logits], [frac]
-        for refiner, heads in zip(self.refiners, self.refine_heads, strict=True):
-            features = self.coord_embed(_fourier(frac)) + self.species_embed(logits.softmax(dim=-1))
-            h = refiner(h + features, src_key_padding_mask=~mask)
-            logits, frac = heads(h)
-            all_logits.append(logits)
+        frac = self.heads(h)
+        all_frac = [frac]
+        for refiner, head in zip(self.refiners, self.refine_heads, strict=True):
+            h = refiner(h + self.coord_embed(_fourier(frac)), src_key_padding_mask=~mask)
+            frac = head(h)
             all_frac.append(frac)
-        return DecoderOutput(count_logits=count_logits, n_atoms=n_atoms, lattice_norm=lattice_norm,
-                             lattice_params=predicted_params, species_logits=all_logits, frac=all_frac, mask=mask)
+        return DecoderOutput(composition_logits=composition_logits, presence_logits=presence_logits,
+                             count_logits=count_logits, n_atoms=n_atoms,
+                             species=species, lattice_norm=lattice_norm, lattice_params=predicted_params,
+                             frac=all_frac, mask=mask)
 
 
 def _fourier(frac: torch.Tensor) -> torch.Tensor:

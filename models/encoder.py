@@ -13,7 +13,10 @@ natural parity only (0e, 1o, 2e); ``both_parities`` adds 0o, 1e, 2o, which chang
 invariance but enriches the features (at about twice the cost).
 
 Mean pooling over atoms makes the latent independent of the choice of cell: a supercell has the
-same local environments in the same proportions, so it gets the same latent.
+same local environments in the same proportions, so it gets the same latent. With ``primitive_count``
+the number of atoms of the cell is added too; the cell is then always the primitive one (the tables
+hold primitive cells, and ``CrystalAutoencoder.encode_structures`` reduces any input to its primitive
+cell first), so the latent stays the same for every cell setting of a crystal.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from models.data import MAX_Z, CrystalBatch
 from models.equivariant import GatedConvolution, hidden_irreps
 from models.graph import edge_vectors
 
+LOGVAR_INIT = -6.0
+"""Initial log-variance of the posterior."""
+
 
 class CrystalEncoder(nn.Module):
     """Periodic crystal -> (mu, logvar) of an O(3)-invariant latent."""
@@ -36,7 +42,7 @@ class CrystalEncoder(nn.Module):
     def __init__(self, *, latent_dim: int, cutoff: float, n_basis: int, radial_hidden: int, lmax: int,
                  mul_scalar: int, mul_vector: int, mul_tensor: int, both_parities: bool, mul_message: int,
                  n_interactions: int, avg_num_neighbors: float, readout_hidden: int,
-                 composition_skip: bool = True) -> None:
+                 composition_skip: bool = True, primitive_count: bool = False, max_atoms: int = 40) -> None:
         super().__init__()
         if lmax < 1 or n_interactions < 1 or cutoff <= 0:
             raise ValueError(f"need lmax >= 1, n_interactions >= 1, cutoff > 0; got lmax={lmax!r}, "
@@ -61,9 +67,22 @@ class CrystalEncoder(nn.Module):
                                      nn.Linear(readout_hidden, readout_hidden))
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(readout_hidden, readout_hidden), nn.SiLU(),
                                   nn.Linear(readout_hidden, 2 * latent_dim))
+        # Start with a nearly deterministic posterior (sigma = e^-3): with unit noise from the start the
+        # decoder learns from blurred latents and the composition (which element of ~90) comes through late.
+        nn.init.constant_(self.head[-1].bias[latent_dim:], LOGVAR_INIT)
         # The fractional composition goes straight to the head: it is invariant (rotation, origin, atom
         # order, supercell) and otherwise has to squeeze through the message passing to reach the latent.
+        # It also goes straight into the latent mean, as a fraction-weighted sum of one unit-scale vector
+        # per element: through the head MLP alone (default init) the latents of different crystals
+        # differed by ~0.05 at the start and the composition took thousands of steps to come through.
         self.composition = nn.Linear(MAX_Z + 1, readout_hidden) if composition_skip else None
+        self.composition_latent = nn.Linear(MAX_Z + 1, latent_dim, bias=False) if composition_skip else None
+        if self.composition_latent is not None:
+            nn.init.normal_(self.composition_latent.weight)
+        # The number of atoms of the (primitive) cell, which mean pooling hides: the decoder needs it for
+        # the atom count. Invariant because encode_structures reduces every input to its primitive cell.
+        self.max_count = int(max_atoms) + 1
+        self.atom_count = nn.Embedding(self.max_count + 1, readout_hidden) if primitive_count else None
 
     def edge_features(self, batch: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(edge_sh (n_edges, irreps_sh.dim), edge_radial (n_edges, n_basis)) of a batch's edges."""
@@ -91,6 +110,11 @@ class CrystalEncoder(nn.Module):
         if self.composition is not None:
             counts = atoms.new_zeros(n_crystals, MAX_Z + 1).index_put_(
                 (batch.batch, batch.numbers), atoms.new_ones(batch.numbers.shape[0]), accumulate=True)
-            pooled = pooled + self.composition(counts / batch.n_atoms.to(atoms.dtype).unsqueeze(-1))
+            fractions = counts / batch.n_atoms.to(atoms.dtype).unsqueeze(-1)
+            pooled = pooled + self.composition(fractions)
+        if self.atom_count is not None:
+            pooled = pooled + self.atom_count(batch.n_atoms.clamp(max=self.max_count))
         mu, logvar = self.head(pooled).chunk(2, dim=-1)
+        if self.composition_latent is not None:
+            mu = mu + self.composition_latent(fractions)
         return mu, logvar.clamp(-12.0, 6.0)

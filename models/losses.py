@@ -1,13 +1,18 @@
 """Training loss of the autoencoder, invariant to atom order, to the choice of origin and to inversion.
 
-Per crystal the decoder's atoms (slots) are compared with the target's atoms after
+The composition is compared as a distribution (KL divergence of the predicted element fractions from
+the true ones) and as a set (binary cross-entropy of each element's presence), the atom count as a
+class, the lattice as standardised parameters. The decoder's atoms (slots) carry the true species
+during training (teacher forcing), and their coordinates are compared with the target's atoms after
 
 1. alignment: the target is inverted or not (mirror images share a latent, see ``models.encoder``)
    and translated so that its anchor atom (the first atom of its rarest species) lands on one of the
    predicted atoms; of these 2 n candidates the one with the smallest species-aware Chamfer distance
    is kept (one batched matrix product, no gradient);
 2. matching: the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) pairs predicted and
-   target atoms on the cost "periodic squared distance (Å^2) + species negative log-likelihood".
+   target atoms on the cost "periodic squared distance (Å^2) + species negative log-likelihood"; with
+   the slots' species given, the NLL is 0 within a species and ``SPECIES_MISMATCH`` across species, so
+   atoms are matched within their species.
 
 The periodic squared distance between fractional positions x and y in a cell with vector lengths L is
 ``sum_k L_k^2 (1 - cos 2π(x_k - y_k)) / (2π^2)``: equal to the squared distance (Å^2, along the axes)
@@ -27,19 +32,21 @@ from models.decoder import DecoderOutput
 from models.lattice import lattice_parameters
 
 _INF = 1e9
+SPECIES_MISMATCH = 1e4
+"""Matching cost (Å^2) of pairing a slot with a target atom of another species: larger than any distance."""
 
 
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the loss terms; ``kl`` is the VAE β, ``earlier_passes`` weighs decoder passes before the last."""
 
+    composition: float = 1.0
+    presence: float = 1.0
     count: float = 1.0
     lattice: float = 1.0
-    species: float = 1.0
     coords: float = 1.0
     kl: float = 1e-3
     earlier_passes: float = 0.5
-    match_species: float = 1.0
 
 
 def periodic_sq_distance(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -160,13 +167,39 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1).mean()
 
 
+def composition_divergence(logits: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    """Mean over crystals of KL(true element fractions || softmax(logits)); 0 when the fractions are exact.
+
+    Args:
+        logits: (B, n_species) predicted composition logits.
+        species: (B, n) long atomic numbers, 0 on padding.
+    """
+    counts = torch.zeros_like(logits).scatter_add_(1, species, torch.ones_like(species, dtype=logits.dtype))
+    counts[:, 0] = 0.0
+    fractions = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
+    log_fractions = torch.where(fractions > 0, fractions.clamp_min(1e-12).log(), torch.zeros_like(fractions))
+    return (fractions * (log_fractions - logits.log_softmax(dim=-1))).sum(-1).mean()
+
+
+def presence_loss(logits: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    """Mean over crystals of the binary cross-entropy of "element present", summed over elements 1..n_species-1."""
+    present = torch.zeros_like(logits).scatter_(1, species, 1.0)[:, 1:]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 1:], present, reduction="none")
+    return bce.sum(-1).mean()
+
+
+def given_species_logits(species: torch.Tensor, n_species: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, n, n_species) logits certain of each slot's given species (mismatch NLL = ``SPECIES_MISMATCH``)."""
+    return torch.nn.functional.one_hot(species, n_species).to(dtype) * SPECIES_MISMATCH
+
+
 def autoencoder_loss(*, output: DecoderOutput, target_species: torch.Tensor, target_frac: torch.Tensor,
                      target_lattice: torch.Tensor, lattice_norm_target: torch.Tensor, mu: torch.Tensor,
                      logvar: torch.Tensor, weights: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its terms (plain floats) for one batch decoded with teacher forcing.
 
     Args:
-        output: the decoder output for the batch (true atom counts fed in).
+        output: the decoder output for the batch (true species fed in).
         target_species: (B, n) long atomic numbers, 0 on padding.
         target_frac: (B, n, 3) fractional coordinates in [0, 1).
         target_lattice: (B, 3, 3) Å target cells.
@@ -179,21 +212,18 @@ def autoencoder_loss(*, output: DecoderOutput, target_species: torch.Tensor, tar
         raise ValueError(f"target_species {tuple(target_species.shape)} and decoder slots {tuple(mask.shape)} differ")
     lengths = lattice_parameters(target_lattice)[:, :3].exp()
     n_true = mask.sum(dim=1)
-    terms = {"count": torch.nn.functional.cross_entropy(output.count_logits, n_true - 1),
+    terms = {"composition": composition_divergence(output.composition_logits, target_species),
+             "presence": presence_loss(output.presence_logits, target_species),
+             "count": torch.nn.functional.cross_entropy(output.count_logits, n_true - 1),
              "lattice": (output.lattice_norm - lattice_norm_target).square().mean(),
              "kl": kl_divergence(mu, logvar)}
-    coords, species = [], []
-    for logits, frac in zip(output.species_logits, output.frac, strict=True):
-        c, s = atom_losses(pred_frac=frac, pred_logits=logits, target_frac=target_frac, target_species=target_species,
-                           mask=mask, lengths=lengths, species_weight=weights.match_species)
-        coords.append(c)
-        species.append(s)
+    logits = given_species_logits(output.species, output.composition_logits.shape[-1], target_frac.dtype)
+    coords = [atom_losses(pred_frac=frac, pred_logits=logits, target_frac=target_frac, target_species=target_species,
+                          mask=mask, lengths=lengths)[0] for frac in output.frac]
     pass_weights = [weights.earlier_passes] * (len(coords) - 1) + [1.0]
     terms["coords"] = sum(w * c for w, c in zip(pass_weights, coords, strict=True)) / sum(pass_weights)
-    terms["species"] = sum(w * s for w, s in zip(pass_weights, species, strict=True)) / sum(pass_weights)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     report = {name: float(value.detach()) for name, value in terms.items()}
     report["coords_final"] = float(coords[-1].detach())
-    report["species_final"] = float(species[-1].detach())
     report["loss"] = float(total.detach())
     return total, report

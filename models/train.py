@@ -45,6 +45,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     warmup_steps: int = 500
     beta: float = 1e-3
+    composition_weight: float = 1.0
     val_fraction: float = 0.05
     seed: int = 0
     max_minutes: float = 0.0
@@ -91,6 +92,7 @@ _HELP = {
     "epochs": "epochs to train in all (a resumed run counts the epochs already done)",
     "batch_size": "crystals per batch", "lr": "peak learning rate (AdamW)", "weight_decay": "AdamW weight decay",
     "warmup_steps": "linear warm-up steps before the cosine decay", "beta": "weight of the KL term (VAE beta)",
+    "composition_weight": "weight of the composition term (KL of the element fractions)",
     "val_fraction": "share of crystals held out for validation (seeded)", "seed": "random seed",
     "max_minutes": "stop cleanly after this many minutes (0: no limit)",
     "device": "cpu, cuda, cuda:N (default: $EXPLORER_DEVICE, else cuda when present, else cpu)",
@@ -259,7 +261,7 @@ def run(train: TrainConfig, model_config: ModelConfig) -> dict[str, float]:
     device = resolve_device(train.device or None)
     data = prepare_data(train, model_config)
     state = build_state(train, model_config, data, device)
-    weights = LossWeights(kl=train.beta)
+    weights = LossWeights(kl=train.beta, composition=train.composition_weight)
     print(f"{len(data.train)} training / {len(data.val)} validation crystals on {device}; "
           f"{sum(p.numel() for p in state.model.parameters()):,} parameters; starting at epoch {state.epoch + 1}")
     metrics: dict[str, float] = {}
@@ -286,7 +288,7 @@ def run(train: TrainConfig, model_config: ModelConfig) -> dict[str, float]:
 
 
 def _summary(metrics: dict[str, float]) -> str:
-    keys = ("train_loss", "val_loss", "val_coords_final", "val_species_final", "val_lattice", "val_count",
+    keys = ("train_loss", "val_loss", "val_coords_final", "val_composition", "val_lattice", "val_count",
             "val_match_rate", "seconds")
     parts = [f"{k}={metrics[k]:.4g}" for k in keys if k in metrics]
     epoch = int(metrics["epoch"])

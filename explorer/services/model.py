@@ -91,13 +91,16 @@ def latent_dim(settings: Settings) -> int:
     return int(loaded_checkpoint(settings).model.config.latent_dim)
 
 
-def encode(structures: Sequence[Structure], settings: Settings, *, batch_size: int | None = None) -> np.ndarray:
-    """Latent means (n, d) float32 of ordered structures (any cell setting)."""
+def encode(structures: Sequence[Structure], settings: Settings, *, batch_size: int | None = None,
+           canonical: bool = False) -> np.ndarray:
+    """Latent means (n, d) float32 of ordered structures (any cell setting; ``canonical``: they are the
+    tables' canonical primitive cells, so the model need not reduce them again)."""
     if not structures:
         return np.zeros((0, latent_dim(settings)), dtype=np.float32)
     model = loaded_checkpoint(settings).model
     with _MODEL_LOCK:
-        mu, _ = model.encode_structures(list(structures), batch_size=batch_size or settings.encode_batch_size)
+        mu, _ = model.encode_structures(list(structures), batch_size=batch_size or settings.encode_batch_size,
+                                        primitive=canonical)
     return mu.detach().cpu().numpy().astype(np.float32)
 
 

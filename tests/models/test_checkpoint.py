@@ -54,3 +54,17 @@ def test_config_validation():
         ModelConfig(max_atoms=-1)
     with pytest.raises(ValueError, match="latent_dim must be int"):
         ModelConfig(latent_dim=1.5)
+
+
+def test_the_committed_checkpoint_loads_with_this_code():
+    """models/checkpoints/default.pt must follow the current MODEL_VERSION and reconstruct SrTiO3's composition."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "default.pt"
+    loaded = load_checkpoint(path, device="cpu")
+    assert path.stat().st_size < 25 * 2**20
+    assert loaded.version == MODEL_VERSION and loaded.model.config.max_atoms >= 24
+    mu, _ = loaded.model.encode_structures([TINY_CRYSTALS["SrTiO3"]()])
+    decoded = loaded.model.decode(mu)[0]
+    assert decoded.structure.composition.reduced_formula == "SrTiO3"
+    assert decoded.validity.valid, decoded.validity.reasons

@@ -29,11 +29,12 @@ def quartz() -> Structure:
 CRYSTALS = {**TINY_CRYSTALS, "quartz": quartz}
 
 
-@pytest.fixture(scope="module")
-def model() -> CrystalAutoencoder:
+@pytest.fixture(scope="module", params=[False, True], ids=["mean-pooled", "with-primitive-count"])
+def model(request) -> CrystalAutoencoder:
     torch.manual_seed(0)
     config = ModelConfig(latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4,
-                         readout_hidden=16, d_model=16, n_heads=2, decoder_layers=1, mlp_hidden=16)
+                         readout_hidden=16, d_model=16, n_heads=2, decoder_layers=1, mlp_hidden=16,
+                         primitive_count=request.param)
     return CrystalAutoencoder(config=config).double().eval()
 
 
@@ -96,3 +97,14 @@ def test_batched_encoding_equals_one_by_one(model):
     assert mu.shape == logvar.shape == (len(structures), model.config.latent_dim)
     for k, structure in enumerate(structures):
         np.testing.assert_allclose(mu[k].numpy(), _latent(model, structure), atol=1e-10)
+
+
+def test_primitive_input_needs_no_reduction(model):
+    """``primitive=True`` (the tables' canonical cells) gives the latent of the reduction it skips."""
+    from models.data import primitive_structure
+
+    for make in CRYSTALS.values():
+        structure = make() * (1, 1, 2)
+        reduced = primitive_structure(structure)
+        fast = model.encode_structures([reduced], primitive=True)[0][0].numpy()
+        assert np.abs(fast - _latent(model, structure)).max() <= TOLERANCE

@@ -8,7 +8,15 @@ import torch
 from conftest import TINY_CRYSTALS
 
 from models.decoder import NUM_SPECIES
-from models.losses import atom_losses, hungarian_match, kl_divergence, periodic_sq_distance
+from models.losses import (
+    atom_losses,
+    composition_divergence,
+    given_species_logits,
+    hungarian_match,
+    kl_divergence,
+    periodic_sq_distance,
+    presence_loss,
+)
 
 
 def _padded(structures):
@@ -86,3 +94,41 @@ def test_hungarian_match_finds_the_permutation():
 def test_kl_is_zero_for_the_prior():
     assert kl_divergence(torch.zeros(4, 8), torch.zeros(4, 8)).item() == 0.0
     assert kl_divergence(torch.ones(4, 8), torch.zeros(4, 8)).item() == pytest.approx(4.0)
+
+
+def test_composition_divergence_is_zero_only_for_the_true_fractions():
+    species = torch.tensor([[38, 22, 8, 8, 8], [6, 6, 0, 0, 0]])
+    exact = torch.full((2, NUM_SPECIES), -1e4, dtype=torch.float64)
+    exact[0, [38, 22, 8]] = torch.log(torch.tensor([0.2, 0.2, 0.6], dtype=torch.float64))
+    exact[1, 6] = 0.0
+    assert composition_divergence(exact, species).item() == pytest.approx(0.0, abs=1e-9)
+    swapped = exact.clone()
+    swapped[0, [38, 56]] = swapped[0, [56, 38]]  # Ba instead of Sr
+    assert composition_divergence(swapped, species).item() > 1.0
+
+
+def test_given_species_are_matched_within_their_species():
+    """Atoms of one species may trade places; atoms of two species may not."""
+    perovskite = TINY_CRYSTALS["SrTiO3"]()
+    frac, species, mask, lengths = _padded([perovskite])
+    logits = given_species_logits(species, NUM_SPECIES, torch.float64)
+    oxygens = frac.clone()
+    oxygens[0, [2, 3, 4]] = frac[0, [4, 2, 3]]
+    coords, _ = atom_losses(pred_frac=oxygens, pred_logits=logits, target_frac=frac, target_species=species,
+                            mask=mask, lengths=lengths)
+    assert coords.item() < 1e-12
+    wrong = frac.clone()
+    wrong[0, [0, 1]] = frac[0, [1, 0]]  # Sr and Ti swap places: no shift makes that right
+    coords, _ = atom_losses(pred_frac=wrong, pred_logits=logits, target_frac=frac, target_species=species, mask=mask,
+                            lengths=lengths)
+    assert coords.item() > 0.1
+
+
+def test_presence_loss_counts_each_missing_or_extra_element():
+    species = torch.tensor([[38, 22, 8, 8, 8]])
+    logits = torch.full((1, NUM_SPECIES), -30.0, dtype=torch.float64)
+    logits[0, [38, 22, 8]] = 30.0
+    assert presence_loss(logits, species).item() < 1e-10
+    logits[0, 56] = 30.0  # Ba as well
+    logits[0, 38] = -30.0  # and no Sr
+    assert presence_loss(logits, species).item() == pytest.approx(60.0, rel=1e-6)
