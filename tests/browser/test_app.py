@@ -183,14 +183,17 @@ def test_basket_path_and_viewer_exports(page, tiny_settings, tmp_path):
         names = archive.namelist()
         assert "manifest.csv" in names and len([n for n in names if n.endswith(".cif")]) == 2
     name, data = download(page, "export-html")
-    assert name.endswith(".html") and b"https://" not in data and b"src=" not in data.split(b"<body")[0]
+    assert name.endswith(".html") and b"src=" not in data.split(b"<body")[0]
     standalone = tmp_path / name  # the page, alone in an empty folder, opened from disk: 3Dmol.js is inside it
     standalone.write_bytes(data)
     viewer = page.context.new_page()
+    requested = []
+    viewer.on("request", lambda request: requested.append(request.url))
     viewer.goto(standalone.as_uri())
     viewer.wait_for_function("() => typeof $3Dmol !== 'undefined' && document.querySelector('canvas')"
                              " && document.querySelector('canvas').width > 0")
     viewer.close()
+    assert requested == [standalone.as_uri()], requested  # nothing fetched but the page itself
     expect(page.locator("#interp-strip .frame")).to_have_count(10)  # the path of the interpolation test
     name, data = download(page, "path-export-extxyz")
     import ase.io
