@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition, Element, Structure
 
 from explorer.atlas import get_atlas
 from explorer.datasets.build import load_table, table_path
@@ -62,6 +62,9 @@ def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
     if record_id not in index:
         raise KeyError(f"no material {record_id!r} in dataset {dataset!r}")
     return frame.iloc[index[record_id]]
+
+
+_ELEMENT_SYMBOLS = frozenset(e.symbol for e in Element)
 
 
 def color_options(frame: pd.DataFrame) -> list[dict]:
@@ -293,6 +296,55 @@ def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
                   "label": option["label"]}
     return {"x": atlas.xy[:, 0].tolist(), "y": atlas.xy[:, 1].tolist(), "ids": frame["id"].tolist(),
             "hover": hover, "colour": colour, "color_by": color_by}
+
+
+def filter_mask(frame: pd.DataFrame, *, elements: str | None = None, sites: tuple | None = None,
+                prop: str | None = None, prop_range: tuple | None = None) -> np.ndarray:
+    """Rows that pass every given filter (bool per row).
+
+    Args:
+        elements: symbols the material must contain (others allowed), e.g. 'Li O', 'Li,Fe,O' or 'Li-O'.
+        sites: (min, max) number of sites of the canonical cell, either end None for open.
+        prop, prop_range: a numeric column and its (min, max), either end None; rows without a value fail.
+
+    Raises:
+        ValueError: naming an unknown element or property, or a range whose min exceeds its max.
+    """
+    keep = np.ones(len(frame), dtype=bool)
+    wanted = [p for p in re.split(r"[-,\s]+", (elements or "").strip()) if p]
+    if wanted:
+        unknown = [p for p in wanted if p not in _ELEMENT_SYMBOLS]
+        if unknown:
+            raise ValueError(f"unknown element symbol {unknown[0]!r} in the element filter {elements!r}")
+        need = set(wanted)
+        keep &= frame["elements"].map(lambda e: need <= set(e)).to_numpy(dtype=bool)
+    for column, bounds in (("nsites", sites), (prop, prop_range)):
+        if not column or not bounds or all(b is None for b in bounds):
+            continue
+        if column not in frame or not pd.api.types.is_numeric_dtype(frame[column]):
+            raise ValueError(f"no numeric property {column!r} to filter on")
+        low, high = (None if b is None else float(b) for b in bounds)
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"{column.replace('_', ' ')}: the minimum {low:g} is above the maximum {high:g}")
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        inside = np.isfinite(values)
+        if low is not None:
+            inside &= values >= low
+        if high is not None:
+            inside &= values <= high
+        keep &= inside
+    return keep
+
+
+def filtered_points(points: dict, keep: np.ndarray) -> dict:
+    """``map_points`` output restricted to the rows where ``keep`` is True (colours stay as for the whole map)."""
+    index = np.flatnonzero(keep)
+    colour = dict(points["colour"])
+    key = "codes" if colour["kind"] == "categorical" else "values"
+    colour[key] = [colour[key][k] for k in index]
+    return {**points, "x": [points["x"][k] for k in index], "y": [points["y"][k] for k in index],
+            "ids": [points["ids"][k] for k in index], "hover": [points["hover"][k] for k in index],
+            "colour": colour}
 
 
 def search_points(dataset: str, query: str, settings: Settings) -> dict:

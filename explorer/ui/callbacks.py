@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import time
 
-from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx, dcc, no_update
+from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from explorer import atlas
 from explorer.services import downloads, materials
 from explorer.settings import Settings
 from explorer.ui import components, ids
-from explorer.ui.components import MARKS, MATCHES, PATH
+from explorer.ui.components import KNOWN, MARKS, MATCHES, PATH
+
+SELECTION_LIMIT = 100
+"""Most materials one 'Add selection to basket' adds (each carries its structure in the browser's store)."""
 
 
 def _matches(dataset: str | None, query: str | None, settings: Settings) -> tuple[dict | None, str]:
@@ -23,31 +26,56 @@ def _matches(dataset: str | None, query: str | None, settings: Settings) -> tupl
 
 
 def register_map(app: Dash, settings: Settings) -> None:
-    @app.callback(Output(ids.COLOR_BY, "options"), Output(ids.COLOR_BY, "value"), Input(ids.DATASET, "value"),
-                  State(ids.COLOR_BY, "value"))
+    @app.callback(Output(ids.COLOR_BY, "options"), Output(ids.COLOR_BY, "value"),
+                  Output(ids.FILTER_PROPERTY, "options"), Input(ids.DATASET, "value"), State(ids.COLOR_BY, "value"))
     def color_options(dataset, color_by):
         if not dataset:
             raise PreventUpdate
-        options = [{"label": o["label"], "value": o["value"]}
-                   for o in materials.color_options(materials.table(dataset, settings))]
-        return options, color_by if color_by in {o["value"] for o in options} else "source"
+        all_options = materials.color_options(materials.table(dataset, settings))
+        options = [{"label": o["label"], "value": o["value"]} for o in all_options]
+        numeric = [{"label": o["label"], "value": o["value"]} for o in all_options
+                   if o["kind"] == "continuous" and o["value"] != "nsites"]
+        return options, color_by if color_by in {o["value"] for o in options} else "source", numeric
 
     @app.callback(Output(ids.MAP, "figure"), Output(ids.COLOR_LEGEND, "children"), Output(ids.MAP_STATUS, "children"),
                   Output(f"{ids.MAP_BUILD}-row", "style"),
                   Input(ids.DATASET, "value"), Input(ids.COLOR_BY, "value"), Input(ids.STORE_MAP_VERSION, "data"),
+                  Input(ids.FILTER_ELEMENTS, "value"), Input(ids.FILTER_SITES_MIN, "value"),
+                  Input(ids.FILTER_SITES_MAX, "value"), Input(ids.FILTER_PROPERTY, "value"),
+                  Input(ids.FILTER_MIN, "value"), Input(ids.FILTER_MAX, "value"),
                   State(ids.SEARCH, "value"), State(ids.STORE_PATH, "data"), State(ids.INTERP_FRAME, "value"),
                   State(ids.STORE_CURRENT, "data"), State(ids.STORE_UPLOADS, "data"))
-    def render_map(dataset, color_by, _version, query, path, frame, current, uploads):
+    def render_map(dataset, color_by, _version, elements, sites_min, sites_max, prop, prop_min, prop_max, query,
+                   path, frame, current, uploads):
         if not dataset:
             raise PreventUpdate
         problem = materials.map_problem(dataset, settings)
         if problem:
             return {}, [], problem, {} if "not built" in problem else {"display": "none"}
         points = materials.map_points(dataset, color_by, settings)
+        status, shown = f"{len(points['ids'])} materials", None
+        try:
+            keep = materials.filter_mask(materials.table(dataset, settings), elements=elements,
+                                         sites=(sites_min, sites_max), prop=prop, prop_range=(prop_min, prop_max))
+            if not keep.all():
+                shown = materials.filtered_points(points, keep)
+                status = f"{int(keep.sum())} of {len(points['ids'])} materials shown (filters)"
+        except ValueError as exc:
+            status = f"{len(points['ids'])} materials; filter not applied: {exc}"
         matches, _ = _matches(dataset, query, settings)
-        figure = components.map_figure(points, matches=matches, path=path, frame=frame, current=current,
-                                       uploads=uploads, revision=dataset)
-        return figure, components.color_legend(points), f"{len(points['ids'])} materials", {"display": "none"}
+        figure = components.map_figure(points, shown=shown, matches=matches, path=path, frame=frame,
+                                       current=current, uploads=uploads, revision=dataset)
+        return figure, components.color_legend(points), status, {"display": "none"}
+
+    @app.callback(Output(ids.STORE_SELECTION, "data"), Output(ids.SELECTION_STATUS, "children"),
+                  Output(ids.SELECTION_ADD, "disabled"), Input(ids.MAP, "selectedData"), State(ids.DATASET, "value"),
+                  prevent_initial_call=True)
+    def on_select(selected, dataset):
+        chosen = [p["customdata"] for p in (selected or {}).get("points", [])
+                  if p.get("curveNumber") == KNOWN and isinstance(p.get("customdata"), str)]
+        if not chosen or not dataset:
+            return [], "Nothing selected.", True
+        return chosen, components.selection_summary(materials.table(dataset, settings), chosen), False
 
     @app.callback(Output(ids.STORE_MAP_VERSION, "data"), Input(ids.MAP_BUILD, "n_clicks"),
                   State(ids.DATASET, "value"), background=True, prevent_initial_call=True,
@@ -177,9 +205,17 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
 
 def register_export(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_BASKET, "data"), Output(ids.BASKET, "children"), Input(ids.BASKET_ADD, "n_clicks"),
-                  State(ids.STORE_CURRENT, "data"), State(ids.STORE_BASKET, "data"))
-    def add_to_basket(n, current, basket):
-        if not n or not current:
+                  Input(ids.SELECTION_ADD, "n_clicks"), State(ids.STORE_CURRENT, "data"),
+                  State(ids.STORE_SELECTION, "data"), State(ids.DATASET, "value"), State(ids.STORE_BASKET, "data"))
+    def add_to_basket(n, n_selection, current, selection, dataset, basket):
+        if ctx.triggered_id == ids.SELECTION_ADD and n_selection and selection and dataset:
+            chosen = selection[:SELECTION_LIMIT]
+            basket = [*(basket or []), *(downloads.basket_item(materials.known_view(dataset, record_id, settings))
+                                         for record_id in chosen)]
+            note = (f"Added the first {SELECTION_LIMIT} of the {len(selection)} selected materials."
+                    if len(selection) > SELECTION_LIMIT else "")
+            return basket, [*components.basket_list(basket), *([html.P(note, className="hint")] if note else [])]
+        if ctx.triggered_id != ids.BASKET_ADD or not n or not current:
             return no_update, components.basket_list(basket)
         basket = [*(basket or []), downloads.basket_item(current)]
         return basket, components.basket_list(basket)

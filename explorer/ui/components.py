@@ -94,11 +94,13 @@ def marks_trace(current: dict | None, uploads: list[dict] | None) -> go.Scatter:
                       hoverinfo="skip", name="marks", meta="marks")  # clicks go to the point or space beneath
 
 
-def map_figure(points: dict, *, matches: dict | None = None, path: dict | None = None, frame: int | None = None,
-               current: dict | None = None, uploads: list[dict] | None = None, revision: str = "") -> go.Figure:
-    """The map: every known point (no down-sampling) over a transparent click grid, plus overlays."""
-    figure = go.Figure([_grid_trace(points["x"], points["y"]), _known_trace(points), matches_trace(matches),
-                        path_trace(path, frame), marks_trace(current, uploads)])
+def map_figure(points: dict, *, shown: dict | None = None, matches: dict | None = None, path: dict | None = None,
+               frame: int | None = None, current: dict | None = None, uploads: list[dict] | None = None,
+               revision: str = "") -> go.Figure:
+    """The map: every known point (no down-sampling; ``shown``: the points that pass the filters) over a
+    transparent click grid spanning all of them, plus overlays."""
+    figure = go.Figure([_grid_trace(points["x"], points["y"]), _known_trace(shown or points),
+                        matches_trace(matches), path_trace(path, frame), marks_trace(current, uploads)])
     x_range, y_range = map_extent(points["x"], points["y"])
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "title": None, "autorange": False}
     figure.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, clickmode="event",
@@ -193,3 +195,11 @@ def basket_list(items: list[dict] | None) -> list:
         return [html.Span("basket empty", className="hint")]
     return [html.Span(f"{len(items)} in basket: "), *[html.Span(f"{i['formula']} ", className="basket-item",
                                                                 title=i["id"]) for i in items]]
+
+
+def selection_summary(frame, chosen: list[str]) -> list:
+    """'N materials selected: formulas…' for the lasso/box selection of known ids ``chosen``."""
+    formulas = frame.set_index("id").loc[chosen[:8], "reduced_formula"].tolist()
+    more = f" … and {len(chosen) - len(formulas)} more" if len(chosen) > len(formulas) else ""
+    return [html.B(f"{len(chosen)} material{'s' if len(chosen) != 1 else ''} selected: "),
+            ", ".join(formulas) + more]

@@ -16,7 +16,7 @@ def _stores() -> list:
     return [dcc.Store(id=ids.STORE_CURRENT, storage_type="memory"), dcc.Store(id=ids.STORE_VIEWER),
             dcc.Store(id=ids.STORE_ENDPOINTS, data={}), dcc.Store(id=ids.STORE_PATH),
             dcc.Store(id=ids.STORE_BASKET, data=[]), dcc.Store(id=ids.STORE_UPLOADS, data=[]),
-            dcc.Store(id=ids.STORE_MAP_VERSION, data=0),
+            dcc.Store(id=ids.STORE_MAP_VERSION, data=0), dcc.Store(id=ids.STORE_SELECTION, data=[]),
             dcc.Download(id=ids.DOWNLOAD), dcc.Interval(id=ids.INTERP_TIMER, interval=700, disabled=True)]
 
 
@@ -30,14 +30,30 @@ def _map_panel(datasets: list[str], default: str | None) -> html.Div:
                                          placeholder="formula, Li-Fe-O, id or mineral")]),
         html.Span(id=ids.SEARCH_STATUS, className="status"),
     ], className="controls")
+    def number(id_: str, placeholder: str) -> dcc.Input:
+        return dcc.Input(id=id_, type="number", debounce=True, placeholder=placeholder, className="number")
+
+    filters = html.Div([
+        html.Label(["Contains ", dcc.Input(id=ids.FILTER_ELEMENTS, type="text", debounce=True, className="search",
+                                           placeholder="elements, e.g. Li O")]),
+        html.Label(["Sites ", number(ids.FILTER_SITES_MIN, "min"), "–", number(ids.FILTER_SITES_MAX, "max")]),
+        html.Label(["Property ", dcc.Dropdown(id=ids.FILTER_PROPERTY, placeholder="any", className="dropdown")]),
+        number(ids.FILTER_MIN, "min"), "–", number(ids.FILTER_MAX, "max"),
+    ], className="controls filters")
+    selection = html.Div([
+        html.Span("Lasso or box-select points (toolbar above the map) to pick many at once.", id=ids.SELECTION_STATUS,
+                  className="status"),
+        html.Button("Add selection to basket", id=ids.SELECTION_ADD, disabled=True),
+    ], className="controls")
     graph = dcc.Graph(id=ids.MAP, className="map", config={"displaylogo": False, "scrollZoom": True},
-                      style={"height": "72vh"})
-    return html.Div([controls, html.Div(id=ids.COLOR_LEGEND, className="legend"),
+                      style={"height": "68vh"})
+    return html.Div([controls, filters, html.Div(id=ids.COLOR_LEGEND, className="legend"),
                      html.Div(id=ids.MAP_STATUS, className="status"),
                      html.Div([html.Button("Build this map", id=ids.MAP_BUILD),
                                html.Button("Cancel", id=ids.MAP_BUILD_CANCEL, disabled=True),
                                html.Span(id=ids.MAP_BUILD_PROGRESS, className="status")],
                               id=f"{ids.MAP_BUILD}-row", className="controls", style={"display": "none"}), graph,
+                     selection,
                      html.P("Click a point: known material. Click empty space: decode a hypothetical structure.",
                             className="hint")], className="left")
 

@@ -67,6 +67,11 @@ def choose(page, dropdown_id: str, label: str) -> None:
     expect(page.locator(f"#{dropdown_id}")).to_contain_text(label)
 
 
+def basket_count(page) -> int:
+    text = page.locator("#basket").inner_text()
+    return int(text.split(" in basket")[0]) if " in basket" in text else 0
+
+
 def download(page, button_id: str) -> tuple[str, bytes]:
     with page.expect_download() as info:
         page.click(f"#{button_id}")
@@ -106,6 +111,36 @@ def test_search_highlights_matches(page):
     page.fill("#search", "")
     page.press("#search", "Enter")
     page.wait_for_function(f"() => document.querySelector('{GRAPH}').data[2].x.length === 0")
+
+
+def test_filters_hide_points_and_a_box_selection_fills_the_basket(page, tiny_settings):
+    wait_for_map(page)
+    frame = materials.table("tiny", tiny_settings)
+    with_oxygen = int(materials.filter_mask(frame, elements="O").sum())
+    assert 0 < with_oxygen < len(frame)
+    page.fill("#filter-elements", "O")
+    page.press("#filter-elements", "Enter")
+    expect(page.locator("#map-status")).to_contain_text(f"{with_oxygen} of {len(frame)} materials shown")
+    assert trace_length(page, "known") == with_oxygen
+    page.fill("#filter-elements", "Xx")
+    page.press("#filter-elements", "Enter")
+    expect(page.locator("#map-status")).to_contain_text("filter not applied: unknown element symbol 'Xx'")
+    assert trace_length(page, "known") == len(frame)
+    page.fill("#filter-elements", "")
+    page.press("#filter-elements", "Enter")
+    expect(page.locator("#map-status")).to_have_text(f"{len(frame)} materials")
+
+    in_basket = basket_count(page)
+    page.evaluate(f"() => Plotly.relayout(document.querySelector('{GRAPH}'), {{dragmode: 'select'}})")
+    box = page.locator(f"{GRAPH} .nsewdrag").bounding_box()
+    page.mouse.move(box["x"] + 3, box["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=12)
+    page.mouse.up()
+    expect(page.locator("#selection-status")).to_contain_text(f"{len(frame)} materials selected")
+    page.click("#selection-add")
+    expect(page.locator("#basket")).to_contain_text(f"{in_basket + len(frame)} in basket")
+    page.evaluate(f"() => Plotly.relayout(document.querySelector('{GRAPH}'), {{dragmode: 'zoom'}})")
 
 
 def test_empty_space_decodes_a_hypothetical_structure(page, tiny_settings):
@@ -172,16 +207,17 @@ def test_export_round_trips(page, tiny_settings, fmt, label):
 
 def test_basket_path_and_viewer_exports(page, tiny_settings, tmp_path):
     wait_for_map(page)
+    in_basket = basket_count(page)  # the page is shared by this module's tests, so is the basket
     click_known(page, tiny_settings, "ZnO")
     page.click("#basket-add")
     click_known(page, tiny_settings, "Fe")
     page.click("#basket-add")
-    expect(page.locator("#basket")).to_contain_text("2 in basket")
+    expect(page.locator("#basket")).to_contain_text(f"{in_basket + 2} in basket")
     choose(page, "export-format", "CIF")
     name, data = download(page, "basket-export")
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = archive.namelist()
-        assert "manifest.csv" in names and len([n for n in names if n.endswith(".cif")]) == 2
+        assert "manifest.csv" in names and len([n for n in names if n.endswith(".cif")]) == in_basket + 2
     name, data = download(page, "export-html")
     assert name.endswith(".html") and b"src=" not in data.split(b"<body")[0]
     standalone = tmp_path / name  # the page, alone in an empty folder, opened from disk: 3Dmol.js is inside it

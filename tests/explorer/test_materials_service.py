@@ -32,6 +32,38 @@ def test_search_by_formula_elements_id_and_mineral():
     assert materials.search(frame, "no such thing").tolist() == []
 
 
+def test_filters_by_elements_sites_and_property():
+    frame = pd.DataFrame({"id": ["a:1", "a:2", "a:3", "a:4"], "elements": [["Cl", "Na"], ["Fe", "Li", "O"],
+                          ["Fe", "S"], ["Li", "O"]], "nsites": [2, 4, 3, 12],
+                          "band_gap": [5.0, 1.2, 0.9, float("nan")]})
+    assert materials.filter_mask(frame).tolist() == [True] * 4
+    assert materials.filter_mask(frame, elements="Li O").tolist() == [False, True, False, True]
+    assert materials.filter_mask(frame, elements="Fe,Li-O").tolist() == [False, True, False, False]
+    assert materials.filter_mask(frame, sites=(3, None)).tolist() == [False, True, True, True]
+    assert materials.filter_mask(frame, sites=(None, 3)).tolist() == [True, False, True, False]
+    # a material without the property fails a property range
+    assert materials.filter_mask(frame, prop="band_gap", prop_range=(1.0, None)).tolist() == [True, True, False, False]
+    both = materials.filter_mask(frame, elements="O", prop="band_gap", prop_range=(None, 2))
+    assert both.tolist() == [False, True, False, False]
+    with pytest.raises(ValueError, match="unknown element symbol 'Xx'"):
+        materials.filter_mask(frame, elements="Li Xx")
+    with pytest.raises(ValueError, match="minimum 5 is above the maximum 2"):
+        materials.filter_mask(frame, sites=(5, 2))
+    with pytest.raises(ValueError, match="no numeric property 'colour'"):
+        materials.filter_mask(frame, prop="colour", prop_range=(0, 1))
+
+
+def test_filtered_points_keep_their_own_colours(tiny_settings):
+    points = materials.map_points("tiny", "density", tiny_settings)
+    keep = materials.filter_mask(materials.table("tiny", tiny_settings), elements="O")
+    shown = materials.filtered_points(points, keep)
+    assert 0 < len(shown["ids"]) < len(points["ids"])
+    for k, record_id in enumerate(shown["ids"]):
+        j = points["ids"].index(record_id)
+        assert (shown["x"][k], shown["y"][k], shown["colour"]["values"][k]) == (
+            points["x"][j], points["y"][j], points["colour"]["values"][j])
+
+
 def test_color_options_have_categorical_and_continuous(tiny_settings):
     options = {o["value"]: o["kind"] for o in materials.color_options(materials.table("tiny", tiny_settings))}
     assert options["source"] == options["crystal_system"] == options["spacegroup_number"] == "categorical"
