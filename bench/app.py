@@ -179,7 +179,10 @@ def _wait_until_serving(process: subprocess.Popen, port: int, dataset: str, time
                     {"id": "map-status", "property": "children"}, {"id": "map-build-row", "property": "style"}],
         "inputs": [{"id": "dataset", "property": "value", "value": dataset},
                    {"id": "color-by", "property": "value", "value": "source"},
-                   {"id": "store-map-version", "property": "data", "value": None}],
+                   {"id": "store-map-version", "property": "data", "value": None},
+                   *({"id": i, "property": "value", "value": None} for i in (
+                       "filter-elements", "filter-sites-min", "filter-sites-max", "filter-property", "filter-min",
+                       "filter-max"))],
         "state": [{"id": i, "property": p, "value": None} for i, p in (
             ("search", "value"), ("store-path", "data"), ("interp-frame", "value"), ("store-current", "data"),
             ("store-uploads", "data"))],
