@@ -38,7 +38,7 @@ def _map_panel(datasets: list[str], default: str | None) -> html.Div:
                                            placeholder="elements, e.g. Li O")]),
         html.Label(["Sites ", number(ids.FILTER_SITES_MIN, "min"), "–", number(ids.FILTER_SITES_MAX, "max")]),
         html.Label(["Property ", dcc.Dropdown(id=ids.FILTER_PROPERTY, placeholder="any", className="dropdown")]),
-        number(ids.FILTER_MIN, "min"), "–", number(ids.FILTER_MAX, "max"),
+        html.Label([number(ids.FILTER_MIN, "min"), "–", number(ids.FILTER_MAX, "max")]),
     ], className="controls filters")
     selection = html.Div([
         html.Span("Lasso or box-select points (toolbar above the map) to pick many at once.", id=ids.SELECTION_STATUS,
