@@ -51,10 +51,15 @@ class DashClient:
         self.client = app.server.test_client()
         self.client.get("/")  # first request: Dash finalises its routes and callback list
 
+    @staticmethod
+    def _outputs(key: str) -> list[str]:
+        """'id.property' of each output of a callback_map key (duplicate-output '@hash' suffixes removed)."""
+        parts = key.strip(".").split("...") if key.startswith("..") else [key]
+        return [p.split("@")[0] for p in parts]
+
     def _entry(self, outputs: list[str]) -> tuple[str, dict]:
         for key, entry in self.app.callback_map.items():
-            parts = key.strip(".").split("...") if key.startswith("..") else [key]
-            if [p.split("@")[0] for p in parts] == outputs:
+            if self._outputs(key) == outputs:
                 return key, entry
         raise KeyError(f"no callback with outputs {outputs}")
 
@@ -67,8 +72,7 @@ class DashClient:
             return [{"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")}
                     for i in items]
 
-        out_specs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1].split("@")[0]}
-                     for o in (key.strip(".").split("...") if key.startswith("..") else [key])]
+        out_specs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in self._outputs(key)]
         body = {"output": key, "outputs": out_specs if key.startswith("..") else out_specs[0],
                 "inputs": spec(entry["inputs"]), "state": spec(entry["state"]), "changedPropIds": changed}
         response = self.client.post("/_dash-update-component", json=body)

@@ -138,6 +138,15 @@ def slot_species(counts: torch.Tensor, n_max: int) -> torch.Tensor:
     return species.masked_fill(slots >= cumulative[:, -1:], 0)
 
 
+def element_fractions(species: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(n_crystals, NUM_SPECIES) fraction of each crystal's atoms per element, from (n_crystals, n) atomic
+    numbers with 0 as padding (column 0 stays 0; a crystal without atoms gets all zeros)."""
+    counts = torch.zeros(species.shape[0], NUM_SPECIES, dtype=dtype, device=species.device).scatter_add_(
+        1, species, torch.ones_like(species, dtype=dtype))
+    counts[:, 0] = 0.0
+    return counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
 def sorted_species(species: torch.Tensor) -> torch.Tensor:
     """(n_crystals, n) atomic numbers (0 = padding, anywhere) -> ascending per row, padding last."""
     ordered = species.masked_fill(species == 0, NUM_SPECIES).sort(dim=1).values
@@ -215,10 +224,7 @@ class CrystalDecoder(nn.Module):
             if bool(((n_atoms < 1) | (n_atoms > self.max_atoms)).any()) or bool((species > MAX_Z).any()):
                 raise ValueError(f"each crystal needs 1..{self.max_atoms} atoms with atomic numbers <= {MAX_Z}; "
                                  f"got atom counts {n_atoms.tolist()}")
-            counts = torch.zeros(z.shape[0], NUM_SPECIES, dtype=torch.long, device=z.device).scatter_add_(
-                1, species, torch.ones_like(species))
-            counts[:, 0] = 0
-            fractions = counts.to(z.dtype) / n_atoms.to(z.dtype).unsqueeze(1)
+            fractions = element_fractions(species, z.dtype)
             count_logits = self.count_head(torch.cat([z, self.composition_embed(fractions)], dim=-1))
             species = sorted_species(species)[:, : int(n_atoms.max())]
         composition = self.composition_embed(fractions)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from models.decoder import DecoderOutput
+from models.decoder import DecoderOutput, element_fractions
 from models.lattice import lattice_parameters
 
 _INF = 1e9
@@ -174,9 +174,7 @@ def composition_divergence(logits: torch.Tensor, species: torch.Tensor) -> torch
         logits: (B, n_species) predicted composition logits.
         species: (B, n) long atomic numbers, 0 on padding.
     """
-    counts = torch.zeros_like(logits).scatter_add_(1, species, torch.ones_like(species, dtype=logits.dtype))
-    counts[:, 0] = 0.0
-    fractions = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
+    fractions = element_fractions(species, logits.dtype)
     log_fractions = torch.where(fractions > 0, fractions.clamp_min(1e-12).log(), torch.zeros_like(fractions))
     return (fractions * (log_fractions - logits.log_softmax(dim=-1))).sum(-1).mean()
 

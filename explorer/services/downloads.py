@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from explorer.services.export import (
     FORMATS,
     BasketItem,
@@ -15,8 +13,9 @@ from explorer.services.export import (
     viewer_html,
 )
 from explorer.services.materials import structure_of
+from explorer.settings import PROJECT_ROOT
 
-VIEWER_JS = Path(__file__).resolve().parents[2] / "assets" / "vendor" / "3Dmol-min.js"
+VIEWER_JS = PROJECT_ROOT / "assets" / "vendor" / "3Dmol-min.js"
 """The local 3Dmol.js (from the npm package, ``make assets``) embedded in the standalone viewer page."""
 
 

@@ -78,8 +78,13 @@ def color_options(frame: pd.DataFrame) -> list[dict]:
     return options
 
 
+def _symbols(text: str | None) -> list[str]:
+    """'Li-Fe-O', 'Li, Fe O' -> ['Li', 'Fe', 'O'] (unchecked)."""
+    return [p for p in re.split(r"[-,\s]+", (text or "").strip()) if p]
+
+
 def _element_set(query: str) -> set[str] | None:
-    parts = [p for p in re.split(r"[-,\s]+", query.strip()) if p]
+    parts = _symbols(query)
     if len(parts) < 2 and "-" not in query:
         return None
     try:
@@ -311,7 +316,7 @@ def filter_mask(frame: pd.DataFrame, *, elements: str | None = None, sites: tupl
         ValueError: naming an unknown element or property, or a range whose min exceeds its max.
     """
     keep = np.ones(len(frame), dtype=bool)
-    wanted = [p for p in re.split(r"[-,\s]+", (elements or "").strip()) if p]
+    wanted = _symbols(elements)
     if wanted:
         unknown = [p for p in wanted if p not in _ELEMENT_SYMBOLS]
         if unknown:
