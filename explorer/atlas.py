@@ -2,6 +2,8 @@
 
 An ``Atlas`` is built once per (checkpoint, table, UMAP parameters) and cached under
 ``data/atlas/<dataset>-<key>/`` (written to a temporary folder, then renamed: never half-written).
+Each dataset keeps its ``MAPS_KEPT`` most recent maps (a new checkpoint or table makes a new key, and
+the old map of ``known`` weighs ~23 MB); older ones are removed when a new map is written.
 
 - ``place(latents)`` puts new latents on the map with the fitted reducer's ``transform``.
 - ``latent_at(x, y)`` is the fast inverse for a click on empty space: a distance-weighted average of
@@ -23,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+MAPS_KEPT = 2
+"""Maps cached per dataset: the current one and the one before it (switching back stays instant)."""
 
 INVERSE_METHOD = "distance-weighted average of the {k} nearest known latents on the map"
 
@@ -140,9 +145,23 @@ def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
             raise ValueError(f"{dataset}: encode() gave {latents.shape[0]} latents for {len(ids)} records")
         reducer, xy = fit_umap(latents, params)
         _write_atomically(folder, ids=ids, latents=latents, xy=xy, reducer=reducer)
+        prune_cache(cache_dir, dataset=dataset, keep=folder)
     stored_ids = json.loads((folder / "ids.json").read_text())
     return Atlas(dataset=dataset, key=key, ids=stored_ids, latents=np.load(folder / "latents.npy"),
                  xy=np.load(folder / "xy.npy"), reducer_path=folder / "reducer.pkl", inverse_k=inverse_k)
+
+
+def prune_cache(cache_dir: Path, *, dataset: str, keep: Path, n_kept: int = MAPS_KEPT) -> list[Path]:
+    """Remove all but the ``n_kept`` newest cached maps of ``dataset`` (never ``keep``); returns the removed
+    folders. Other datasets' maps (even ``<dataset>-other-<key>``) are left alone."""
+    prefix = f"{dataset}-"
+    mine = [f for f in cache_dir.iterdir() if f.is_dir() and f.name.startswith(prefix)
+            and "-" not in f.name[len(prefix):] and (f / "done").exists()]
+    mine.sort(key=lambda f: (f == keep, (f / "done").stat().st_mtime), reverse=True)
+    removed = mine[max(n_kept, 1):]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
 
 
 def fit_umap(latents: np.ndarray, params: UmapParams):

@@ -50,6 +50,16 @@ def test_load_or_build_encodes_only_once(tmp_path):
     assert not list(tmp_path.glob(".d-k1.*")), "no temporary folder left behind"
 
 
+def test_old_maps_of_a_dataset_are_pruned(tmp_path):
+    latents = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    ids = [f"x:{k}" for k in range(12)]
+    common = dict(cache_dir=tmp_path, ids=ids, encode=lambda: latents, params=UmapParams(n_neighbors=5))
+    load_or_build(dataset="d-other", key="k0", **common)  # another dataset whose name starts with "d-"
+    for key in ("k1", "k2", "k3"):  # three checkpoints in turn
+        load_or_build(dataset="d", key=key, **common)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["d-k2", "d-k3", "d-other-k0"]
+
+
 def test_place_latent_at_and_nearest(tiny_settings):
     atlas = build_atlas("tiny", tiny_settings)
     placed = atlas.place(atlas.latents[:3])
