@@ -28,8 +28,9 @@ from models.lattice import lattice_parameters, matrix_from_parameters
 from models.losses import LossWeights, autoencoder_loss
 from models.validity import ValidityReport, check_validity
 
-MODEL_VERSION = 2
-"""Version of the model architecture and checkpoint layout (2: the decoder predicts the composition first)."""
+MODEL_VERSION = 3
+"""Version of the model architecture and checkpoint layout (2: the decoder predicts the composition first;
+3: it puts its anchor atom at the origin)."""
 
 
 @dataclass(frozen=True)
@@ -209,15 +210,16 @@ class CrystalAutoencoder(nn.Module):
         output = self.decoder(z, species=batch.species, lattice_params=lattice_parameters(batch.lattice))
         return output, mu, logvar
 
-    def loss(self, batch: CrystalBatch, *, weights: LossWeights,
-             sample: bool = True) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        """(total loss, its terms as floats, mu (n_crystals, latent_dim)) of one batch."""
+    def loss(self, batch: CrystalBatch, *, weights: LossWeights, sample: bool = True,
+             lattice_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """(total loss, its terms as floats, mu (n_crystals, latent_dim)) of one batch; ``lattice_weight``
+        (n_crystals,) weighs each crystal's lattice error (see ``models.losses.autoencoder_loss``)."""
         batch = self.prepare(batch)
         output, mu, logvar = self(batch, sample=sample)
         target_norm = self.decoder.normalize_lattice(lattice_parameters(batch.lattice))
         total, report = autoencoder_loss(output=output, target_species=batch.species, target_frac=batch.frac_padded,
                                          target_lattice=batch.lattice, lattice_norm_target=target_norm, mu=mu,
-                                         logvar=logvar, weights=weights)
+                                         logvar=logvar, weights=weights, lattice_weight=lattice_weight)
         return total, report, mu
 
     @torch.no_grad()

@@ -17,6 +17,13 @@
 6. ``n_refine`` further transformer passes see the previous coordinates (as Fourier features) and
    predict them again, so atoms can move apart.
 
+The origin is fixed by the atoms themselves: the anchor atom (``anchor_slots``: the first atom of the
+rarest species, the lightest of them on a tie) sits at (0, 0, 0), and every pass outputs positions
+relative to it. The loss (``models.losses``) puts the target's origin on an atom of the same species,
+so the decoder learns relative positions against a fixed reference instead of chasing an origin that
+moves with its own output (on 64 perovskites, 250 steps of overfitting reached 0.47 Å^2 that way and
+0.11 Å^2 against a fixed origin).
+
 Deciding the composition first, as one set-level prediction, keeps the species of the atoms
 consistent with each other: per-slot species classifiers let rare element pairs drift to chemical
 neighbours one atom at a time. During training the true composition, n and lattice are fed in
@@ -53,7 +60,7 @@ class DecoderOutput:
         species: (n_crystals, n_max) long atomic number of each slot (ascending, 0 beyond n_atoms).
         lattice_norm: (n_crystals, 6) standardised lattice parameters (compare with ``normalize_lattice``).
         lattice_params: (n_crystals, 6) lattice parameters (log Å, cosines).
-        frac: one (n_crystals, n_max, 3) tensor in [0, 1) per pass, last = final.
+        frac: one (n_crystals, n_max, 3) tensor in [0, 1) per pass, last = final; the anchor slot at 0.
         mask: (n_crystals, n_max) bool, True on the first n_atoms slots.
     """
 
@@ -138,6 +145,22 @@ def slot_species(counts: torch.Tensor, n_max: int) -> torch.Tensor:
     return species.masked_fill(slots >= cumulative[:, -1:], 0)
 
 
+def anchor_slots(species: torch.Tensor) -> torch.Tensor:
+    """(n_crystals,) long slot of each crystal's anchor atom: the first atom of its rarest species, the
+    lightest such species on a tie (``species``: (n_crystals, n) atomic numbers, 0 on padding; any order)."""
+    n = species.shape[1]
+    same = (species.unsqueeze(2) == species.unsqueeze(1)).sum(dim=2)  # atoms sharing each atom's species
+    key = same * (NUM_SPECIES + 1) + species  # rarest first, then lightest
+    key = key.masked_fill(species == 0, (n + 1) * (NUM_SPECIES + 1))
+    return key.argmin(dim=1)
+
+
+def relative_to_anchor(frac: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """(n_crystals, n, 3) fractional coordinates shifted so that slot ``anchor`` (n_crystals,) is at the origin."""
+    origin = frac[torch.arange(frac.shape[0], device=frac.device), anchor]
+    return torch.remainder(frac - origin.unsqueeze(1), 1.0)
+
+
 def element_fractions(species: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(n_crystals, NUM_SPECIES) fraction of each crystal's atoms per element, from (n_crystals, n) atomic
     numbers with 0 as padding (column 0 stays 0; a crystal without atoms gets all zeros)."""
@@ -175,6 +198,7 @@ class CrystalDecoder(nn.Module):
         self.slot_proj = nn.Linear(latent_dim, max_atoms * d_model)  # a separate projection per slot
         self.slot_embed = nn.Parameter(torch.randn(max_atoms, d_model) * 0.02)
         self.species_embed = nn.Embedding(NUM_SPECIES, d_model)
+        self.anchor_embed = nn.Parameter(torch.randn(d_model) * 0.02)
         self.trunk = _transformer(d_model=d_model, n_heads=n_heads, n_layers=n_layers)
         self.heads = _CoordinateHead(d_model)
         self.refiners = nn.ModuleList(_transformer(d_model=d_model, n_heads=n_heads, n_layers=n_layers)
@@ -237,12 +261,14 @@ class CrystalDecoder(nn.Module):
         tokens = self.slot_proj(z).view(z.shape[0], self.max_atoms, self.d_model)[:, :n_max]
         tokens = tokens + self.slot_embed[:n_max] + self.species_embed(species)
         tokens = tokens + (count + composition + self.lattice_embed(lattice_in)).unsqueeze(1)
-        h = self.trunk(tokens, src_key_padding_mask=~mask)
-        frac = self.heads(h)
+        anchor = anchor_slots(species)
+        is_anchor = torch.nn.functional.one_hot(anchor, n_max).to(tokens.dtype).unsqueeze(-1)
+        h = self.trunk(tokens + is_anchor * self.anchor_embed, src_key_padding_mask=~mask)
+        frac = relative_to_anchor(self.heads(h), anchor)
         all_frac = [frac]
         for refiner, head in zip(self.refiners, self.refine_heads, strict=True):
             h = refiner(h + self.coord_embed(_fourier(frac)), src_key_padding_mask=~mask)
-            frac = head(h)
+            frac = relative_to_anchor(head(h), anchor)
             all_frac.append(frac)
         return DecoderOutput(composition_logits=composition_logits, presence_logits=presence_logits,
                              count_logits=count_logits, n_atoms=n_atoms,

@@ -5,10 +5,11 @@ the true ones) and as a set (binary cross-entropy of each element's presence), t
 class, the lattice as standardised parameters. The decoder's atoms (slots) carry the true species
 during training (teacher forcing), and their coordinates are compared with the target's atoms after
 
-1. alignment: the target is inverted or not (mirror images share a latent, see ``models.encoder``)
-   and translated so that its anchor atom (the first atom of its rarest species) lands on one of the
-   predicted atoms; of these 2 n candidates the one with the smallest species-aware Chamfer distance
-   is kept (one batched matrix product, no gradient);
+1. alignment: the decoder puts its anchor atom (the first atom of the rarest species, the lightest
+   on a tie) at the origin; the target is inverted or not (mirror images share a latent, see
+   ``models.encoder``) and translated so that one of its atoms of that species is at the origin; of
+   these 2 m candidates (m atoms of the anchor species) the one with the smallest species-aware
+   Chamfer distance to the prediction is kept (one batched matrix product, no gradient);
 2. matching: the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) pairs predicted and
    target atoms on the cost "periodic squared distance (Å^2) + species negative log-likelihood"; with
    the slots' species given, the NLL is 0 within a species and ``SPECIES_MISMATCH`` across species, so
@@ -17,6 +18,10 @@ during training (teacher forcing), and their coordinates are compared with the t
 The periodic squared distance between fractional positions x and y in a cell with vector lengths L is
 ``sum_k L_k^2 (1 - cos 2π(x_k - y_k)) / (2π^2)``: equal to the squared distance (Å^2, along the axes)
 for small differences, smooth, bounded and blind to whole lattice translations.
+
+A short-contact term pushes apart decoded atoms closer than ``SHORT_CONTACT`` (minimum-image
+Cartesian distance in the target cell): where the decoder is unsure it otherwise averages two atoms
+onto one spot, which is not a crystal.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from models.decoder import DecoderOutput, element_fractions
+from models.decoder import DecoderOutput, anchor_slots, element_fractions
 from models.lattice import lattice_parameters
 
 _INF = 1e9
+SHORT_CONTACT = 0.8
+"""Å: decoded atoms closer than this are pushed apart during training (validity fails below 0.5 Å)."""
 SPECIES_MISMATCH = 1e4
 """Matching cost (Å^2) of pairing a slot with a target atom of another species: larger than any distance."""
 
@@ -45,6 +52,7 @@ class LossWeights:
     count: float = 1.0
     lattice: float = 1.0
     coords: float = 1.0
+    contact: float = 1.0
     kl: float = 1e-3
     earlier_passes: float = 0.5
 
@@ -79,10 +87,11 @@ def _periodic_features(frac: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
 def align_targets(*, pred_frac: torch.Tensor, pred_logp: torch.Tensor, target_frac: torch.Tensor,
                   target_species: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
                   species_weight: float = 1.0) -> torch.Tensor:
-    """Targets inverted or not and shifted onto the predicted atoms (see the module docstring).
+    """Targets inverted or not and shifted so that one of their anchor-species atoms is at the origin,
+    where the decoder puts its anchor atom (see the module docstring and ``models.decoder.anchor_slots``).
 
     Args:
-        pred_frac: (B, n, 3) predicted fractional coordinates.
+        pred_frac: (B, n, 3) predicted fractional coordinates, anchor atom at the origin.
         pred_logp: (B, n, n_species) predicted species log-probabilities.
         target_frac: (B, n, 3) target fractional coordinates.
         target_species: (B, n) long target atomic numbers (0 on padding).
@@ -93,31 +102,25 @@ def align_targets(*, pred_frac: torch.Tensor, pred_logp: torch.Tensor, target_fr
     Returns:
         (B, n, 3) aligned target fractional coordinates (wrapped to [0, 1)).
     """
-    n = target_species.shape[1]
-    one_hot = torch.nn.functional.one_hot(target_species, pred_logp.shape[-1]) * mask.unsqueeze(-1)
-    per_species = one_hot.sum(dim=1)  # (B, n_species)
-    rarity = torch.gather(per_species, 1, target_species).masked_fill(~mask, n + 1)
-    anchor = rarity.argmin(dim=1)  # first atom of the rarest species
-    anchor_pos = target_frac[torch.arange(len(anchor), device=anchor.device), anchor]
-    signs = target_frac.new_tensor([1.0, -1.0]).view(1, 2, 1, 1)
-    rel_target = signs * (target_frac - anchor_pos.unsqueeze(1)).unsqueeze(1)  # (B, 2, n, 3)
-    rel_pred = pred_frac.unsqueeze(1) - pred_frac.unsqueeze(2)  # (B, p, i, 3): x_i - x_p
-    feat_pred = _periodic_features(rel_pred, lengths[:, None, None, :])
-    feat_tgt = _periodic_features(rel_target, lengths[:, None, None, :])
-    dot = torch.einsum("bpid,bsjd->bspij", feat_pred, feat_tgt)
+    batch = torch.arange(target_species.shape[0], device=target_species.device)
+    anchor_species = target_species[batch, anchor_slots(target_species)]
+    candidate = (target_species == anchor_species.unsqueeze(1)) & mask  # (B, j): atoms that may sit at the origin
+    signs = target_frac.new_tensor([1.0, -1.0]).view(1, 2, 1, 1, 1)
+    rel_target = signs * (target_frac.unsqueeze(1) - target_frac.unsqueeze(2)).unsqueeze(1)  # (B, 2, j, k, 3)
+    feat_pred = _periodic_features(pred_frac, lengths[:, None, :])  # (B, i, 6)
+    feat_tgt = _periodic_features(rel_target, lengths[:, None, None, None, :])
+    dot = torch.einsum("bid,bsjkd->bsjik", feat_pred, feat_tgt)
     dist = (lengths.square().sum(-1).view(-1, 1, 1, 1, 1) - dot) / (2 * math.pi**2)
-    nll = -torch.gather(pred_logp, 2, target_species.unsqueeze(1).expand(-1, n, -1))  # (B, i, j)
+    nll = -torch.gather(pred_logp, 2, target_species.unsqueeze(1).expand(-1, pred_frac.shape[1], -1))  # (B, i, k)
     cost = dist + species_weight * nll[:, None, None]
     pair_ok = (mask.unsqueeze(2) & mask.unsqueeze(1))[:, None, None]
     cost = cost.masked_fill(~pair_ok, _INF)
-    to_pred = cost.min(dim=3).values.masked_fill(~mask[:, None, None], 0.0).sum(-1)  # each target j
+    to_pred = cost.min(dim=3).values.masked_fill(~mask[:, None, None], 0.0).sum(-1)  # each target k
     to_target = cost.min(dim=4).values.masked_fill(~mask[:, None, None], 0.0).sum(-1)  # each prediction i
-    score = (to_pred + to_target).masked_fill(~mask[:, None, :], float("inf"))  # (B, 2, p)
+    score = (to_pred + to_target).masked_fill(~candidate[:, None, :], float("inf"))  # (B, 2, j)
     best = score.flatten(1).argmin(dim=1)
-    sign_index, slot = best // n, best % n
-    batch = torch.arange(len(best), device=best.device)
-    aligned = rel_target[batch, sign_index] + pred_frac[batch, slot].unsqueeze(1)
-    return torch.remainder(aligned, 1.0)
+    n = target_species.shape[1]
+    return torch.remainder(rel_target[batch, best // n, best % n], 1.0)
 
 
 @torch.no_grad()
@@ -162,6 +165,25 @@ def atom_losses(*, pred_frac: torch.Tensor, pred_logits: torch.Tensor, target_fr
     return coords, (nll * weight).sum() / total
 
 
+def short_contact_penalty(frac: torch.Tensor, lattice: torch.Tensor, mask: torch.Tensor, *,
+                          min_distance: float = SHORT_CONTACT) -> torch.Tensor:
+    """Mean over crystals of sum over atom pairs of relu(min_distance - d)^2 (Å^2), d the minimum-image distance.
+
+    Args:
+        frac: (B, n, 3) predicted fractional coordinates.
+        lattice: (B, 3, 3) Å cells, rows are lattice vectors.
+        mask: (B, n) bool, real atoms.
+        min_distance: Å; closer pairs are penalised (no real crystal has atoms closer than ~0.74 Å, H2).
+    """
+    diff = frac.unsqueeze(2) - frac.unsqueeze(1)
+    diff = diff - torch.round(diff)  # minimum image along each axis
+    distance = (torch.einsum("bijk,bkl->bijl", diff, lattice).square().sum(-1) + 1e-12).sqrt()
+    n = frac.shape[1]
+    pairs = mask.unsqueeze(2) & mask.unsqueeze(1) & torch.ones(n, n, dtype=torch.bool, device=frac.device).triu(1)
+    overlap = torch.relu(min_distance - distance).square() * pairs
+    return overlap.sum(dim=(1, 2)).mean()
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Mean over crystals of KL(N(mu, exp(logvar)) || N(0, 1)), summed over latent dimensions."""
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1).mean()
@@ -191,9 +213,18 @@ def given_species_logits(species: torch.Tensor, n_species: int, dtype: torch.dty
     return torch.nn.functional.one_hot(species, n_species).to(dtype) * SPECIES_MISMATCH
 
 
+def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (B,) values weighted by (B,) weights (plain mean when None; 0 when all weights are 0)."""
+    if weight is None:
+        return values.mean()
+    weight = weight.to(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
 def autoencoder_loss(*, output: DecoderOutput, target_species: torch.Tensor, target_frac: torch.Tensor,
                      target_lattice: torch.Tensor, lattice_norm_target: torch.Tensor, mu: torch.Tensor,
-                     logvar: torch.Tensor, weights: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+                     logvar: torch.Tensor, weights: LossWeights,
+                     lattice_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its terms (plain floats) for one batch decoded with teacher forcing.
 
     Args:
@@ -204,6 +235,8 @@ def autoencoder_loss(*, output: DecoderOutput, target_species: torch.Tensor, tar
         lattice_norm_target: (B, 6) standardised target lattice parameters.
         mu, logvar: (B, latent_dim) posterior of each crystal.
         weights: the loss weights.
+        lattice_weight: (B,) weight of each crystal's lattice error (0 where the cell is not a target,
+            e.g. after species substitution); None weighs all crystals 1.
     """
     mask = output.mask
     if target_species.shape != mask.shape:
@@ -213,13 +246,14 @@ def autoencoder_loss(*, output: DecoderOutput, target_species: torch.Tensor, tar
     terms = {"composition": composition_divergence(output.composition_logits, target_species),
              "presence": presence_loss(output.presence_logits, target_species),
              "count": torch.nn.functional.cross_entropy(output.count_logits, n_true - 1),
-             "lattice": (output.lattice_norm - lattice_norm_target).square().mean(),
+             "lattice": _weighted_mean((output.lattice_norm - lattice_norm_target).square().mean(-1), lattice_weight),
              "kl": kl_divergence(mu, logvar)}
     logits = given_species_logits(output.species, output.composition_logits.shape[-1], target_frac.dtype)
     coords = [atom_losses(pred_frac=frac, pred_logits=logits, target_frac=target_frac, target_species=target_species,
                           mask=mask, lengths=lengths)[0] for frac in output.frac]
     pass_weights = [weights.earlier_passes] * (len(coords) - 1) + [1.0]
     terms["coords"] = sum(w * c for w, c in zip(pass_weights, coords, strict=True)) / sum(pass_weights)
+    terms["contact"] = short_contact_penalty(output.frac[-1], target_lattice, mask)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     report = {name: float(value.detach()) for name, value in terms.items()}
     report["coords_final"] = float(coords[-1].detach())

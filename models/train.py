@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.augment import substitute
 from models.autoencoder import CrystalAutoencoder, ModelConfig
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.data import CrystalGraph, build_graphs, data_hash, iterate_batches, read_tables, split_train_val
@@ -46,6 +47,7 @@ class TrainConfig:
     warmup_steps: int = 500
     beta: float = 1e-3
     composition_weight: float = 1.0
+    substitute: float = 0.0
     val_fraction: float = 0.05
     seed: int = 0
     max_minutes: float = 0.0
@@ -93,6 +95,8 @@ _HELP = {
     "batch_size": "crystals per batch", "lr": "peak learning rate (AdamW)", "weight_decay": "AdamW weight decay",
     "warmup_steps": "linear warm-up steps before the cosine decay", "beta": "weight of the KL term (VAE beta)",
     "composition_weight": "weight of the composition term (KL of the element fractions)",
+    "substitute": "share of training crystals whose elements are swapped for similar ones each batch "
+                  "(models.augment; their lattice is not a target)",
     "val_fraction": "share of crystals held out for validation (seeded)", "seed": "random seed",
     "max_minutes": "stop cleanly after this many minutes (0: no limit)",
     "device": "cpu, cuda, cuda:N (default: $EXPLORER_DEVICE, else cuda when present, else cpu)",
@@ -216,7 +220,8 @@ def train_epoch(state: RunState, *, train: TrainConfig, data: RunData, weights: 
             if time.monotonic() > deadline:
                 completed = False
                 break
-            loss, report, mu = model.loss(batch, weights=weights)
+            batch, lattice_weight = substitute(batch, state.rng, probability=train.substitute)
+            loss, report, mu = model.loss(batch, weights=weights, lattice_weight=lattice_weight)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -8,7 +8,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from models.autoencoder import CrystalAutoencoder, DecodedCrystal, ModelConfig
-from models.decoder import NUM_SPECIES, CrystalDecoder, element_counts, slot_species
+from models.decoder import NUM_SPECIES, CrystalDecoder, anchor_slots, element_counts, slot_species
 from models.lattice import lattice_parameters, matrix_from_parameters
 
 
@@ -75,6 +75,10 @@ def test_teacher_forcing_sets_the_slots():
     assert len(out.frac) == 3  # first pass + 2 refinements
     assert all(((f >= 0) & (f < 1)).all() for f in out.frac)
     assert (out.composition_logits.argmax(-1) > 0).all()  # the padding class is never predicted
+    anchor = anchor_slots(out.species)
+    assert anchor.tolist() == [0, 0, 0]  # O alone; H (rarest, lightest); Si
+    for frac in out.frac:  # every pass puts the anchor atom at the origin
+        assert frac[torch.arange(3), anchor].abs().max() == 0
     with pytest.raises(ValueError, match="1..6 atoms"):
         decoder(torch.randn(1, 8), species=torch.ones(1, 7, dtype=torch.long))
 

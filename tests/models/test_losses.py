@@ -1,4 +1,7 @@
-"""The reconstruction loss ignores atom order, origin and inversion, and sees real differences."""
+"""The reconstruction loss ignores atom order, origin and inversion, and sees real differences.
+
+Predictions are put in the decoder's convention first: its anchor atom (``anchor_slots``) at the origin.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY_CRYSTALS
 
-from models.decoder import NUM_SPECIES
+from models.decoder import NUM_SPECIES, anchor_slots, relative_to_anchor
 from models.losses import (
     atom_losses,
     composition_divergence,
@@ -16,6 +19,7 @@ from models.losses import (
     kl_divergence,
     periodic_sq_distance,
     presence_loss,
+    short_contact_penalty,
 )
 
 
@@ -29,6 +33,11 @@ def _padded(structures):
         species[b, : len(s)] = torch.as_tensor([site.specie.Z for site in s])
     lengths = torch.as_tensor([s.lattice.abc for s in structures], dtype=torch.float64)
     return frac, species, species > 0, lengths
+
+
+def _anchored(frac: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    """Predicted positions as the decoder gives them: its anchor atom at the origin."""
+    return relative_to_anchor(frac, anchor_slots(species))
 
 
 def _confident_logits(species: torch.Tensor) -> torch.Tensor:
@@ -51,7 +60,8 @@ def test_loss_is_zero_for_the_crystal_moved_permuted_and_inverted(name):
     rng = np.random.default_rng(3)
     for sign in (1.0, -1.0):
         order = torch.as_tensor(rng.permutation(len(structure)))
-        moved = torch.remainder(sign * frac[:, order] + torch.as_tensor(rng.random(3)), 1.0)
+        moved = _anchored(torch.remainder(sign * frac[:, order] + torch.as_tensor(rng.random(3)), 1.0),
+                          species[:, order])
         coords, species_nll = atom_losses(pred_frac=moved, pred_logits=_confident_logits(species[:, order]),
                                           target_frac=frac, target_species=species, mask=mask, lengths=lengths)
         assert coords.item() < 1e-12, f"{name}: coordinate loss {coords.item():.3g} (sign {sign})"
@@ -64,12 +74,12 @@ def test_loss_grows_with_displacement_and_wrong_species():
     logits = _confident_logits(species)
     kwargs = {"target_frac": frac, "target_species": species, "mask": mask, "lengths": lengths}
     moved = frac.clone()
-    moved[0, 1, 0] += 0.05  # Ti off centre by 0.195 Å
-    coords, _ = atom_losses(pred_frac=moved, pred_logits=logits, **kwargs)
+    moved[0, 0, 0] += 0.05  # Sr off its site by 0.195 Å (Ti, the anchor, stays)
+    coords, _ = atom_losses(pred_frac=_anchored(moved, species), pred_logits=logits, **kwargs)
     assert coords.item() == pytest.approx(0.195**2 / 5, rel=0.05)  # one of five atoms, in Å^2
     wrong = species.clone()
     wrong[0, 0] = 56  # Ba instead of Sr
-    _, species_nll = atom_losses(pred_frac=frac, pred_logits=_confident_logits(wrong), **kwargs)
+    _, species_nll = atom_losses(pred_frac=_anchored(frac, species), pred_logits=_confident_logits(wrong), **kwargs)
     assert species_nll.item() > 1.0
 
 
@@ -114,12 +124,12 @@ def test_given_species_are_matched_within_their_species():
     logits = given_species_logits(species, NUM_SPECIES, torch.float64)
     oxygens = frac.clone()
     oxygens[0, [2, 3, 4]] = frac[0, [4, 2, 3]]
-    coords, _ = atom_losses(pred_frac=oxygens, pred_logits=logits, target_frac=frac, target_species=species,
+    coords, _ = atom_losses(pred_frac=_anchored(oxygens, species), pred_logits=logits, target_frac=frac, target_species=species,
                             mask=mask, lengths=lengths)
     assert coords.item() < 1e-12
     wrong = frac.clone()
     wrong[0, [0, 1]] = frac[0, [1, 0]]  # Sr and Ti swap places: no shift makes that right
-    coords, _ = atom_losses(pred_frac=wrong, pred_logits=logits, target_frac=frac, target_species=species, mask=mask,
+    coords, _ = atom_losses(pred_frac=_anchored(wrong, species), pred_logits=logits, target_frac=frac, target_species=species, mask=mask,
                             lengths=lengths)
     assert coords.item() > 0.1
 
@@ -132,3 +142,37 @@ def test_presence_loss_counts_each_missing_or_extra_element():
     logits[0, 56] = 30.0  # Ba as well
     logits[0, 38] = -30.0  # and no Sr
     assert presence_loss(logits, species).item() == pytest.approx(60.0, rel=1e-6)
+
+
+def test_the_anchor_is_the_first_atom_of_the_rarest_lightest_species():
+    species = torch.tensor([[38, 22, 8, 8, 8],  # SrTiO3: Sr and Ti are single, Ti is lighter
+                            [8, 8, 8, 22, 38],
+                            [6, 6, 6, 6, 0],  # graphite, padded: the first carbon
+                            [11, 17, 11, 17, 17]])  # Na2Cl3: Na is rarer
+    assert anchor_slots(species).tolist() == [1, 3, 0, 0]
+
+
+def test_a_prediction_off_the_anchor_convention_is_penalised():
+    """The loss fixes the origin on an atom of the anchor species: a prediction shifted off it costs."""
+    structure = TINY_CRYSTALS["NaCl"]()
+    frac, species, mask, lengths = _padded([structure])
+    kwargs = {"pred_logits": _confident_logits(species), "target_frac": frac, "target_species": species,
+              "mask": mask, "lengths": lengths}
+    assert atom_losses(pred_frac=_anchored(frac, species), **kwargs)[0].item() < 1e-12
+    shifted = torch.remainder(_anchored(frac, species) + 0.2, 1.0)
+    assert atom_losses(pred_frac=shifted, **kwargs)[0].item() > 0.5
+
+
+def test_short_contacts_are_penalised_only_below_the_threshold():
+    structure = TINY_CRYSTALS["SrTiO3"]()
+    frac, species, mask, _ = _padded([structure])
+    lattice = torch.tensor(structure.lattice.matrix).unsqueeze(0)
+    assert short_contact_penalty(frac, lattice, mask).item() == 0.0  # shortest pair 1.95 Å
+    close = frac.clone()
+    close[0, 2] = frac[0, 1] + torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64)  # O 0.39 Å from Ti
+    assert short_contact_penalty(close, lattice, mask).item() == pytest.approx((0.8 - 0.3905) ** 2, rel=1e-6)
+    wrapped = frac.clone()
+    wrapped[0, 2] = torch.tensor([0.98, 0.0, 0.0], dtype=torch.float64)  # 0.078 Å from Sr across the boundary
+    assert short_contact_penalty(wrapped, lattice, mask).item() == pytest.approx((0.8 - 0.0781) ** 2, rel=1e-6)
+    mask[0, 2] = False  # padding never counts
+    assert short_contact_penalty(close, lattice, mask).item() == 0.0

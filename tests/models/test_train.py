@@ -73,8 +73,9 @@ def one_thread():
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch, one_thread):
-    """A run stopped at an epoch boundary and resumed ends with the same weights as an uninterrupted one."""
-    straight = _config(tmp_path, "straight", epochs=3)
+    """A run stopped at an epoch boundary and resumed ends with the same weights as an uninterrupted one
+    (species substitution on, so its random draws are replayed too)."""
+    straight = _config(tmp_path, "straight", epochs=3, substitute=0.5)
     run(straight, SMALL)
     calls = []
     original = train_module.train_epoch
@@ -84,7 +85,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, one_thread):
         return original(state, train=train, data=data, weights=weights,
                         deadline=-math.inf if len(calls) == 3 else deadline)
 
-    interrupted = _config(tmp_path, "interrupted", epochs=3)
+    interrupted = _config(tmp_path, "interrupted", epochs=3, substitute=0.5)
     monkeypatch.setattr("models.train.train_epoch", stop_in_third_epoch)
     assert run(interrupted, SMALL)["completed"] == 0.0
     monkeypatch.undo()
