@@ -21,8 +21,8 @@ The origin is fixed by the atoms themselves: the anchor atom (``anchor_slots``: 
 rarest species, the lightest of them on a tie) sits at (0, 0, 0), and every pass outputs positions
 relative to it. The loss (``models.losses``) puts the target's origin on an atom of the same species,
 so the decoder learns relative positions against a fixed reference instead of chasing an origin that
-moves with its own output (on 64 perovskites, 250 steps of overfitting reached 0.47 Å^2 that way and
-0.11 Å^2 against a fixed origin).
+moves with its own output (overfitting 64 perovskites for 250 steps reached a coordinate loss of
+0.47 Å^2 that way, and 0.019 Å^2 anchored).
 
 Deciding the composition first, as one set-level prediction, keeps the species of the atoms
 consistent with each other: per-slot species classifiers let rare element pairs drift to chemical
