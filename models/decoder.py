@@ -237,10 +237,6 @@ class CrystalDecoder(nn.Module):
                                         composition_logits[:, 1:]], dim=-1)
         if species is None:
             fractions = composition_logits.softmax(dim=-1)
-            count_logits = self.count_head(torch.cat([z, self.composition_embed(fractions)], dim=-1))
-            n_atoms = count_logits.argmax(dim=-1) + 1
-            counts = element_counts(fractions, presence_logits, n_atoms)
-            species = slot_species(counts, int(n_atoms.max()))
         else:
             if species.ndim != 2 or species.shape[0] != z.shape[0]:
                 raise ValueError(f"species must have shape ({z.shape[0]}, n), got {tuple(species.shape)}")
@@ -249,9 +245,13 @@ class CrystalDecoder(nn.Module):
                 raise ValueError(f"each crystal needs 1..{self.max_atoms} atoms with atomic numbers <= {MAX_Z}; "
                                  f"got atom counts {n_atoms.tolist()}")
             fractions = element_fractions(species, z.dtype)
-            count_logits = self.count_head(torch.cat([z, self.composition_embed(fractions)], dim=-1))
-            species = sorted_species(species)[:, : int(n_atoms.max())]
         composition = self.composition_embed(fractions)
+        count_logits = self.count_head(torch.cat([z, composition], dim=-1))
+        if species is None:
+            n_atoms = count_logits.argmax(dim=-1) + 1
+            species = slot_species(element_counts(fractions, presence_logits, n_atoms), int(n_atoms.max()))
+        else:
+            species = sorted_species(species)[:, : int(n_atoms.max())]
         count = self.count_embed(n_atoms)
         lattice_norm = self.lattice_head(torch.cat([z, count, composition], dim=-1))
         predicted_params = lattice_norm * self.lattice_std + self.lattice_mean
