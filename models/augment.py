@@ -44,9 +44,10 @@ def similar_elements() -> tuple[tuple[int, ...], ...]:
         if series:  # lanthanoids and actinoids: neighbours in their own series
             near = [y for y in range(z - 2, z + 3) if y != z and y in info and info[y][2] == series]
         else:
+            d_block = 3 <= group <= 12
             near = [y for y, (g, r, s) in info.items()
                     if not s and y != z and ((g == group and abs(r - row) == 1)
-                                             or (3 <= group <= 12 and 3 <= g <= 12 and r == row and abs(g - group) == 1))]
+                                             or (d_block and 3 <= g <= 12 and r == row and abs(g - group) == 1))]
         table.append(tuple(sorted(y for y in near if y not in _NEVER)))
     return tuple(table)
 

@@ -124,13 +124,13 @@ def test_given_species_are_matched_within_their_species():
     logits = given_species_logits(species, NUM_SPECIES, torch.float64)
     oxygens = frac.clone()
     oxygens[0, [2, 3, 4]] = frac[0, [4, 2, 3]]
-    coords, _ = atom_losses(pred_frac=_anchored(oxygens, species), pred_logits=logits, target_frac=frac, target_species=species,
-                            mask=mask, lengths=lengths)
+    coords, _ = atom_losses(pred_frac=_anchored(oxygens, species), pred_logits=logits, target_frac=frac,
+                            target_species=species, mask=mask, lengths=lengths)
     assert coords.item() < 1e-12
     wrong = frac.clone()
     wrong[0, [0, 1]] = frac[0, [1, 0]]  # Sr and Ti swap places: no shift makes that right
-    coords, _ = atom_losses(pred_frac=_anchored(wrong, species), pred_logits=logits, target_frac=frac, target_species=species, mask=mask,
-                            lengths=lengths)
+    coords, _ = atom_losses(pred_frac=_anchored(wrong, species), pred_logits=logits, target_frac=frac,
+                            target_species=species, mask=mask, lengths=lengths)
     assert coords.item() > 0.1
 
 
