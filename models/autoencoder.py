@@ -24,8 +24,9 @@ from torch import nn
 from models.data import CrystalBatch, build_graph, collate, crystal_from_structure, primitive_structure
 from models.decoder import CrystalDecoder, DecoderOutput
 from models.encoder import CrystalEncoder
-from models.lattice import lattice_parameters, matrix_from_parameters
+from models.lattice import lattice_parameters
 from models.losses import LossWeights, autoencoder_loss
+from models.search import Cell, cells_from_output, search_decode
 from models.validity import ValidityReport, check_validity
 
 MODEL_VERSION = 3
@@ -139,6 +140,19 @@ class DecodedArrays:
     frac_coords: np.ndarray
     lattice: np.ndarray
 
+    @classmethod
+    def from_cells(cls, cells: Sequence[Cell]) -> DecodedArrays:
+        """Padded arrays of decoded ``models.search.Cell`` s."""
+        n_atoms = np.array([len(c.numbers) for c in cells], dtype=np.int64)
+        n_max = int(n_atoms.max())
+        numbers = np.zeros((len(cells), n_max), dtype=np.int64)
+        frac = np.zeros((len(cells), n_max, 3), dtype=np.float64)
+        for k, cell in enumerate(cells):
+            numbers[k, : n_atoms[k]] = cell.numbers
+            frac[k, : n_atoms[k]] = cell.frac
+        return cls(n_atoms=n_atoms, numbers=numbers, frac_coords=frac,
+                   lattice=np.stack([c.lattice for c in cells]).astype(np.float64))
+
     def structure(self, index: int) -> Structure:
         """Crystal ``index`` as a pymatgen Structure."""
         n = int(self.n_atoms[index])
@@ -223,25 +237,27 @@ class CrystalAutoencoder(nn.Module):
         return total, report, mu
 
     @torch.no_grad()
-    def decode_arrays(self, z: torch.Tensor | np.ndarray) -> DecodedArrays:
-        """Decode latents (n_crystals, latent_dim) in one batched pass to numpy arrays."""
+    def decode_arrays(self, z: torch.Tensor | np.ndarray, *, search: bool = True) -> DecodedArrays:
+        """Decode latents (n_crystals, latent_dim) in batched passes to numpy arrays.
+
+        With ``search`` (the default) the decoder's few best compositions and sublattice labellings are
+        checked against z by the encoder (``models.search``); ``search=False`` is the plain one-pass decode.
+        """
         z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"z must have shape (n, {self.config.latent_dim}), got {tuple(z.shape)}")
-        output = self.decoder(z)
-        lattice = matrix_from_parameters(output.lattice_params)
-        numbers = output.species
-        frac = torch.nan_to_num(output.frac[-1]).clamp(0.0, 1.0)
-        return DecodedArrays(n_atoms=output.n_atoms.cpu().numpy(), numbers=numbers.cpu().numpy(),
-                             frac_coords=frac.to(torch.float64).cpu().numpy(),
-                             lattice=lattice.to(torch.float64).cpu().numpy())
+        z = torch.nan_to_num(z, nan=0.0, posinf=1e4, neginf=-1e4).clamp(-1e4, 1e4)
+        cells = search_decode(self, z) if search else cells_from_output(self.decoder(z))
+        return DecodedArrays.from_cells(cells)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor | np.ndarray, *, validate: bool = True) -> list[DecodedCrystal]:
-        """Decode latents (n_crystals, latent_dim), or one latent (latent_dim,), to crystals with validity reports."""
+    def decode(self, z: torch.Tensor | np.ndarray, *, validate: bool = True,
+               search: bool = True) -> list[DecodedCrystal]:
+        """Decode latents (n_crystals, latent_dim), or one latent (latent_dim,), to crystals with validity
+        reports (``search``: see ``decode_arrays``)."""
         z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
         z = z.unsqueeze(0) if z.ndim == 1 else z
-        arrays = self.decode_arrays(z)
+        arrays = self.decode_arrays(z, search=search)
         latents = z.to(torch.float64).cpu().numpy()
         bound = float(self.latent_norm_bound)
         decoded = []

@@ -1,0 +1,255 @@
+"""Latent-consistent decoding: the decoder proposes a few crystals, the encoder picks the one that fits z.
+
+The one-shot decoder (``models.decoder``) makes two kinds of discrete mistakes that no coordinate
+refinement can undo:
+
+* **the composition**: counts are rounded from predicted fractions, so a crystal can come out as
+  Sr O4 instead of Sr Ir O3, or Mo2 N O instead of Mo N O2;
+* **which element sits on which site**: in a perovskite A B X3 the decoder may put A on the
+  octahedral site and B on the cube corner; the atoms are in the right places with the wrong labels.
+
+The encoder, though, tells these apart sharply. So for each latent z the search
+
+1. decodes the best few compositions the decoder itself rates highest (other roundings of its
+   fractions, the second most likely atom count, one element more or less), each with its own
+   coordinates and lattice (the decoder runs with that composition given);
+2. takes the winner and swaps the species of whole sublattices: every pair of elements with the same
+   number of atoms exchanges its sites (A <-> B in A B X3), which keeps the composition;
+3. encodes every candidate, each at a few isotropic lattice scales (``SCALES``, so that a lattice a
+   few per cent off does not hide a right labelling), and measures |mu(candidate) - z|.
+
+A candidate replaces the plain decode only when it is at least ``ACCEPT_RATIO`` times closer to z:
+the plain decode is the decoder's own best guess and small differences in distance are noise of its
+coordinates. Everything runs as batched forward passes (one decoder pass per composition, one encoder
+pass for all candidates): no gradient steps, no sampling chain.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from models.data import CrystalGraph, collate, make_crystal
+from models.decoder import NUM_SPECIES, DecoderOutput, element_counts, slot_species
+from models.graph import periodic_neighbor_graph
+from models.lattice import matrix_from_parameters
+
+SCALES = (0.97, 1.0, 1.03)
+"""Isotropic lattice scales at which each candidate is encoded (the smallest distance counts)."""
+
+ACCEPT_RATIO = 0.5
+"""A candidate replaces the plain decode when its distance to z is below this fraction of the plain one's."""
+
+MAX_COMPOSITIONS = 4
+"""Compositions decoded per latent (the plain one included)."""
+
+MIN_VOLUME_PER_ATOM = 1.5
+"""Å^3. Denser decodes are not checked by the encoder (their neighbour graphs would hold hundreds of edges per
+atom); the densest crystal of the known-materials table has 3.2 Å^3 per atom, diamond 5.7."""
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """One candidate crystal (numpy, no pymatgen).
+
+    Attributes:
+        numbers: (n,) int64 atomic numbers.
+        frac: (n, 3) float64 fractional coordinates in [0, 1).
+        lattice: (3, 3) float64 Å, rows are lattice vectors.
+    """
+
+    numbers: np.ndarray
+    frac: np.ndarray
+    lattice: np.ndarray
+
+
+def composition_score(counts: np.ndarray, *, log_fractions: np.ndarray, presence_logits: np.ndarray,
+                      log_count_probs: np.ndarray) -> float:
+    """How much the decoder believes in a composition: log P(n) + sum_e c_e log p_e + presence log-odds.
+
+    Args:
+        counts: (NUM_SPECIES,) whole atoms per element.
+        log_fractions: (NUM_SPECIES,) log of the predicted element fractions.
+        presence_logits: (NUM_SPECIES,) logits of "element e is present".
+        log_count_probs: (max_atoms,) log-probabilities of n = 1..max_atoms.
+    """
+    present = counts > 0
+    n = int(counts.sum())
+    presence = np.where(present, -np.logaddexp(0.0, -presence_logits), -np.logaddexp(0.0, presence_logits))
+    return float(log_count_probs[n - 1] + (counts[present] * log_fractions[present]).sum() + presence[1:].sum())
+
+
+def composition_candidates(output: DecoderOutput, index: int, *,
+                           max_compositions: int = MAX_COMPOSITIONS) -> list[np.ndarray]:
+    """The plain decode's composition first, then the decoder's next best ones (``max_compositions`` at most).
+
+    Alternatives: each way of moving one atom between two present elements, the second most likely
+    atom count, the most likely absent element added and the least likely present one dropped. They
+    are ranked by ``composition_score``.
+
+    Returns:
+        (NUM_SPECIES,) int64 count vectors, distinct, the plain one first.
+    """
+    fractions = output.composition_logits[index : index + 1].softmax(dim=-1)
+    presence = output.presence_logits[index].detach().double().cpu().numpy()
+    log_counts = output.count_logits[index].log_softmax(dim=-1).detach().double().cpu().numpy()
+    log_fractions = np.log(fractions[0].detach().double().cpu().numpy() + 1e-12)
+    plain = np.bincount(output.species[index][output.mask[index]].cpu().numpy(), minlength=NUM_SPECIES)
+    present = np.flatnonzero(plain)
+    n = int(plain.sum())
+    options = []
+    for i, j in itertools.permutations(present, 2):  # one atom moves from element i to element j
+        if plain[i] > 1:
+            moved = plain.copy()
+            moved[i] -= 1
+            moved[j] += 1
+            options.append(moved)
+    second_n = int(np.argsort(-log_counts)[1]) + 1
+    presence_scores = presence.copy()
+    presence_scores[0] = -np.inf
+    absent = np.setdiff1d(np.arange(1, NUM_SPECIES), present)
+    added = presence_scores.copy()
+    if absent.size and present.size < n:
+        added[absent[np.argmax(presence[absent])]] = np.inf
+    dropped = presence_scores.copy()
+    if present.size > 1:
+        dropped[present[np.argmin(presence[present])]] = -np.inf
+    for scores, atoms in ((presence_scores, second_n), (added, n), (dropped, n)):
+        counts = element_counts(fractions, torch.as_tensor(scores[None]), torch.tensor([atoms]))
+        options.append(counts[0].cpu().numpy())
+    kwargs = {"log_fractions": log_fractions, "presence_logits": presence, "log_count_probs": log_counts}
+    options.sort(key=lambda c: -composition_score(c, **kwargs))
+    chosen = [plain]
+    for counts in options:
+        if len(chosen) >= max_compositions:
+            break
+        if counts.sum() >= 1 and not any(np.array_equal(counts, c) for c in chosen):
+            chosen.append(counts.astype(np.int64))
+    return chosen
+
+
+def sublattice_swaps(numbers: np.ndarray) -> list[np.ndarray]:
+    """(n,) atomic numbers -> the labellings where two elements with equal atom counts trade all their sites."""
+    elements, counts = np.unique(numbers, return_counts=True)
+    swapped = []
+    for a, b in itertools.combinations(range(len(elements)), 2):
+        if counts[a] == counts[b]:
+            new = numbers.copy()
+            new[numbers == elements[a]] = elements[b]
+            new[numbers == elements[b]] = elements[a]
+            swapped.append(new)
+    return swapped
+
+
+def _scaled_graphs(cell: Cell, *, cutoff: float, scales: tuple[float, ...]) -> list[CrystalGraph] | None:
+    """Neighbour graphs of ``cell`` with its lattice scaled by each of ``scales`` (one neighbour search at the
+    largest radius, then filtered per scale); None when the cell is far denser than any crystal
+    (``MIN_VOLUME_PER_ATOM``) or admits no graph (e.g. far too thin)."""
+    if not abs(np.linalg.det(cell.lattice)) * min(scales) ** 3 >= MIN_VOLUME_PER_ATOM * len(cell.numbers):
+        return None
+    try:
+        graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=cutoff / min(scales))
+    except ValueError:
+        return None
+    graphs = []
+    for s in scales:
+        crystal = make_crystal(crystal_id="candidate", lattice=cell.lattice * s, numbers=cell.numbers,
+                               frac_coords=cell.frac)
+        keep = graph.dist * s <= cutoff
+        graphs.append(CrystalGraph(crystal=crystal, src=graph.src[keep], dst=graph.dst[keep],
+                                   image=graph.image[keep]))
+    return graphs
+
+
+@torch.no_grad()
+def latent_distances(model, z: np.ndarray, cells: list[Cell], owners: np.ndarray, *,
+                     scales: tuple[float, ...] = SCALES, batch_size: int = 512) -> np.ndarray:
+    """(n_cells,) smallest |mu(cell at scale s) - z[owner]| over ``scales`` (``model``: a CrystalAutoencoder);
+    inf for a cell that has no neighbour graph.
+
+    Cells that share their ``frac`` and ``lattice`` arrays (relabellings of one decode) share the search.
+
+    Args:
+        z: (n_latents, latent_dim) the latents that were decoded.
+        cells: candidate crystals.
+        owners: (n_cells,) index into ``z`` of the latent each cell was decoded from.
+    """
+    graphs, rows, geometry = [], [], {}
+    for k, cell in enumerate(cells):
+        key = (id(cell.frac), id(cell.lattice))
+        if key not in geometry:
+            geometry[key] = _scaled_graphs(cell, cutoff=model.config.cutoff, scales=scales)
+        if geometry[key] is not None:
+            graphs += [replace(g, crystal=replace(g.crystal, numbers=cell.numbers)) for g in geometry[key]]
+            rows.append(k)
+    distance = np.full(len(cells), np.inf)
+    if not graphs:
+        return distance
+    mu = np.concatenate([model.encode(collate(graphs[start : start + batch_size]))[0].double().cpu().numpy()
+                         for start in range(0, len(graphs), batch_size)])
+    target = np.repeat(np.asarray(z, dtype=np.float64)[owners[rows]], len(scales), axis=0)
+    distance[rows] = np.linalg.norm(mu - target, axis=1).reshape(len(rows), len(scales)).min(axis=1)
+    return distance
+
+
+def cells_from_output(output: DecoderOutput) -> list[Cell]:
+    """The decoded crystals of a decoder output (the last pass's coordinates) as ``Cell`` s."""
+    lattice = matrix_from_parameters(output.lattice_params).double().cpu().numpy()
+    frac = torch.nan_to_num(output.frac[-1]).clamp(0.0, 1.0).double().cpu().numpy()
+    numbers = output.species.cpu().numpy()
+    n_atoms = output.n_atoms.cpu().numpy()
+    return [Cell(numbers=numbers[k, : n_atoms[k]], frac=frac[k, : n_atoms[k]], lattice=lattice[k])
+            for k in range(len(n_atoms))]
+
+
+def _pick(model, z: np.ndarray, plain: list[Cell], plain_distance: np.ndarray | None,
+          candidates: list[list[Cell]], *, accept_ratio: float) -> tuple[list[Cell], np.ndarray]:
+    """Per latent, the plain cell or the candidate at least ``accept_ratio`` times closer to z; with the
+    chosen cells' distances. ``plain_distance`` (n,) is computed here when None."""
+    n = len(plain)
+    cells = [c for k in range(n) for c in ([plain[k]] if plain_distance is None else []) + candidates[k]]
+    owners = np.array([k for k in range(n) for _ in range((plain_distance is None) + len(candidates[k]))])
+    distance = latent_distances(model, z, cells, owners) if cells else np.zeros(0)
+    if plain_distance is None:
+        first = np.concatenate([[0], np.cumsum([1 + len(c) for c in candidates])[:-1]]).astype(int)
+        plain_distance = distance[first]
+        distance = np.delete(distance, first)
+    chosen, best_distance, start = list(plain), plain_distance.copy(), 0
+    for k in range(n):
+        d = distance[start : start + len(candidates[k])]
+        start += len(d)
+        if len(d) and d.min() < accept_ratio * plain_distance[k]:
+            chosen[k], best_distance[k] = candidates[k][int(np.argmin(d))], d.min()
+    return chosen, best_distance
+
+
+@torch.no_grad()
+def search_decode(model, z: torch.Tensor, *, max_compositions: int = MAX_COMPOSITIONS,
+                  accept_ratio: float = ACCEPT_RATIO) -> list[Cell]:
+    """Decode latents (n, latent_dim) with the composition and sublattice search of the module docstring.
+
+    ``model`` is a ``CrystalAutoencoder``; returns one ``Cell`` per latent.
+    """
+    decoder = model.decoder
+    output = decoder(z)
+    plain = cells_from_output(output)
+    z_np = z.double().cpu().numpy()
+    # 1. compositions: one decoder pass for every alternative of every latent
+    alternatives = [composition_candidates(output, k, max_compositions=max_compositions)[1:]
+                    for k in range(len(plain))]
+    owners = [k for k, options in enumerate(alternatives) for _ in options]
+    by_latent: list[list[Cell]] = [[] for _ in plain]
+    if owners:
+        counts = torch.as_tensor(np.stack([c for options in alternatives for c in options]), device=z.device)
+        species = slot_species(counts, int(counts.sum(dim=1).max()))
+        forced = cells_from_output(decoder(z[owners], species=species))
+        for k, cell in zip(owners, forced, strict=True):
+            by_latent[k].append(cell)
+    chosen, distance = _pick(model, z_np, plain, None, by_latent, accept_ratio=accept_ratio)
+    # 2. sublattice swaps of the chosen crystals (same geometry: their graphs are shared)
+    swaps = [[Cell(numbers=numbers, frac=cell.frac, lattice=cell.lattice) for numbers in sublattice_swaps(cell.numbers)]
+             for cell in chosen]
+    return _pick(model, z_np, chosen, distance, swaps, accept_ratio=accept_ratio)[0]

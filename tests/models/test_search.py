@@ -1,0 +1,114 @@
+"""Latent-consistent decoding (models.search): candidates, the encoder's distances, and the choice it makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CRYSTALS
+
+from models import search
+from models.autoencoder import CrystalAutoencoder, ModelConfig
+from models.checkpoint import load_checkpoint
+from models.data import build_graph, collate, crystal_from_structure
+from models.decoder import NUM_SPECIES
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "default.pt"
+
+
+@pytest.fixture(scope="module")
+def small_model() -> CrystalAutoencoder:
+    torch.manual_seed(0)
+    config = ModelConfig(latent_dim=32, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4, readout_hidden=32,
+                         d_model=32, n_heads=2, decoder_layers=2, mlp_hidden=32)
+    return CrystalAutoencoder(config=config).double().eval()
+
+
+@pytest.fixture(scope="module")
+def trained() -> CrystalAutoencoder:
+    return load_checkpoint(DEFAULT_CHECKPOINT, device="cpu").model
+
+
+def _cell(structure) -> search.Cell:
+    return search.Cell(numbers=np.array([site.specie.Z for site in structure]), frac=structure.frac_coords % 1.0,
+                       lattice=structure.lattice.matrix.copy())
+
+
+def _latent(model: CrystalAutoencoder, structure) -> np.ndarray:
+    graph = build_graph(crystal_from_structure(structure), cutoff=model.config.cutoff)
+    with torch.no_grad():
+        return model.encode(collate([graph]))[0].double().numpy()
+
+
+def test_sublattice_swaps_trade_elements_with_equal_counts():
+    srtio3 = np.array([38, 22, 8, 8, 8])
+    (swapped,) = search.sublattice_swaps(srtio3)
+    assert swapped.tolist() == [22, 38, 8, 8, 8]
+    nacl = np.array([site.specie.Z for site in TINY_CRYSTALS["NaCl"]()])
+    (swapped,) = search.sublattice_swaps(nacl)
+    assert sorted(swapped.tolist()) == sorted(nacl.tolist()) and (swapped != nacl).all()
+    assert search.sublattice_swaps(np.array([14] * 8)) == []
+    assert len(search.sublattice_swaps(np.array([3, 7, 8, 9, 9]))) == 3  # Li, N, O have one atom each
+
+
+def test_composition_candidates_start_with_the_plain_decode(small_model):
+    z = torch.randn(8, small_model.config.latent_dim, dtype=torch.float64) * 3
+    with torch.no_grad():
+        output = small_model.decoder(z)
+    for k in range(8):
+        options = search.composition_candidates(output, k, max_compositions=4)
+        plain = np.bincount(output.species[k][output.mask[k]].numpy(), minlength=NUM_SPECIES)
+        assert np.array_equal(options[0], plain)
+        assert 1 <= len(options) <= 4
+        assert len({tuple(c) for c in options}) == len(options)
+        for counts in options:
+            assert counts[0] == 0 and (counts >= 0).all()
+            assert 1 <= counts.sum() <= small_model.config.max_atoms
+
+
+def test_the_encoded_crystal_is_at_distance_zero(small_model, tiny_crystal):
+    z = _latent(small_model, tiny_crystal)
+    cell = _cell(tiny_crystal)
+    distance = search.latent_distances(small_model, z, [cell], np.array([0]))
+    assert distance[0] < 1e-9
+    scaled = search.Cell(numbers=cell.numbers, frac=cell.frac, lattice=cell.lattice * 1.1)
+    assert search.latent_distances(small_model, z, [scaled], np.array([0]))[0] > 1e-6
+
+
+def test_cells_denser_than_any_crystal_are_not_checked(small_model):
+    srtio3 = TINY_CRYSTALS["SrTiO3"]()
+    z = _latent(small_model, srtio3)
+    crushed = search.Cell(numbers=_cell(srtio3).numbers, frac=srtio3.frac_coords, lattice=np.eye(3) * 1.5)
+    distance = search.latent_distances(small_model, z, [_cell(srtio3), crushed], np.array([0, 0]))
+    assert np.isfinite(distance[0]) and distance[1] == np.inf
+
+
+def test_the_trained_encoder_tells_the_a_and_b_sites_apart(trained):
+    """The search relies on this: SrTiO3 with Sr and Ti trading sites is far from SrTiO3's latent."""
+    srtio3 = TINY_CRYSTALS["SrTiO3"]()
+    z = _latent(trained, srtio3)
+    right = _cell(srtio3)
+    wrong = search.Cell(numbers=search.sublattice_swaps(right.numbers)[0], frac=right.frac, lattice=right.lattice)
+    d_right, d_wrong = search.latent_distances(trained, z, [right, wrong], np.array([0, 0]))
+    assert d_right < search.ACCEPT_RATIO * d_wrong
+
+
+def test_search_never_moves_away_from_the_latent(trained):
+    """The searched decode is at least as close to z (by the encoder) as the plain one, for real and random z."""
+    structures = [make() for make in TINY_CRYSTALS.values()]
+    z = trained.encode_structures(structures)[0]
+    z = torch.cat([z, z[:2] + 0.5 * torch.randn_like(z[:2])])
+    plain = trained.decode_arrays(z, search=False)
+    searched = trained.decode_arrays(z)
+    owners = np.arange(len(z))
+    as_cells = lambda arrays: [search.Cell(numbers=arrays.numbers[k, : arrays.n_atoms[k]],  # noqa: E731
+                                           frac=arrays.frac_coords[k, : arrays.n_atoms[k]], lattice=arrays.lattice[k])
+                               for k in range(len(z))]
+    z_np = z.double().numpy()
+    before = search.latent_distances(trained, z_np, as_cells(plain), owners)
+    after = search.latent_distances(trained, z_np, as_cells(searched), owners)
+    assert (after <= before + 1e-6).all()
+    for k in range(len(z)):
+        assert np.isfinite(searched.frac_coords[k]).all() and searched.n_atoms[k] >= 1
