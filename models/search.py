@@ -15,13 +15,18 @@ The encoder, though, tells these apart sharply. So for each latent z the search
    coordinates and lattice (the decoder runs with that composition given);
 2. takes the winner and swaps the species of whole sublattices: every pair of elements with the same
    number of atoms exchanges its sites (A <-> B in A B X3), which keeps the composition;
-3. encodes every candidate, each at a few isotropic lattice scales (``SCALES``, so that a lattice a
-   few per cent off does not hide a right labelling), and measures |mu(candidate) - z|.
+3. at each step, encodes the candidates with the crystal they would replace and measures |mu(candidate) - z|
+   (relabellings at a few isotropic lattice scales, ``SCALES``, so that a lattice a few per cent off does
+   not hide a right labelling).
 
-A candidate replaces the plain decode only when it is at least ``ACCEPT_RATIO`` times closer to z:
+A candidate replaces the crystal of the step before only when it is at least ``ACCEPT_RATIO`` times closer to z:
 the plain decode is the decoder's own best guess and small differences in distance are noise of its
-coordinates. Everything runs as batched forward passes (one decoder pass per composition, one encoder
-pass for all candidates): no gradient steps, no sampling chain.
+coordinates. On the held-out perovskites of the default checkpoint the match rate goes from 76.9 to 88.2 %
+(composition 94.4 -> 99.5 %); a ratio of 0.7 gave 88.7 %, 0.3 gave 84.1 %, and the closest candidate whatever
+the margin (1.0) 85.1 %.
+
+Everything runs as batched forward passes (one decoder pass per composition, one encoder pass per step):
+no gradient steps, no sampling chain.
 """
 
 from __future__ import annotations
@@ -38,13 +43,24 @@ from models.graph import periodic_neighbor_graph
 from models.lattice import matrix_from_parameters
 
 SCALES = (0.97, 1.0, 1.03)
-"""Isotropic lattice scales at which each candidate is encoded (the smallest distance counts)."""
+"""Isotropic lattice scales at which each relabelling is encoded (the smallest distance counts): the atoms
+stay where the decoder put them, so a lattice a few per cent off would otherwise blur the comparison."""
+
+COMPOSITION_SCALES = (1.0,)
+"""Scales for the composition candidates: each has its own decoded lattice, and compositions differ in the
+latent far more than a few per cent of lattice (a grid of three scales changed no held-out result)."""
 
 ACCEPT_RATIO = 0.5
 """A candidate replaces the plain decode when its distance to z is below this fraction of the plain one's."""
 
 MAX_COMPOSITIONS = 4
 """Compositions decoded per latent (the plain one included)."""
+
+MAX_SCORE_GAP = 15.0
+"""Compositions the decoder rates more than this many nats below its plain one (``composition_score``) are not
+tried: the encoder could otherwise prefer a poorly decoded crystal with an element the decoder all but ruled
+out (a held-out carbon allotrope came back as C7Pr, 29.6 nats below). The held-out compositions that the search
+picked were within 0.6 nats of the plain one for perovskites and 12.1 for mp_20 (10 gave away one mp_20 match)."""
 
 MIN_VOLUME_PER_ATOM = 1.5
 """Å^3. Denser decodes are not checked by the encoder (their neighbour graphs would hold hundreds of edges per
@@ -88,7 +104,7 @@ def composition_candidates(output: DecoderOutput, index: int, *,
 
     Alternatives: each way of moving one atom between two present elements, the second most likely
     atom count, the most likely absent element added and the least likely present one dropped. They
-    are ranked by ``composition_score``.
+    are ranked by ``composition_score``; those more than ``MAX_SCORE_GAP`` below the plain one are dropped.
 
     Returns:
         (NUM_SPECIES,) int64 count vectors, distinct, the plain one first.
@@ -121,10 +137,11 @@ def composition_candidates(output: DecoderOutput, index: int, *,
         counts = element_counts(fractions, torch.as_tensor(scores[None]), torch.tensor([atoms]))
         options.append(counts[0].cpu().numpy())
     kwargs = {"log_fractions": log_fractions, "presence_logits": presence, "log_count_probs": log_counts}
-    options.sort(key=lambda c: -composition_score(c, **kwargs))
+    floor = composition_score(plain, **kwargs) - MAX_SCORE_GAP
+    scored = sorted(((composition_score(c, **kwargs), c) for c in options), key=lambda item: -item[0])
     chosen = [plain]
-    for counts in options:
-        if len(chosen) >= max_compositions:
+    for score, counts in scored:
+        if len(chosen) >= max_compositions or score < floor:
             break
         if counts.sum() >= 1 and not any(np.array_equal(counts, c) for c in chosen):
             chosen.append(counts.astype(np.int64))
@@ -205,25 +222,22 @@ def cells_from_output(output: DecoderOutput) -> list[Cell]:
             for k in range(len(n_atoms))]
 
 
-def _pick(model, z: np.ndarray, plain: list[Cell], plain_distance: np.ndarray | None,
-          candidates: list[list[Cell]], *, accept_ratio: float) -> tuple[list[Cell], np.ndarray]:
-    """Per latent, the plain cell or the candidate at least ``accept_ratio`` times closer to z; with the
-    chosen cells' distances. ``plain_distance`` (n,) is computed here when None."""
-    n = len(plain)
-    cells = [c for k in range(n) for c in ([plain[k]] if plain_distance is None else []) + candidates[k]]
-    owners = np.array([k for k in range(n) for _ in range((plain_distance is None) + len(candidates[k]))])
-    distance = latent_distances(model, z, cells, owners) if cells else np.zeros(0)
-    if plain_distance is None:
-        first = np.concatenate([[0], np.cumsum([1 + len(c) for c in candidates])[:-1]]).astype(int)
-        plain_distance = distance[first]
-        distance = np.delete(distance, first)
-    chosen, best_distance, start = list(plain), plain_distance.copy(), 0
-    for k in range(n):
-        d = distance[start : start + len(candidates[k])]
+def _pick(model, z: np.ndarray, plain: list[Cell], candidates: list[list[Cell]], *, accept_ratio: float,
+          scales: tuple[float, ...]) -> list[Cell]:
+    """Per latent, the plain cell or its candidate closest to z when that one is at least ``accept_ratio``
+    times closer than the plain cell (latents without candidates are not encoded)."""
+    todo = [k for k in range(len(plain)) if candidates[k]]
+    cells = [c for k in todo for c in [plain[k], *candidates[k]]]
+    owners = np.array([k for k in todo for _ in range(1 + len(candidates[k]))], dtype=np.int64)
+    distance = latent_distances(model, z, cells, owners, scales=scales) if cells else np.zeros(0)
+    chosen, start = list(plain), 0
+    for k in todo:
+        d = distance[start : start + 1 + len(candidates[k])]
         start += len(d)
-        if len(d) and d.min() < accept_ratio * plain_distance[k]:
-            chosen[k], best_distance[k] = candidates[k][int(np.argmin(d))], d.min()
-    return chosen, best_distance
+        best = 1 + int(np.argmin(d[1:]))
+        if d[best] < accept_ratio * d[0]:
+            chosen[k] = candidates[k][best - 1]
+    return chosen
 
 
 @torch.no_grad()
@@ -248,8 +262,8 @@ def search_decode(model, z: torch.Tensor, *, max_compositions: int = MAX_COMPOSI
         forced = cells_from_output(decoder(z[owners], species=species))
         for k, cell in zip(owners, forced, strict=True):
             by_latent[k].append(cell)
-    chosen, distance = _pick(model, z_np, plain, None, by_latent, accept_ratio=accept_ratio)
+    chosen = _pick(model, z_np, plain, by_latent, accept_ratio=accept_ratio, scales=COMPOSITION_SCALES)
     # 2. sublattice swaps of the chosen crystals (same geometry: their graphs are shared)
     swaps = [[Cell(numbers=numbers, frac=cell.frac, lattice=cell.lattice) for numbers in sublattice_swaps(cell.numbers)]
              for cell in chosen]
-    return _pick(model, z_np, chosen, distance, swaps, accept_ratio=accept_ratio)[0]
+    return _pick(model, z_np, chosen, swaps, accept_ratio=accept_ratio, scales=SCALES)
