@@ -2,10 +2,11 @@
 
     python -m models.evaluate --checkpoint C --data PATH --out metrics.json
 
-For every crystal: encode, decode the posterior mean, and match the decoded crystal against the
-input with ``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)``. The match rate is over ALL
-crystals: an unreadable CIF, a failed decode or a structurally invalid decode (two atoms < 0.5 Å
-apart or a cell < 0.1 Å^3) is a miss. RMSE is the mean normalised ``get_rms_dist`` over matches.
+For every crystal: encode, decode the posterior mean (with the encoder's check of the decoder's best few
+compositions and site labellings, ``models.search``; ``--plain`` for the one-pass decode), and match the
+decoded crystal against the input with ``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)``. The
+match rate is over ALL crystals: an unreadable CIF, a failed decode or a structurally invalid decode
+(two atoms < 0.5 Å apart or a cell < 0.1 Å^3) is a miss. RMSE is the mean normalised ``get_rms_dist`` over matches.
 Interpolation: for 200 seeded random pairs, decode 9 evenly spaced latents strictly between them
 and report the share of frames that are structurally / compositionally valid.
 """
@@ -87,13 +88,15 @@ def structurally_valid(structure: Structure) -> bool:
     return structure.volume >= MIN_CELL_VOLUME and min_interatomic_distance(structure) >= MIN_DISTANCE
 
 
-def decode_all(model: CrystalAutoencoder, latents: np.ndarray, *, batch_size: int = 256) -> list[Structure | None]:
-    """Decoded structures of finite latents (None for NaN rows)."""
+def decode_all(model: CrystalAutoencoder, latents: np.ndarray, *, batch_size: int = 256,
+               search: bool = True) -> list[Structure | None]:
+    """Decoded structures of finite latents (None for NaN rows); ``search``: see
+    ``CrystalAutoencoder.decode_arrays``."""
     decoded: list[Structure | None] = [None] * len(latents)
     finite = np.flatnonzero(np.isfinite(latents).all(axis=1))
     for start in range(0, len(finite), batch_size):
         chunk = finite[start : start + batch_size]
-        arrays = model.decode_arrays(latents[chunk])
+        arrays = model.decode_arrays(latents[chunk], search=search)
         for j, k in enumerate(chunk):
             decoded[k] = arrays.structure(j)
     return decoded
@@ -139,7 +142,7 @@ def reconstruction_metrics(rows: list[InputCrystal], decoded: list[Structure | N
 
 def interpolation_metrics(model: CrystalAutoencoder, latents: np.ndarray, *, seed: int = 0,
                           n_pairs: int = N_INTERPOLATION_PAIRS,
-                          n_frames: int = N_INTERPOLATION_FRAMES) -> dict[str, float]:
+                          n_frames: int = N_INTERPOLATION_FRAMES, search: bool = True) -> dict[str, float]:
     """Share of interpolation frames (linear, strictly between two crystals) that are valid."""
     finite = np.flatnonzero(np.isfinite(latents).all(axis=1))
     if len(finite) < 2:
@@ -148,20 +151,21 @@ def interpolation_metrics(model: CrystalAutoencoder, latents: np.ndarray, *, see
     pairs = [rng.choice(finite, size=2, replace=False) for _ in range(n_pairs)]
     t = np.linspace(0.0, 1.0, n_frames + 2)[1:-1]
     frames = np.concatenate([(1 - t)[:, None] * latents[a] + t[:, None] * latents[b] for a, b in pairs])
-    decoded = decode_all(model, frames)
+    decoded = decode_all(model, frames, search=search)
     return {"interp_struct_validity": float(np.mean([structurally_valid(s) for s in decoded])),
             "interp_comp_validity": float(np.mean([charge_balanced(s.composition) for s in decoded])),
             "interp_pairs": len(pairs), "interp_frames": len(decoded)}
 
 
-def evaluate(model: CrystalAutoencoder, rows: list[InputCrystal], *, seed: int = 0) -> dict[str, float]:
-    """Every metric of the module docstring for the given rows."""
+def evaluate(model: CrystalAutoencoder, rows: list[InputCrystal], *, seed: int = 0,
+             search: bool = True) -> dict[str, float]:
+    """Every metric of the module docstring for the given rows (``search=False``: the plain one-pass decode)."""
     start = time.perf_counter()
     with torch.no_grad():
         latents = encode_inputs(model, rows)
-        decoded = decode_all(model, latents)
+        decoded = decode_all(model, latents, search=search)
         metrics = reconstruction_metrics(rows, decoded)
-        metrics.update(interpolation_metrics(model, latents, seed=seed))
+        metrics.update(interpolation_metrics(model, latents, seed=seed, search=search))
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return metrics
 
@@ -173,6 +177,8 @@ def command_parser(*, prog: str, description: str, out_help: str) -> argparse.Ar
     parser.add_argument("--data", required=True, type=Path, help="CDVAE-style CSV(.gz) with material_id and cif")
     parser.add_argument("--out", required=True, type=Path, help=out_help)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: $EXPLORER_DEVICE, cuda, cpu)")
+    parser.add_argument("--plain", action="store_true",
+                        help="the decoder's one-pass decode, without the encoder's check (models.search)")
     return parser
 
 
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_inputs(args)
     if loaded is None:
         return 2
-    metrics = evaluate(*loaded, seed=args.seed)
+    metrics = evaluate(*loaded, seed=args.seed, search=not args.plain)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(metrics, indent=1))
     print(json.dumps(metrics, indent=1))

@@ -2,8 +2,9 @@
 
     python -m models.reconstruct --checkpoint C --data PATH --out decoded.csv
 
-One output row per input row: ``material_id`` and ``cif`` (the decoded crystal as a P1 CIF; empty
-when the input could not be read or encoded).
+Decoding is the default one (the encoder checks the decoder's best few candidates, ``models.search``);
+``--plain`` writes the decoder's one-pass decode. One output row per input row: ``material_id`` and
+``cif`` (the decoded crystal as a P1 CIF; empty when the input could not be read or encoded).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded is None:
         return 2
     model, rows = loaded
-    decoded = decode_all(model, encode_inputs(model, rows))
+    decoded = decode_all(model, encode_inputs(model, rows), search=not args.plain)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 
 from models import evaluate, reconstruct
 from models.autoencoder import CrystalAutoencoder, ModelConfig
-from models.checkpoint import save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.evaluate import InputCrystal, interpolation_metrics, reconstruction_metrics
 
 SMALL = ModelConfig(max_atoms=12, latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4,
@@ -89,4 +89,12 @@ def test_evaluate_and_reconstruct_commands(tmp_path):
         rows = list(csv.DictReader(handle))
     assert [r["material_id"] for r in rows] == ["nacl", "si", "broken"]
     assert rows[2]["cif"] == "" and Structure.from_str(rows[0]["cif"], fmt="cif").is_ordered
+    plain = tmp_path / "plain.csv"
+    assert reconstruct.main(["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(plain), "--plain"]) == 0
+    with open(plain) as handle:
+        written = Structure.from_str(list(csv.DictReader(handle))[1]["cif"], fmt="cif")
+    model = load_checkpoint(checkpoint).model
+    expected = model.decode(model.encode_structures([silicon()])[0], search=False)[0].structure
+    assert written.composition == expected.composition
+    assert np.allclose(written.lattice.abc, expected.lattice.abc, atol=1e-4)
     assert evaluate.main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data), "--out", str(out)]) == 2
