@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from models.data import CrystalGraph, collate, make_crystal
 from models.decoder import NUM_SPECIES, DecoderOutput, element_counts, slot_species
 from models.graph import periodic_neighbor_graph
 from models.lattice import matrix_from_parameters
+
+if TYPE_CHECKING:  # models.autoencoder imports this module
+    from models.autoencoder import CrystalAutoencoder
 
 SCALES = (0.97, 1.0, 1.03)
 """Isotropic lattice scales at which each relabelling is encoded (the smallest distance counts): the atoms
@@ -51,7 +55,7 @@ COMPOSITION_SCALES = (1.0,)
 latent far more than a few per cent of lattice (a grid of three scales changed no held-out result)."""
 
 ACCEPT_RATIO = 0.5
-"""A candidate replaces the plain decode when its distance to z is below this fraction of the plain one's."""
+"""A candidate replaces the crystal of the step before when its distance to z is below this fraction of that one's."""
 
 MAX_COMPOSITIONS = 4
 """Compositions decoded per latent (the plain one included)."""
@@ -182,10 +186,10 @@ def _scaled_graphs(cell: Cell, *, cutoff: float, scales: tuple[float, ...]) -> l
 
 
 @torch.no_grad()
-def latent_distances(model, z: np.ndarray, cells: list[Cell], owners: np.ndarray, *,
+def latent_distances(model: CrystalAutoencoder, z: np.ndarray, cells: list[Cell], owners: np.ndarray, *,
                      scales: tuple[float, ...] = SCALES, batch_size: int = 512) -> np.ndarray:
-    """(n_cells,) smallest |mu(cell at scale s) - z[owner]| over ``scales`` (``model``: a CrystalAutoencoder);
-    inf for a cell that has no neighbour graph.
+    """(n_cells,) smallest |mu(cell at scale s) - z[owner]| over ``scales``; inf for a cell that has no
+    neighbour graph.
 
     Cells that share their ``frac`` and ``lattice`` arrays (relabellings of one decode) share the search.
 
@@ -222,8 +226,8 @@ def cells_from_output(output: DecoderOutput) -> list[Cell]:
             for k in range(len(n_atoms))]
 
 
-def _pick(model, z: np.ndarray, plain: list[Cell], candidates: list[list[Cell]], *, accept_ratio: float,
-          scales: tuple[float, ...]) -> list[Cell]:
+def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidates: list[list[Cell]], *,
+          accept_ratio: float, scales: tuple[float, ...]) -> list[Cell]:
     """Per latent, the plain cell or its candidate closest to z when that one is at least ``accept_ratio``
     times closer than the plain cell (latents without candidates are not encoded)."""
     todo = [k for k in range(len(plain)) if candidates[k]]
@@ -241,12 +245,10 @@ def _pick(model, z: np.ndarray, plain: list[Cell], candidates: list[list[Cell]],
 
 
 @torch.no_grad()
-def search_decode(model, z: torch.Tensor, *, max_compositions: int = MAX_COMPOSITIONS,
+def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_compositions: int = MAX_COMPOSITIONS,
                   accept_ratio: float = ACCEPT_RATIO) -> list[Cell]:
-    """Decode latents (n, latent_dim) with the composition and sublattice search of the module docstring.
-
-    ``model`` is a ``CrystalAutoencoder``; returns one ``Cell`` per latent.
-    """
+    """Decode latents (n, latent_dim) with the composition and sublattice search of the module docstring;
+    one ``Cell`` per latent."""
     decoder = model.decoder
     output = decoder(z)
     plain = cells_from_output(output)
