@@ -11,9 +11,8 @@ during training (teacher forcing), and their coordinates are compared with the t
    these 2 m candidates (m atoms of the anchor species) the one with the smallest species-aware
    Chamfer distance to the prediction is kept (one batched matrix product, no gradient);
 2. matching: the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) pairs predicted and
-   target atoms on the cost "periodic squared distance (Å^2) + species negative log-likelihood"; with
-   the slots' species given, the NLL is 0 within a species and ``SPECIES_MISMATCH`` across species, so
-   atoms are matched within their species.
+   target atoms on the cost "periodic squared distance (Å^2) + ``SPECIES_MISMATCH`` when the species
+   differ", so atoms are matched within their species.
 
 The periodic squared distance between fractional positions x and y in a cell with vector lengths L is
 ``sum_k L_k^2 (1 - cos 2π(x_k - y_k)) / (2π^2)``: equal to the squared distance (Å^2, along the axes)
@@ -70,11 +69,15 @@ def periodic_sq_distance(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor
     return (lengths.square() * (1.0 - torch.cos(2 * math.pi * (a - b)))).sum(-1) / (2 * math.pi**2)
 
 
-def _pair_costs(pred_frac, pred_logp, target_frac, target_species, lengths, species_weight):
-    """(B, n, n) cost[b, i, j] of predicted atom i against target atom j: distance + species NLL."""
+def _species_mismatch(pred_species: torch.Tensor, target_species: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, n, n) ``SPECIES_MISMATCH`` where predicted atom i and target atom j are of different species, else 0."""
+    return (pred_species.unsqueeze(2) != target_species.unsqueeze(1)).to(dtype) * SPECIES_MISMATCH
+
+
+def _pair_costs(pred_frac, pred_species, target_frac, target_species, lengths):
+    """(B, n, n) cost[b, i, j] of predicted atom i against target atom j: distance + species mismatch."""
     dist = periodic_sq_distance(pred_frac.unsqueeze(2), target_frac.unsqueeze(1), lengths[:, None, None, :])
-    nll = -torch.gather(pred_logp, 2, target_species.unsqueeze(1).expand(-1, pred_frac.shape[1], -1))
-    return dist + species_weight * nll
+    return dist + _species_mismatch(pred_species, target_species, dist.dtype)
 
 
 def _periodic_features(frac: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -84,20 +87,18 @@ def _periodic_features(frac: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def align_targets(*, pred_frac: torch.Tensor, pred_logp: torch.Tensor, target_frac: torch.Tensor,
-                  target_species: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
-                  species_weight: float = 1.0) -> torch.Tensor:
+def align_targets(*, pred_frac: torch.Tensor, pred_species: torch.Tensor, target_frac: torch.Tensor,
+                  target_species: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Targets inverted or not and shifted so that one of their anchor-species atoms is at the origin,
     where the decoder puts its anchor atom (see the module docstring and ``models.decoder.anchor_slots``).
 
     Args:
         pred_frac: (B, n, 3) predicted fractional coordinates, anchor atom at the origin.
-        pred_logp: (B, n, n_species) predicted species log-probabilities.
+        pred_species: (B, n) long atomic numbers of the predicted atoms (0 on padding).
         target_frac: (B, n, 3) target fractional coordinates.
         target_species: (B, n) long target atomic numbers (0 on padding).
         mask: (B, n) bool, real atoms (same for prediction and target: the count is teacher-forced).
         lengths: (B, 3) Å lattice vector lengths of the target cells.
-        species_weight: weight of the species NLL in the Chamfer score.
 
     Returns:
         (B, n, 3) aligned target fractional coordinates (wrapped to [0, 1)).
@@ -111,8 +112,7 @@ def align_targets(*, pred_frac: torch.Tensor, pred_logp: torch.Tensor, target_fr
     feat_tgt = _periodic_features(rel_target, lengths[:, None, None, None, :])
     dot = torch.einsum("bid,bsjkd->bsjik", feat_pred, feat_tgt)
     dist = (lengths.square().sum(-1).view(-1, 1, 1, 1, 1) - dot) / (2 * math.pi**2)
-    nll = -torch.gather(pred_logp, 2, target_species.unsqueeze(1).expand(-1, pred_frac.shape[1], -1))  # (B, i, k)
-    cost = dist + species_weight * nll[:, None, None]
+    cost = dist + _species_mismatch(pred_species, target_species, dist.dtype)[:, None, None]  # (B, 2, j, i, k)
     pair_ok = (mask.unsqueeze(2) & mask.unsqueeze(1))[:, None, None]
     cost = cost.masked_fill(~pair_ok, _INF)
     to_pred = cost.min(dim=3).values.masked_fill(~mask[:, None, None], 0.0).sum(-1)  # each target k
@@ -143,26 +143,20 @@ def hungarian_match(cost: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(order, device=cost.device)
 
 
-def atom_losses(*, pred_frac: torch.Tensor, pred_logits: torch.Tensor, target_frac: torch.Tensor,
-                target_species: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
-                species_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(coordinate loss in Å^2, species cross-entropy), each averaged over real atoms, after alignment and matching.
+def atom_losses(*, pred_frac: torch.Tensor, pred_species: torch.Tensor, target_frac: torch.Tensor,
+                target_species: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Coordinate loss in Å^2, averaged over real atoms, after alignment and matching.
 
-    Shapes as in ``align_targets``; ``pred_logits`` (B, n, n_species) are raw logits.
+    Shapes as in ``align_targets``; atoms are matched within their species.
     """
-    pred_logp = pred_logits.log_softmax(dim=-1)
-    aligned = align_targets(pred_frac=pred_frac, pred_logp=pred_logp, target_frac=target_frac,
-                            target_species=target_species, mask=mask, lengths=lengths, species_weight=species_weight)
-    cost = _pair_costs(pred_frac.detach(), pred_logp.detach(), aligned, target_species, lengths, species_weight)
+    aligned = align_targets(pred_frac=pred_frac, pred_species=pred_species, target_frac=target_frac,
+                            target_species=target_species, mask=mask, lengths=lengths)
+    cost = _pair_costs(pred_frac.detach(), pred_species, aligned, target_species, lengths)
     order = hungarian_match(cost, mask.sum(dim=1))
-    index = order.unsqueeze(-1)
-    matched_frac = torch.gather(pred_frac, 1, index.expand(-1, -1, 3))
-    matched_logp = torch.gather(pred_logp, 1, index.expand(-1, -1, pred_logp.shape[-1]))
+    matched_frac = torch.gather(pred_frac, 1, order.unsqueeze(-1).expand(-1, -1, 3))
     weight = mask.to(pred_frac.dtype)
-    total = weight.sum().clamp_min(1.0)
-    coords = (periodic_sq_distance(matched_frac, aligned, lengths.unsqueeze(1)) * weight).sum() / total
-    nll = -torch.gather(matched_logp, 2, target_species.unsqueeze(-1)).squeeze(-1)
-    return coords, (nll * weight).sum() / total
+    distance = periodic_sq_distance(matched_frac, aligned, lengths.unsqueeze(1))
+    return (distance * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def short_contact_penalty(frac: torch.Tensor, lattice: torch.Tensor, mask: torch.Tensor, *,
@@ -208,11 +202,6 @@ def presence_loss(logits: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
     return bce.sum(-1).mean()
 
 
-def given_species_logits(species: torch.Tensor, n_species: int, dtype: torch.dtype) -> torch.Tensor:
-    """(B, n, n_species) logits certain of each slot's given species (mismatch NLL = ``SPECIES_MISMATCH``)."""
-    return torch.nn.functional.one_hot(species, n_species).to(dtype) * SPECIES_MISMATCH
-
-
 def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """Mean of (B,) values weighted by (B,) weights (plain mean when None; 0 when all weights are 0)."""
     if weight is None:
@@ -248,9 +237,8 @@ def autoencoder_loss(*, output: DecoderOutput, target_species: torch.Tensor, tar
              "count": torch.nn.functional.cross_entropy(output.count_logits, n_true - 1),
              "lattice": _weighted_mean((output.lattice_norm - lattice_norm_target).square().mean(-1), lattice_weight),
              "kl": kl_divergence(mu, logvar)}
-    logits = given_species_logits(output.species, output.composition_logits.shape[-1], target_frac.dtype)
-    coords = [atom_losses(pred_frac=frac, pred_logits=logits, target_frac=target_frac, target_species=target_species,
-                          mask=mask, lengths=lengths)[0] for frac in output.frac]
+    coords = [atom_losses(pred_frac=frac, pred_species=output.species, target_frac=target_frac,
+                          target_species=target_species, mask=mask, lengths=lengths) for frac in output.frac]
     pass_weights = [weights.earlier_passes] * (len(coords) - 1) + [1.0]
     terms["coords"] = sum(w * c for w, c in zip(pass_weights, coords, strict=True)) / sum(pass_weights)
     terms["contact"] = short_contact_penalty(output.frac[-1], target_lattice, mask)

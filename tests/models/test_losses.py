@@ -14,7 +14,6 @@ from models.decoder import NUM_SPECIES, anchor_slots, relative_to_anchor
 from models.losses import (
     atom_losses,
     composition_divergence,
-    given_species_logits,
     hungarian_match,
     kl_divergence,
     periodic_sq_distance,
@@ -40,10 +39,6 @@ def _anchored(frac: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
     return relative_to_anchor(frac, anchor_slots(species))
 
 
-def _confident_logits(species: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.one_hot(species, NUM_SPECIES).to(torch.float64) * 30.0
-
-
 def test_periodic_distance_is_periodic_and_quadratic_near_zero():
     lengths = torch.tensor([4.0, 5.0, 6.0], dtype=torch.float64)
     a = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
@@ -62,37 +57,30 @@ def test_loss_is_zero_for_the_crystal_moved_permuted_and_inverted(name):
         order = torch.as_tensor(rng.permutation(len(structure)))
         moved = _anchored(torch.remainder(sign * frac[:, order] + torch.as_tensor(rng.random(3)), 1.0),
                           species[:, order])
-        coords, species_nll = atom_losses(pred_frac=moved, pred_logits=_confident_logits(species[:, order]),
-                                          target_frac=frac, target_species=species, mask=mask, lengths=lengths)
+        coords = atom_losses(pred_frac=moved, pred_species=species[:, order], target_frac=frac,
+                             target_species=species, mask=mask, lengths=lengths)
         assert coords.item() < 1e-12, f"{name}: coordinate loss {coords.item():.3g} (sign {sign})"
-        assert species_nll.item() < 1e-6
 
 
-def test_loss_grows_with_displacement_and_wrong_species():
+def test_loss_grows_with_displacement():
     structure = TINY_CRYSTALS["SrTiO3"]()
     frac, species, mask, lengths = _padded([structure])
-    logits = _confident_logits(species)
-    kwargs = {"target_frac": frac, "target_species": species, "mask": mask, "lengths": lengths}
     moved = frac.clone()
     moved[0, 0, 0] += 0.05  # Sr off its site by 0.195 Å (Ti, the anchor, stays)
-    coords, _ = atom_losses(pred_frac=_anchored(moved, species), pred_logits=logits, **kwargs)
+    coords = atom_losses(pred_frac=_anchored(moved, species), pred_species=species, target_frac=frac,
+                         target_species=species, mask=mask, lengths=lengths)
     assert coords.item() == pytest.approx(0.195**2 / 5, rel=0.05)  # one of five atoms, in Å^2
-    wrong = species.clone()
-    wrong[0, 0] = 56  # Ba instead of Sr
-    _, species_nll = atom_losses(pred_frac=_anchored(frac, species), pred_logits=_confident_logits(wrong), **kwargs)
-    assert species_nll.item() > 1.0
 
 
 def test_loss_has_gradients_and_handles_padding():
     structures = [TINY_CRYSTALS["SrTiO3"](), TINY_CRYSTALS["graphite"]()]
     frac, species, mask, lengths = _padded(structures)
     pred = torch.rand_like(frac).requires_grad_(True)
-    logits = torch.randn(*species.shape, NUM_SPECIES, dtype=torch.float64, requires_grad=True)
-    coords, species_nll = atom_losses(pred_frac=pred, pred_logits=logits, target_frac=frac, target_species=species,
-                                      mask=mask, lengths=lengths)
-    (coords + species_nll).backward()
+    coords = atom_losses(pred_frac=pred, pred_species=species, target_frac=frac, target_species=species, mask=mask,
+                         lengths=lengths)
+    coords.backward()
     assert torch.isfinite(pred.grad).all() and pred.grad[1, 4:].abs().max() == 0  # padding gets no gradient
-    assert torch.isfinite(logits.grad).all()
+    assert pred.grad[:, :4].abs().max() > 0
 
 
 def test_hungarian_match_finds_the_permutation():
@@ -121,16 +109,15 @@ def test_given_species_are_matched_within_their_species():
     """Atoms of one species may trade places; atoms of two species may not."""
     perovskite = TINY_CRYSTALS["SrTiO3"]()
     frac, species, mask, lengths = _padded([perovskite])
-    logits = given_species_logits(species, NUM_SPECIES, torch.float64)
     oxygens = frac.clone()
     oxygens[0, [2, 3, 4]] = frac[0, [4, 2, 3]]
-    coords, _ = atom_losses(pred_frac=_anchored(oxygens, species), pred_logits=logits, target_frac=frac,
-                            target_species=species, mask=mask, lengths=lengths)
+    coords = atom_losses(pred_frac=_anchored(oxygens, species), pred_species=species, target_frac=frac,
+                         target_species=species, mask=mask, lengths=lengths)
     assert coords.item() < 1e-12
     wrong = frac.clone()
     wrong[0, [0, 1]] = frac[0, [1, 0]]  # Sr and Ti swap places: no shift makes that right
-    coords, _ = atom_losses(pred_frac=_anchored(wrong, species), pred_logits=logits, target_frac=frac,
-                            target_species=species, mask=mask, lengths=lengths)
+    coords = atom_losses(pred_frac=_anchored(wrong, species), pred_species=species, target_frac=frac,
+                         target_species=species, mask=mask, lengths=lengths)
     assert coords.item() > 0.1
 
 
@@ -156,11 +143,11 @@ def test_a_prediction_off_the_anchor_convention_is_penalised():
     """The loss fixes the origin on an atom of the anchor species: a prediction shifted off it costs."""
     structure = TINY_CRYSTALS["NaCl"]()
     frac, species, mask, lengths = _padded([structure])
-    kwargs = {"pred_logits": _confident_logits(species), "target_frac": frac, "target_species": species,
-              "mask": mask, "lengths": lengths}
-    assert atom_losses(pred_frac=_anchored(frac, species), **kwargs)[0].item() < 1e-12
+    kwargs = {"pred_species": species, "target_frac": frac, "target_species": species, "mask": mask,
+              "lengths": lengths}
+    assert atom_losses(pred_frac=_anchored(frac, species), **kwargs).item() < 1e-12
     shifted = torch.remainder(_anchored(frac, species) + 0.2, 1.0)
-    assert atom_losses(pred_frac=shifted, **kwargs)[0].item() > 0.5
+    assert atom_losses(pred_frac=shifted, **kwargs).item() > 0.5
 
 
 def test_short_contacts_are_penalised_only_below_the_threshold():
