@@ -39,7 +39,8 @@ class ReconstructionReport:
 @torch.no_grad()
 def reconstruct(model: CrystalAutoencoder, graphs: Sequence[CrystalGraph], *,
                 batch_size: int = 256) -> ReconstructionReport:
-    """Encode (posterior mean) and decode each crystal, and match the result against the input."""
+    """Encode (posterior mean) and decode each crystal (the default decode, with the encoder's check of
+    ``models.search``), and match the result against the input."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
     matcher = StructureMatcher(**MATCHER_TOLERANCES)
