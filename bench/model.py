@@ -13,6 +13,7 @@ crystal as CIF (what every click must do anyway), with the ratios to it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def main() -> None:
               f"graphs built on the fly; {what})")
 
     z = model.encode_structures(structures[:256])[0]
-    cycle = iter(range(10**9))
+    cycle = itertools.count()
     next_one = lambda: z[[next(cycle) % len(z)]]  # noqa: E731
     one = timings(lambda: model.decode(next_one(), validate=False), repeat=256)
     one_plain = timings(lambda: model.decode(next_one(), validate=False, search=False), repeat=256)

@@ -246,7 +246,6 @@ class CrystalAutoencoder(nn.Module):
         z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"z must have shape (n, {self.config.latent_dim}), got {tuple(z.shape)}")
-        z = torch.nan_to_num(z, nan=0.0, posinf=1e4, neginf=-1e4).clamp(-1e4, 1e4)
         cells = search_decode(self, z) if search else cells_from_output(self.decoder(z))
         return DecodedArrays.from_cells(cells)
 

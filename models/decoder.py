@@ -101,6 +101,11 @@ class _CoordinateHead(nn.Module):
         return torch.remainder(angle / (2 * math.pi), 1.0)
 
 
+def finite_latents(z: torch.Tensor) -> torch.Tensor:
+    """(n, latent_dim) latents with NaN -> 0 and every value clipped to [-1e4, 1e4], so any input decodes."""
+    return torch.nan_to_num(z, nan=0.0, posinf=1e4, neginf=-1e4).clamp(-1e4, 1e4)
+
+
 def element_counts(fractions: torch.Tensor, present: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
     """Whole atom counts per element: each present element at least one atom, the rest as close to
     ``n_atoms * fractions`` as whole numbers allow.
@@ -231,7 +236,7 @@ class CrystalDecoder(nn.Module):
         Returns:
             The ``DecoderOutput``.
         """
-        z = torch.nan_to_num(z, nan=0.0, posinf=1e4, neginf=-1e4).clamp(-1e4, 1e4)
+        z = finite_latents(z)
         composition_logits, presence_logits = self.composition_head(z).chunk(2, dim=-1)
         composition_logits = torch.cat([torch.full_like(composition_logits[:, :1], -1e4),
                                         composition_logits[:, 1:]], dim=-1)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from models.data import CrystalGraph, collate, make_crystal
-from models.decoder import NUM_SPECIES, DecoderOutput, element_counts, slot_species
+from models.decoder import NUM_SPECIES, DecoderOutput, element_counts, finite_latents, slot_species
 from models.graph import periodic_neighbor_graph
 from models.lattice import matrix_from_parameters
 
@@ -248,7 +248,8 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
 def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_compositions: int = MAX_COMPOSITIONS,
                   accept_ratio: float = ACCEPT_RATIO) -> list[Cell]:
     """Decode latents (n, latent_dim) with the composition and sublattice search of the module docstring;
-    one ``Cell`` per latent."""
+    one ``Cell`` per latent (non-finite latents are made finite as the decoder does, see ``finite_latents``)."""
+    z = finite_latents(z)
     decoder = model.decoder
     output = decoder(z)
     plain = cells_from_output(output)
