@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import threading
@@ -137,8 +138,16 @@ def cache_key(*, model_hash: str, table_signature: str, params: UmapParams) -> s
 
 def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
                   encode: Callable[[], np.ndarray], params: UmapParams, inverse_k: int = 8) -> Atlas:
-    """The cached atlas for ``key``, or a new one: ``encode()`` gives (n, d) latents in ``ids`` order."""
-    folder = cache_dir / f"{dataset}-{key}"
+    """The cached atlas for ``key``, or a new one: ``encode()`` gives (n, d) latents in ``ids`` order.
+
+    The folder is named by the app alone (a checked dataset name and an alphanumeric key: ``cache_key``), so the reducer that is
+    unpickled from it is always one the app wrote there; no value of a request becomes its path.
+    """
+    from explorer.datasets.build import check_dataset_name
+
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", key):
+        raise ValueError(f"map cache key {key[:40]!r}: only letters and digits")
+    folder = cache_dir / f"{check_dataset_name(dataset)}-{key}"
     if not (folder / "done").exists():
         latents = np.asarray(encode(), dtype=np.float32)
         if latents.shape[0] != len(ids):

@@ -42,6 +42,21 @@ class Settings(BaseSettings):
         default=5.0,
         description="spglib angle tolerance (degrees).",
     )
+    parse_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time limit (s) to read and check one structure from a file or upload; slower ones are rejected.",
+    )
+    parse_memory_mb: int = Field(
+        default=2048,
+        ge=0,
+        description="Address-space limit (MB) of the worker process that reads untrusted structures; 0: no limit.",
+    )
+    max_upload_mb: float = Field(
+        default=10.0,
+        gt=0,
+        description="Largest structure file (MB) accepted by the page's upload and, per file, by `data ingest`.",
+    )
     workers: int = Field(
         default=0,
         ge=0,

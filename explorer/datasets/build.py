@@ -8,8 +8,8 @@ the report with its id, reason class and a message that quotes the value.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import re
 import sys
 import tempfile
 import time
@@ -20,7 +20,9 @@ from typing import Any
 
 import pandas as pd
 
+from explorer.datasets.formats import describe
 from explorer.datasets.records import REASONS, SCHEMA_VERSION, Limits, RawItem, Rejected, make_record
+from explorer.datasets.sandbox import map_limited
 from explorer.datasets.sources import Source
 from explorer.settings import Settings
 
@@ -53,12 +55,24 @@ class DatasetReport:
         return sum(s.kept for s in self.sources)
 
 
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+"""A dataset name: also the stem of its files, so it can never hold a path separator or start with a dot."""
+
+
+def check_dataset_name(name: object) -> str:
+    """``name`` if it can name a dataset; ValueError quoting it otherwise (a browser can send anything)."""
+    if not isinstance(name, str) or not DATASET_NAME.match(name) or ".." in name:
+        raise ValueError(f"unknown dataset {str(name)[:80]!r}: a dataset name has 1-64 letters, digits, '_', '-' "
+                         "or '.'")
+    return name
+
+
 def table_path(dataset: str, settings: Settings) -> Path:
-    return settings.tables_dir / f"{dataset}.parquet"
+    return settings.tables_dir / f"{check_dataset_name(dataset)}.parquet"
 
 
 def report_path(dataset: str, settings: Settings) -> Path:
-    return settings.tables_dir / f"{dataset}.report.json"
+    return settings.tables_dir / f"{check_dataset_name(dataset)}.report.json"
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -109,7 +123,7 @@ def build_table(dataset: str, sources: list[Source], *, settings: Settings, forc
             else:
                 jobs.append((item, source.name, source.origin, limits))
     records = []
-    for source_name, result in _run(jobs, desc=dataset, workers=settings.workers, progress=progress):
+    for source_name, result in _run(jobs, desc=dataset, settings=settings, progress=progress):
         report = reports[source_name]
         if isinstance(result, Rejected):
             _reject(report, rejections, source_name, result)
@@ -131,37 +145,33 @@ def _reject(report: SourceReport, rejections: list, source: str, rejection: Reje
                        "message": REASONS[rejection.reason], "detail": rejection.detail})
 
 
-def _process(job: tuple[RawItem, str, str, Limits]) -> tuple[str, Any]:
-    item, source, origin, limits = job
+def _process(item: RawItem, source: str, origin: str, limits: Limits) -> Any:
+    """One record, or the Rejected that says why not (run in a limited worker process)."""
     try:
-        return source, make_record(item, source=source, origin=origin, limits=limits)
+        return make_record(item, source=source, origin=origin, limits=limits)
     except Rejected as rejection:
-        return source, rejection
+        return rejection
+    except MemoryError:
+        return Rejected("out_of_memory", f"{item.key}: reading needs more memory than the worker may take")
     except Exception as exc:  # a reader bug or an exotic input must not stop the build
-        return source, Rejected("parse_error", f"{item.key}: {type(exc).__name__}: {exc}")
+        return Rejected("parse_error", f"{item.key}: {describe(exc)}")
 
 
-def _run(jobs: list, *, desc: str, workers: int, progress: bool):
+def _run(jobs: list, *, desc: str, settings: Settings, progress: bool):
+    """(source, record or Rejected) per job, in order; each record is read in a worker with the time and
+    memory limits of ``settings``, so one bad file costs at most ``parse_seconds`` and never the build."""
     from tqdm import tqdm
 
-    workers = workers or os.cpu_count() or 1
     bar = tqdm(total=len(jobs), desc=f"building {desc}", unit="crystal", disable=not progress, file=sys.stderr,
                mininterval=1.0)
-    if workers == 1 or len(jobs) < 200:
-        results = map(_process, jobs)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("fork").Pool(workers)
-        results = pool.imap(_process, jobs, chunksize=16)
+    results = map_limited(_process, ((job[0].key, job) for job in jobs), seconds=settings.parse_seconds,
+                          memory_mb=settings.parse_memory_mb, workers=settings.workers)
     try:
-        for result in results:
+        for job, result in zip(jobs, results, strict=True):
             bar.update()
-            yield result
+            yield job[1], result
     finally:
         bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:

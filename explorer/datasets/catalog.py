@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
-from explorer.datasets.build import DatasetReport, build_table, load_report
+from explorer.datasets.build import DATASET_NAME, DatasetReport, build_table, load_report
 from explorer.datasets.readers import read_path
 from explorer.datasets.sources import Source, package_sources, shared_sources
 from explorer.settings import Settings
 
 DEFAULT_DATASET = "known"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def user_source(name: str, path: Path) -> Source:
-    """A source of every structure under ``path`` (file or folder)."""
+def user_source(name: str, path: Path, settings: Settings) -> Source:
+    """A source of every structure under ``path`` (file or folder); structure files over
+    ``settings.max_upload_mb`` are rejected unread."""
     path = Path(path).resolve()
+    max_bytes = int(settings.max_upload_mb * 1e6)
     return Source(name, "user", f"ingested from {path}", "", lambda: _path_fingerprint(path),
-                  lambda: read_path(path))
+                  lambda: read_path(path, max_bytes=max_bytes))
 
 
 def _path_fingerprint(path: Path) -> str:
@@ -50,7 +50,7 @@ def datasets(settings: Settings) -> dict[str, list[Source]]:
         for manifest in sorted(manifests.glob("*.json")):
             entry = json.loads(manifest.read_text())
             if Path(entry["path"]).exists():
-                found[entry["name"]] = [user_source(entry["name"], Path(entry["path"]))]
+                found[entry["name"]] = [user_source(entry["name"], Path(entry["path"]), settings)]
     return found
 
 
@@ -67,14 +67,14 @@ def build_all(settings: Settings, *, names: list[str] | None = None, force: bool
 
 def ingest(path: Path, *, name: str, settings: Settings, progress: bool = True) -> DatasetReport:
     """Read a user's file or folder into dataset ``name`` (the user's files are only read)."""
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not DATASET_NAME.match(name) or ".." in name:
         raise ValueError(f"dataset name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
     if name == DEFAULT_DATASET or name in {s.name for s in shared_sources(settings)}:
         raise ValueError(f"dataset name {name!r} is taken by a built-in dataset; choose another --name")
     path = Path(path).resolve()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    report = build_table(name, [user_source(name, path)], settings=settings, progress=progress)
+    report = build_table(name, [user_source(name, path, settings)], settings=settings, progress=progress)
     _manifest_dir(settings).mkdir(parents=True, exist_ok=True)
     (_manifest_dir(settings) / f"{name}.json").write_text(json.dumps({"name": name, "path": str(path)}))
     return report
@@ -83,6 +83,7 @@ def ingest(path: Path, *, name: str, settings: Settings, progress: bool = True) 
 def reports(settings: Settings) -> list[DatasetReport]:
     """Reports of every built table, known first."""
     names = list(datasets(settings))
-    built = sorted(p.name.removesuffix(".report.json") for p in settings.tables_dir.glob("*.report.json"))
+    stems = (p.name.removesuffix(".report.json") for p in settings.tables_dir.glob("*.report.json"))
+    built = sorted(name for name in stems if DATASET_NAME.match(name))
     ordered = [n for n in names if n in built] + [n for n in built if n not in names]
     return [r for r in (load_report(n, settings) for n in ordered) if r is not None]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from explorer.datasets.formats import cif_blocks, decode_text, sniff_format
 from explorer.datasets.records import RECORD_COLUMNS, RawItem, Rejected
 
 # Property columns must not overwrite the record's own columns: they get this prefix instead.
@@ -101,25 +102,43 @@ def read_extxyz_items(path: Path, *, key_prefix: str = "") -> Iterator[ItemOrRej
         yield Rejected("parse_error", f"{key_prefix}{index}: extended XYZ frame {index} and after unreadable: {exc}")
 
 
-_STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".mcif")
-_POSCAR_NAMES = ("POSCAR", "CONTCAR")
+def read_path(path: Path, *, max_bytes: int | None = None) -> Iterator[ItemOrRejection]:
+    """Every structure in a file or folder (recursively), keyed by path relative to ``path``.
 
-
-def read_path(path: Path) -> Iterator[ItemOrRejection]:
-    """Every structure in a file or folder (recursively), keyed by path relative to ``path``."""
+    max_bytes: structure files (CIF, POSCAR, ...) larger than this are rejected without being read;
+    tables of many structures (CSV, JSON, extended XYZ) have no such limit.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_file():
-        yield from _read_file(path, key_prefix="")
+        yield from _read_file(path, key_prefix="", max_bytes=max_bytes)
         return
     files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".")
                                                                            for part in p.relative_to(path).parts))
     for file in files:
-        yield from _read_file(file, key_prefix=f"{file.relative_to(path).as_posix()}")
+        yield from _read_file(file, key_prefix=f"{file.relative_to(path).as_posix()}", max_bytes=max_bytes)
 
 
-def _read_file(path: Path, *, key_prefix: str) -> Iterator[ItemOrRejection]:
+def read_structure_file(content: bytes, *, key: str) -> Iterator[ItemOrRejection]:
+    """The structures of one structure file's bytes: one item, or one per ``data_`` block of a CIF
+    (keyed ``key#block``), so that a 500-block CIF gives 500 records instead of its first."""
+    try:
+        text = decode_text(content, key=key)
+    except Rejected as rejection:
+        yield rejection
+        return
+    fmt = sniff_format(text, name=key)
+    blocks = cif_blocks(text) if fmt == "cif" else [text]
+    if len(blocks) == 1:
+        yield RawItem(key=key, kind=fmt, payload=text)
+        return
+    for index, block in enumerate(blocks):
+        name = block.split(None, 1)[0][5:] if block.strip() else ""
+        yield RawItem(key=f"{key}#{name or index}", kind="cif", payload=block)
+
+
+def _read_file(path: Path, *, key_prefix: str, max_bytes: int | None = None) -> Iterator[ItemOrRejection]:
     name = path.name.lower()
     base = name[:-3] if name.endswith(".gz") else name
     multi = f"{key_prefix}#" if key_prefix else ""
@@ -131,7 +150,11 @@ def _read_file(path: Path, *, key_prefix: str) -> Iterator[ItemOrRejection]:
         elif base.endswith((".xyz", ".extxyz")):
             yield from read_extxyz_items(path, key_prefix=multi)
         else:
-            kind = "bytes"
-            yield RawItem(key=key_prefix or path.name, kind=kind, payload=path.read_bytes())
+            key = key_prefix or path.name
+            size = path.stat().st_size
+            if max_bytes is not None and size > max_bytes:
+                raise Rejected("too_large", f"{key}: {size / 1e6:.1f} MB, more than the limit of "
+                                            f"{max_bytes / 1e6:g} MB for one structure file")
+            yield from read_structure_file(path.read_bytes(), key=key)
     except Rejected as rejection:
         yield rejection

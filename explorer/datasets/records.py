@@ -7,7 +7,6 @@ or raises ``Rejected`` with a reason class and a message that quotes the record.
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -17,38 +16,13 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from explorer.datasets.canonical import canonicalize, crystal_system
+from explorer.datasets.formats import check_cell, count_structures, decode_text, parse_item, sniff_format
+from explorer.datasets.rejections import MAX_Z, REASONS, Limits, Rejected
 
-SCHEMA_VERSION = 1
-MAX_Z = 94  # plutonium: heavier elements are not in any default source and are rejected
+__all__ = ["MAX_Z", "REASONS", "RECORD_COLUMNS", "Limits", "RawItem", "Rejected", "canonical_structure",
+           "check_structure", "make_record", "original_structure", "read_file_structure", "read_structure"]
 
-# Rejection classes, each with the sentence shown to users.
-REASONS = {
-    "parse_error": "the record could not be parsed as a crystal structure",
-    "empty": "the record holds no atoms",
-    "binary_file": "the file is binary, not a text structure format",
-    "partial_occupancy": "some sites are partially occupied (disordered); only ordered crystals are kept",
-    "ambiguous_site_label": "a site label does not name one element (e.g. 'Wat', 'OH' with implicit hydrogen)",
-    "unsupported_element": f"an element is not a real element up to Z={MAX_Z}",
-    "too_many_atoms": "the cell has more sites than the limit (settings.max_sites)",
-    "non_finite": "the lattice or coordinates contain NaN or infinity",
-    "degenerate_lattice": "the lattice vectors are (nearly) coplanar: zero cell volume",
-    "overlapping_atoms": "two atoms are closer than settings.min_distance",
-    "not_periodic": "the structure has no periodic cell (a molecule)",
-}
-
-
-class Rejected(Exception):
-    """A record that is not kept: ``reason`` is a key of REASONS, ``detail`` quotes the offending value."""
-
-    def __init__(self, reason: str, detail: str):
-        if reason not in REASONS:
-            raise ValueError(f"unknown rejection reason {reason!r}")
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-    def __reduce__(self):  # keep (reason, detail) when sent between build processes
-        return (Rejected, (self.reason, self.detail))
+SCHEMA_VERSION = 2  # 2: one parser per format for every entry point (cell, element and size checks first)
 
 
 @dataclass(frozen=True)
@@ -64,80 +38,6 @@ class RawItem:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The checks of ``make_record`` (copied from Settings so that worker processes get plain data)."""
-
-    max_sites: int = 500
-    min_distance: float = 0.5
-    symprec: float = 0.1
-    angle_tolerance: float = 5.0
-
-
-def parse_cif(text: str, *, key: str) -> Structure:
-    """First structure of a CIF text, rejecting ambiguous labels and disorder with a clear reason."""
-    from pymatgen.io.cif import CifParser
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            structures = CifParser(io.StringIO(text)).parse_structures(primitive=False, on_error="raise")
-        except Exception as exc:  # pymatgen raises many types for bad CIFs
-            message = str(exc).replace("\n", " ")
-            if "Occupancy" in message or "occupancy" in message:
-                raise Rejected("partial_occupancy", f"{key}: {message}") from None
-            raise Rejected("parse_error", f"{key}: not a valid CIF ({type(exc).__name__}: {message})") from None
-    labels = sorted({str(w.message) for w in caught if " parsed as " in str(w.message)})
-    if labels:
-        raise Rejected("ambiguous_site_label", f"{key}: {'; '.join(labels[:3])}")
-    if not structures:
-        raise Rejected("empty", f"{key}: no structure in the CIF")
-    return structures[0]
-
-
-def parse_item(item: RawItem) -> Structure:
-    """The pymatgen Structure of a RawItem; Rejected('parse_error'/'binary_file'/'empty', ...) otherwise."""
-    kind, payload, key = item.kind, item.payload, item.key
-    if kind == "bytes":
-        kind, payload = _sniff(payload, key)
-    try:
-        if kind == "cif":
-            return parse_cif(payload, key=key)
-        if kind == "structure":
-            return payload
-        if kind == "pmg_dict":
-            return Structure.from_dict(payload)
-        if kind == "poscar":
-            from pymatgen.io.vasp import Poscar
-
-            return Poscar.from_str(payload).structure
-        if kind == "ase_dict":
-            return Structure(Lattice(payload["cell"]), payload["numbers"], payload["positions"],
-                             coords_are_cartesian=True)
-    except Rejected:
-        raise
-    except Exception as exc:
-        what = {"pmg_dict": "pymatgen structure dict", "poscar": "POSCAR", "ase_dict": "ASE atoms record"}[kind]
-        message = f"{key}: not a valid {what} ({type(exc).__name__}: {exc})".replace("\n", " ")
-        raise Rejected("parse_error", message) from None
-    raise ValueError(f"{key}: unknown payload kind {item.kind!r}")
-
-
-def _sniff(content: bytes, key: str) -> tuple[str, str]:
-    """Guess the format of raw file bytes by content: CIF or POSCAR."""
-    if not content.strip():
-        raise Rejected("empty", f"{key}: the file is empty")
-    if b"\x00" in content[:8192]:
-        raise Rejected("binary_file", f"{key}: the file contains NUL bytes")
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        text = content.decode("latin-1")
-    if "_cell_length_a" in text or text.lstrip().startswith("data_"):
-        return "cif", text
-    return "poscar", text
-
-
 def check_structure(structure: Structure, *, key: str, limits: Limits) -> None:
     """Raise Rejected naming the first problem of a parsed structure (cheap checks first)."""
     if len(structure) == 0:
@@ -150,6 +50,7 @@ def check_structure(structure: Structure, *, key: str, limits: Limits) -> None:
     volume = abs(float(np.linalg.det(matrix)))
     if volume < 1e-3 * len(structure):
         raise Rejected("degenerate_lattice", f"{key}: cell volume {volume:.3g} Å^3 for {len(structure)} sites")
+    check_cell(tuple(float(v) for v in structure.lattice.parameters), key=key)
     if not structure.is_ordered:
         site = next(s for s in structure if not s.is_ordered)
         raise Rejected("partial_occupancy", f"{key}: site {site.species} at {np.round(site.frac_coords, 4).tolist()}")
@@ -177,9 +78,29 @@ def make_record(item: RawItem, *, source: str, origin: str, limits: Limits) -> d
         return _make_record(item, source=source, origin=origin, limits=limits)
 
 
+def read_structure(item: RawItem, limits: Limits) -> Structure:
+    """Parse and check one item: the verdict of every entry point (upload, ingest, the CLI).
+
+    Returns the structure as read; raises Rejected with the reason and a message naming the record.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        structure = parse_item(item, limits)
+        check_structure(structure, key=item.key, limits=limits)
+    return structure
+
+
+def read_file_structure(item: RawItem, limits: Limits) -> tuple[Structure, str, int]:
+    """The first structure of a file's bytes (``item.kind == 'bytes'``) with ``read_structure``'s verdict, the
+    format it was read as ('cif', 'poscar', 'extxyz', 'json') and how many structures the file holds."""
+    text = decode_text(item.payload, key=item.key)
+    fmt = sniff_format(text, name=item.key)
+    structure = read_structure(RawItem(key=item.key, kind=fmt, payload=text), limits)
+    return structure, fmt, count_structures(text, fmt)
+
+
 def _make_record(item: RawItem, *, source: str, origin: str, limits: Limits) -> dict[str, Any]:
-    structure = parse_item(item)
-    check_structure(structure, key=item.key, limits=limits)
+    structure = read_structure(item, limits)
     # Isotopes such as D are stored as their element so that the model sees one species per Z.
     original_species = [site.specie.symbol if site.specie.Z != 1 else "H" for site in structure]
     try:

@@ -12,7 +12,7 @@ from explorer.services.export import (
     structure_to_bytes,
     viewer_html,
 )
-from explorer.services.materials import structure_of
+from explorer.services.views import structure_of
 from explorer.settings import PROJECT_ROOT
 
 VIEWER_JS = PROJECT_ROOT / "assets" / "vendor" / "3Dmol-min.js"

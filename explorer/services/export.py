@@ -12,14 +12,14 @@ import json
 import math
 import re
 import unicodedata
-import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pymatgen.core import Structure
 
-from explorer.datasets.records import Rejected, parse_cif
+from explorer.datasets.formats import decode_text, parse_text
+from explorer.datasets.rejections import Rejected
 
 
 @dataclass(frozen=True)
@@ -169,69 +169,24 @@ def _info_value(key: object, value: object) -> object:
 
 # ----------------------------------------------------------------------------------------- reading
 def structure_from_bytes(data: bytes, *, fmt: str, name: str = "upload") -> Structure:
-    """The (first) structure in the bytes of a ``fmt`` file called ``name`` (used in messages).
+    """The (first) structure in the bytes of a ``fmt`` file called ``name`` (used in messages), read by the
+    same parsers as uploads and ingests (``explorer.datasets.formats``).
 
     Raises ValueError naming ``name`` and the format for empty, binary or unreadable input, for
     files without atoms and for files without a periodic cell.
     """
     spec = _format(fmt)
-    text = _decode(data, name=name, label=spec.label)
     try:
-        structure = _parse(text, fmt=fmt, name=name)
-    except Exception as exc:  # the readers raise many types for broken files
-        detail = exc.detail.removeprefix(f"{name}: ") if isinstance(exc, Rejected) else f"{type(exc).__name__}: {exc}"
-        raise ValueError(f"{name}: could not read as {spec.label}: {_one_line(detail)[:300]}") from None
+        structure = parse_text(decode_text(data, key=name), fmt=fmt, key=name)
+    except Rejected as exc:
+        raise ValueError(f"{name}: could not read as {spec.label}: "
+                         f"{_one_line(exc.detail.removeprefix(f'{name}: '))[:300]}") from None
     if len(structure) == 0:
         raise ValueError(f"{name}: the {spec.label} file holds no atoms")
     volume = structure.lattice.volume
     if not math.isfinite(volume) or abs(volume) < 1e-6:
         raise ValueError(f"{name}: the {spec.label} file has no periodic cell (cell volume {volume!r} Å^3)")
     return structure
-
-
-def _decode(data: bytes, *, name: str, label: str) -> str:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ValueError(f"{name}: expected the bytes of {label} text, got {type(data).__name__}")
-    data = bytes(data)
-    if not data.strip():
-        raise ValueError(f"{name}: the file is empty (expected {label})")
-    if b"\x00" in data[:8192]:
-        raise ValueError(f"{name}: the file is binary (it contains NUL bytes), not {label} text")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    controls = {ch for ch in text[:8192] if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v"}
-    if controls:
-        raise ValueError(f"{name}: the file is binary (control characters {sorted(controls)[:3]!r}), "
-                         f"not {label} text")
-    return text
-
-
-def _parse(text: str, *, fmt: str, name: str) -> Structure:
-    if fmt == "cif":
-        return parse_cif(text, key=name)
-    if fmt == "poscar":
-        from pymatgen.io.vasp import Poscar
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            structure = Poscar.from_str(text).structure
-        if any("cannot be determined" in str(w.message) or "false names" in str(w.message) for w in caught):
-            raise ValueError("the POSCAR does not name its elements (no species line)")
-        return structure
-    if fmt == "extxyz":
-        import ase.io
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        atoms = ase.io.read(io.StringIO(text), format="extxyz", index=0)
-        if atoms.cell.rank < 3:
-            raise ValueError("no Lattice on the comment line: a molecule, not a periodic crystal")
-        return AseAtomsAdaptor.get_structure(atoms)
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"expected one Structure dict, got a JSON {type(data).__name__}")
-    return Structure.from_dict(data)
 
 
 # -------------------------------------------------------------------------------- names and zips

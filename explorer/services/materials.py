@@ -1,11 +1,5 @@
-"""Known materials for the app: tables (read once per file version), search, record details and the
-structures on screen (known, hypothetical, uploaded). Plain data in, plain data out.
-
-A "view" is the JSON-able dict the app keeps in its ``current`` store for the structure on screen::
-
-    {"kind": "known" | "hypothetical" | "upload" | "frame", "id", "title", "formula", "dataset",
-     "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None, "validity": {...} | None,
-     "details": [[label, value], ...], "nearest": [[id, formula, distance], ...], "note": str, "ms": float}
+"""Known materials for the app: tables (read once per file version), which datasets exist, search, filters
+and the points of the map. Plain data in, plain data out. The structures on screen are ``views``.
 """
 
 from __future__ import annotations
@@ -13,17 +7,14 @@ from __future__ import annotations
 import functools
 import math
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Composition, Element, Structure
+from pymatgen.core import Composition, Element
 
 from explorer.atlas import get_atlas
-from explorer.datasets.build import load_table, table_path
-from explorer.datasets.records import canonical_structure
-from explorer.services import model
+from explorer.datasets.build import check_dataset_name, load_table, table_path
 from explorer.settings import Settings
 
 CATEGORICAL = {"source": "source", "crystal_system": "crystal system", "spacegroup_number": "space group number",
@@ -54,14 +45,36 @@ def _index(path: str, mtime_ns: int, dataset: str, data_dir: str) -> dict[str, i
     return {record_id: k for k, record_id in enumerate(_read(path, mtime_ns, dataset, data_dir)["id"])}
 
 
+def check_dataset(dataset: object, settings: Settings) -> str:
+    """``dataset`` if it names a dataset with a built table; ValueError naming it and the datasets there are.
+
+    Every dataset value a browser sends goes through here before anything is built from it.
+    """
+    try:
+        name = check_dataset_name(dataset)
+    except ValueError:
+        name = None
+    if name is None or not table_path(name, settings).is_file():
+        available = ", ".join(datasets_with_tables(settings)) or "none built yet"
+        raise ValueError(f"unknown dataset {str(dataset)[:80]!r} (datasets here: {available})")
+    return name
+
+
 def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
-    """The table row of ``record_id``; KeyError naming the id and dataset."""
-    path = table_path(dataset, settings)
+    """The table row of ``record_id``; ValueError naming the id and dataset when there is none."""
+    path = table_path(check_dataset(dataset, settings), settings)
     frame = table(dataset, settings)
     index = _index(str(path), path.stat().st_mtime_ns, dataset, str(settings.data_dir))
-    if record_id not in index:
-        raise KeyError(f"no material {record_id!r} in dataset {dataset!r}")
+    if not isinstance(record_id, str) or record_id not in index:
+        raise ValueError(f"no material {str(record_id)[:80]!r} in dataset {dataset!r}")
     return frame.iloc[index[record_id]]
+
+
+def known_ids(frame: pd.DataFrame, ids: list, *, limit: int = 20000) -> list[str]:
+    """The entries of ``ids`` that are ids of ``frame`` (in order, at most ``limit``): a selection sent by a
+    browser may hold anything."""
+    present = set(frame["id"])
+    return [i for i in ids if isinstance(i, str) and i in present][:limit]
 
 
 _ELEMENT_SYMBOLS = frozenset(e.symbol for e in Element)
@@ -140,118 +153,6 @@ def details_of(row: pd.Series) -> list[list[str]]:
         if column not in skip and text is not None:
             items.append([column.replace("_", " "), text])
     return items
-
-
-def structure_details(structure: Structure) -> list[list[str]]:
-    """[[label, value]] of any structure (space group by spglib, lattice, density)."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
-        group = f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
-    except Exception:
-        group = "undetermined"
-    a, b, c, alpha, beta, gamma = structure.lattice.parameters
-    return [["formula", structure.formula], ["space group", group],
-            ["lattice", f"a={a:.3f} b={b:.3f} c={c:.3f} Å, α={alpha:.1f} β={beta:.1f} γ={gamma:.1f}°"],
-            ["density", f"{float(structure.density):.3f} g/cm³"], ["atoms in cell", str(len(structure))]]
-
-
-def _nearest(dataset: str, latent: np.ndarray, settings: Settings, *, exclude: str | None = None) -> list[list]:
-    atlas = get_atlas(dataset, settings)
-    frame = table(dataset, settings)
-    positions = {record_id: k for k, record_id in enumerate(atlas.ids)}
-    found = atlas.nearest(latent, k=settings.n_nearest, exclude=exclude)
-    return [[record_id, frame.iloc[positions[record_id]]["reduced_formula"], round(distance, 4)]
-            for record_id, distance in found]
-
-
-def known_view(dataset: str, record_id: str, settings: Settings) -> dict:
-    """The view of a known material (its canonical cell, stored latent and map position)."""
-    start = time.perf_counter()
-    row = row_of(dataset, record_id, settings)
-    atlas = get_atlas(dataset, settings)
-    k = atlas.ids.index(record_id)
-    return {"kind": "known", "id": record_id, "title": f"{row['reduced_formula']} ({record_id})",
-            "formula": row["reduced_formula"], "dataset": dataset,
-            "structure": canonical_structure(row).as_dict(), "latent": atlas.latents[k].tolist(),
-            "xy": atlas.xy[k].tolist(), "validity": None, "details": details_of(row),
-            "nearest": _nearest(dataset, atlas.latents[k], settings, exclude=record_id),
-            "note": "", "ms": round(1000 * (time.perf_counter() - start), 1)}
-
-
-def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: str, settings: Settings,
-                  record_id: str, start: float) -> dict:
-    return {"kind": kind, "id": record_id, "title": f"{decoded.formula} ({kind})", "formula": decoded.formula,
-            "dataset": dataset, "structure": decoded.structure.as_dict(), "latent": decoded.latent.tolist(),
-            "xy": [float(v) for v in xy] if xy is not None else None, "validity": decoded.validity,
-            "details": structure_details(decoded.structure),
-            "nearest": _nearest(dataset, decoded.latent, settings), "note": note,
-            "ms": round(1000 * (time.perf_counter() - start), 1)}
-
-
-def hypothetical_view(dataset: str, x: float, y: float, settings: Settings) -> dict:
-    """Decode the latent at map point (x, y) (``Atlas.latent_at``): a hypothetical structure."""
-    start = time.perf_counter()
-    inverse = get_atlas(dataset, settings).latent_at(float(x), float(y))
-    decoded = model.decode(inverse.latent, settings)
-    ratio = inverse.distance_2d / inverse.typical_spacing if inverse.typical_spacing > 0 else float("inf")
-    note = (f"hypothetical: decoded at map point ({x:.2f}, {y:.2f}), {inverse.distance_2d:.2f} map units from the "
-            f"nearest known material ({ratio:.1f}× the typical spacing between known points). "
-            f"Inverse used: {inverse.method}.")
-    return _decoded_view("hypothetical", decoded, dataset=dataset, xy=(x, y), note=note, settings=settings,
-                         record_id=f"hypothetical@{x:.3f},{y:.3f}", start=start)
-
-
-def upload_view(dataset: str, content: bytes, filename: str, settings: Settings) -> dict:
-    """Read an uploaded CIF or POSCAR, encode it and place it on the map; ValueError with a clear message."""
-    from explorer.services.export import structure_from_bytes
-
-    start = time.perf_counter()
-    fmt = "cif" if filename.lower().endswith(".cif") or b"_cell_length_a" in content[:20000] else "poscar"
-    structure = structure_from_bytes(content, fmt=fmt, name=filename)
-    if not structure.is_ordered:
-        raise ValueError(f"{filename}: the structure is disordered (partial occupancies); upload an ordered crystal")
-    if len(structure) > settings.max_sites:
-        raise ValueError(f"{filename}: {len(structure)} sites, more than the limit of {settings.max_sites}")
-    try:
-        latent = model.encode([structure], settings)[0]
-    except Exception as exc:
-        raise ValueError(f"{filename}: could not be encoded ({type(exc).__name__}: {exc})") from None
-    xy = get_atlas(dataset, settings).place(latent)[0]
-    formula = structure.composition.reduced_formula
-    view = {"kind": "upload", "id": f"upload:{filename}", "title": f"{formula} (uploaded: {filename})",
-            "formula": formula, "dataset": dataset, "structure": structure.as_dict(), "latent": latent.tolist(),
-            "xy": [float(v) for v in xy], "validity": None, "details": structure_details(structure),
-            "nearest": _nearest(dataset, latent, settings), "note": f"uploaded file {filename} ({fmt.upper()})",
-            "ms": 0.0}
-    view["ms"] = round(1000 * (time.perf_counter() - start), 1)
-    return view
-
-
-def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: int, method: str) -> dict:
-    """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "ms"}."""
-    start = time.perf_counter()
-    frames = model.interpolate(np.asarray(a["latent"]), np.asarray(b["latent"]), settings, steps=steps,
-                               method=method)
-    xy = get_atlas(dataset, settings).place(np.stack([f.latent for f in frames]))
-    views = []
-    for frame, point in zip(frames, xy, strict=True):
-        views.append({"kind": "frame", "id": f"path-frame-{frame.index:02d}", "index": frame.index, "t": frame.t,
-                      "title": f"{frame.formula} (path frame {frame.index} of {len(frames) - 1})",
-                      "formula": frame.formula, "n_atoms": frame.n_atoms, "dataset": dataset,
-                      "structure": frame.structure.as_dict(), "latent": frame.latent.tolist(),
-                      "xy": point.tolist(), "validity": frame.validity,
-                      "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
-                      "nearest": [], "note": f"hypothetical: frame {frame.index} of a {method} path from "
-                                             f"{a['title']} to {b['title']}", "ms": 0.0})
-    return {"frames": views, "xy": xy.tolist(), "method": method, "a": a["title"], "b": b["title"],
-            "ms": round(1000 * (time.perf_counter() - start), 1)}
-
-
-def structure_of(view: dict) -> Structure:
-    """The pymatgen Structure of a view."""
-    return Structure.from_dict(view["structure"])
 
 
 def datasets_with_tables(settings: Settings) -> list[str]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import base64
+import logging
 import time
 
-from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 from dash.exceptions import PreventUpdate
 
 from explorer import atlas
-from explorer.services import downloads, materials
+from explorer.services import downloads, materials, views
 from explorer.settings import Settings
 from explorer.ui import components, ids
 from explorer.ui.components import KNOWN, MARKS, MATCHES, PATH
 
+LOG = logging.getLogger("explorer")
 SELECTION_LIMIT = 100
 """Most materials one 'Add selection to basket' adds (each carries its structure in the browser's store)."""
 
@@ -31,7 +32,7 @@ def register_map(app: Dash, settings: Settings) -> None:
     def color_options(dataset, color_by):
         if not dataset:
             raise PreventUpdate
-        all_options = materials.color_options(materials.table(dataset, settings))
+        all_options = materials.color_options(materials.table(materials.check_dataset(dataset, settings), settings))
         options = [{"label": o["label"], "value": o["value"]} for o in all_options]
         numeric = [{"label": o["label"], "value": o["value"]} for o in all_options
                    if o["kind"] == "continuous" and o["value"] != "nsites"]
@@ -49,6 +50,7 @@ def register_map(app: Dash, settings: Settings) -> None:
                    path, frame, current, uploads):
         if not dataset:
             raise PreventUpdate
+        dataset = materials.check_dataset(dataset, settings)
         problem = materials.map_problem(dataset, settings)
         if problem:
             return {}, [], problem, {} if "not built" in problem else {"display": "none"}
@@ -71,11 +73,16 @@ def register_map(app: Dash, settings: Settings) -> None:
                   Output(ids.SELECTION_ADD, "disabled"), Input(ids.MAP, "selectedData"), State(ids.DATASET, "value"),
                   prevent_initial_call=True)
     def on_select(selected, dataset):
-        chosen = [p["customdata"] for p in (selected or {}).get("points", [])
-                  if p.get("curveNumber") == KNOWN and isinstance(p.get("customdata"), str)]
+        points = selected.get("points") if isinstance(selected, dict) else None
+        chosen = [p["customdata"] for p in (points if isinstance(points, list) else [])
+                  if isinstance(p, dict) and p.get("curveNumber") == KNOWN and isinstance(p.get("customdata"), str)]
         if not chosen or not dataset:
             return [], "Nothing selected.", True
-        return chosen, components.selection_summary(materials.table(dataset, settings), chosen), False
+        frame = materials.table(materials.check_dataset(dataset, settings), settings)
+        chosen = materials.known_ids(frame, chosen)
+        if not chosen:
+            return [], "Nothing selected.", True
+        return chosen, components.selection_summary(frame, chosen), False
 
     @app.callback(Output(ids.STORE_MAP_VERSION, "data"), Input(ids.MAP_BUILD, "n_clicks"),
                   State(ids.DATASET, "value"), background=True, prevent_initial_call=True,
@@ -86,6 +93,7 @@ def register_map(app: Dash, settings: Settings) -> None:
     def build_map(set_progress, _n, dataset):
         if not dataset:
             raise PreventUpdate
+        dataset = materials.check_dataset(dataset, settings)
         set_progress(f"building the map of {dataset}: encoding…")
         atlas.build_atlas(dataset, settings, on_progress=lambda done, total: set_progress(
             f"encoded {done} of {total} materials" + ("; fitting UMAP…" if done == total else "")))
@@ -97,7 +105,7 @@ def register_map(app: Dash, settings: Settings) -> None:
                   Input(ids.STORE_CURRENT, "data"), Input(ids.STORE_UPLOADS, "data"), State(ids.DATASET, "value"),
                   prevent_initial_call=True)
     def overlays(query, path, frame, current, uploads, dataset):
-        if not dataset or not atlas.is_built(dataset, settings):
+        if not dataset or not atlas.is_built(materials.check_dataset(dataset, settings), settings):
             raise PreventUpdate
         matches, status = _matches(dataset, query, settings)
         patch = Patch()
@@ -111,25 +119,26 @@ def register_selection(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_CURRENT, "data"), Input(ids.MAP, "clickData"),
                   State(ids.DATASET, "value"), State(ids.STORE_PATH, "data"), prevent_initial_call=True)
     def on_map_click(click, dataset, path):
-        if not click or not click.get("points") or not dataset:
+        points = click.get("points") if isinstance(click, dict) else None
+        if not points or not isinstance(points, list) or not isinstance(points[0], dict) or not dataset:
             raise PreventUpdate
-        point = click["points"][0]
+        point = points[0]
         tag = point.get("customdata")
         if isinstance(tag, str) and tag.startswith("mark:"):
             raise PreventUpdate
         if isinstance(tag, str) and tag.startswith("frame:"):
-            return path["frames"][int(tag.split(":")[1])] if path else no_update
+            return views.path_frame(path, tag.split(":", 1)[1])
         if isinstance(tag, str):
-            return materials.known_view(dataset, tag, settings)
-        return materials.hypothetical_view(dataset, point["x"], point["y"], settings)
+            return views.known_view(dataset, tag, settings)
+        return views.hypothetical_view(dataset, point.get("x"), point.get("y"), settings)
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True),
                   Input({"type": ids.NEAREST, "index": ALL}, "n_clicks"), State(ids.DATASET, "value"),
                   prevent_initial_call=True)
     def on_nearest(clicks, dataset):
-        if not ctx.triggered_id or not any(clicks) or not ctx.triggered[0]["value"]:
+        if not isinstance(ctx.triggered_id, dict) or not any(clicks or []) or not ctx.triggered[0]["value"]:
             raise PreventUpdate
-        return materials.known_view(dataset, ctx.triggered_id["index"], settings)
+        return views.known_view(dataset, ctx.triggered_id.get("index"), settings)
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.UPLOAD_ERROR, "children"),
                   Output(ids.STORE_UPLOADS, "data"), Input(ids.UPLOAD, "contents"), State(ids.UPLOAD, "filename"),
@@ -138,16 +147,18 @@ def register_selection(app: Dash, settings: Settings) -> None:
         if not contents or not dataset:
             raise PreventUpdate
         try:
-            data = base64.b64decode(contents.split(",", 1)[1])
-            view = materials.upload_view(dataset, data, filename or "upload", settings)
+            content = views.data_url_bytes(contents, filename, max_bytes=int(settings.max_upload_mb * 1e6))
+            view = views.upload_view(dataset, content, filename, settings)
         except ValueError as exc:
             return no_update, f"Upload failed: {exc}", no_update
-        marks = [*(uploads or []), {"xy": view["xy"], "formula": view["formula"]}]
+        marks = [*(uploads if isinstance(uploads, list) else []), {"xy": view["xy"], "formula": view["formula"]}]
         return view, "", marks
 
     @app.callback(Output(ids.STRUCTURE_INFO, "children"), Output(ids.STORE_VIEWER, "data"),
                   Input(ids.STORE_CURRENT, "data"))
     def show(view):
+        if view is not None:
+            view = views.check_view(view, settings)
         return components.structure_info(view), components.viewer_payload(view)
 
     app.clientside_callback(ClientsideFunction(namespace="explorer", function_name="drawStructure"),
@@ -162,7 +173,9 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
     def set_endpoint(_a, _b, current, endpoints):
         if not current:
             return no_update, "Show a structure first (click the map), then set it as A or B."
-        endpoints = {**(endpoints or {}), "a" if ctx.triggered_id == ids.INTERP_SET_A else "b": current}
+        current = views.check_view(current, settings)
+        endpoints = {**(endpoints if isinstance(endpoints, dict) else {}),
+                     "a" if ctx.triggered_id == ids.INTERP_SET_A else "b": current}
         return endpoints, components.endpoints_label(endpoints)
 
     @app.callback(Output(ids.STORE_PATH, "data"), Output(ids.INTERP_STATUS, "children"),
@@ -172,12 +185,12 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
                   State(ids.INTERP_STEPS, "value"), State(ids.INTERP_METHOD, "value"), State(ids.DATASET, "value"),
                   prevent_initial_call=True)
     def run(_n, endpoints, steps, method, dataset):
-        endpoints = endpoints or {}
+        endpoints = endpoints if isinstance(endpoints, dict) else {}
         if not endpoints.get("a") or not endpoints.get("b"):
             return no_update, "Set both A and B first.", no_update, no_update, no_update
         try:
-            path = materials.interpolation(endpoints["a"], endpoints["b"], dataset, settings,
-                                           steps=int(steps or 0), method=method)
+            path = views.interpolation(endpoints["a"], endpoints["b"], dataset, settings,
+                                       steps=steps if steps is not None else 0, method=method)
         except ValueError as exc:
             return no_update, str(exc), no_update, no_update, no_update
         status = f"{len(path['frames'])} frames ({method}) decoded in {path['ms']:.0f} ms"
@@ -186,9 +199,9 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.INTERP_STRIP, "children"),
                   Input(ids.INTERP_FRAME, "value"), Input(ids.STORE_PATH, "data"), prevent_initial_call=True)
     def on_frame(frame, path):
-        if not path or frame is None or frame >= len(path["frames"]):
+        if not path or frame is None:
             raise PreventUpdate
-        return path["frames"][frame], components.frame_strip(path, frame)
+        return views.path_frame(path, frame), components.frame_strip(path, frame)
 
     @app.callback(Output(ids.INTERP_TIMER, "disabled"), Output(ids.INTERP_PLAY, "children"),
                   Input(ids.INTERP_PLAY, "n_clicks"), State(ids.INTERP_TIMER, "disabled"), prevent_initial_call=True)
@@ -198,9 +211,10 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.INTERP_FRAME, "value", allow_duplicate=True), Input(ids.INTERP_TIMER, "n_intervals"),
                   State(ids.INTERP_FRAME, "value"), State(ids.STORE_PATH, "data"), prevent_initial_call=True)
     def tick(_n, frame, path):
-        if not path:
+        frames = path.get("frames") if isinstance(path, dict) else None
+        if not isinstance(frames, list) or not frames:
             raise PreventUpdate
-        return ((frame or 0) + 1) % len(path["frames"])
+        return ((frame if isinstance(frame, int) else 0) + 1) % len(frames)
 
 
 def register_export(app: Dash, settings: Settings) -> None:
@@ -210,14 +224,14 @@ def register_export(app: Dash, settings: Settings) -> None:
     def add_to_basket(n, n_selection, current, selection, dataset, basket):
         if ctx.triggered_id == ids.SELECTION_ADD and n_selection and selection and dataset:
             chosen = selection[:SELECTION_LIMIT]
-            basket = [*(basket or []), *(downloads.basket_item(materials.known_view(dataset, record_id, settings))
+            basket = [*(basket or []), *(downloads.basket_item(views.known_view(dataset, record_id, settings))
                                          for record_id in chosen)]
             note = (f"Added the first {SELECTION_LIMIT} of the {len(selection)} selected materials."
                     if len(selection) > SELECTION_LIMIT else "")
             return basket, [*components.basket_list(basket), *([html.P(note, className="hint")] if note else [])]
         if ctx.triggered_id != ids.BASKET_ADD or not n or not current:
             return no_update, components.basket_list(basket)
-        basket = [*(basket or []), downloads.basket_item(current)]
+        basket = [*(basket or []), downloads.basket_item(views.check_view(current, settings))]
         return basket, components.basket_list(basket)
 
     @app.callback(Output(ids.DOWNLOAD, "data"), Output(ids.EXPORT_ERROR, "children"),
@@ -244,8 +258,30 @@ def register_export(app: Dash, settings: Settings) -> None:
         return dcc.send_bytes(data, name), ""
 
 
+def report_error(error: Exception) -> None:
+    """The last line of defence of every callback (``Dash(on_error=...)``): the page says in words what went
+    wrong, the outputs keep what the user had (no update), the server log keeps the traceback; never an HTTP
+    500. Expected problems (a bad value, a missing file) carry their own message; anything else is logged."""
+    if isinstance(error, ValueError | FileNotFoundError):
+        message = str(error)
+    else:
+        LOG.error("callback %s failed", ctx.triggered_id if ctx else "?", exc_info=error)
+        message = (f"That request could not be handled (an unexpected {type(error).__name__}); nothing you had "
+                   "is lost, and the server log has the details.")
+    set_props(ids.APP_ERROR, {"children": message[:500]})
+    set_props(ids.APP_ERROR_ROW, {"style": {}})
+
+
+def register_errors(app: Dash) -> None:
+    @app.callback(Output(ids.APP_ERROR_ROW, "style", allow_duplicate=True), Input(ids.APP_ERROR_CLOSE, "n_clicks"),
+                  prevent_initial_call=True)
+    def close_error(_n):
+        return {"display": "none"}
+
+
 def register(app: Dash, settings: Settings) -> None:
     """Every callback of the app, bound to ``settings``."""
+    register_errors(app)
     register_map(app, settings)
     register_selection(app, settings)
     register_interpolation(app, settings)

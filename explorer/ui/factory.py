@@ -25,12 +25,14 @@ def make_app(settings: Settings) -> Dash:
     multiprocess.set_start_method("spawn", force=True)
     jobs = DiskcacheManager(diskcache.Cache(str(settings.data_dir / "cache" / "jobs")))
     app = Dash(__name__, title="Latent Materials Explorer", assets_folder=str(PROJECT_ROOT / "assets"),
-               suppress_callback_exceptions=True, background_callback_manager=jobs)
+               suppress_callback_exceptions=True, background_callback_manager=jobs, on_error=callbacks.report_error)
+    # A request body is at most an upload (base64: 4/3 of the file) plus the page's stores.
+    app.server.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1e6 * 4 / 3) + 16 * 2**20
 
     def page():
         names = datasets_with_tables(settings)
         default = DEFAULT_DATASET if DEFAULT_DATASET in names else (names[0] if names else None)
-        return layout(names, default)
+        return layout(names, default, max_upload_mb=settings.max_upload_mb)
 
     app.layout = page
     callbacks.register(app, settings)

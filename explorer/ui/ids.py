@@ -1,5 +1,10 @@
 """Every component id of the app, in one place (tests and callbacks import these)."""
 
+# the page
+APP_ERROR = "app-error"
+APP_ERROR_ROW = "app-error-row"
+APP_ERROR_CLOSE = "app-error-close"
+
 # map and its controls
 DATASET = "dataset"
 COLOR_BY = "color-by"

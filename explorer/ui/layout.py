@@ -90,7 +90,7 @@ def _interp_panel() -> html.Details:
     ], open=True)
 
 
-def _export_panel() -> html.Details:
+def _export_panel(max_upload_mb: float) -> html.Details:
     formats = [{"label": spec.label, "value": key} for key, spec in FORMATS.items()]
     return html.Details([
         html.Summary("Export and upload"),
@@ -104,15 +104,21 @@ def _export_panel() -> html.Details:
         html.Div([html.Button("Path as extxyz", id=ids.PATH_EXPORT_EXTXYZ),
                   html.Button("Path as CIF zip", id=ids.PATH_EXPORT_CIF)], className="controls"),
         html.Div(id=ids.EXPORT_ERROR, className="error"),
-        dcc.Upload(id=ids.UPLOAD, children=html.Div("Drop a CIF or POSCAR here, or click to choose one"),
-                   className="upload", multiple=False, max_size=5_000_000),
-        html.Div(id=ids.UPLOAD_ERROR, className="error"),
+        dcc.Upload(id=ids.UPLOAD, children=html.Div(f"Drop a structure file here (CIF, POSCAR, extended XYZ or "
+                                                    f"pymatgen JSON, up to {max_upload_mb:g} MB), or click to "
+                                                    "choose one"),
+                   className="upload", multiple=False, max_size=int(max_upload_mb * 1e6)),
+        html.Div(id=ids.UPLOAD_ERROR, className="error", **{"data-max-bytes": str(int(max_upload_mb * 1e6))}),
     ], open=True)
 
 
-def layout(datasets: list[str], default: str | None) -> html.Div:
-    """The whole page for the given built datasets."""
+def layout(datasets: list[str], default: str | None, *, max_upload_mb: float = 10.0) -> html.Div:
+    """The whole page for the given built datasets (uploads up to ``max_upload_mb``)."""
     header = html.Header([html.H1("Latent Materials Explorer"),
                           html.Span("known crystals on the map of an E(3)-equivariant autoencoder", className="sub")])
-    right = html.Div([_viewer_panel(), _interp_panel(), _export_panel()], className="right")
-    return html.Div([header, html.Main([_map_panel(datasets, default), right], className="main"), *_stores()])
+    right = html.Div([_viewer_panel(), _interp_panel(), _export_panel(max_upload_mb)], className="right")
+    error = html.Div([html.Span(id=ids.APP_ERROR, role="alert"), html.Button("×", id=ids.APP_ERROR_CLOSE,
+                                                                             title="dismiss", className="link")],
+                     id=ids.APP_ERROR_ROW, className="error banner", style={"display": "none"})
+    return html.Div([header, error, html.Main([_map_panel(datasets, default), right], className="main"),
+                     *_stores()])

@@ -60,7 +60,8 @@ def test_broken_cif_is_a_parse_error():
 
 def test_garbage_text_is_a_parse_error():
     error = rejection(RawItem(key="notes.txt", kind="bytes", payload=b"this is not a crystal\n"))
-    assert error.reason == "parse_error" and error.detail.startswith("notes.txt: not a valid POSCAR")
+    assert error.reason == "parse_error"
+    assert error.detail.startswith("notes.txt: not a CIF, extended XYZ or pymatgen JSON file")
 
 
 def test_empty_file():

@@ -1,0 +1,251 @@
+"""The structures on screen as JSON-able "views" (known, hypothetical, uploaded, path frames), and the
+checks of the views and map points a browser sends back. Plain data in, plain data out.
+
+A view is the dict the app keeps in its ``current`` store for the structure on screen::
+
+    {"kind": "known" | "hypothetical" | "upload" | "frame", "id", "title", "formula", "dataset",
+     "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None, "validity": {...} | None,
+     "details": [[label, value], ...], "nearest": [[id, formula, distance], ...], "note": str, "ms": float}
+
+Everything that comes back from the browser is untrusted: ``check_view`` reads a view's structure with the
+safe reader (no class named in the JSON is imported), and its latent as finite numbers of the model's size.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+
+import numpy as np
+from pymatgen.core import Structure
+
+from explorer.atlas import get_atlas
+from explorer.datasets.build import limits_of
+from explorer.datasets.formats import FORMAT_LABELS, structure_from_plain_dict
+from explorer.datasets.records import canonical_structure
+from explorer.datasets.rejections import REASONS, Rejected
+from explorer.services import materials, model
+from explorer.settings import Settings
+
+KINDS = ("known", "hypothetical", "upload", "frame")
+
+
+def structure_details(structure: Structure) -> list[list[str]]:
+    """[[label, value]] of any structure (space group by spglib, lattice, density)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
+        group = f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
+    except Exception:
+        group = "undetermined"
+    a, b, c, alpha, beta, gamma = structure.lattice.parameters
+    return [["formula", structure.formula], ["space group", group],
+            ["lattice", f"a={a:.3f} b={b:.3f} c={c:.3f} Å, α={alpha:.1f} β={beta:.1f} γ={gamma:.1f}°"],
+            ["density", f"{float(structure.density):.3f} g/cm³"], ["atoms in cell", str(len(structure))]]
+
+
+def _nearest(dataset: str, latent: np.ndarray, settings: Settings, *, exclude: str | None = None) -> list[list]:
+    atlas = get_atlas(dataset, settings)
+    frame = materials.table(dataset, settings)
+    positions = {record_id: k for k, record_id in enumerate(atlas.ids)}
+    found = atlas.nearest(latent, k=settings.n_nearest, exclude=exclude)
+    return [[record_id, frame.iloc[positions[record_id]]["reduced_formula"], round(distance, 4)]
+            for record_id, distance in found]
+
+
+def known_view(dataset: str, record_id: str, settings: Settings) -> dict:
+    """The view of a known material (its canonical cell, stored latent and map position)."""
+    start = time.perf_counter()
+    row = materials.row_of(dataset, record_id, settings)
+    atlas = get_atlas(dataset, settings)
+    k = atlas.ids.index(record_id)
+    return {"kind": "known", "id": record_id, "title": f"{row['reduced_formula']} ({record_id})",
+            "formula": row["reduced_formula"], "dataset": dataset,
+            "structure": canonical_structure(row).as_dict(), "latent": atlas.latents[k].tolist(),
+            "xy": atlas.xy[k].tolist(), "validity": None, "details": materials.details_of(row),
+            "nearest": _nearest(dataset, atlas.latents[k], settings, exclude=record_id),
+            "note": "", "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: str, settings: Settings,
+                  record_id: str, start: float) -> dict:
+    return {"kind": kind, "id": record_id, "title": f"{decoded.formula} ({kind})", "formula": decoded.formula,
+            "dataset": dataset, "structure": decoded.structure.as_dict(), "latent": decoded.latent.tolist(),
+            "xy": [float(v) for v in xy] if xy is not None else None, "validity": decoded.validity,
+            "details": structure_details(decoded.structure),
+            "nearest": _nearest(dataset, decoded.latent, settings), "note": note,
+            "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def hypothetical_view(dataset: str, x: float, y: float, settings: Settings) -> dict:
+    """Decode the latent at map point (x, y) (``Atlas.latent_at``): a hypothetical structure."""
+    start = time.perf_counter()
+    dataset = materials.check_dataset(dataset, settings)
+    x, y = map_point(x, y)
+    inverse = get_atlas(dataset, settings).latent_at(x, y)
+    decoded = model.decode(inverse.latent, settings)
+    ratio = inverse.distance_2d / inverse.typical_spacing if inverse.typical_spacing > 0 else float("inf")
+    note = (f"hypothetical: decoded at map point ({x:.2f}, {y:.2f}), {inverse.distance_2d:.2f} map units from the "
+            f"nearest known material ({ratio:.1f}× the typical spacing between known points). "
+            f"Inverse used: {inverse.method}.")
+    return _decoded_view("hypothetical", decoded, dataset=dataset, xy=(x, y), note=note, settings=settings,
+                         record_id=f"hypothetical@{x:.3f},{y:.3f}", start=start)
+
+
+def upload_view(dataset: str, content: bytes, filename: str, settings: Settings) -> dict:
+    """Read an uploaded structure file (CIF, POSCAR, extended XYZ or pymatgen JSON) with the same reader and
+    checks as ``data ingest``, in a worker with the time and memory limits of ``settings``; encode it and
+    place it on the map. ValueError with a message that names the file and the problem."""
+    from explorer.datasets.records import RawItem, read_file_structure
+    from explorer.datasets.sandbox import run_limited
+
+    start = time.perf_counter()
+    dataset = materials.check_dataset(dataset, settings)
+    filename = _file_label(filename)
+    if not isinstance(content, bytes | bytearray):
+        raise ValueError(f"{filename}: the upload holds no file content")
+    if len(content) > settings.max_upload_mb * 1e6:
+        raise ValueError(f"{filename}: {len(content) / 1e6:.1f} MB, more than the upload limit of "
+                         f"{settings.max_upload_mb:g} MB")
+    try:
+        structure, fmt, count = run_limited(read_file_structure, RawItem(key=filename, kind="bytes",
+                                                                         payload=bytes(content)),
+                                            limits_of(settings), key=filename, seconds=settings.parse_seconds,
+                                            memory_mb=settings.parse_memory_mb)
+    except Rejected as rejection:
+        raise ValueError(f"{rejection.detail} ({REASONS[rejection.reason]})") from None
+    try:
+        latent = model.encode([structure], settings)[0]
+    except Exception as exc:
+        raise ValueError(f"{filename}: could not be encoded ({type(exc).__name__}: {exc})") from None
+    xy = get_atlas(dataset, settings).place(latent)[0]
+    formula = structure.composition.reduced_formula
+    label = FORMAT_LABELS.get(fmt, fmt)
+    note = f"uploaded file {filename} ({label})"
+    if count > 1:
+        note += (f"; it holds {count} structures and the first is shown: use `python -m explorer data ingest` "
+                 "to read them all")
+    view = {"kind": "upload", "id": f"upload:{filename}", "title": f"{formula} (uploaded: {filename})",
+            "formula": formula, "dataset": dataset, "structure": structure.as_dict(), "latent": latent.tolist(),
+            "xy": [float(v) for v in xy], "validity": None, "details": structure_details(structure),
+            "nearest": _nearest(dataset, latent, settings), "note": note, "ms": 0.0}
+    view["ms"] = round(1000 * (time.perf_counter() - start), 1)
+    return view
+
+
+def data_url_bytes(contents: object, filename: object, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of an upload as the browser sends it (a ``data:...;base64,`` URL); ValueError naming the file
+    when it is anything else or (before decoding) larger than ``max_bytes``."""
+    import binascii
+
+    label = _file_label(filename)
+    if not isinstance(contents, str) or "," not in contents or not contents.startswith("data:"):
+        raise ValueError(f"{label}: the upload did not arrive as a file (expected a data URL)")
+    header, payload = contents.split(",", 1)
+    if max_bytes is not None and len(payload) * 3 // 4 > max_bytes:
+        raise ValueError(f"{label}: {len(payload) * 3 / 4e6:.1f} MB, more than the upload limit of "
+                         f"{max_bytes / 1e6:g} MB")
+    try:
+        return base64.b64decode(payload, validate=False) if header.endswith(";base64") else payload.encode()
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{label}: the upload is not valid base64") from None
+
+
+def _file_label(filename: object) -> str:
+    """The name of an uploaded file for messages and ids: its last path part, printable, at most 100 characters."""
+    text = str(filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if ch.isprintable())[:100].strip()
+    return text or "upload"
+
+
+def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: int, method: str) -> dict:
+    """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "ms"}."""
+    start = time.perf_counter()
+    dataset = materials.check_dataset(dataset, settings)
+    a, b = check_view(a, settings, label="A"), check_view(b, settings, label="B")
+    if isinstance(steps, bool) or not isinstance(steps, int | float) or not math.isfinite(steps) or steps != int(steps):
+        raise ValueError(f"steps must be a whole number from {model.MIN_STEPS} to {model.MAX_STEPS}, got {steps!r}")
+    frames = model.interpolate(np.asarray(a["latent"]), np.asarray(b["latent"]), settings, steps=int(steps),
+                               method=method)
+    xy = get_atlas(dataset, settings).place(np.stack([f.latent for f in frames]))
+    views = []
+    for frame, point in zip(frames, xy, strict=True):
+        views.append({"kind": "frame", "id": f"path-frame-{frame.index:02d}", "index": frame.index, "t": frame.t,
+                      "title": f"{frame.formula} (path frame {frame.index} of {len(frames) - 1})",
+                      "formula": frame.formula, "n_atoms": frame.n_atoms, "dataset": dataset,
+                      "structure": frame.structure.as_dict(), "latent": frame.latent.tolist(),
+                      "xy": point.tolist(), "validity": frame.validity,
+                      "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
+                      "nearest": [], "note": f"hypothetical: frame {frame.index} of a {method} path from "
+                                             f"{a['title']} to {b['title']}", "ms": 0.0})
+    return {"frames": views, "xy": xy.tolist(), "method": method, "a": a["title"], "b": b["title"],
+            "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def structure_of(view: dict) -> Structure:
+    """The pymatgen Structure of a view, read as plain numbers and element names (a view may come from the
+    browser: nothing it names is imported); ValueError naming the view when it is not a structure."""
+    if not isinstance(view, dict):
+        raise ValueError(f"expected a structure view, got {type(view).__name__}")
+    try:
+        return structure_from_plain_dict(view.get("structure"), key=_label(view))
+    except Rejected as rejection:
+        raise ValueError(f"{rejection.detail} ({REASONS[rejection.reason]})") from None
+
+
+def _label(view: dict) -> str:
+    title = view.get("title") if isinstance(view, dict) else None
+    return str(title)[:80] if isinstance(title, str) and title else "the structure on screen"
+
+
+def map_point(x: object, y: object) -> tuple[float, float]:
+    """(x, y) as finite floats; ValueError quoting them otherwise (a click can carry anything)."""
+    try:
+        point = (float(x), float(y))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        point = None
+    if point is None or not all(math.isfinite(v) for v in point):
+        raise ValueError(f"map point ({str(x)[:30]}, {str(y)[:30]}) is not a pair of finite numbers")
+    return point
+
+
+def check_view(view: object, settings: Settings, *, label: str = "structure") -> dict:
+    """``view`` if it is a well-formed view (see the module docstring); ValueError saying what is wrong.
+
+    The structure must read safely and fit ``settings.max_sites``; the latent must hold the model's number of
+    finite values; the map position, when there is one, two finite numbers.
+    """
+    if not isinstance(view, dict):
+        raise ValueError(f"{label}: expected a structure view, got {type(view).__name__}")
+    if view.get("kind") not in KINDS or not isinstance(view.get("title"), str):
+        raise ValueError(f"{label}: not a structure view (kind {str(view.get('kind'))[:30]!r})")
+    structure = structure_of(view)
+    if len(structure) > settings.max_sites:
+        raise ValueError(f"{label}: {len(structure)} sites, more than the limit of {settings.max_sites}")
+    latent = view.get("latent")
+    size = model.latent_dim(settings)
+    if not isinstance(latent, list) or len(latent) != size or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in latent):
+        raise ValueError(f"{label} ({view['title'][:60]}): its latent must be {size} finite numbers")
+    if view.get("xy") is not None:
+        xy = view["xy"]
+        if not isinstance(xy, list) or len(xy) != 2:
+            raise ValueError(f"{label}: its map position must be two numbers")
+        map_point(*xy)
+    return view
+
+
+def path_frame(path: object, index: object) -> dict:
+    """Frame ``index`` of an interpolation path from the browser; ValueError when there is no such frame."""
+    frames = path.get("frames") if isinstance(path, dict) else None
+    if not isinstance(frames, list) or not frames:
+        raise ValueError("no interpolation path yet: set A and B and press Interpolate")
+    try:
+        k = int(str(index))
+    except ValueError:
+        k = -1
+    if not 0 <= k < len(frames) or not isinstance(frames[k], dict):
+        raise ValueError(f"the path has no frame {str(index)[:20]!r} (it has {len(frames)})")
+    return frames[k]
