@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from explorer.storage import atomic_folder, clean_stale_temporaries
 
 MAPS_KEPT = 2
 """Maps cached per dataset: the current one and the one before it (switching back stays instant)."""
@@ -140,8 +140,8 @@ def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
                   encode: Callable[[], np.ndarray], params: UmapParams, inverse_k: int = 8) -> Atlas:
     """The cached atlas for ``key``, or a new one: ``encode()`` gives (n, d) latents in ``ids`` order.
 
-    The folder is named by the app alone (a checked dataset name and an alphanumeric key: ``cache_key``), so the reducer that is
-    unpickled from it is always one the app wrote there; no value of a request becomes its path.
+    The folder is named by the app alone (a checked dataset name and an alphanumeric key: ``cache_key``), so
+    the reducer unpickled from it is always one the app wrote there; no value of a request becomes its path.
     """
     from explorer.datasets.build import check_dataset_name
 
@@ -149,6 +149,7 @@ def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
         raise ValueError(f"map cache key {key[:40]!r}: only letters and digits")
     folder = cache_dir / f"{check_dataset_name(dataset)}-{key}"
     if not (folder / "done").exists():
+        clean_stale_temporaries(cache_dir)
         latents = np.asarray(encode(), dtype=np.float32)
         if latents.shape[0] != len(ids):
             raise ValueError(f"{dataset}: encode() gave {latents.shape[0]} latents for {len(ids)} records")
@@ -185,21 +186,15 @@ def fit_umap(latents: np.ndarray, params: UmapParams):
 
 
 def _write_atomically(folder: Path, *, ids, latents, xy, reducer) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    def write(tmp: Path) -> None:
         (tmp / "ids.json").write_text(json.dumps(list(ids)))
         np.save(tmp / "latents.npy", latents)
         np.save(tmp / "xy.npy", xy)
         with open(tmp / "reducer.pkl", "wb") as handle:
             pickle.dump(reducer, handle)
         (tmp / "done").write_text("ok")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    atomic_folder(folder, write)
 
 
 # ------------------------------------------------------------------ the atlas of a dataset, per settings
@@ -274,18 +269,3 @@ def get_atlas(dataset: str, settings) -> Atlas:
         if cache not in _ATLASES:
             _ATLASES[cache] = build_atlas(dataset, settings)
         return _ATLASES[cache]
-
-
-def warm_in_background(datasets: list[str], settings) -> threading.Thread:
-    """Load the maps of ``datasets`` and compile UMAP's transform in a daemon thread (the page does not wait)."""
-    def run() -> None:
-        for name in datasets:
-            try:
-                if is_built(name, settings):
-                    get_atlas(name, settings).warm()
-            except Exception as exc:  # warming is an optimisation: report and go on
-                print(f"warming the map of {name!r} failed: {exc}")
-
-    thread = threading.Thread(target=run, name="atlas-warm", daemon=True)
-    thread.start()
-    return thread

@@ -7,11 +7,10 @@ the report with its id, reason class and a message that quotes the value.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
@@ -25,6 +24,7 @@ from explorer.datasets.records import REASONS, SCHEMA_VERSION, Limits, RawItem, 
 from explorer.datasets.sandbox import map_limited
 from explorer.datasets.sources import Source
 from explorer.settings import Settings
+from explorer.storage import atomic_file, clean_stale_temporaries
 
 
 @dataclass
@@ -87,14 +87,37 @@ def signature_of(sources: list[Source], limits: Limits) -> str:
     return sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+_REPORT_KEY = b"explorer_report"
+
+
 def load_report(dataset: str, settings: Settings) -> DatasetReport | None:
-    """The report of a built table, or None when it was never built."""
-    path = report_path(dataset, settings)
+    """The report of a built table, or None when it was never built.
+
+    It is read from the table file's own metadata, so a table and its report are always of the same build
+    (the JSON beside the table is a copy for people); a table written before that falls back on the JSON.
+    """
+    path = table_path(dataset, settings)
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
+    stat = path.stat()
+    text = _embedded_report(str(path), stat.st_mtime_ns, stat.st_size)
+    if text is None:
+        json_path = report_path(dataset, settings)
+        if not json_path.exists():
+            return None
+        text = json_path.read_text()
+    data = json.loads(text)
     data["sources"] = [SourceReport(**s) for s in data["sources"]]
     return DatasetReport(**data)
+
+
+@functools.lru_cache(maxsize=32)
+def _embedded_report(path: str, mtime_ns: int, size: int) -> str | None:
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    report = metadata.get(_REPORT_KEY)
+    return report.decode() if report is not None else None
 
 
 def load_table(dataset: str, settings: Settings) -> pd.DataFrame:
@@ -109,6 +132,7 @@ def build_table(dataset: str, sources: list[Source], *, settings: Settings, forc
                 progress: bool = True) -> DatasetReport:
     """Build (or reuse) the table of ``dataset`` from ``sources``."""
     limits = limits_of(settings)
+    clean_stale_temporaries(settings.tables_dir)
     signature = signature_of(sources, limits)
     existing = load_report(dataset, settings)
     if not force and existing and existing.signature == signature and table_path(dataset, settings).exists():
@@ -194,19 +218,12 @@ def _frame(records: list[dict]) -> pd.DataFrame:
 
 
 def _write(dataset: str, frame: pd.DataFrame, report: DatasetReport, settings: Settings) -> None:
-    settings.tables_dir.mkdir(parents=True, exist_ok=True)
-    _atomic(table_path(dataset, settings), lambda tmp: frame.to_parquet(tmp, index=False))
+    """The table with its report in its metadata (one atomic rename), then the report's JSON copy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     text = json.dumps(asdict(report), indent=1)
-    _atomic(report_path(dataset, settings), lambda tmp: Path(tmp).write_text(text))
-
-
-def _atomic(target: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _REPORT_KEY: text.encode()})
+    atomic_file(table_path(dataset, settings), lambda tmp: pq.write_table(table, tmp))
+    atomic_file(report_path(dataset, settings), lambda tmp: Path(tmp).write_text(text))

@@ -83,7 +83,7 @@ def ingest(path: Path, *, name: str, settings: Settings, progress: bool = True) 
 def reports(settings: Settings) -> list[DatasetReport]:
     """Reports of every built table, known first."""
     names = list(datasets(settings))
-    stems = (p.name.removesuffix(".report.json") for p in settings.tables_dir.glob("*.report.json"))
+    stems = (p.name.removesuffix(".parquet") for p in settings.tables_dir.glob("*.parquet"))
     built = sorted(name for name in stems if DATASET_NAME.match(name))
     ordered = [n for n in names if n in built] + [n for n in built if n not in names]
     return [r for r in (load_report(n, settings) for n in ordered) if r is not None]
