@@ -69,6 +69,14 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address the app listens on (`python app.py --host`).")
     port: int = Field(default=8050, ge=1, le=65535, description="Port the app listens on (`python app.py --port`).")
+    threads: int = Field(default=16, ge=1, le=256,
+                         description="Request threads of the waitress server (`python app.py`).")
+    connection_limit: int = Field(default=200, ge=1, description="Most open connections the server accepts at once.")
+    decode_batching: bool = Field(
+        default=True,
+        description="Decodes that arrive while the model is busy run together in one forward pass (many users at "
+                    "once); False decodes each request alone, one after the other.",
+    )
     debug: bool = Field(default=False, description="Dash debug mode (hot reload, error overlay); off when serving.")
     checkpoint: Path = Field(
         default=PROJECT_ROOT / "models" / "checkpoints" / "default.pt",

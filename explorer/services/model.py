@@ -3,12 +3,14 @@
 The checkpoint is loaded once per process (cached by path, size and modification time, so a new file
 at the same path is picked up) on the device chosen by ``models.device.resolve_device``. Plain data
 in and out: pymatgen structures and numpy arrays in; numpy latents, structures and dicts out.
-Calls into the model are serialised by a lock (Dash serves callbacks from several threads).
+Calls into the model are serialised by a lock (the server runs callbacks in several threads); decodes of
+concurrent requests are batched into one forward pass (``DecodeBatcher``).
 """
 
 from __future__ import annotations
 
 import functools
+import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from explorer.settings import Settings
 METHODS = ("linear", "slerp")
 MIN_STEPS, MAX_STEPS = 2, 30
 _MODEL_LOCK = threading.Lock()
+_BATCHERS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,77 @@ def _as_latents(latents: np.ndarray, settings: Settings) -> np.ndarray:
     return z
 
 
+class DecodeBatcher:
+    """Decodes of concurrent requests in one forward pass.
+
+    A request's latents go to a queue; one thread takes everything waiting, decodes it as one batch and hands
+    each request its crystals. Alone, a decode runs at once (nothing waits for company); under load, the
+    decodes that arrive while the model is busy run together next (a batch of 256 costs a fraction of 256
+    single decodes), so requests stop queueing one by one behind the model's lock.
+    """
+
+    def __init__(self, model, *, max_batch: int = 256) -> None:
+        self.model, self.max_batch = model, max_batch
+        self._pending: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="decode-batcher", daemon=True)
+        self._thread.start()
+
+    def decode(self, z: np.ndarray) -> list:
+        """Crystals (``model.decode`` results) of (n, d) latents ``z``, decoded with whatever else is waiting."""
+        request = {"z": z, "done": threading.Event(), "result": None, "error": None}
+        self._pending.put(request)
+        request["done"].wait()
+        if request["error"] is not None:
+            raise request["error"]
+        return request["result"]
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            size = len(batch[0]["z"])
+            while size < self.max_batch:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+                size += len(batch[-1]["z"])
+            self._run(batch)
+
+    def _run(self, batch: list[dict]) -> None:
+        try:
+            with _MODEL_LOCK:
+                crystals = self.model.decode(np.concatenate([r["z"] for r in batch]))
+            start = 0
+            for request in batch:
+                request["result"] = crystals[start : start + len(request["z"])]
+                start += len(request["z"])
+        except Exception as exc:  # every waiting request learns of it; the thread goes on
+            for request in batch:
+                request["error"] = exc
+        finally:
+            for request in batch:
+                request["done"].set()
+
+
+_BATCHERS: dict[int, DecodeBatcher] = {}
+
+
+def _batcher(model) -> DecodeBatcher:
+    with _BATCHERS_LOCK:
+        if id(model) not in _BATCHERS:
+            _BATCHERS[id(model)] = DecodeBatcher(model)
+        return _BATCHERS[id(model)]
+
+
 def decode_many(latents: np.ndarray, settings: Settings) -> list[Decoded]:
-    """Decode (n, d) latents in one batch."""
+    """Decode (n, d) latents in one batch (with other requests' decodes when ``settings.decode_batching``)."""
     z = _as_latents(latents, settings)
     model = loaded_checkpoint(settings).model
-    with _MODEL_LOCK:
-        crystals = model.decode(z)
+    if settings.decode_batching:
+        crystals = _batcher(model).decode(z)
+    else:
+        with _MODEL_LOCK:
+            crystals = model.decode(z)
     return [Decoded(structure=c.structure, validity=c.validity.as_dict(), latent=z[k])
             for k, c in enumerate(crystals)]
 

@@ -9,10 +9,10 @@ from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx
 from dash.exceptions import PreventUpdate
 
 from explorer import atlas
-from explorer.services import downloads, materials, views
+from explorer.services import downloads, materials, readiness, views
 from explorer.settings import Settings
 from explorer.ui import components, ids
-from explorer.ui.components import KNOWN, MARKS, MATCHES, PATH
+from explorer.ui.components import KNOWN, MATCHES, PATH
 
 LOG = logging.getLogger("explorer")
 SELECTION_LIMIT = 100
@@ -44,10 +44,10 @@ def register_map(app: Dash, settings: Settings) -> None:
                   Input(ids.FILTER_ELEMENTS, "value"), Input(ids.FILTER_SITES_MIN, "value"),
                   Input(ids.FILTER_SITES_MAX, "value"), Input(ids.FILTER_PROPERTY, "value"),
                   Input(ids.FILTER_MIN, "value"), Input(ids.FILTER_MAX, "value"),
-                  State(ids.SEARCH, "value"), State(ids.STORE_PATH, "data"), State(ids.INTERP_FRAME, "value"),
+                  State(ids.SEARCH, "value"), State(ids.STORE_PATH, "data"),
                   State(ids.STORE_CURRENT, "data"), State(ids.STORE_UPLOADS, "data"))
     def render_map(dataset, color_by, _version, elements, sites_min, sites_max, prop, prop_min, prop_max, query,
-                   path, frame, current, uploads):
+                   path, current, uploads):
         if not dataset:
             raise PreventUpdate
         dataset = materials.check_dataset(dataset, settings)
@@ -65,8 +65,9 @@ def register_map(app: Dash, settings: Settings) -> None:
         except ValueError as exc:
             status = f"{len(points['ids'])} materials; filter not applied: {exc}"
         matches, _ = _matches(dataset, query, settings)
-        figure = components.map_figure(points, shown=shown, matches=matches, path=path, frame=frame,
-                                       current=current, uploads=uploads, revision=dataset)
+        figure = components.map_figure(points, shown=shown, matches=matches,
+                                       path=path if isinstance(path, dict) else None, current=current,
+                                       uploads=uploads, revision=dataset)
         return figure, components.color_legend(points), status, {"display": "none"}
 
     @app.callback(Output(ids.STORE_SELECTION, "data"), Output(ids.SELECTION_STATUS, "children"),
@@ -101,17 +102,21 @@ def register_map(app: Dash, settings: Settings) -> None:
         return time.time()
 
     @app.callback(Output(ids.MAP, "figure", allow_duplicate=True), Output(ids.SEARCH_STATUS, "children"),
-                  Input(ids.SEARCH, "value"), Input(ids.STORE_PATH, "data"), Input(ids.INTERP_FRAME, "value"),
-                  Input(ids.STORE_CURRENT, "data"), Input(ids.STORE_UPLOADS, "data"), State(ids.DATASET, "value"),
-                  prevent_initial_call=True)
-    def overlays(query, path, frame, current, uploads, dataset):
+                  Input(ids.SEARCH, "value"), Input(ids.STORE_PATH, "data"), Input(ids.STORE_CURRENT, "data"),
+                  Input(ids.STORE_UPLOADS, "data"), State(ids.DATASET, "value"), prevent_initial_call=True)
+    def overlays(query, path, current, uploads, dataset):
+        """Patch only the overlay that changed: a click moves the marks (layout shapes), never the traces."""
         if not dataset or not atlas.is_built(materials.check_dataset(dataset, settings), settings):
             raise PreventUpdate
-        matches, status = _matches(dataset, query, settings)
-        patch = Patch()
-        patch["data"][MATCHES] = components.matches_trace(matches)
-        patch["data"][PATH] = components.path_trace(path, frame)
-        patch["data"][MARKS] = components.marks_trace(current, uploads)
+        changed = {prop.split(".")[0] for prop in ctx.triggered_prop_ids}
+        patch, status = Patch(), no_update
+        if ids.SEARCH in changed:
+            matches, status = _matches(dataset, query, settings)
+            patch["data"][MATCHES] = components.matches_trace(matches)
+        if ids.STORE_PATH in changed:
+            patch["data"][PATH] = components.path_trace(path if isinstance(path, dict) else None)
+        if changed & {ids.STORE_CURRENT, ids.STORE_UPLOADS}:
+            patch["layout"]["shapes"], patch["layout"]["annotations"] = components.marks(current, uploads)
         return patch, status
 
 
@@ -124,8 +129,6 @@ def register_selection(app: Dash, settings: Settings) -> None:
             raise PreventUpdate
         point = points[0]
         tag = point.get("customdata")
-        if isinstance(tag, str) and tag.startswith("mark:"):
-            raise PreventUpdate
         if isinstance(tag, str) and tag.startswith("frame:"):
             return views.path_frame(path, tag.split(":", 1)[1])
         if isinstance(tag, str):
@@ -272,6 +275,16 @@ def report_error(error: Exception) -> None:
     set_props(ids.APP_ERROR_ROW, {"style": {}})
 
 
+def register_readiness(app: Dash) -> None:
+    @app.callback(Output(ids.READY_STATUS, "children"), Output(ids.READY_TIMER, "disabled"),
+                  Input(ids.READY_TIMER, "n_intervals"))
+    def ready(_n):
+        state = readiness.state()
+        if state["ready"]:
+            return f"ready (model and maps loaded in {state['seconds']:.0f} s)", True
+        return f"loading {state['step']}… clicks answer once this is done", False
+
+
 def register_errors(app: Dash) -> None:
     @app.callback(Output(ids.APP_ERROR_ROW, "style", allow_duplicate=True), Input(ids.APP_ERROR_CLOSE, "n_clicks"),
                   prevent_initial_call=True)
@@ -282,6 +295,7 @@ def register_errors(app: Dash) -> None:
 def register(app: Dash, settings: Settings) -> None:
     """Every callback of the app, bound to ``settings``."""
     register_errors(app)
+    register_readiness(app)
     register_map(app, settings)
     register_selection(app, settings)
     register_interpolation(app, settings)

@@ -6,16 +6,20 @@ from __future__ import annotations
 from dash import Dash
 
 from explorer.settings import PROJECT_ROOT, Settings
+from explorer.storage import clean_stale_temporaries
 
 
 def make_app(settings: Settings) -> Dash:
-    """The app for ``settings``. Cheap: the maps are loaded lazily (and warmed in a background thread)."""
+    """The app for ``settings``. Cheap: the maps and the model are loaded in a background thread (the warm-up of
+    ``services.readiness``) while the server already answers; the page says when they are ready."""
+    import multiprocessing
+
     import diskcache
     import multiprocess
     from dash import DiskcacheManager
 
-    from explorer import atlas
     from explorer.datasets.catalog import DEFAULT_DATASET
+    from explorer.services import readiness
     from explorer.services.materials import datasets_with_tables
     from explorer.ui import callbacks
     from explorer.ui.layout import layout
@@ -36,6 +40,9 @@ def make_app(settings: Settings) -> Dash:
 
     app.layout = page
     callbacks.register(app, settings)
-    if multiprocess.parent_process() is None:  # not in the fresh interpreter of a background job
-        atlas.warm_in_background(datasets_with_tables(settings), settings)
+    if multiprocess.parent_process() is None and multiprocessing.parent_process() is None:  # not in a worker
+        for folder in (settings.tables_dir, settings.atlas_dir):  # what a killed build left behind
+            clean_stale_temporaries(folder)
+        names = datasets_with_tables(settings)
+        readiness.warm_in_background(sorted(names, key=lambda n: n != DEFAULT_DATASET), settings)
     return app

@@ -4,6 +4,8 @@
 APP_ERROR = "app-error"
 APP_ERROR_ROW = "app-error-row"
 APP_ERROR_CLOSE = "app-error-close"
+READY_STATUS = "ready-status"
+READY_TIMER = "ready-timer"
 
 # map and its controls
 DATASET = "dataset"

@@ -115,7 +115,9 @@ def _export_panel(max_upload_mb: float) -> html.Details:
 def layout(datasets: list[str], default: str | None, *, max_upload_mb: float = 10.0) -> html.Div:
     """The whole page for the given built datasets (uploads up to ``max_upload_mb``)."""
     header = html.Header([html.H1("Latent Materials Explorer"),
-                          html.Span("known crystals on the map of an E(3)-equivariant autoencoder", className="sub")])
+                          html.Span("known crystals on the map of an E(3)-equivariant autoencoder", className="sub"),
+                          html.Span("loading…", id=ids.READY_STATUS, className="status ready"),
+                          dcc.Interval(id=ids.READY_TIMER, interval=1000)])
     right = html.Div([_viewer_panel(), _interp_panel(), _export_panel(max_upload_mb)], className="right")
     error = html.Div([html.Span(id=ids.APP_ERROR, role="alert"), html.Button("×", id=ids.APP_ERROR_CLOSE,
                                                                              title="dismiss", className="link")],

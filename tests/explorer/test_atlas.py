@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from explorer import atlas as atlas_module
 from explorer.atlas import UmapParams, build_atlas, cache_key, is_built, load_or_build
 from explorer.cli import main
 from explorer.datasets.build import load_table
@@ -81,9 +80,3 @@ def test_cli_build_prints_the_map(tiny_settings, monkeypatch, capsys):
     monkeypatch.setattr("explorer.cli.Settings", lambda: tiny_settings)
     assert main(["build", "--dataset", "tiny"]) == 0
     assert "tiny: 12 materials on the map" in capsys.readouterr().out
-
-
-def test_warm_in_background_does_not_block(tiny_settings):
-    thread = atlas_module.warm_in_background(["tiny"], tiny_settings)
-    thread.join(timeout=60)
-    assert not thread.is_alive()

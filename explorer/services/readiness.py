@@ -1,0 +1,69 @@
+"""Is this server ready for the first click? The warm-up that makes it so, and its state for the page.
+
+After a start, the first decode used to wait for the model to load while UMAP's transform compiled on the
+same cores (8-20 s). The warm-up does all of that once, in a background thread, in the order the first
+click needs it: the default map's table and coordinates, the model and one decode (with the encoder's
+check), UMAP's transform (numba compiles it), then the other maps. The page asks ``state()`` every second
+and says "loading" until it is done; the server answers the page and the map from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from explorer.settings import Settings
+
+LOG = logging.getLogger("explorer")
+_STATE = {"ready": False, "step": "starting", "seconds": 0.0, "errors": []}
+_LOCK = threading.Lock()
+
+
+def state() -> dict:
+    """{"ready": bool, "step": what is being loaded, "seconds": time the warm-up took, "errors": [...]}"""
+    with _LOCK:
+        return {**_STATE, "errors": list(_STATE["errors"])}
+
+
+def _step(text: str) -> None:
+    with _LOCK:
+        _STATE["step"] = text
+
+
+def warm_up(datasets: list[str], settings: Settings) -> None:
+    """Load and exercise everything the first click on ``datasets[0]`` needs, then the other maps' transforms.
+
+    A failure (no checkpoint, a map not built) is recorded and logged, never raised: the page says why.
+    """
+    from explorer import atlas
+    from explorer.services import materials, model
+
+    start = time.perf_counter()
+    with _LOCK:
+        _STATE.update(ready=False, step="starting", seconds=0.0, errors=[])
+    for k, name in enumerate(datasets):
+        try:
+            if not atlas.is_built(name, settings):
+                continue
+            _step(f"the map of {name}")
+            points = materials.map_points(name, None, settings)
+            the_map = atlas.get_atlas(name, settings)
+            if k == 0:
+                _step("the model (one decode)")
+                model.decode(the_map.latent_at(points["x"][0] + 0.5, points["y"][0] + 0.5).latent, settings)
+            _step(f"UMAP's transform for {name} (compiled once per start)")
+            the_map.warm()
+        except Exception as exc:  # warming is an optimisation: report and go on
+            LOG.warning("warming the map of %r failed: %s", name, exc)
+            with _LOCK:
+                _STATE["errors"].append(f"{name}: {exc}")
+    with _LOCK:
+        _STATE.update(ready=True, step="ready", seconds=round(time.perf_counter() - start, 1))
+
+
+def warm_in_background(datasets: list[str], settings: Settings) -> threading.Thread:
+    """``warm_up`` in a daemon thread (the server answers meanwhile; the page says it is loading)."""
+    thread = threading.Thread(target=warm_up, args=(datasets, settings), name="explorer-warm-up", daemon=True)
+    thread.start()
+    return thread
