@@ -27,7 +27,7 @@ GRAPH = "#map .js-plotly-plot"
 
 def wait_for_map(page) -> None:
     page.wait_for_function(f"() => {{ const g = document.querySelector('{GRAPH}');"
-                           " return g && g.data && g.data.length === 5 && g.data[1].x.length > 0; }")
+                           " return g && g.data && g.data.length === 4 && g.data[1].x.length > 0; }")
 
 
 def trace_length(page, meta: str) -> int:
@@ -256,7 +256,7 @@ def test_broken_upload_shows_an_error_and_the_app_keeps_working(page, tiny_setti
     expect(page.locator("#structure-info")).to_contain_text("uploaded: POSCAR")
     expect(page.locator("#structure-info")).to_contain_text("Nearest known materials")
     expect(page.locator("#upload-error")).to_have_text("")
-    page.wait_for_function(f"() => document.querySelector('{GRAPH}').data[4].x.length >= 1")
+    page.wait_for_function(f"() => (document.querySelector('{GRAPH}').layout.shapes || []).length >= 1")
     click_known(page, tiny_settings, "CsCl")
     choose(page, "color-by", "space group number")
     expect(page.locator("#color-legend")).to_contain_text("space group number")
