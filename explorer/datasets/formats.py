@@ -175,17 +175,17 @@ def _symmetry_ops(data: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def element_of(symbol: str) -> str | None:
-    """The element of a CIF type symbol or label ('Fe3+' -> 'Fe', 'O2-' -> 'O', 'D' -> 'H'), or None."""
+    """The element of a CIF type symbol or label ('Fe3+' -> 'Fe', 'O2-' -> 'O', 'OH' -> 'O', 'D' -> 'H'), or None
+    when its letters name no element up to Z=MAX_Z ('Cf', 'Xx': never a one-letter guess such as 'C')."""
     from pymatgen.core.periodic_table import Element
 
-    match = re.match(r"^\s*([A-Za-z]{1,2})", symbol)
+    match = re.match(r"^\s*([A-Za-z])([a-z]?)", symbol)
     if not match:
         return None
-    letters = match.group(1)
-    for candidate in (letters[:1].upper() + letters[1:].lower(), letters[:1].upper()):
-        candidate = _ISOTOPES.get(candidate, candidate)
-        if Element.is_valid_symbol(candidate) and Element(candidate).Z <= MAX_Z:
-            return candidate
+    candidate = match.group(1).upper() + match.group(2)
+    candidate = _ISOTOPES.get(candidate, candidate)
+    if Element.is_valid_symbol(candidate) and Element(candidate).Z <= MAX_Z:
+        return candidate
     return None
 
 
@@ -251,9 +251,10 @@ def describe(exc: BaseException) -> str:
         return "it would need more memory than a structure may take (is a cell length or count huge?)"
     if isinstance(exc, RecursionError):
         return "it is nested too deeply to read"
-    if isinstance(exc, ZeroDivisionError | IndexError | KeyError | StopIteration | EOFError):
-        missing = text or type(exc).__name__
-        return f"the file is truncated or malformed (a value or a line the format needs is missing: {missing})"
+    internal = re.search(r"zip\(\)|unpack|could not convert|invalid literal|out of range|NoneType", text)
+    if isinstance(exc, ZeroDivisionError | IndexError | KeyError | StopIteration | EOFError) or (
+            isinstance(exc, ValueError | TypeError) and internal):
+        return "the file is truncated or malformed: a value or a line the format needs is missing or misplaced"
     if isinstance(exc, UnicodeError):
         return "the text encoding is not readable"
     return text or type(exc).__name__

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from explorer.datasets.formats import cif_blocks, decode_text, sniff_format
+from explorer.datasets.formats import cif_blocks, decode_text, describe, sniff_format
 from explorer.datasets.records import RECORD_COLUMNS, RawItem, Rejected
 
 # Property columns must not overwrite the record's own columns: they get this prefix instead.
@@ -46,7 +46,7 @@ def read_csv_items(path: Path, *, key_prefix: str = "", extra_properties: dict |
     try:
         frame = pd.read_csv(path, dtype_backend="numpy_nullable")
     except Exception as exc:
-        raise Rejected("parse_error", f"{path.name}: not a readable CSV file: {exc}") from None
+        raise Rejected("parse_error", f"{path.name}: not a readable CSV file ({describe(exc)})") from None
     if "cif" not in frame.columns:
         raise Rejected("parse_error", f"{path.name}: CSV has no 'cif' column (columns: {list(frame.columns)[:10]})")
     id_column = next((c for c in _ID_COLUMNS if c in frame.columns), None)
@@ -65,7 +65,7 @@ def read_json_items(path: Path, *, key_prefix: str = "") -> Iterator[RawItem]:
         with opener(path, "rt") as handle:
             entries = json.load(handle)
     except Exception as exc:
-        raise Rejected("parse_error", f"{path.name}: not valid JSON: {exc}") from None
+        raise Rejected("parse_error", f"{path.name}: not valid JSON ({describe(exc)})") from None
     if isinstance(entries, dict):
         entries = [entries]
     if not isinstance(entries, list):
@@ -99,7 +99,8 @@ def read_extxyz_items(path: Path, *, key_prefix: str = "") -> Iterator[ItemOrRej
                 "positions": atoms.positions.tolist()})
             index += 1
     except Exception as exc:
-        yield Rejected("parse_error", f"{key_prefix}{index}: extended XYZ frame {index} and after unreadable: {exc}")
+        yield Rejected("parse_error", f"{key_prefix}{index}: extended XYZ frame {index} and after unreadable "
+                                      f"({describe(exc)})")
 
 
 def read_path(path: Path, *, max_bytes: int | None = None) -> Iterator[ItemOrRejection]:

@@ -148,7 +148,7 @@ def data_url_bytes(contents: object, filename: object, *, max_bytes: int | None 
         raise ValueError(f"{label}: {len(payload) * 3 / 4e6:.1f} MB, more than the upload limit of "
                          f"{max_bytes / 1e6:g} MB")
     try:
-        return base64.b64decode(payload, validate=False) if header.endswith(";base64") else payload.encode()
+        return base64.b64decode(payload, validate=True) if header.endswith(";base64") else payload.encode()
     except (binascii.Error, ValueError):
         raise ValueError(f"{label}: the upload is not valid base64") from None
 

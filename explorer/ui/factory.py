@@ -38,6 +38,7 @@ def make_app(settings: Settings) -> Dash:
         default = DEFAULT_DATASET if DEFAULT_DATASET in names else (names[0] if names else None)
         return layout(names, default, max_upload_mb=settings.max_upload_mb)
 
+    app.server.before_request(lambda: _refuse_malformed_callback_requests(app))
     app.layout = page
     callbacks.register(app, settings)
     if multiprocess.parent_process() is None and multiprocessing.parent_process() is None:  # not in a worker
@@ -46,3 +47,18 @@ def make_app(settings: Settings) -> Dash:
         names = datasets_with_tables(settings)
         readiness.warm_in_background(sorted(names, key=lambda n: n != DEFAULT_DATASET), settings)
     return app
+
+
+def _refuse_malformed_callback_requests(app: Dash):
+    """HTTP 400 for a callback request that is not of the shape Dash's own page sends (a crafted body made
+    Dash's dispatcher fail with a 500); the values inside are checked by the callbacks themselves."""
+    from flask import abort, request
+
+    if request.path.endswith("/_dash-update-component") and request.method == "POST":
+        body = request.get_json(silent=True)
+        if not (isinstance(body, dict) and body.get("output") in app.callback_map
+                and isinstance(body.get("outputs"), dict | list) and isinstance(body.get("inputs"), list)
+                and isinstance(body.get("state", []), list) and isinstance(body.get("changedPropIds", []), list)
+                and all(isinstance(item, dict) and "id" in item and "property" in item
+                        for item in [*body["inputs"], *body.get("state", [])] if not isinstance(item, list))):
+            abort(400, description="malformed callback request")

@@ -1,0 +1,210 @@
+"""Hostile callback values, POSTed as a browser (or anyone who can reach the port) could: every one gets a
+clear message in the page, never an HTTP 500, never a file read or written outside data/, never an import
+or an unpickling of something the request names."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+from explorer.ui import ids
+
+MARKER = "hostile-pickle-ran"
+
+
+class Exploit:
+    """Unpickling this writes a marker file: proof that a pickle chosen by a request was loaded."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "ran"))
+
+
+@pytest.fixture(scope="module")
+def client(tiny_settings):
+    from app import create_app
+    from explorer.atlas import build_atlas
+
+    build_atlas("tiny", tiny_settings)
+    app = create_app(tiny_settings)
+    test_client = app.server.test_client()
+    assert test_client.get("/").status_code == 200
+    return app, test_client
+
+
+def _outputs(key: str) -> list[str]:
+    parts = key.strip(".").split("...") if key.startswith("..") else [key]
+    return [p.split("@")[0] for p in parts]
+
+
+def call(client, outputs: list[str], values: dict, changed: list[str]):
+    """(HTTP status, JSON answer or None) of the callback with ``outputs``, given input/state values."""
+    app, test_client = client
+    key, entry = next((k, e) for k, e in app.callback_map.items() if _outputs(k) == outputs)
+
+    def spec(items):
+        return [{"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")}
+                for i in items]
+
+    out = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in _outputs(key)]
+    body = {"output": key, "outputs": out if key.startswith("..") else out[0], "inputs": spec(entry["inputs"]),
+            "state": spec(entry["state"]), "changedPropIds": changed}
+    response = test_client.post("/_dash-update-component", data=json.dumps(body, allow_nan=True),
+                                content_type="application/json")
+    answer = json.loads(response.get_data()) if response.status_code == 200 else None
+    return response.status_code, answer
+
+
+def page_error(answer: dict) -> str:
+    """The message the page shows in its error banner (Dash's side update of ``app-error``)."""
+    return ((answer or {}).get("sideUpdate") or {}).get(ids.APP_ERROR, {}).get("children", "")
+
+
+def files_outside(root: Path, data_dir: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if data_dir not in p.parents and p != data_dir}
+
+
+MAP_OUTPUTS = [f"{ids.MAP}.figure", f"{ids.COLOR_LEGEND}.children", f"{ids.MAP_STATUS}.children",
+               f"{ids.MAP_BUILD}-row.style"]
+RUN_OUTPUTS = [f"{ids.STORE_PATH}.data", f"{ids.INTERP_STATUS}.children", f"{ids.INTERP_FRAME}.max",
+               f"{ids.INTERP_FRAME}.value", f"{ids.INTERP_FRAME}.disabled"]
+
+
+def test_a_dataset_value_never_becomes_a_path(client, tiny_settings, tmp_path):
+    # what an attacker placed outside data/: a table, and a "map" whose reducer.pkl runs code when unpickled
+    evil = tmp_path / "evil"
+    (evil / "atlas" / "x-0000000000000000").mkdir(parents=True)
+    for name in ("x.parquet", "x.report.json"):
+        (evil / name).write_text("{}")
+    marker = tmp_path / MARKER
+    (evil / "atlas" / "x-0000000000000000" / "reducer.pkl").write_bytes(pickle.dumps(Exploit(str(marker))))
+    root = tiny_settings.data_dir.parent
+    before = files_outside(root, tiny_settings.data_dir)
+    relative = Path("..") / ".." / Path(*Path(str(evil)).parts[1:])
+    for dataset in (f"../{relative}/x", str(evil / "x"), "../tiny", ".hidden", "tiny/../tiny", "a" * 500, 42,
+                    ["tiny"], {"$ne": 1}, "nope"):
+        status, answer = call(client, MAP_OUTPUTS, {f"{ids.DATASET}.value": dataset}, [f"{ids.DATASET}.value"])
+        assert status == 200, (dataset, status)
+        assert "unknown dataset" in page_error(answer), (dataset, answer)
+    assert not marker.exists()
+    assert files_outside(root, tiny_settings.data_dir) == before
+    status, answer = call(client, MAP_OUTPUTS, {f"{ids.DATASET}.value": "tiny"}, [f"{ids.DATASET}.value"])
+    assert status == 200 and "12 materials" in json.dumps(answer["response"])
+
+
+CLICK = [f"{ids.STORE_CURRENT}.data"]
+
+
+@pytest.mark.parametrize(("point", "words"), [
+    ({"x": 0, "y": 0, "customdata": "tiny:no-such-id"}, "no material"),
+    ({"x": 0, "y": 0, "customdata": "../../etc/passwd"}, "no material"),
+    ({"x": "abc", "y": 1}, "not a pair of finite numbers"),
+    ({"x": math.nan, "y": 1}, "not a pair of finite numbers"),
+    ({"x": 1e308 * 10, "y": 1}, "not a pair of finite numbers"),
+    ({"x": 0, "y": 0, "customdata": "frame:999"}, "no interpolation path"),
+])
+def test_bad_clicks_get_a_message(client, point, words):
+    values = {f"{ids.MAP}.clickData": {"points": [point]}, f"{ids.DATASET}.value": "tiny"}
+    status, answer = call(client, CLICK, values, [f"{ids.MAP}.clickData"])
+    assert status == 200 and words in page_error(answer), answer
+
+
+@pytest.mark.parametrize("click", [None, {}, {"points": "x"}, {"points": [1]}, [], "zzz"])
+def test_malformed_click_data_is_ignored(client, click):
+    status, _ = call(client, CLICK, {f"{ids.MAP}.clickData": click, f"{ids.DATASET}.value": "tiny"},
+                     [f"{ids.MAP}.clickData"])
+    assert status == 204  # nothing to do: PreventUpdate
+
+
+def a_view(client, tiny_settings) -> dict:
+    from explorer.services import materials
+
+    record_id = materials.table("tiny", tiny_settings)["id"].iloc[0]
+    values = {f"{ids.MAP}.clickData": {"points": [{"x": 0, "y": 0, "customdata": record_id}]},
+              f"{ids.DATASET}.value": "tiny"}
+    status, answer = call(client, CLICK, values, [f"{ids.MAP}.clickData"])
+    assert status == 200
+    return answer["response"][ids.STORE_CURRENT]["data"]
+
+
+def test_bad_interpolations_get_a_message(client, tiny_settings):
+    view = a_view(client, tiny_settings)
+    nan_latent = {**view, "latent": [math.nan] * len(view["latent"])}
+    short_latent = {**view, "latent": [0.0, 1.0]}
+    sites = [{**site, "properties": {"x": {"@module": "this", "@class": "Nothing"}}}
+             for site in view["structure"]["sites"]]
+    with_module = {**view, "structure": {**view["structure"], "sites": sites}}
+    cases = [({"a": view, "b": nan_latent}, 10, "finite numbers"),
+             ({"a": view, "b": short_latent}, 10, "finite numbers"),
+             ({"a": view, "b": "not a view"}, 10, "expected a structure view"),
+             ({"a": view, "b": {"kind": "known"}}, 10, "not a structure view"),
+             ({"a": view, "b": view}, 10**9, "steps must be"),
+             ({"a": view, "b": view}, "ten", "steps must be"),
+             ({"a": view, "b": view}, 2.5, "steps must be"),
+             ({"a": view, "b": {**view, "structure": {"lattice": "x", "sites": []}}}, 10, "no lattice matrix")]
+    for endpoints, steps, words in cases:
+        values = {f"{ids.STORE_ENDPOINTS}.data": endpoints, f"{ids.INTERP_STEPS}.value": steps,
+                  f"{ids.INTERP_METHOD}.value": "slerp", f"{ids.DATASET}.value": "tiny"}
+        status, answer = call(client, RUN_OUTPUTS, values, [f"{ids.INTERP_RUN}.n_clicks"])
+        assert status == 200, (words, status)
+        shown = page_error(answer) or json.dumps(answer["response"].get(ids.INTERP_STATUS, {}))
+        assert words in shown, (words, answer)
+    values = {f"{ids.STORE_ENDPOINTS}.data": {"a": view, "b": with_module}, f"{ids.INTERP_STEPS}.value": 3,
+              f"{ids.INTERP_METHOD}.value": "linear", f"{ids.DATASET}.value": "tiny"}
+    status, answer = call(client, RUN_OUTPUTS, values, [f"{ids.INTERP_RUN}.n_clicks"])
+    assert status == 200 and len(answer["response"][ids.STORE_PATH]["data"]["frames"]) == 3
+    assert "this" not in sys.modules  # the site property naming a module was never imported
+
+
+UPLOAD = [f"{ids.STORE_CURRENT}.data", f"{ids.UPLOAD_ERROR}.children", f"{ids.STORE_UPLOADS}.data"]
+
+
+@pytest.mark.parametrize(("contents", "words"), [
+    ("data:chemical/x-cif;base64", "did not arrive as a file"),
+    (["data:x;base64,AAAA"], "did not arrive as a file"),
+    ({"a": 1}, "did not arrive as a file"),
+    ("data:x;base64,@@@@", "not valid base64"),
+    ("data:x;base64," + "A" * (15 * 10**6), "more than the upload limit"),
+])
+def test_bad_uploads_get_a_message(client, contents, words):
+    values = {f"{ids.UPLOAD}.contents": contents, f"{ids.UPLOAD}.filename": "../../x.cif",
+              f"{ids.DATASET}.value": "tiny"}
+    status, answer = call(client, UPLOAD, values, [f"{ids.UPLOAD}.contents"])
+    assert status == 200
+    shown = page_error(answer) or json.dumps(answer["response"])
+    assert words in shown and "x.cif" in shown and "../" not in shown, answer
+
+
+def test_bad_stores_for_frames_exports_and_the_panel(client, tiny_settings):
+    frame_out = [f"{ids.STORE_CURRENT}.data", f"{ids.INTERP_STRIP}.children"]
+    for path, frame in (({"frames": "x"}, 0), ({"frames": [{}]}, 5), ([1, 2], 0), ({"frames": []}, "a")):
+        status, answer = call(client, frame_out, {f"{ids.STORE_PATH}.data": path, f"{ids.INTERP_FRAME}.value": frame},
+                              [f"{ids.INTERP_FRAME}.value"])
+        assert status == 200 and page_error(answer), (path, frame, answer)
+    show = [f"{ids.STRUCTURE_INFO}.children", f"{ids.STORE_VIEWER}.data"]
+    for view in ({"kind": "known"}, [1], {"kind": "known", "title": "t", "structure": {"lattice": [[1, 0, 0]] * 3,
+                                                                                        "sites": "x"}}):
+        status, answer = call(client, show, {f"{ids.STORE_CURRENT}.data": view}, [f"{ids.STORE_CURRENT}.data"])
+        assert status == 200 and page_error(answer), (view, answer)
+    export = [f"{ids.DOWNLOAD}.data", f"{ids.EXPORT_ERROR}.children"]
+    for basket in ([{"id": 1}], "x", [{"structure": {"@module": "this", "@class": "X"}}]):
+        status, answer = call(client, export, {f"{ids.STORE_BASKET}.data": basket, f"{ids.EXPORT_FORMAT}.value": "cif"},
+                              [f"{ids.BASKET_EXPORT}.n_clicks"])
+        assert status == 200 and (page_error(answer) or answer["response"][ids.EXPORT_ERROR]["children"])
+    assert "this" not in sys.modules
+
+
+def test_malformed_request_bodies_are_refused_with_400(client):
+    _, test_client = client
+    for body in (b"{", b"[]", b'{"output": "store-current.data"}', b'{"output": 5, "inputs": 7}',
+                 b'{"output": "nope.data", "outputs": {"id": "nope", "property": "data"}, "inputs": []}',
+                 b'{"output": "store-current.data", "outputs": {}, "inputs": [1, 2]}'):
+        response = test_client.post("/_dash-update-component", data=body, content_type="application/json")
+        assert response.status_code in (400, 204), (body, response.status_code)
