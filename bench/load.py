@@ -8,7 +8,7 @@ materials (one third each; points seeded per session). Each request is the callb
 (``POST /_dash-update-component``: on_map_click, or the interpolation's run), timed from send to answer.
 
 Two servers are measured in the same run, one after the other, on the same requests:
-- new: ``python app.py`` (waitress, 16 threads; decodes of concurrent requests batched into one pass);
+- new: ``python app.py`` (waitress, 64 threads; decodes of concurrent requests batched into one pass);
 - old: ``python app.py --dev`` with ``EXPLORER_DECODE_BATCHING=false`` (Flask's development server, every
   model call alone behind one lock: the path before this change).
 Printed: errors, p50 / p95 / max per request kind and requests per second, then new/old ratios.

@@ -1,4 +1,4 @@
-"""Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME`` and
+"""Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME | check PATH`` and
 ``python -m explorer build [--dataset NAME]`` (the maps: embed every material and fit UMAP)."""
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     ingest = actions.add_parser("ingest", help="read your own structures (file or folder) into a new dataset")
     ingest.add_argument("path", type=Path, help="CIF/POSCAR folder, CDVAE-style CSV, extended XYZ or pymatgen JSON")
     ingest.add_argument("--name", required=True, help="name of the new dataset (shown in the app's map list)")
+    check = actions.add_parser("check", help="say whether each structure of a file or folder would be kept, and "
+                                             "why not (the verdict of an upload or an ingest), without building")
+    check.add_argument("path", type=Path, help="a structure file, or a folder of them")
+    check.add_argument("--json", action="store_true", help="one JSON list of verdicts")
     maps = commands.add_parser("build", help="build the maps: encode every material with the checkpoint, fit UMAP")
     maps.add_argument("--dataset", action="append", help="only this dataset (repeatable); default: every built one")
     args = parser.parse_args(argv)
@@ -62,6 +66,15 @@ def _run_data(args: argparse.Namespace, settings: Settings) -> int:
         for report in catalog.build_all(settings, names=args.dataset, force=args.force):
             print(f"{report.dataset}: {report.kept} structures kept ({report.seconds:.0f} s)")
         return 0
+    if args.action == "check":
+        verdicts = catalog.check(args.path, settings=settings)
+        if args.json:
+            print(json.dumps(verdicts, indent=1))
+        else:
+            for v in verdicts:
+                print(f"{v['id']}\tok\t{v['formula']} ({v['sites']} sites)" if v["ok"] else
+                      f"{v['id']}\t{v['reason']}\t{v['detail']}")
+        return 0 if all(v["ok"] for v in verdicts) else 1
     if args.action == "ingest":
         report = catalog.ingest(args.path, name=args.name, settings=settings)
         print(format_reports([report]))

@@ -69,8 +69,10 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address the app listens on (`python app.py --host`).")
     port: int = Field(default=8050, ge=1, le=65535, description="Port the app listens on (`python app.py --port`).")
-    threads: int = Field(default=16, ge=1, le=256,
-                         description="Request threads of the waitress server (`python app.py`).")
+    threads: int = Field(default=64, ge=1, le=512,
+                         description="Request threads of the waitress server (`python app.py`). Many: a thread "
+                                     "whose decode waits for the model holds no CPU, and a click must not queue "
+                                     "behind it.")
     connection_limit: int = Field(default=200, ge=1, description="Most open connections the server accepts at once.")
     decode_batching: bool = Field(
         default=True,

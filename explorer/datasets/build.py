@@ -91,7 +91,8 @@ _REPORT_KEY = b"explorer_report"
 
 
 def load_report(dataset: str, settings: Settings) -> DatasetReport | None:
-    """The report of a built table, or None when it was never built.
+    """The report of a built table, or None when it was never built (parsed once per table file version:
+    the map's cache key needs it on every request; do not modify it).
 
     It is read from the table file's own metadata, so a table and its report are always of the same build
     (the JSON beside the table is a copy for people); a table written before that falls back on the JSON.
@@ -100,24 +101,23 @@ def load_report(dataset: str, settings: Settings) -> DatasetReport | None:
     if not path.exists():
         return None
     stat = path.stat()
-    text = _embedded_report(str(path), stat.st_mtime_ns, stat.st_size)
-    if text is None:
-        json_path = report_path(dataset, settings)
-        if not json_path.exists():
-            return None
-        text = json_path.read_text()
-    data = json.loads(text)
-    data["sources"] = [SourceReport(**s) for s in data["sources"]]
-    return DatasetReport(**data)
+    return _report_of(str(path), stat.st_mtime_ns, stat.st_size, str(report_path(dataset, settings)))
 
 
 @functools.lru_cache(maxsize=32)
-def _embedded_report(path: str, mtime_ns: int, size: int) -> str | None:
+def _report_of(path: str, mtime_ns: int, size: int, json_path: str) -> DatasetReport | None:
     import pyarrow.parquet as pq
 
-    metadata = pq.read_schema(path).metadata or {}
-    report = metadata.get(_REPORT_KEY)
-    return report.decode() if report is not None else None
+    embedded = (pq.read_schema(path).metadata or {}).get(_REPORT_KEY)
+    if embedded is not None:
+        text = embedded.decode()
+    elif Path(json_path).exists():
+        text = Path(json_path).read_text()
+    else:
+        return None
+    data = json.loads(text)
+    data["sources"] = [SourceReport(**s) for s in data["sources"]]
+    return DatasetReport(**data)
 
 
 def load_table(dataset: str, settings: Settings) -> pd.DataFrame:

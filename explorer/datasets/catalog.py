@@ -87,3 +87,29 @@ def reports(settings: Settings) -> list[DatasetReport]:
     built = sorted(name for name in stems if DATASET_NAME.match(name))
     ordered = [n for n in names if n in built] + [n for n in built if n not in names]
     return [r for r in (load_report(n, settings) for n in ordered) if r is not None]
+
+
+def check(path: Path, *, settings: Settings) -> list[dict]:
+    """The verdict of every structure under ``path`` (file or folder), as an upload or an ingest would give
+    it, without building a dataset: ``records.check_item`` per record, read in limited workers."""
+    from explorer.datasets.build import limits_of
+    from explorer.datasets.records import check_item
+    from explorer.datasets.rejections import REASONS, Rejected
+    from explorer.datasets.sandbox import map_limited
+
+    limits = limits_of(settings)
+    verdicts, jobs = [], []
+    for item in read_path(Path(path), max_bytes=int(settings.max_upload_mb * 1e6)):
+        if isinstance(item, Rejected):
+            verdicts.append({"id": item.detail.split(":", 1)[0], "ok": False, "reason": item.reason,
+                             "message": REASONS[item.reason], "detail": item.detail})
+        else:
+            jobs.append(item)
+    results = map_limited(check_item, ((item.key, (item, limits)) for item in jobs), seconds=settings.parse_seconds,
+                          memory_mb=settings.parse_memory_mb, workers=settings.workers)
+    for item, result in zip(jobs, results, strict=True):
+        if isinstance(result, Rejected):
+            result = {"id": item.key, "ok": False, "reason": result.reason, "message": REASONS[result.reason],
+                      "detail": result.detail}
+        verdicts.append(result)
+    return sorted(verdicts, key=lambda v: v["id"])

@@ -127,6 +127,7 @@ class DecodeBatcher:
 
     def __init__(self, model, *, max_batch: int = 256) -> None:
         self.model, self.max_batch = model, max_batch
+        self.largest_batch = 0  # most requests decoded in one pass so far (for tests and benchmarks)
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="decode-batcher", daemon=True)
         self._thread.start()
@@ -153,6 +154,7 @@ class DecodeBatcher:
             self._run(batch)
 
     def _run(self, batch: list[dict]) -> None:
+        self.largest_batch = max(self.largest_batch, len(batch))
         try:
             with _MODEL_LOCK:
                 crystals = self.model.decode(np.concatenate([r["z"] for r in batch]))

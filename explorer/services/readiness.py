@@ -3,8 +3,9 @@
 After a start, the first decode used to wait for the model to load while UMAP's transform compiled on the
 same cores (8-20 s). The warm-up does all of that once, in a background thread, in the order the first
 click needs it: the default map's table and coordinates, the model and one decode (with the encoder's
-check), UMAP's transform (numba compiles it), then the other maps. The page asks ``state()`` every second
-and says "loading" until it is done; the server answers the page and the map from the start.
+check), UMAP's transform (numba compiles it), then the other maps, and the worker that reads uploads.
+The page asks ``state()`` every second and says "loading" until it is done; the server answers the page
+and the map from the start.
 """
 
 from __future__ import annotations
@@ -58,8 +59,28 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             LOG.warning("warming the map of %r failed: %s", name, exc)
             with _LOCK:
                 _STATE["errors"].append(f"{name}: {exc}")
+    try:
+        _step("the file reader (for uploads)")
+        _start_reader(settings)
+    except Exception as exc:
+        LOG.warning("starting the file reader failed: %s", exc)
+        with _LOCK:
+            _STATE["errors"].append(f"file reader: {exc}")
     with _LOCK:
         _STATE.update(ready=True, step="ready", seconds=round(time.perf_counter() - start, 1))
+
+
+_ROCK_SALT = b"NaCl\n1.0\n0 2.82 2.82\n2.82 0 2.82\n2.82 2.82 0\nNa Cl\n1 1\ndirect\n0 0 0\n0.5 0.5 0.5\n"
+
+
+def _start_reader(settings: Settings) -> None:
+    """Start the limited worker pool that reads uploads (a forkserver preloading pymatgen: seconds, once)."""
+    from explorer.datasets.build import limits_of
+    from explorer.datasets.records import RawItem, read_file_structure
+    from explorer.datasets.sandbox import run_limited
+
+    run_limited(read_file_structure, RawItem(key="POSCAR", kind="bytes", payload=_ROCK_SALT), limits_of(settings),
+                key="POSCAR", seconds=60, memory_mb=settings.parse_memory_mb)
 
 
 def warm_in_background(datasets: list[str], settings: Settings) -> threading.Thread:

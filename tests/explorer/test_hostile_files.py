@@ -7,6 +7,7 @@ more than 5 s, and a pymatgen JSON that names a module to import never gets it i
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -92,7 +93,8 @@ def ingested(corpus, warm_pool, tmp_path_factory) -> dict:
         key = rejection["id"].removeprefix("hostile:")
         files.setdefault(key.split("#", 1)[0], []).append((key, ("rejected", rejection["reason"],
                                                                  rejection["detail"])))
-    return {"report": report, "returned": returned, "table": table, "files": files, "seconds": seconds}
+    return {"report": report, "returned": returned, "table": table, "files": files, "seconds": seconds,
+            "folder": folder, "settings": settings}
 
 
 # ------------------------------------------------------------------------------------------------ the corpus
@@ -199,3 +201,24 @@ def test_ingest_gives_the_same_verdict(name, ingested, one_reader):
         assert verdict[2].startswith(f"{key}: ")
     one, _ = one_reader(name)
     assert one[:2] == verdict[:2]
+
+
+def test_data_check_gives_the_verdict_of_ingest_for_every_record(ingested, capsys, monkeypatch):
+    from explorer.cli import main
+    from explorer.datasets.catalog import check
+
+    verdicts = {v["id"]: v for v in check(ingested["folder"], settings=ingested["settings"])}
+    expected = {key: verdict for pairs in ingested["files"].values() for key, verdict in pairs}
+    assert sorted(verdicts) == sorted(expected)
+    for key, verdict in expected.items():
+        if verdict[0] == "accepted":
+            assert verdicts[key]["ok"] and verdicts[key]["formula"] == verdict[1], key
+        else:
+            assert not verdicts[key]["ok"] and verdicts[key]["reason"] == verdict[1], key
+            assert verdicts[key]["detail"] == verdict[2] and verdicts[key]["message"] == REASONS[verdict[1]]
+    monkeypatch.setenv("EXPLORER_DATA_DIR", str(ingested["settings"].data_dir))
+    assert main(["data", "check", str(ingested["folder"] / "srtio3.cif")]) == 0
+    assert "SrTiO3 (5 sites)" in capsys.readouterr().out
+    assert main(["data", "check", str(ingested["folder"] / "element_Xx.cif"), "--json"]) == 1
+    (only,) = json.loads(capsys.readouterr().out)
+    assert only["reason"] == "unsupported_element" and only["id"] == "element_Xx.cif"

@@ -78,3 +78,30 @@ def test_interpolation_steps_are_checked(steps):
 def test_interpolation_method_is_checked():
     with pytest.raises(ValueError, match="'cubic'"):
         model.path_latents(np.zeros(2), np.ones(2), steps=3, method="cubic")
+
+
+def test_concurrent_decodes_are_batched_and_equal_to_decoding_alone(tiny_settings):
+    import threading
+
+    z = model.encode([nacl(), silicon(), srtio3(), nacl().get_primitive_structure()], tiny_settings)
+    rng = np.random.default_rng(0)
+    latents = np.concatenate([z, z + 0.05 * rng.normal(size=z.shape).astype(np.float32)])
+    alone = [model.decode(latent, tiny_settings.model_copy(update={"decode_batching": False})) for latent in latents]
+    batched: list = [None] * len(latents)
+    barrier = threading.Barrier(len(latents))
+
+    def decode(k: int) -> None:
+        barrier.wait()
+        batched[k] = model.decode(latents[k], tiny_settings)
+
+    threads = [threading.Thread(target=decode, args=(k,)) for k in range(len(latents))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    batcher = model._batcher(model.loaded_checkpoint(tiny_settings).model)
+    assert batcher.largest_batch > 1  # at least two requests shared a forward pass
+    for one, many in zip(alone, batched, strict=True):
+        assert [s.specie.symbol for s in one.structure] == [s.specie.symbol for s in many.structure]
+        np.testing.assert_allclose(one.structure.frac_coords, many.structure.frac_coords, atol=1e-4)
+        np.testing.assert_allclose(one.structure.lattice.matrix, many.structure.lattice.matrix, atol=1e-4)
