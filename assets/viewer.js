@@ -76,11 +76,9 @@
     return { sphere: { scale: 0.3, colorscheme: "Jmol" }, stick: { radius: 0.15, colorscheme: "Jmol" } };
   }
 
-  function drawStructure(data, supercell, style) {
-    var element = document.getElementById("viewer");
-    if (!element || typeof $3Dmol === "undefined") { return "3Dmol.js is not loaded (run `make assets`)"; }
-    if (!data) { return ""; }
-    var reps = String(supercell || "1x1x1").split("x").map(function (n) { return parseInt(n, 10) || 1; });
+  var pending = 0;
+
+  function draw(element, data, reps, style) {
     var atoms = supercellAtoms(data, reps);
     if (!element._viewer) {
       element._viewer = $3Dmol.createViewer(element, { backgroundColor: "white" });
@@ -95,6 +93,24 @@
     drawLegend(data.species);
     element.setAttribute("data-atoms", String(atoms.length));
     return atoms.length + " atoms drawn (" + reps.join("×") + " cell): " + data.title;
+  }
+
+  /* The structure's panel text is painted first, the 3D view right after: WebGL rendering can hold the
+   * page's only thread for most of a second (software rendering), and the click should not wait for it. */
+  function drawStructure(data, supercell, style) {
+    var element = document.getElementById("viewer");
+    if (!element || typeof $3Dmol === "undefined") { return "3Dmol.js is not loaded (run `make assets`)"; }
+    if (!data) { return ""; }
+    var reps = String(supercell || "1x1x1").split("x").map(function (n) { return parseInt(n, 10) || 1; });
+    var ticket = ++pending;
+    window.requestAnimationFrame(function () {
+      window.setTimeout(function () {
+        if (ticket !== pending) { return; }  // a newer structure came meanwhile
+        var status = draw(element, data, reps, style);
+        window.dash_clientside.set_props("viewer-status", { children: status });
+      }, 0);
+    });
+    return "drawing " + data.title + "…";
   }
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {

@@ -41,12 +41,15 @@ def _pixel(page, x: float, y: float) -> tuple[float, float]:
 
 
 def _timed_click(page, x: float, y: float, condition: str, arg) -> float:
-    """ms from the mouse click at data (x, y) until ``condition(arg)`` holds in the page."""
+    """ms from the mouse click at data (x, y) until ``condition(arg)`` holds in the page; ``arg`` None: the
+    id of the known point under the mouse (points overlap on a dense map: the one plotly hovers is clicked)."""
     page.wait_for_function("() => !document.querySelector('[data-dash-is-loading]')")
     px, py = _pixel(page, x, y)
     page.mouse.move(px - 3, py - 3)
     page.mouse.move(px, py, steps=2)
     page.wait_for_timeout(150)  # let plotly's hover settle on the point, as under a user's hand
+    if arg is None:
+        arg = page.evaluate(f"() => (document.querySelector('{GRAPH}')._hoverdata || [{{}}])[0].customdata")
     start = time.perf_counter()
     page.mouse.click(px, py)
     page.wait_for_function(condition, arg=arg, polling="raf", timeout=60_000)
@@ -90,7 +93,7 @@ def main() -> None:
                                " return t && t.textContent !== old && document.querySelector('.hypothetical'); }"
             for run in range(args.runs + 1):
                 k = int(rng.integers(len(atlas.ids)))
-                ms = _timed_click(page, float(atlas.xy[k, 0]), float(atlas.xy[k, 1]), known_condition, atlas.ids[k])
+                ms = _timed_click(page, float(atlas.xy[k, 0]), float(atlas.xy[k, 1]), known_condition, None)
                 if run:
                     results["click on a known point"][0].append(ms)
                     results["click on a known point"][1].append(_server_ms(page))

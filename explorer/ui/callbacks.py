@@ -44,10 +44,9 @@ def register_map(app: Dash, settings: Settings) -> None:
                   Input(ids.FILTER_ELEMENTS, "value"), Input(ids.FILTER_SITES_MIN, "value"),
                   Input(ids.FILTER_SITES_MAX, "value"), Input(ids.FILTER_PROPERTY, "value"),
                   Input(ids.FILTER_MIN, "value"), Input(ids.FILTER_MAX, "value"),
-                  State(ids.SEARCH, "value"), State(ids.STORE_PATH, "data"),
-                  State(ids.STORE_CURRENT, "data"), State(ids.STORE_UPLOADS, "data"))
+                  State(ids.SEARCH, "value"), State(ids.STORE_PATH, "data"))
     def render_map(dataset, color_by, _version, elements, sites_min, sites_max, prop, prop_min, prop_max, query,
-                   path, current, uploads):
+                   path):
         if not dataset:
             raise PreventUpdate
         dataset = materials.check_dataset(dataset, settings)
@@ -66,8 +65,7 @@ def register_map(app: Dash, settings: Settings) -> None:
             status = f"{len(points['ids'])} materials; filter not applied: {exc}"
         matches, _ = _matches(dataset, query, settings)
         figure = components.map_figure(points, shown=shown, matches=matches,
-                                       path=path if isinstance(path, dict) else None, current=current,
-                                       uploads=uploads, revision=dataset)
+                                       path=path if isinstance(path, dict) else None, revision=dataset)
         return figure, components.color_legend(points), status, {"display": "none"}
 
     @app.callback(Output(ids.STORE_SELECTION, "data"), Output(ids.SELECTION_STATUS, "children"),
@@ -102,10 +100,10 @@ def register_map(app: Dash, settings: Settings) -> None:
         return time.time()
 
     @app.callback(Output(ids.MAP, "figure", allow_duplicate=True), Output(ids.SEARCH_STATUS, "children"),
-                  Input(ids.SEARCH, "value"), Input(ids.STORE_PATH, "data"), Input(ids.STORE_CURRENT, "data"),
-                  Input(ids.STORE_UPLOADS, "data"), State(ids.DATASET, "value"), prevent_initial_call=True)
-    def overlays(query, path, current, uploads, dataset):
-        """Patch only the overlay that changed: a click moves the marks (layout shapes), never the traces."""
+                  Input(ids.SEARCH, "value"), Input(ids.STORE_PATH, "data"), State(ids.DATASET, "value"),
+                  prevent_initial_call=True)
+    def overlays(query, path, dataset):
+        """Patch only the overlay that changed (search matches or the path); the marks are drawn in the browser."""
         if not dataset or not atlas.is_built(materials.check_dataset(dataset, settings), settings):
             raise PreventUpdate
         changed = {prop.split(".")[0] for prop in ctx.triggered_prop_ids}
@@ -115,9 +113,13 @@ def register_map(app: Dash, settings: Settings) -> None:
             patch["data"][MATCHES] = components.matches_trace(matches)
         if ids.STORE_PATH in changed:
             patch["data"][PATH] = components.path_trace(path if isinstance(path, dict) else None)
-        if changed & {ids.STORE_CURRENT, ids.STORE_UPLOADS}:
-            patch["layout"]["shapes"], patch["layout"]["annotations"] = components.marks(current, uploads)
         return patch, status
+
+    # The marks (structure on screen, uploads) are HTML laid over the plot by assets/marks.js: any change of
+    # the plotly figure makes plotly redraw every WebGL point, which a click should not wait for.
+    app.clientside_callback(ClientsideFunction(namespace="explorer_marks", function_name="drawMarks"),
+                            Output(ids.MAP_MARKS, "title"), Input(ids.STORE_CURRENT, "data"),
+                            Input(ids.STORE_UPLOADS, "data"), Input(ids.MAP, "figure"))
 
 
 def register_selection(app: Dash, settings: Settings) -> None:

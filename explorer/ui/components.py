@@ -2,9 +2,9 @@
 
 The map figure has a fixed trace order so that overlays can be patched in place:
 0 transparent click grid (clicks on empty space give x, y), 1 every known material (one Scattergl),
-2 search matches, 3 interpolation path. The marks (the structure on screen, uploads) are layout shapes and
-annotations, not a trace: moving them changes no trace data, so plotly redraws the shapes alone and not the
-WebGL points (on the 11k map, a marker drawn as a trace cost 0.6-0.9 s of redraw after each click).
+2 search matches, 3 interpolation path. The marks (the structure on screen, uploads) are not in the figure:
+assets/marks.js lays them over the plot as HTML, because any change of the figure (even a shape) makes plotly
+redraw every WebGL point (0.3-0.6 s on the 11k map after each click).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dash import html
 from explorer.ui import ids
 
 GRID, KNOWN, MATCHES, PATH = range(4)
-MARK_KINDS = ("known", "hypothetical", "upload", "frame")
 GRID_SIZE = 150
 # Okabe-Ito: distinguishable with every common colour-vision deficiency
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
@@ -83,45 +82,17 @@ def path_trace(path: dict | None) -> go.Scatter:
                       name="interpolation path", meta="path")
 
 
-def _mark(xy, label: str, colour: str, shape: str) -> tuple[dict, dict]:
-    x, y = float(xy[0]), float(xy[1])
-    box = {"xref": "x", "yref": "y", "xsizemode": "pixel", "ysizemode": "pixel", "xanchor": x, "yanchor": y,
-           "x0": -8, "x1": 8, "y0": -8, "y1": 8, "layer": "above", "line": {"color": colour, "width": 3}}
-    annotation = {"x": x, "y": y, "xref": "x", "yref": "y", "text": label, "showarrow": False, "yshift": -18,
-                  "font": {"size": 12, "color": colour}, "bgcolor": "rgba(255,255,255,0.7)", "name": "mark"}
-    return {**box, "type": shape, "name": "mark"}, annotation
-
-
-def marks(current: dict | None, uploads: list[dict] | None) -> tuple[list[dict], list[dict]]:
-    """(layout shapes, layout annotations): a square per uploaded structure and a ring around the structure on
-    screen, each labelled. Values from the browser that are not marks are left out."""
-    points = [(u["xy"], f"uploaded {u.get('formula', '')}", "#CC79A7", "rect")
-              for u in (uploads if isinstance(uploads, list) else []) if isinstance(u, dict) and _xy(u)]
-    if isinstance(current, dict) and _xy(current) and current.get("kind") in MARK_KINDS:
-        points.append((current["xy"], f"{current['kind']} {current.get('formula', '')}", "#000000", "circle"))
-    pairs = [_mark(*p) for p in points]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def _xy(item: dict) -> bool:
-    xy = item.get("xy")
-    return isinstance(xy, list | tuple) and len(xy) == 2 and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in xy)
-
-
 def map_figure(points: dict, *, shown: dict | None = None, matches: dict | None = None, path: dict | None = None,
-               current: dict | None = None, uploads: list[dict] | None = None, revision: str = "") -> go.Figure:
+               revision: str = "") -> go.Figure:
     """The map: every known point (no down-sampling; ``shown``: the points that pass the filters) over a
     transparent click grid spanning all of them, plus overlays."""
     figure = go.Figure([_grid_trace(points["x"], points["y"]), _known_trace(shown or points),
                         matches_trace(matches), path_trace(path)])
-    shapes, annotations = marks(current, uploads)
     x_range, y_range = map_extent(points["x"], points["y"])
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "title": None, "autorange": False}
     figure.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, clickmode="event",
                          hovermode="closest", uirevision=revision, plot_bgcolor="white",
-                         xaxis={**axis, "range": x_range}, yaxis={**axis, "range": y_range}, shapes=shapes,
-                         annotations=annotations)
+                         xaxis={**axis, "range": x_range}, yaxis={**axis, "range": y_range})
     return figure
 
 

@@ -15,6 +15,7 @@ SEARCH = "search"
 SEARCH_STATUS = "search-status"
 MAP = "map"
 MAP_STATUS = "map-status"
+MAP_MARKS = "map-marks"  # hidden: the clientside callback that draws the marks writes their count here
 MAP_BUILD = "map-build"
 MAP_BUILD_CANCEL = "map-build-cancel"
 MAP_BUILD_PROGRESS = "map-build-progress"

@@ -48,6 +48,7 @@ def _map_panel(datasets: list[str], default: str | None) -> html.Div:
     graph = dcc.Graph(id=ids.MAP, className="map", config={"displaylogo": False, "scrollZoom": True},
                       style={"height": "68vh"})
     return html.Div([controls, filters, html.Div(id=ids.COLOR_LEGEND, className="legend"),
+                     html.Span(id=ids.MAP_MARKS, hidden=True),
                      html.Div(id=ids.MAP_STATUS, className="status"),
                      html.Div([html.Button("Build this map", id=ids.MAP_BUILD),
                                html.Button("Cancel", id=ids.MAP_BUILD_CANCEL, disabled=True),
