@@ -17,34 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # tests/, for hostile_corpus
+from conftest import graphite, nacl, silicon, srtio3  # noqa: E402  (the tests' tiny crystals)
 from hostile_corpus import COMMITTED, EXPECTED, general_sites_cif, nested_json  # noqa: E402
 
 MAX_FILE_BYTES = 20_000
-
-
-# ------------------------------------------------------------------------ the crystals (as in tests/conftest.py)
-def nacl() -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def silicon() -> Structure:
-    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]])
-
-
-def srtio3() -> Structure:
-    return Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
-                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-
-
-def graphite() -> Structure:
-    return Structure(Lattice.hexagonal(2.46, 6.71), ["C"] * 4,
-                     [[0, 0, 0.25], [0, 0, 0.75], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
 
 
 def nacl_cif() -> str:
