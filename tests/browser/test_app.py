@@ -267,6 +267,16 @@ def test_broken_upload_shows_an_error_and_the_app_keeps_working(page, tiny_setti
     assert not page.errors, page.errors
 
 
+def test_an_upload_over_the_limit_is_refused_in_words(page, tiny_settings):
+    wait_for_map(page)
+    expect(page.locator("#upload")).to_contain_text(f"up to {tiny_settings.max_upload_mb:g} MB")
+    too_big = b"data_big\n" + b"#" * int(tiny_settings.max_upload_mb * 1e6 + 1000)
+    page.locator("#upload input[type=file]").set_input_files(
+        files=[{"name": "big.cif", "mimeType": "chemical/x-cif", "buffer": too_big}])
+    expect(page.locator("#upload-error")).to_contain_text("Upload refused: big.cif is 10.0 MB, more than the limit")
+    assert not page.errors, page.errors
+
+
 def test_a_missing_map_is_built_by_a_background_job(page):
     wait_for_map(page)
     choose(page, "dataset", "unbuilt")
