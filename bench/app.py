@@ -189,9 +189,7 @@ def _wait_until_serving(process: subprocess.Popen, port: int, dataset: str, time
                    *({"id": i, "property": "value", "value": None} for i in (
                        "filter-elements", "filter-sites-min", "filter-sites-max", "filter-property", "filter-min",
                        "filter-max"))],
-        "state": [{"id": i, "property": p, "value": None} for i, p in (
-            ("search", "value"), ("store-path", "data"), ("interp-frame", "value"), ("store-current", "data"),
-            ("store-uploads", "data"))],
+        "state": [{"id": i, "property": p, "value": None} for i, p in (("search", "value"), ("store-path", "data"))],
         "changedPropIds": ["dataset.value"]}).encode()
     while time.perf_counter() - start < timeout:
         if process.poll() is not None:
