@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from explorer.datasets.formats import describe
-from explorer.datasets.records import REASONS, SCHEMA_VERSION, Limits, RawItem, Rejected, make_record
+from explorer.datasets.records import SCHEMA_VERSION, Limits, RawItem, Rejected, make_record
 from explorer.datasets.sandbox import map_limited
 from explorer.datasets.sources import Source
 from explorer.settings import Settings
@@ -59,9 +59,14 @@ DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """A dataset name: also the stem of its files, so it can never hold a path separator or start with a dot."""
 
 
+def is_dataset_name(name: object) -> bool:
+    """True when ``name`` can name a dataset (and so be the stem of its files)."""
+    return isinstance(name, str) and bool(DATASET_NAME.match(name)) and ".." not in name
+
+
 def check_dataset_name(name: object) -> str:
     """``name`` if it can name a dataset; ValueError quoting it otherwise (a browser can send anything)."""
-    if not isinstance(name, str) or not DATASET_NAME.match(name) or ".." in name:
+    if not is_dataset_name(name):
         raise ValueError(f"unknown dataset {str(name)[:80]!r}: a dataset name has 1-64 letters, digits, '_', '-' "
                          "or '.'")
     return name
@@ -165,8 +170,7 @@ def _reject(report: SourceReport, rejections: list, source: str, rejection: Reje
     report.read += 1
     report.rejected[rejection.reason] = report.rejected.get(rejection.reason, 0) + 1
     key = rejection.detail.split(":", 1)[0]
-    rejections.append({"id": f"{source}:{key}", "source": source, "reason": rejection.reason,
-                       "message": REASONS[rejection.reason], "detail": rejection.detail})
+    rejections.append({"id": f"{source}:{key}", "source": source, **rejection.as_dict()})
 
 
 def _process(item: RawItem, source: str, origin: str, limits: Limits) -> Any:

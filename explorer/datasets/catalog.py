@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from explorer.datasets.build import DATASET_NAME, DatasetReport, build_table, load_report
+from explorer.datasets.build import DatasetReport, build_table, is_dataset_name, load_report
 from explorer.datasets.readers import read_path
 from explorer.datasets.sources import Source, package_sources, shared_sources
 from explorer.settings import Settings
@@ -67,7 +67,7 @@ def build_all(settings: Settings, *, names: list[str] | None = None, force: bool
 
 def ingest(path: Path, *, name: str, settings: Settings, progress: bool = True) -> DatasetReport:
     """Read a user's file or folder into dataset ``name`` (the user's files are only read)."""
-    if not isinstance(name, str) or not DATASET_NAME.match(name) or ".." in name:
+    if not is_dataset_name(name):
         raise ValueError(f"dataset name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
     if name == DEFAULT_DATASET or name in {s.name for s in shared_sources(settings)}:
         raise ValueError(f"dataset name {name!r} is taken by a built-in dataset; choose another --name")
@@ -84,7 +84,7 @@ def reports(settings: Settings) -> list[DatasetReport]:
     """Reports of every built table, known first."""
     names = list(datasets(settings))
     stems = (p.name.removesuffix(".parquet") for p in settings.tables_dir.glob("*.parquet"))
-    built = sorted(name for name in stems if DATASET_NAME.match(name))
+    built = sorted(name for name in stems if is_dataset_name(name))
     ordered = [n for n in names if n in built] + [n for n in built if n not in names]
     return [r for r in (load_report(n, settings) for n in ordered) if r is not None]
 
@@ -94,22 +94,20 @@ def check(path: Path, *, settings: Settings) -> list[dict]:
     it, without building a dataset: ``records.check_item`` per record, read in limited workers."""
     from explorer.datasets.build import limits_of
     from explorer.datasets.records import check_item
-    from explorer.datasets.rejections import REASONS, Rejected
+    from explorer.datasets.rejections import Rejected
     from explorer.datasets.sandbox import map_limited
 
     limits = limits_of(settings)
     verdicts, jobs = [], []
     for item in read_path(Path(path), max_bytes=int(settings.max_upload_mb * 1e6)):
         if isinstance(item, Rejected):
-            verdicts.append({"id": item.detail.split(":", 1)[0], "ok": False, "reason": item.reason,
-                             "message": REASONS[item.reason], "detail": item.detail})
+            verdicts.append({"id": item.detail.split(":", 1)[0], "ok": False, **item.as_dict()})
         else:
             jobs.append(item)
     results = map_limited(check_item, ((item.key, (item, limits)) for item in jobs), seconds=settings.parse_seconds,
                           memory_mb=settings.parse_memory_mb, workers=settings.workers)
     for item, result in zip(jobs, results, strict=True):
         if isinstance(result, Rejected):
-            result = {"id": item.key, "ok": False, "reason": result.reason, "message": REASONS[result.reason],
-                      "detail": result.detail}
+            result = {"id": item.key, "ok": False, **result.as_dict()}
         verdicts.append(result)
     return sorted(verdicts, key=lambda v: v["id"])

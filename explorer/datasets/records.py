@@ -106,8 +106,7 @@ def check_item(item: RawItem, limits: Limits) -> dict[str, Any]:
     try:
         structure = read_structure(item, limits)
     except Rejected as rejection:
-        return {"id": item.key, "ok": False, "reason": rejection.reason, "message": REASONS[rejection.reason],
-                "detail": rejection.detail}
+        return {"id": item.key, "ok": False, **rejection.as_dict()}
     return {"id": item.key, "ok": True, "formula": structure.composition.reduced_formula, "sites": len(structure)}
 
 

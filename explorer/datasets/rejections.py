@@ -43,6 +43,15 @@ class Rejected(Exception):
     def __reduce__(self):  # keep (reason, detail) when sent between build processes
         return (Rejected, (self.reason, self.detail))
 
+    @property
+    def sentence(self) -> str:
+        """The detail, then the reason in words: what a user reads ('x.cif: cell angle ... (the cell ...)')."""
+        return f"{self.detail} ({REASONS[self.reason]})"
+
+    def as_dict(self) -> dict[str, str]:
+        """{"reason", "message": the reason in words, "detail"}: how reports and verdicts carry a rejection."""
+        return {"reason": self.reason, "message": REASONS[self.reason], "detail": self.detail}
+
 
 @dataclass(frozen=True)
 class Limits:

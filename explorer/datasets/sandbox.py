@@ -97,11 +97,14 @@ def map_limited(function: Callable, jobs: Iterable[tuple[str, tuple]], *, second
     workers = workers or os.cpu_count() or 1
     pool = _pool(workers, memory_mb)
     window: deque = deque()
+
+    def oldest() -> Any:
+        key, future = window.popleft()
+        return _verdict(future, key=key, seconds=seconds, memory_mb=memory_mb)
+
     for key, args in jobs:
         window.append((key, pool.schedule(function, args=args, timeout=seconds)))
         if len(window) >= 8 * workers:
-            first_key, future = window.popleft()
-            yield _verdict(future, key=first_key, seconds=seconds, memory_mb=memory_mb)
+            yield oldest()
     while window:
-        first_key, future = window.popleft()
-        yield _verdict(future, key=first_key, seconds=seconds, memory_mb=memory_mb)
+        yield oldest()

@@ -48,11 +48,12 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             if not atlas.is_built(name, settings):
                 continue
             _step(f"the map of {name}")
-            points = materials.map_points(name, None, settings)
+            materials.table(name, settings)
             the_map = atlas.get_atlas(name, settings)
             if k == 0:
                 _step("the model (one decode)")
-                model.decode(the_map.latent_at(points["x"][0] + 0.5, points["y"][0] + 0.5).latent, settings)
+                x, y = (float(v) + 0.5 for v in the_map.xy[0])
+                model.decode(the_map.latent_at(x, y).latent, settings)
             _step(f"UMAP's transform for {name} (compiled once per start)")
             the_map.warm()
         except Exception as exc:  # warming is an optimisation: report and go on

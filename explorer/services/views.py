@@ -24,7 +24,7 @@ from explorer.atlas import get_atlas
 from explorer.datasets.build import limits_of
 from explorer.datasets.formats import FORMAT_LABELS, structure_from_plain_dict
 from explorer.datasets.records import canonical_structure
-from explorer.datasets.rejections import REASONS, Rejected
+from explorer.datasets.rejections import Rejected
 from explorer.services import materials, model
 from explorer.settings import Settings
 
@@ -115,7 +115,7 @@ def upload_view(dataset: str, content: bytes, filename: str, settings: Settings)
                                             limits_of(settings), key=filename, seconds=settings.parse_seconds,
                                             memory_mb=settings.parse_memory_mb)
     except Rejected as rejection:
-        raise ValueError(f"{rejection.detail} ({REASONS[rejection.reason]})") from None
+        raise ValueError(rejection.sentence) from None
     try:
         latent = model.encode([structure], settings)[0]
     except Exception as exc:
@@ -192,7 +192,7 @@ def structure_of(view: dict) -> Structure:
     try:
         return structure_from_plain_dict(view.get("structure"), key=_label(view))
     except Rejected as rejection:
-        raise ValueError(f"{rejection.detail} ({REASONS[rejection.reason]})") from None
+        raise ValueError(rejection.sentence) from None
 
 
 def _label(view: dict) -> str:
