@@ -105,11 +105,11 @@ class EdgeTensorProduct(nn.Module):
         for i, (mul, d1, dims) in enumerate(self.blocks):
             if not dims:
                 continue
-            outer = features[i].reshape(n_edges, mul, d1, 1) * sh.reshape(n_edges, 1, 1, -1)
-            product = outer.reshape(n_edges * mul, -1) @ getattr(self, f"coupling{i}")
+            outer = features[i].reshape(n_edges, mul, d1, 1) * sh.reshape(n_edges, 1, 1, sh.shape[-1])
+            product = outer.reshape(n_edges * mul, d1 * sh.shape[-1]) @ getattr(self, f"coupling{i}")
             spread = weights[i].reshape(n_edges * mul, len(dims)) @ getattr(self, f"spread{i}")
-            product = (product * spread).reshape(n_edges, mul, -1)
-            outputs += [part.reshape(n_edges, -1) for part in product.split(dims, dim=-1)]
+            product = (product * spread).reshape(n_edges, mul, product.shape[-1])
+            outputs += [part.flatten(1) for part in product.split(dims, dim=-1)]
         return torch.cat(outputs, dim=-1)
 
 
