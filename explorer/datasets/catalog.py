@@ -47,7 +47,7 @@ def datasets(settings: Settings) -> dict[str, list[Source]]:
         found[source.name] = [source]
     manifests = _manifest_dir(settings)
     if manifests.is_dir():
-        for manifest in sorted(manifests.glob("*.json")):
+        for manifest in sorted(manifests.glob("*.json"), key=lambda p: p.stem):  # by name: "a" before "a-b"
             entry = json.loads(manifest.read_text())
             if Path(entry["path"]).exists():
                 found[entry["name"]] = [user_source(entry["name"], Path(entry["path"]), settings)]
