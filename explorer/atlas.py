@@ -30,6 +30,9 @@ from explorer.storage import atomic_folder, clean_stale_temporaries
 MAPS_KEPT = 2
 """Maps cached per dataset: the current one and the one before it (switching back stays instant)."""
 
+SPECTRAL_MIN_POINTS = 10
+"""Smallest map fitted from UMAP's spectral start (smaller ones start from a seeded random layout)."""
+
 INVERSE_METHOD = "distance-weighted average of the {k} nearest known latents on the map"
 
 
@@ -179,8 +182,11 @@ def fit_umap(latents: np.ndarray, params: UmapParams):
     import umap
 
     n_neighbors = max(2, min(params.n_neighbors, len(latents) - 1))
+    # UMAP's spectral start solves an eigenproblem per connected part of the neighbour graph, which fails for
+    # a handful of points (4 materials: "k >= N"); so few points start from a seeded random layout instead.
+    init = "random" if len(latents) < SPECTRAL_MIN_POINTS else "spectral"
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=params.min_dist, metric=params.metric,
-                        random_state=params.seed, n_components=2, n_jobs=1)
+                        random_state=params.seed, n_components=2, n_jobs=1, init=init)
     xy = reducer.fit_transform(latents)
     return reducer, np.asarray(xy, dtype=np.float32)
 
