@@ -1,7 +1,7 @@
 """The crystal VAE: configuration, encode (crystals -> latent) and decode (latent -> crystals with validity).
 
     model = CrystalAutoencoder(config=ModelConfig())
-    mu, logvar = model.encode_structures([structure])          # (n, latent_dim) each
+    mu, logvar = model.encode_structures([structure])          # (n, model.latent_size) each
     decoded = model.decode(mu)                                 # list[DecodedCrystal]
     decoded[0].structure, decoded[0].validity
 
@@ -21,17 +21,20 @@ import torch
 from pymatgen.core import Lattice, Structure
 from torch import nn
 
-from models.data import CrystalBatch, build_graph, collate, crystal_from_structure, primitive_structure
-from models.decoder import CrystalDecoder, DecoderOutput
+from models.data import MAX_Z, CrystalBatch, build_graph, collate, crystal_from_structure, primitive_structure
+from models.decoder import CrystalDecoder, DecoderOutput, element_fractions
 from models.encoder import CrystalEncoder
 from models.lattice import lattice_parameters
 from models.losses import LossWeights, autoencoder_loss
 from models.search import Cell, cells_from_output, search_decode
 from models.validity import ValidityReport, check_validity
 
-MODEL_VERSION = 3
+MODEL_VERSION = 4
 """Version of the model architecture and checkpoint layout (2: the decoder predicts the composition first;
-3: it puts its anchor atom at the origin)."""
+3: it puts its anchor atom at the origin; 4: the latent carries the composition, ``composition_in_latent``)."""
+
+COMPOSITION_LOGVAR = -30.0
+"""Posterior log-variance of the composition part of the latent: it is exact, not sampled."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class ModelConfig:
     Attributes:
         max_atoms: largest cell (atoms) the decoder produces; 40 covers 94 % of known.parquet and all
             of perov_5 / carbon_24 / mp_20.
-        latent_dim: size of the latent z.
+        latent_dim: size of the learned part of the latent z.
         cutoff: neighbour radius of the encoder graph in Å (at 4.5 Å, 41 of 17.4k training crystals have
             an atom without neighbours, e.g. elemental K, Rb, Cs; such atoms still count by species).
         n_basis: Bessel radial basis functions.
@@ -59,6 +62,9 @@ class ModelConfig:
         d_model, n_heads, decoder_layers: size of the decoder's slot transformers.
         n_refine: refinement passes after the first decoder pass.
         mlp_hidden: width of the count and lattice MLPs.
+        composition_in_latent: the latent is ``latent_dim`` learned numbers followed by the crystal's element
+            fractions (``MAX_Z`` numbers, Z = 1..MAX_Z), which the decoder reads as its composition instead of
+            predicting one (see ``CrystalAutoencoder.latent_size``).
     """
 
     max_atoms: int = 40
@@ -82,6 +88,7 @@ class ModelConfig:
     decoder_layers: int = 3
     n_refine: int = 1
     mlp_hidden: int = 256
+    composition_in_latent: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -116,7 +123,7 @@ class DecodedCrystal:
     Attributes:
         structure: the crystal (never empty, finite lattice and coordinates).
         validity: its ``ValidityReport``, or None when decoded with ``validate=False``.
-        latent: (latent_dim,) float64, the latent it was decoded from.
+        latent: (latent_size,) float64, the latent it was decoded from.
     """
 
     structure: Structure
@@ -177,8 +184,14 @@ class CrystalAutoencoder(nn.Module):
         self.decoder = CrystalDecoder(
             latent_dim=config.latent_dim, max_atoms=config.max_atoms, d_model=config.d_model,
             n_heads=config.n_heads, n_layers=config.decoder_layers, n_refine=config.n_refine,
-            mlp_hidden=config.mlp_hidden)
+            mlp_hidden=config.mlp_hidden, composition_in_latent=config.composition_in_latent)
         self.register_buffer("latent_norm_bound", torch.tensor(math.inf))
+
+    @property
+    def latent_size(self) -> int:
+        """Length of a latent vector: ``config.latent_dim`` learned numbers, then with ``composition_in_latent``
+        the ``MAX_Z`` element fractions."""
+        return self.config.latent_dim + (MAX_Z if self.config.composition_in_latent else 0)
 
     @property
     def device(self) -> torch.device:
@@ -195,13 +208,20 @@ class CrystalAutoencoder(nn.Module):
         return batch.to(self.device, self.dtype)
 
     def encode(self, batch: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar), each (n_crystals, latent_dim), of a batch (moved to the model's device/dtype)."""
-        return self.encoder(self.prepare(batch))
+        """(mu, logvar), each (n_crystals, latent_size), of a batch (moved to the model's device/dtype); the
+        composition part (``composition_in_latent``) is exact: its log-variance is ``COMPOSITION_LOGVAR``."""
+        batch = self.prepare(batch)
+        mu, logvar = self.encoder(batch)
+        if not self.config.composition_in_latent:
+            return mu, logvar
+        fractions = element_fractions(batch.species, mu.dtype)[:, 1:]
+        return (torch.cat([mu, fractions], dim=1),
+                torch.cat([logvar, torch.full_like(fractions, COMPOSITION_LOGVAR)], dim=1))
 
     @torch.no_grad()
     def encode_structures(self, structures: Sequence[Structure], *, batch_size: int = 256,
                           primitive: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar), each (n_structures, latent_dim), of ordered pymatgen structures in any cell setting.
+        """(mu, logvar), each (n_structures, latent_size), of ordered pymatgen structures in any cell setting.
 
         ``primitive=True`` says the structures already are primitive cells as spglib finds them at 0.1 Å
         (the canonical cells of the data tables): the reduction is skipped, which halves the time.
@@ -219,40 +239,41 @@ class CrystalAutoencoder(nn.Module):
     def forward(self, batch: CrystalBatch, *, sample: bool = True) -> tuple[DecoderOutput, torch.Tensor, torch.Tensor]:
         """Encode, draw z ~ N(mu, exp(logvar)) (or take mu), decode with teacher forcing; (output, mu, logvar)."""
         batch = self.prepare(batch)
-        mu, logvar = self.encoder(batch)
+        mu, logvar = self.encode(batch)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
         output = self.decoder(z, species=batch.species, lattice_params=lattice_parameters(batch.lattice))
         return output, mu, logvar
 
     def loss(self, batch: CrystalBatch, *, weights: LossWeights, sample: bool = True,
              lattice_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        """(total loss, its terms as floats, mu (n_crystals, latent_dim)) of one batch; ``lattice_weight``
+        """(total loss, its terms as floats, mu (n_crystals, latent_size)) of one batch; ``lattice_weight``
         (n_crystals,) weighs each crystal's lattice error (see ``models.losses.autoencoder_loss``)."""
         batch = self.prepare(batch)
         output, mu, logvar = self(batch, sample=sample)
         target_norm = self.decoder.normalize_lattice(lattice_parameters(batch.lattice))
         total, report = autoencoder_loss(output=output, target_species=batch.species, target_frac=batch.frac_padded,
-                                         target_lattice=batch.lattice, lattice_norm_target=target_norm, mu=mu,
-                                         logvar=logvar, weights=weights, lattice_weight=lattice_weight)
+                                         target_lattice=batch.lattice, lattice_norm_target=target_norm,
+                                         mu=mu[:, : self.config.latent_dim], logvar=logvar[:, : self.config.latent_dim],
+                                         weights=weights, lattice_weight=lattice_weight)
         return total, report, mu
 
     @torch.no_grad()
     def decode_arrays(self, z: torch.Tensor | np.ndarray, *, search: bool = True) -> DecodedArrays:
-        """Decode latents (n_crystals, latent_dim) in batched passes to numpy arrays.
+        """Decode latents (n_crystals, latent_size) in batched passes to numpy arrays.
 
         With ``search`` (the default) the decoder's few best compositions and sublattice labellings are
         checked against z by the encoder (``models.search``); ``search=False`` is the plain one-pass decode.
         """
         z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
-        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
-            raise ValueError(f"z must have shape (n, {self.config.latent_dim}), got {tuple(z.shape)}")
+        if z.ndim != 2 or z.shape[1] != self.latent_size:
+            raise ValueError(f"z must have shape (n, {self.latent_size}), got {tuple(z.shape)}")
         cells = search_decode(self, z) if search else cells_from_output(self.decoder(z))
         return DecodedArrays.from_cells(cells)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor | np.ndarray, *, validate: bool = True,
                search: bool = True) -> list[DecodedCrystal]:
-        """Decode latents (n_crystals, latent_dim), or one latent (latent_dim,), to crystals with validity
+        """Decode latents (n_crystals, latent_size), or one latent (latent_size,), to crystals with validity
         reports (``search``: see ``decode_arrays``)."""
         z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
         z = z.unsqueeze(0) if z.ndim == 1 else z

@@ -1,8 +1,14 @@
 """Latent -> crystal in a few forward passes: composition, atom count, lattice, then coordinates per atom.
 
-1. An MLP reads the composition from z: which elements are present (one yes/no per element) and a
-   distribution p over the elements (the fraction of atoms of each element).
-2. An MLP reads the number of atoms n (a class in 1..``max_atoms``) from z and the composition.
+1. The composition: with ``composition_in_latent`` (version 4) the latent ends with the crystal's element
+   fractions p, which the decoder reads as they are (``latent_fractions``); an element is present when it
+   holds at least half an atom (``latent_presence``). Otherwise an MLP predicts from z which elements are
+   present (one yes/no per element) and the distribution p. An autoencoder's composition head has to learn
+   the combinations of ~90 elements from a few ten thousand crystals: on held-out MP-style crystals the
+   version-3 head got 35 % of compositions right (47 % with the encoder's check), while the rest of the
+   decoder, fed the true composition, reproduced 32 % of them instead of 24 %.
+2. An MLP reads the number of atoms n (a class in 1..``max_atoms``) from z and the composition; with an
+   exact composition only counts giving whole atoms of every element compete (``whole_count_bonus``).
 3. The species of the n atoms follow: every present element gets at least one atom and the counts
    are the whole numbers closest to n p (see ``element_counts``), so the decoded composition is
    always a whole-number multiset. (Rounding n p alone drops minority elements whenever p is less
@@ -47,6 +53,10 @@ NUM_SPECIES = MAX_Z + 1
 
 _FOURIER_ORDERS = (1, 2, 3)
 
+WHOLE_COUNT_GAP = 3.0
+"""Nats: with an exact composition in the latent, an atom count that gives whole atoms of every element wins
+over the count head's first choice when the head rates it at most this much lower (``whole_count_bonus``)."""
+
 
 @dataclass(frozen=True, eq=False)
 class DecoderOutput:
@@ -62,6 +72,8 @@ class DecoderOutput:
         lattice_params: (n_crystals, 6) lattice parameters (log Å, cosines).
         frac: one (n_crystals, n_max, 3) tensor in [0, 1) per pass, last = final; the anchor slot at 0.
         mask: (n_crystals, n_max) bool, True on the first n_atoms slots.
+        composition_given: True when the composition was read from the latent (``composition_in_latent``),
+            so the composition and presence logits are not predictions to train.
     """
 
     composition_logits: torch.Tensor
@@ -73,6 +85,7 @@ class DecoderOutput:
     lattice_params: torch.Tensor
     frac: list[torch.Tensor]
     mask: torch.Tensor
+    composition_given: bool = False
 
 
 def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
@@ -104,6 +117,54 @@ class _CoordinateHead(nn.Module):
 def finite_latents(z: torch.Tensor) -> torch.Tensor:
     """(n, latent_dim) latents with NaN -> 0 and every value clipped to [-1e4, 1e4], so any input decodes."""
     return torch.nan_to_num(z, nan=0.0, posinf=1e4, neginf=-1e4).clamp(-1e4, 1e4)
+
+
+def latent_fractions(part: torch.Tensor) -> torch.Tensor:
+    """(n, MAX_Z) composition part of latents (element fractions of Z = 1..MAX_Z) -> (n, NUM_SPECIES) fractions
+    that sum to 1, column 0 (padding) at 0.
+
+    An encoded crystal's part is its exact composition; any other latent (a map point, an interpolation
+    frame, noise) is read as well as it can be: negative values count as 0, and a part without any positive
+    value stands for its largest entry's element alone.
+    """
+    values = torch.nan_to_num(part, nan=0.0).clamp_min(0.0)
+    empty = values.sum(dim=1) <= 1e-9
+    if bool(empty.any()):
+        top = torch.nn.functional.one_hot(part[empty].argmax(dim=1), part.shape[1]).to(values.dtype)
+        values = values.clone()
+        values[empty] = top
+    values = values / values.sum(dim=1, keepdim=True)
+    return torch.cat([torch.zeros_like(values[:, :1]), values], dim=1)
+
+
+def whole_count_bonus(fractions: torch.Tensor, max_atoms: int, *, allowed: torch.Tensor | None = None,
+                      tolerance: float = 0.2) -> torch.Tensor:
+    """(n, max_atoms) logit bonus for atom counts n = 1..max_atoms at which ``fractions`` (n, NUM_SPECIES)
+    give whole numbers of atoms (summed rounding error below ``tolerance`` atoms): the exact composition of an
+    encoded crystal then fixes the count to a multiple of its formula (Fe2O3: 5, 10, 15 ...). Only counts
+    that ``allowed`` (n, max_atoms) bool permits qualify; a row where none does (a mixture of two compositions
+    on an interpolation path, whose whole counts are far larger than the count head expects) gets no bonus,
+    and the count head alone decides.
+    """
+    counts = torch.arange(1, max_atoms + 1, dtype=fractions.dtype, device=fractions.device)
+    atoms = counts.view(1, -1, 1) * fractions.unsqueeze(1)  # (n, max_atoms, NUM_SPECIES)
+    error = (atoms - atoms.round()).abs().sum(dim=-1)
+    whole = error < tolerance
+    if allowed is not None:
+        whole = whole & allowed
+    bonus = torch.where(whole, 0.0, -1e4).to(fractions.dtype)
+    return torch.where(whole.any(dim=1, keepdim=True), bonus, torch.zeros_like(bonus))
+
+
+def latent_presence(fractions: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """(n, NUM_SPECIES) presence logits from exact fractions: an element is present when it holds at least half
+    an atom of the ``n_atoms`` (n,) atoms (the most abundant element always), so traces of a mixture drop out."""
+    atoms = fractions * n_atoms.to(fractions.dtype).unsqueeze(1)
+    logits = 10.0 * (atoms - 0.5)
+    top = fractions.argmax(dim=1, keepdim=True)
+    logits = logits.scatter(1, top, logits.gather(1, top).clamp_min(1.0))
+    logits[:, 0] = -1e4
+    return logits
 
 
 def element_counts(fractions: torch.Tensor, present: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
@@ -185,7 +246,7 @@ class CrystalDecoder(nn.Module):
     """z -> composition, atom count, lattice and fractional coordinates of up to ``max_atoms`` atoms."""
 
     def __init__(self, *, latent_dim: int, max_atoms: int, d_model: int, n_heads: int, n_layers: int,
-                 n_refine: int, mlp_hidden: int) -> None:
+                 n_refine: int, mlp_hidden: int, composition_in_latent: bool = False) -> None:
         super().__init__()
         if max_atoms < 1 or n_refine < 0 or d_model % n_heads:
             raise ValueError(f"need max_atoms >= 1, n_refine >= 0 and d_model divisible by n_heads; got "
@@ -193,8 +254,11 @@ class CrystalDecoder(nn.Module):
                              f"n_heads={n_heads!r}")
         self.max_atoms = int(max_atoms)
         self.d_model = int(d_model)
-        self.composition_head = _mlp(latent_dim, mlp_hidden, 2 * NUM_SPECIES)
-        nn.init.constant_(self.composition_head[-1].bias[NUM_SPECIES:], -4.0)  # few elements are present
+        self.latent_dim = int(latent_dim)
+        self.composition_in_latent = bool(composition_in_latent)
+        if not self.composition_in_latent:  # else the composition is read from the latent itself
+            self.composition_head = _mlp(latent_dim, mlp_hidden, 2 * NUM_SPECIES)
+            nn.init.constant_(self.composition_head[-1].bias[NUM_SPECIES:], -4.0)  # few elements are present
         self.composition_embed = nn.Linear(NUM_SPECIES, d_model)
         self.count_head = _mlp(latent_dim + d_model, mlp_hidden, max_atoms)
         self.count_embed = nn.Embedding(max_atoms + 1, d_model)
@@ -237,9 +301,14 @@ class CrystalDecoder(nn.Module):
             The ``DecoderOutput``.
         """
         z = finite_latents(z)
-        composition_logits, presence_logits = self.composition_head(z).chunk(2, dim=-1)
-        composition_logits = torch.cat([torch.full_like(composition_logits[:, :1], -1e4),
-                                        composition_logits[:, 1:]], dim=-1)
+        if self.composition_in_latent:
+            z, latent_composition = z[:, : self.latent_dim], latent_fractions(z[:, self.latent_dim :])
+            composition_logits = latent_composition.clamp_min(1e-12).log()
+            composition_logits[:, 0] = -1e4
+        else:
+            composition_logits, presence_logits = self.composition_head(z).chunk(2, dim=-1)
+            composition_logits = torch.cat([torch.full_like(composition_logits[:, :1], -1e4),
+                                            composition_logits[:, 1:]], dim=-1)
         if species is None:
             fractions = composition_logits.softmax(dim=-1)
         else:
@@ -253,7 +322,16 @@ class CrystalDecoder(nn.Module):
         composition = self.composition_embed(fractions)
         count_logits = self.count_head(torch.cat([z, composition], dim=-1))
         if species is None:
-            n_atoms = count_logits.argmax(dim=-1) + 1
+            if self.composition_in_latent:
+                log_p = count_logits.log_softmax(dim=-1)
+                plausible = log_p >= log_p.max(dim=-1, keepdim=True).values - WHOLE_COUNT_GAP
+                bonus = whole_count_bonus(latent_composition, self.max_atoms, allowed=plausible)
+                n_atoms = (count_logits + bonus).argmax(dim=-1) + 1
+            else:
+                n_atoms = count_logits.argmax(dim=-1) + 1
+        if self.composition_in_latent:
+            presence_logits = latent_presence(latent_composition, n_atoms)
+        if species is None:
             species = slot_species(element_counts(fractions, presence_logits, n_atoms), int(n_atoms.max()))
         else:
             species = sorted_species(species)[:, : int(n_atoms.max())]
@@ -278,7 +356,7 @@ class CrystalDecoder(nn.Module):
         return DecoderOutput(composition_logits=composition_logits, presence_logits=presence_logits,
                              count_logits=count_logits, n_atoms=n_atoms,
                              species=species, lattice_norm=lattice_norm, lattice_params=predicted_params,
-                             frac=all_frac, mask=mask)
+                             frac=all_frac, mask=mask, composition_given=self.composition_in_latent)
 
 
 def _fourier(frac: torch.Tensor) -> torch.Tensor:

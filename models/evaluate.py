@@ -67,7 +67,7 @@ def read_cdvae_csv(path: str | Path) -> list[InputCrystal]:
 
 def encode_inputs(model: CrystalAutoencoder, rows: list[InputCrystal], *, batch_size: int = 128) -> np.ndarray:
     """(n, latent_dim) posterior means; rows that cannot be encoded get NaN."""
-    latents = np.full((len(rows), model.config.latent_dim), np.nan)
+    latents = np.full((len(rows), model.latent_size), np.nan)
     readable = [k for k, row in enumerate(rows) if row.structure is not None]
     for start in range(0, len(readable), batch_size):
         chunk = readable[start : start + batch_size]

@@ -1,7 +1,8 @@
 """Training loss of the autoencoder, invariant to atom order, to the choice of origin and to inversion.
 
-The composition is compared as a distribution (KL divergence of the predicted element fractions from
-the true ones) and as a set (binary cross-entropy of each element's presence), the atom count as a
+The composition, when the decoder predicts it (models before version 4), is compared as a distribution (KL
+divergence of the predicted element fractions from the true ones) and as a set (binary cross-entropy of each
+element's presence); a version-4 latent carries it exactly, so there is nothing to learn. The atom count as a
 class, the lattice as standardised parameters. The decoder's atoms (slots) carry the true species
 during training (teacher forcing), and their coordinates are compared with the target's atoms after
 
@@ -232,9 +233,10 @@ def autoencoder_loss(*, output: DecoderOutput, target_species: torch.Tensor, tar
         raise ValueError(f"target_species {tuple(target_species.shape)} and decoder slots {tuple(mask.shape)} differ")
     lengths = lattice_parameters(target_lattice)[:, :3].exp()
     n_true = mask.sum(dim=1)
-    terms = {"composition": composition_divergence(output.composition_logits, target_species),
-             "presence": presence_loss(output.presence_logits, target_species),
-             "count": torch.nn.functional.cross_entropy(output.count_logits, n_true - 1),
+    terms = {} if output.composition_given else {
+        "composition": composition_divergence(output.composition_logits, target_species),
+        "presence": presence_loss(output.presence_logits, target_species)}
+    terms |= {"count": torch.nn.functional.cross_entropy(output.count_logits, n_true - 1),
              "lattice": _weighted_mean((output.lattice_norm - lattice_norm_target).square().mean(-1), lattice_weight),
              "kl": kl_divergence(mu, logvar)}
     coords = [atom_losses(pred_frac=frac, pred_species=output.species, target_frac=target_frac,

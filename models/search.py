@@ -3,8 +3,9 @@
 The one-shot decoder (``models.decoder``) makes two kinds of discrete mistakes that no coordinate
 refinement can undo:
 
-* **the composition**: counts are rounded from predicted fractions, so a crystal can come out as
-  Sr O4 instead of Sr Ir O3, or Mo2 N O instead of Mo N O2;
+* **the composition**: counts are rounded from fractions, so a crystal can come out as Sr O4 instead of
+  Sr Ir O3, or Mo2 N O instead of Mo N O2 (since version 4 an encoded crystal's latent carries its exact
+  fractions, so this remains for latents between crystals: map points and interpolation frames);
 * **which element sits on which site**: in a perovskite A B X3 the decoder may put A on the
   octahedral site and B on the cube corner; the atoms are in the right places with the wrong labels.
 

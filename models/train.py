@@ -57,6 +57,7 @@ class TrainConfig:
     val_match_samples: int = 128
     resume: bool = False
     progress: bool = True
+    init_from: str = ""
 
 
 def default_tables() -> tuple[str, ...]:
@@ -71,11 +72,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, ModelConfig]
     parser.add_argument("--tables", nargs="+", default=list(default_tables()), help="Parquet tables to train on")
     parser.add_argument("--out", default="runs/default", help="output directory (checkpoints, metrics.jsonl)")
     for f in fields(TrainConfig):
-        if f.name in ("tables", "out", "resume", "progress"):
+        if f.name in ("tables", "out", "resume", "progress", "init_from"):
             continue
         kind = {"int": int, "float": float, "str": str}[f.type]
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=_HELP[f.name])
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init-from", default="", metavar="CHECKPOINT",
+                        help="start a new run from the weights of another checkpoint (any version) wherever their "
+                             "names and shapes fit the model; the rest starts fresh and is listed")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     model_group = parser.add_argument_group("model (ignored with --resume: the checkpoint's config is used)")
     for f in fields(ModelConfig):
@@ -86,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, ModelConfig]
             model_group.add_argument(flag, type={"int": int, "float": float}[f.type], default=f.default)
     args = vars(parser.parse_args(argv))
     train_values = {f.name: args[f.name] for f in fields(TrainConfig) if f.name not in ("tables", "progress")}
-    train = TrainConfig(**{**train_values, "tables": tuple(args["tables"]), "progress": not args["no_progress"]})
+    train = TrainConfig(**{**train_values, "tables": tuple(args["tables"]), "progress": not args["no_progress"],
+                           "init_from": args["init_from"]})
     return train, ModelConfig(**{f.name: args[f.name] for f in fields(ModelConfig)})
 
 
@@ -172,6 +177,8 @@ def build_state(train: TrainConfig, model_config: ModelConfig, data: RunData, de
         model = CrystalAutoencoder(config=model_config)
         lattices = torch.as_tensor(np.stack([g.crystal.lattice for g in data.train]))
         model.decoder.set_lattice_statistics(lattice_parameters(lattices).float())
+        if train.init_from:
+            print(initialise_from(model, train.init_from))
         model = model.to(device).train()
         loaded = None
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
@@ -186,6 +193,31 @@ def build_state(train: TrainConfig, model_config: ModelConfig, data: RunData, de
         torch.set_rng_state(saved["torch_rng"])
         state.epoch, state.best_val = int(saved["epoch"]), float(saved["best_val"])
     return state
+
+
+def initialise_from(model: CrystalAutoencoder, path: str | Path) -> str:
+    """Copy into ``model`` every weight of the checkpoint at ``path`` (any model version; loaded with
+    ``weights_only=True``) whose name and shape fit; returns a sentence naming what was left fresh.
+
+    Raises:
+        FileNotFoundError: naming the path.
+        ValueError: when the file is not a checkpoint or not a single weight fits.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from: checkpoint not found: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise ValueError(f"--init-from: {path} is not a model checkpoint (no state_dict)")
+    own = model.state_dict()
+    fitting = {k: v for k, v in payload["state_dict"].items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise ValueError(f"--init-from: no weight of {path} fits this model's architecture")
+    model.load_state_dict(fitting, strict=False)
+    fresh = sorted({k.rsplit(".", 2)[0] for k in own if k not in fitting})
+    dropped = sorted({k.rsplit(".", 2)[0] for k in payload["state_dict"] if k not in fitting})
+    return (f"initialised {len(fitting)} of {len(own)} tensors from {path} (version {payload.get('version')}); "
+            f"fresh: {', '.join(fresh) or 'none'}; not used: {', '.join(dropped) or 'none'}")
 
 
 def save_state(state: RunState, *, train: TrainConfig, data: RunData, metrics: dict, best: bool) -> None:

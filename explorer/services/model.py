@@ -91,7 +91,7 @@ def checkpoint_sha256(settings: Settings) -> str:
 
 def latent_dim(settings: Settings) -> int:
     """Size of the latent vectors of the checkpoint."""
-    return int(loaded_checkpoint(settings).model.config.latent_dim)
+    return int(loaded_checkpoint(settings).model.latent_size)
 
 
 def encode(structures: Sequence[Structure], settings: Settings, *, batch_size: int | None = None,

@@ -5,11 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import graphite, nacl, srtio3
 from pymatgen.core import Lattice, Structure
 
 from models.autoencoder import CrystalAutoencoder, DecodedCrystal, ModelConfig
-from models.decoder import NUM_SPECIES, CrystalDecoder, anchor_slots, element_counts, slot_species
+from models.data import MAX_Z, build_graphs, collate, crystal_from_structure
+from models.decoder import (
+    NUM_SPECIES,
+    CrystalDecoder,
+    anchor_slots,
+    element_counts,
+    latent_fractions,
+    latent_presence,
+    slot_species,
+    whole_count_bonus,
+)
 from models.lattice import lattice_parameters, matrix_from_parameters
+from models.losses import LossWeights
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +46,7 @@ def _assert_sane(decoded: DecodedCrystal, max_atoms: int) -> None:
 
 @pytest.mark.parametrize("scale", [1.0, 100.0, 1e6])
 def test_any_latent_decodes_to_a_crystal(model, scale):
-    z = torch.randn(16, model.config.latent_dim) * scale
+    z = torch.randn(16, model.latent_size) * scale
     decoded = model.decode(z)
     assert len(decoded) == 16
     for item in decoded:
@@ -42,7 +54,7 @@ def test_any_latent_decodes_to_a_crystal(model, scale):
 
 
 def test_non_finite_latents_still_decode(model):
-    z = torch.full((3, model.config.latent_dim), float("nan"))
+    z = torch.full((3, model.latent_size), float("nan"))
     z[1] = float("inf")
     z[2] = -float("inf")
     for item in model.decode(z):
@@ -52,7 +64,8 @@ def test_non_finite_latents_still_decode(model):
 def test_far_latents_are_out_of_range(model):
     model.latent_norm_bound.fill_(10.0)
     try:
-        near, far = model.decode(torch.stack([torch.zeros(32), torch.full((32,), 100.0)]))
+        near, far = model.decode(torch.stack([torch.zeros(model.latent_size),
+                                              torch.full((model.latent_size,), 100.0)]))
     finally:
         model.latent_norm_bound.fill_(float("inf"))
     assert near.validity.in_range and not far.validity.in_range
@@ -60,8 +73,8 @@ def test_far_latents_are_out_of_range(model):
 
 
 def test_one_latent_and_numpy_input(model):
-    decoded = model.decode(np.zeros(model.config.latent_dim))
-    assert len(decoded) == 1 and decoded[0].latent.shape == (model.config.latent_dim,)
+    decoded = model.decode(np.zeros(model.latent_size))
+    assert len(decoded) == 1 and decoded[0].latent.shape == (model.latent_size,)
     with pytest.raises(ValueError, match="shape"):
         model.decode_arrays(torch.zeros(2, 5))
 
@@ -133,3 +146,53 @@ def test_lattice_from_extreme_parameters_is_finite():
     params = torch.tensor([[50.0, -50.0, 0.0, 5.0, -5.0, 0.99], [float("nan")] * 6])
     lattice = matrix_from_parameters(params)
     assert torch.isfinite(lattice).all() and (torch.linalg.det(lattice) > 0).all()
+
+
+def test_the_latent_carries_the_exact_composition(model):
+    mu, logvar = model.encode_structures([srtio3(), graphite()])
+    assert mu.shape == (2, model.config.latent_dim + MAX_Z) == logvar.shape
+    tail = mu[:, model.config.latent_dim :]
+    assert torch.allclose(tail[0, [7, 21, 37]], torch.tensor([0.6, 0.2, 0.2]))  # O, Ti, Sr (Z - 1)
+    assert tail[1, 5] == 1.0 and tail.sum(dim=1).allclose(torch.ones(2))
+    fractions = latent_fractions(tail)
+    assert fractions.shape == (2, NUM_SPECIES) and fractions[:, 0].eq(0).all()
+    assert fractions[0, 38] == pytest.approx(0.2)
+
+
+def test_any_composition_part_reads_as_fractions():
+    part = torch.tensor([[0.5, 0.5, 0.0], [-1.0, -3.0, -0.5], [float("nan"), 2.0, 2.0]])
+    fractions = latent_fractions(part)
+    assert torch.allclose(fractions, torch.tensor([[0, 0.5, 0.5, 0], [0, 0, 0, 1.0], [0, 0, 0.5, 0.5]]))
+
+
+def test_counts_that_give_whole_atoms_win_when_the_head_finds_them_plausible():
+    fractions = torch.zeros(2, NUM_SPECIES)
+    fractions[0, [8, 26]] = torch.tensor([0.6, 0.4])  # Fe2O3: whole at 5, 10, 15 ...
+    fractions[1, [11, 17, 19, 35]] = 0.25 * torch.tensor([0.9, 1.1, 0.9, 1.1])  # a mixture: never whole
+    bonus = whole_count_bonus(fractions, 12)
+    assert (bonus[0, [4, 9]] == 0).all() and (bonus[0, [0, 3, 5, 11]] < -1e3).all()
+    assert (bonus[1] == 0).all()
+    allowed = torch.zeros(2, 12, dtype=torch.bool)
+    allowed[0, 3] = True  # only n = 4 plausible: no whole count among them -> no bonus
+    assert (whole_count_bonus(fractions, 12, allowed=allowed)[0] == 0).all()
+
+
+def test_presence_keeps_elements_with_half_an_atom_and_always_the_main_one():
+    fractions = torch.zeros(1, NUM_SPECIES)
+    fractions[0, [8, 26, 29]] = torch.tensor([0.55, 0.4, 0.05])
+    assert (latent_presence(fractions, torch.tensor([4]))[0] > 0).nonzero().flatten().tolist() == [8, 26]
+    assert (latent_presence(fractions, torch.tensor([20]))[0] > 0).nonzero().flatten().tolist() == [8, 26, 29]
+    only = torch.zeros(1, NUM_SPECIES)
+    only[0, 14] = 0.01
+    assert (latent_presence(only, torch.tensor([1]))[0] > 0).nonzero().flatten().tolist() == [14]
+
+
+def test_a_composition_given_by_the_latent_is_not_a_loss_term(model):
+    batch = collate(build_graphs([crystal_from_structure(nacl(), crystal_id="nacl")], cutoff=model.config.cutoff))
+    _, report, mu = model.loss(batch, weights=LossWeights(), sample=False)
+    assert "composition" not in report and "presence" not in report and "count" in report
+    assert mu.shape[1] == model.latent_size
+    old = CrystalAutoencoder(config=ModelConfig(latent_dim=8, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4,
+                                                readout_hidden=16, d_model=16, n_heads=2, decoder_layers=1,
+                                                mlp_hidden=16, composition_in_latent=False))
+    assert old.latent_size == 8 and {"composition", "presence"} <= set(old.loss(batch, weights=LossWeights())[1])

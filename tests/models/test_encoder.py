@@ -94,7 +94,7 @@ def test_latent_tells_crystals_apart(model):
 def test_batched_encoding_equals_one_by_one(model):
     structures = [make() for make in CRYSTALS.values()]
     mu, logvar = model.encode_structures(structures, batch_size=2)
-    assert mu.shape == logvar.shape == (len(structures), model.config.latent_dim)
+    assert mu.shape == logvar.shape == (len(structures), model.latent_size)
     for k, structure in enumerate(structures):
         np.testing.assert_allclose(mu[k].numpy(), _latent(model, structure), atol=1e-10)
 

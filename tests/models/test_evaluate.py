@@ -63,7 +63,7 @@ def test_read_cdvae_csv_keeps_unreadable_rows(tmp_path):
 
 def test_interpolation_uses_nine_interior_frames_per_pair():
     model = CrystalAutoencoder(config=SMALL).eval()
-    latents = np.random.default_rng(0).normal(size=(6, SMALL.latent_dim))
+    latents = np.random.default_rng(0).normal(size=(6, model.latent_size))
     metrics = interpolation_metrics(model, latents, n_pairs=5)
     assert metrics["interp_pairs"] == 5 and metrics["interp_frames"] == 45
     assert 0.0 <= metrics["interp_struct_validity"] <= 1.0 and 0.0 <= metrics["interp_comp_validity"] <= 1.0

@@ -54,7 +54,7 @@ def test_sublattice_swaps_trade_elements_with_equal_counts():
 
 
 def test_composition_candidates_start_with_the_plain_decode(small_model):
-    z = torch.randn(8, small_model.config.latent_dim, dtype=torch.float64) * 3
+    z = torch.randn(8, small_model.latent_size, dtype=torch.float64) * 3
     with torch.no_grad():
         output = small_model.decoder(z)
     for k in range(8):

@@ -105,3 +105,24 @@ def test_time_budget_stops_cleanly(tmp_path):
     assert saved["training"]["epoch"] == 0
     resumed = run(replace(config, max_minutes=0.0, epochs=1, resume=True), SMALL)
     assert resumed["epoch"] == 1 and resumed["completed"] == 1.0
+
+
+def test_a_run_can_start_from_the_weights_of_an_older_model_version(tmp_path):
+    from models.autoencoder import CrystalAutoencoder
+    from models.checkpoint import save_checkpoint
+
+    old = CrystalAutoencoder(config=replace(SMALL, composition_in_latent=False))
+    old_path = save_checkpoint(tmp_path / "old.pt", model=old, data_hash="old", metrics={})
+    new = CrystalAutoencoder(config=SMALL)
+    said = train_module.initialise_from(new, old_path)
+    assert "not used: decoder.composition_head" in said and "fresh: none" in said
+    assert torch.equal(new.decoder.slot_proj.weight, old.decoder.slot_proj.weight)
+    assert torch.equal(new.encoder.embedding.weight, old.encoder.embedding.weight)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        train_module.initialise_from(new, tmp_path / "missing.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a model checkpoint"):
+        train_module.initialise_from(new, tmp_path / "other.pt")
+    config = _config(tmp_path, "warm", epochs=1, init_from=str(old_path))
+    run(config, SMALL)
+    assert load_checkpoint(Path(config.out) / "last.pt").model.config.composition_in_latent
