@@ -1,5 +1,6 @@
 """Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME | check PATH`` and
-``python -m explorer build [--dataset NAME]`` (the maps: embed every material and fit UMAP)."""
+``python -m explorer build [--dataset NAME] [--skip-reconstruction]`` (the maps: embed every material, fit
+UMAP, then check which materials the model gives back: ``explorer.reconstruction``)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,12 @@ def main(argv: list[str] | None = None) -> int:
                                              "why not (the verdict of an upload or an ingest), without building")
     check.add_argument("path", type=Path, help="a structure file, or a folder of them")
     check.add_argument("--json", action="store_true", help="one JSON list of verdicts")
-    maps = commands.add_parser("build", help="build the maps: encode every material with the checkpoint, fit UMAP")
+    maps = commands.add_parser("build", help="build the maps: encode every material with the checkpoint, fit UMAP, "
+                                             "and check which materials the model gives back")
     maps.add_argument("--dataset", action="append", help="only this dataset (repeatable); default: every built one")
+    maps.add_argument("--skip-reconstruction", action="store_true",
+                      help="build the maps only; the server then checks which materials the model gives back in "
+                           "the background after it starts (about 15 minutes for the 11k known materials)")
     args = parser.parse_args(argv)
     settings = Settings()
     try:
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_build(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
+    from explorer import reconstruction
     from explorer.atlas import build_atlas
     from explorer.datasets import catalog
 
@@ -56,6 +62,10 @@ def _run_build(args: argparse.Namespace, settings: Settings) -> int:
         atlas = build_atlas(name, settings, progress=True)
         print(f"{name}: {len(atlas.ids)} materials on the map ({time.perf_counter() - start:.0f} s, "
               f"cache {settings.atlas_dir / f'{name}-{atlas.key}'})")
+        if not args.skip_reconstruction:
+            start = time.perf_counter()
+            print(f"{name}: {reconstruction.compute(name, settings, progress=True).sentence()} "
+                  f"({time.perf_counter() - start:.0f} s)")
     return 0
 
 

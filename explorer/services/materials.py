@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Composition, Element
 
+from explorer import reconstruction
 from explorer.atlas import get_atlas
 from explorer.datasets.build import check_dataset_name, load_table, table_path
 from explorer.settings import Settings
@@ -80,15 +81,39 @@ def known_ids(frame: pd.DataFrame, ids: list, *, limit: int = 20000) -> list[str
 _ELEMENT_SYMBOLS = frozenset(e.symbol for e in Element)
 
 
-def color_options(frame: pd.DataFrame) -> list[dict]:
-    """[{value, label, kind: 'continuous' | 'categorical'}]: categorical groupings, then numeric properties."""
+RECONSTRUCTION_OPTIONS = ({"value": reconstruction.COLUMN, "label": "reconstruction (decodes back to itself?)",
+                           "kind": "categorical"},
+                          {"value": reconstruction.RMS_COLUMN, "label": "reconstruction RMS", "kind": "continuous"})
+"""Colour options of a map whose reconstruction has been computed (``explorer.reconstruction``)."""
+
+
+def color_options(frame: pd.DataFrame, *, reconstructed: bool = False) -> list[dict]:
+    """[{value, label, kind: 'continuous' | 'categorical'}]: categorical groupings, then numeric properties;
+    with ``reconstructed``, the reconstruction options after the groupings and after the properties."""
     options = [{"value": c, "label": label, "kind": "categorical"} for c, label in CATEGORICAL.items() if c in frame]
+    if reconstructed:
+        options.append(dict(RECONSTRUCTION_OPTIONS[0]))
     numeric = [c for c in frame.columns if c not in _BASE_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])
                and frame[c].notna().any()]
     ordered = [c for c in _CONTINUOUS_FIRST if c in numeric or c in ("nsites",)] + sorted(
         c for c in numeric if c not in _CONTINUOUS_FIRST)
     options += [{"value": c, "label": c.replace("_", " "), "kind": "continuous"} for c in ordered if c in frame]
+    if reconstructed:
+        options.append(dict(RECONSTRUCTION_OPTIONS[1]))
     return options
+
+
+def map_color_options(dataset: str, settings: Settings) -> list[dict]:
+    """``color_options`` of a dataset's map (with the reconstruction options once they are computed)."""
+    return color_options(table(dataset, settings), reconstructed=reconstruction_of(dataset, settings) is not None)
+
+
+def reconstruction_of(dataset: str, settings: Settings) -> reconstruction.Reconstruction | None:
+    """The reconstruction of the current map of ``dataset`` when it is computed and fits the table."""
+    found = reconstruction.load(dataset, settings)
+    if found is None or found.frame["id"].tolist() != table(dataset, settings)["id"].tolist():
+        return None
+    return found
 
 
 def _symbols(text: str | None) -> list[str]:
@@ -187,21 +212,25 @@ def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
         raise ValueError(f"the map of {dataset!r} does not match its table: rebuild with `python -m explorer build`")
     hover = ("<b>" + frame["reduced_formula"] + "</b><br>" + frame["spacegroup_symbol"].astype(str) + " ("
              + frame["spacegroup_number"].astype(str) + ")<br>" + frame["id"] + "<br>" + frame["source"]).tolist()
-    options = {o["value"]: o for o in color_options(frame)}
+    rebuilt = reconstruction_of(dataset, settings)
+    options = {o["value"]: o for o in color_options(frame, reconstructed=rebuilt is not None)}
     color_by = color_by if color_by in options else "source"
     option = options[color_by]
+    extra = rebuilt.columns() if rebuilt is not None else {}
+    column = pd.Series(extra[color_by]) if color_by in extra else frame[color_by]
     if option["kind"] == "categorical":
-        values = frame[color_by].astype(str)
+        values = column.astype(str)
         categories = sorted(values.unique(), key=lambda v: (len(v), v) if v.isdigit() else (0, v))
         lookup = {c: k for k, c in enumerate(categories)}
         colour = {"kind": "categorical", "codes": [lookup[v] for v in values], "categories": categories,
                   "label": option["label"]}
     else:
-        numbers = pd.to_numeric(frame[color_by], errors="coerce")
+        numbers = pd.to_numeric(column, errors="coerce")
         colour = {"kind": "continuous", "values": [None if not math.isfinite(v) else float(v) for v in numbers],
                   "label": option["label"]}
     return {"x": atlas.xy[:, 0].tolist(), "y": atlas.xy[:, 1].tolist(), "ids": frame["id"].tolist(),
-            "hover": hover, "colour": colour, "color_by": color_by}
+            "hover": hover, "colour": colour, "color_by": color_by,
+            "reconstruction": rebuilt.sentence() if rebuilt is not None else None}
 
 
 def filter_mask(frame: pd.DataFrame, *, elements: str | None = None, sites: tuple | None = None,

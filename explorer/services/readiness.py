@@ -69,6 +69,9 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             _STATE["errors"].append(f"file reader: {exc}")
     with _LOCK:
         _STATE.update(ready=True, step="ready", seconds=round(time.perf_counter() - start, 1))
+    from explorer import reconstruction
+
+    reconstruction.compute_in_background(datasets, settings)  # after a build outside `python -m explorer build`
 
 
 _ROCK_SALT = b"NaCl\n1.0\n0 2.82 2.82\n2.82 0 2.82\n2.82 2.82 0\nNa Cl\n1 1\ndirect\n0 0 0\n0.5 0.5 0.5\n"

@@ -7,6 +7,9 @@ A view is the dict the app keeps in its ``current`` store for the structure on s
      "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None, "validity": {...} | None,
      "details": [[label, value], ...], "nearest": [[id, formula, distance], ...], "note": str, "ms": float}
 
+A known material's view adds "reconstruction": {"matched": bool | None, "message": str} (does its latent decode
+back to it? ``explorer.reconstruction``).
+
 Everything that comes back from the browser is untrusted: ``check_view`` reads a view's structure with the
 safe reader (no class named in the JSON is imported), and its latent as finite numbers of the model's size.
 """
@@ -20,6 +23,7 @@ import time
 import numpy as np
 from pymatgen.core import Structure
 
+from explorer import reconstruction
 from explorer.atlas import get_atlas
 from explorer.datasets.build import limits_of
 from explorer.datasets.formats import FORMAT_LABELS, structure_from_plain_dict
@@ -66,7 +70,30 @@ def known_view(dataset: str, record_id: str, settings: Settings) -> dict:
             "structure": canonical_structure(row).as_dict(), "latent": atlas.latents[k].tolist(),
             "xy": atlas.xy[k].tolist(), "validity": None, "details": materials.details_of(row),
             "nearest": _nearest(dataset, atlas.latents[k], settings, exclude=record_id),
+            "reconstruction": _reconstruction_entry(dataset, record_id, settings),
             "note": "", "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def _reconstruction_entry(dataset: str, record_id: str, settings: Settings) -> dict:
+    """{"matched": True / False / None (not checked yet), "message"} of a known material
+    (``explorer.reconstruction``)."""
+    rebuilt = materials.reconstruction_of(dataset, settings)
+    entry = rebuilt.of(record_id) if rebuilt is not None else None
+    return {"matched": None if entry is None else entry["matched"], "message": reconstruction.message(entry)}
+
+
+def decode_of_known(dataset: str, record_id: str, settings: Settings) -> dict:
+    """What the autoencoder makes of a known material: its latent decoded (a hypothetical view at its map point)."""
+    start = time.perf_counter()
+    dataset = materials.check_dataset(dataset, settings)
+    row = materials.row_of(dataset, record_id, settings)
+    atlas = get_atlas(dataset, settings)
+    k = atlas.ids.index(record_id)
+    decoded = model.decode(atlas.latents[k], settings)
+    note = (f"the autoencoder's decode of {row['reduced_formula']} ({record_id}): its latent decoded, as a click on "
+            "its point would if the point were empty space")
+    return _decoded_view("hypothetical", decoded, dataset=dataset, xy=atlas.xy[k], note=note, settings=settings,
+                         record_id=f"decode:{record_id}", start=start)
 
 
 def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: str, settings: Settings,
@@ -161,7 +188,9 @@ def _file_label(filename: object) -> str:
 
 
 def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: int, method: str) -> dict:
-    """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "ms"}."""
+    """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "a", "b", "ends",
+    "ms"}; ``ends`` {"a": bool, "b": bool} says whether the first and last frames match A and B (the decoder
+    reproduces the endpoint: ``explorer.reconstruction.match``)."""
     start = time.perf_counter()
     dataset = materials.check_dataset(dataset, settings)
     a, b = check_view(a, settings, label="A"), check_view(b, settings, label="B")
@@ -180,8 +209,10 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
                       "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
                       "nearest": [], "note": f"hypothetical: frame {frame.index} of a {method} path from "
                                              f"{a['title']} to {b['title']}", "ms": 0.0})
+    ends = {"a": reconstruction.match(frames[0].structure, structure_of(a)) is not None,
+            "b": reconstruction.match(frames[-1].structure, structure_of(b)) is not None}
     return {"frames": views, "xy": xy.tolist(), "method": method, "a": a["title"], "b": b["title"],
-            "ms": round(1000 * (time.perf_counter() - start), 1)}
+            "ends": ends, "ms": round(1000 * (time.perf_counter() - start), 1)}
 
 
 def structure_of(view: dict) -> Structure:

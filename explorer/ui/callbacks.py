@@ -8,7 +8,7 @@ import time
 from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 from dash.exceptions import PreventUpdate
 
-from explorer import atlas
+from explorer import atlas, reconstruction
 from explorer.services import downloads, materials, readiness, views
 from explorer.settings import Settings
 from explorer.ui import components, ids
@@ -32,7 +32,7 @@ def register_map(app: Dash, settings: Settings) -> None:
     def color_options(dataset, color_by):
         if not dataset:
             raise PreventUpdate
-        all_options = materials.color_options(materials.table(materials.check_dataset(dataset, settings), settings))
+        all_options = materials.map_color_options(materials.check_dataset(dataset, settings), settings)
         options = [{"label": o["label"], "value": o["value"]} for o in all_options]
         numeric = [{"label": o["label"], "value": o["value"]} for o in all_options
                    if o["kind"] == "continuous" and o["value"] != "nsites"]
@@ -55,6 +55,8 @@ def register_map(app: Dash, settings: Settings) -> None:
             return {}, [], problem, {} if "not built" in problem else {"display": "none"}
         points = materials.map_points(dataset, color_by, settings)
         status, shown = f"{len(points['ids'])} materials", None
+        if points["reconstruction"]:
+            status += f"; {points['reconstruction']}"
         try:
             keep = materials.filter_mask(materials.table(dataset, settings), elements=elements,
                                          sites=(sites_min, sites_max), prop=prop, prop_range=(prop_min, prop_max))
@@ -96,6 +98,7 @@ def register_map(app: Dash, settings: Settings) -> None:
         set_progress(f"building the map of {dataset}: encoding…")
         atlas.build_atlas(dataset, settings, on_progress=lambda done, total: set_progress(
             f"encoded {done} of {total} materials" + ("; fitting UMAP…" if done == total else "")))
+        reconstruction.compute_in_background([dataset], settings)  # the map shows now; this follows
         set_progress("done")
         return time.time()
 
@@ -138,12 +141,17 @@ def register_selection(app: Dash, settings: Settings) -> None:
         return views.hypothetical_view(dataset, point.get("x"), point.get("y"), settings)
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True),
-                  Input({"type": ids.NEAREST, "index": ALL}, "n_clicks"), State(ids.DATASET, "value"),
+                  Input({"type": ids.NEAREST, "index": ALL}, "n_clicks"),
+                  Input({"type": ids.SHOW_DECODE, "index": ALL}, "n_clicks"), State(ids.DATASET, "value"),
                   prevent_initial_call=True)
-    def on_nearest(clicks, dataset):
-        if not isinstance(ctx.triggered_id, dict) or not any(clicks or []) or not ctx.triggered[0]["value"]:
+    def on_material_button(_nearest, _decode, dataset):
+        """A nearest known material (its view), or "show the decode" of the material on screen."""
+        if not isinstance(ctx.triggered_id, dict) or not ctx.triggered or not ctx.triggered[0]["value"]:
             raise PreventUpdate
-        return views.known_view(dataset, ctx.triggered_id.get("index"), settings)
+        record_id = ctx.triggered_id.get("index")
+        if ctx.triggered_id.get("type") == ids.SHOW_DECODE:
+            return views.decode_of_known(dataset, record_id, settings)
+        return views.known_view(dataset, record_id, settings)
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.UPLOAD_ERROR, "children"),
                   Output(ids.STORE_UPLOADS, "data"), Input(ids.UPLOAD, "contents"), State(ids.UPLOAD, "filename"),
@@ -199,6 +207,10 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
         except ValueError as exc:
             return no_update, str(exc), no_update, no_update, no_update
         status = f"{len(path['frames'])} frames ({method}) decoded in {path['ms']:.0f} ms"
+        missed = [end.upper() for end in ("a", "b") if not path["ends"][end]]
+        if missed:
+            status += (f"; the decoder does not reproduce {' or '.join(missed)}: the marked end frame is its decode, "
+                       "not the structure itself")
         return path, status, len(path["frames"]) - 1, 0, False
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.INTERP_STRIP, "children"),

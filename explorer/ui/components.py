@@ -144,6 +144,8 @@ def structure_info(view: dict | None) -> list:
         parts.append(html.P(view["note"], className="note"))
     parts.append(html.Table([html.Tr([html.Th(label), html.Td(value)]) for label, value in view["details"]],
                             className="details"))
+    if view["kind"] == "known" and isinstance(view.get("reconstruction"), dict):
+        parts.append(_reconstruction(view))
     if view.get("validity"):
         parts.append(_validity(view["validity"]))
     if view.get("nearest"):
@@ -153,6 +155,18 @@ def structure_info(view: dict | None) -> list:
         parts += [html.H4("Nearest known materials (latent space)"), html.Ul(items, className="nearest")]
     parts.append(html.P(f"server time {view['ms']:.0f} ms", className="timing"))
     return parts
+
+
+def _reconstruction(view: dict) -> html.Div:
+    """Does the autoencoder give this known material back? With the decode one click away when it does not."""
+    entry = view["reconstruction"]
+    matched = entry.get("matched")
+    state = {True: "matched", False: "missed"}.get(matched, "unchecked") if isinstance(matched, bool | None) else ""
+    children = [html.Span(str(entry.get("message", ""))[:300])]
+    if matched is False and isinstance(view.get("id"), str):
+        children += [" ", html.Button("show the decode", className="link", n_clicks=0,
+                                      id={"type": ids.SHOW_DECODE, "index": view["id"]})]
+    return html.Div(children, id=ids.RECONSTRUCTION, className=f"reconstruction {state}".strip())
 
 
 def endpoints_label(endpoints: dict | None) -> str:
@@ -166,13 +180,21 @@ def frame_strip(path: dict | None, frame: int | None) -> list:
     if not path:
         return []
     items, previous = [], None
+    ends = path.get("ends") if isinstance(path.get("ends"), dict) else {}
+    last = len(path["frames"]) - 1
     for k, f in enumerate(path["frames"]):
         changed = previous is not None and (f["formula"], f["n_atoms"]) != previous
         valid = (f.get("validity") or {}).get("valid")
+        end = "a" if k == 0 else "b" if k == last else None
+        missed = end is not None and ends.get(end) is False
         classes = " ".join(c for c in ("frame", "current" if k == frame else "", "changed" if changed else "",
-                                       "invalid" if not valid else "") if c)
-        items.append(html.Span(f"{k}: {f['formula']} ({f['n_atoms']})", className=classes,
-                               title="valid" if valid else "; ".join(f["validity"].get("reasons", []))))
+                                       "invalid" if not valid else "", "endpoint-missed" if missed else "") if c)
+        title = "valid" if valid else "; ".join(f["validity"].get("reasons", []))
+        if missed:
+            title = (f"the decoder does not reproduce {end.upper()} ({str(path.get(end, ''))[:80]}): this frame "
+                     f"is its decode, not {end.upper()} itself; " + title)
+        items.append(html.Span(f"{k}: {f['formula']} ({f['n_atoms']})" + (" ≠ " + end.upper() if missed else ""),
+                               className=classes, title=title))
         previous = (f["formula"], f["n_atoms"])
     return items
 

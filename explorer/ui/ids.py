@@ -36,6 +36,8 @@ VIEWER_SUPERCELL = "viewer-supercell"
 VIEWER_STYLE = "viewer-style"
 STRUCTURE_INFO = "structure-info"
 NEAREST = "nearest"  # pattern-matching type: {"type": NEAREST, "index": record id}
+SHOW_DECODE = "show-decode"  # pattern-matching type: {"type": SHOW_DECODE, "index": record id}
+RECONSTRUCTION = "reconstruction"
 
 # interpolation
 INTERP_SET_A = "interp-set-a"

@@ -29,6 +29,10 @@ def app_url(tiny_settings):
     from small_model import ingest_crystals, real_crystals
 
     ingest_crystals(tiny_settings, "unbuilt", real_crystals()[:6], tiny_settings.data_dir.parent / "unbuilt-cifs")
+    # a dataset with its reconstruction check: three materials the small model gives back, one it cannot
+    from small_model import reconstruction_dataset
+
+    reconstruction_dataset(tiny_settings)
     app = create_app(tiny_settings)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -51,10 +52,10 @@ def click_map(page, x: float, y: float, *, expect_id: str | None = None) -> None
     page.mouse.click(px, py)
 
 
-def click_known(page, settings, formula: str) -> str:
-    frame = materials.table("tiny", settings)
+def click_known(page, settings, formula: str, *, dataset: str = "tiny") -> str:
+    frame = materials.table(dataset, settings)
     record_id = frame.loc[frame["reduced_formula"] == formula, "id"].iloc[0]
-    points = materials.map_points("tiny", None, settings)
+    points = materials.map_points(dataset, None, settings)
     k = points["ids"].index(record_id)
     click_map(page, points["x"][k], points["y"][k], expect_id=record_id)
     expect(page.locator("#structure-info .info-title")).to_contain_text(record_id)
@@ -128,7 +129,8 @@ def test_filters_hide_points_and_a_box_selection_fills_the_basket(page, tiny_set
     assert trace_length(page, "known") == len(frame)
     page.fill("#filter-elements", "")
     page.press("#filter-elements", "Enter")
-    expect(page.locator("#map-status")).to_have_text(f"{len(frame)} materials")
+    # all shown again (the server may have added its reconstruction share after "; " by now)
+    expect(page.locator("#map-status")).to_have_text(re.compile(rf"^{len(frame)} materials($|; the autoencoder)"))
 
     in_basket = basket_count(page)
     page.evaluate(f"() => Plotly.relayout(document.querySelector('{GRAPH}'), {{dragmode: 'select'}})")
@@ -286,3 +288,24 @@ def test_a_missing_map_is_built_by_a_background_job(page):
     assert trace_length(page, "known") == 6
     choose(page, "dataset", "tiny")
     expect(page.locator("#map-status")).to_contain_text("12 materials")
+
+
+def test_the_page_says_which_materials_the_model_gives_back(page, tiny_settings):
+    wait_for_map(page)
+    choose(page, "dataset", "tiny-recon")  # NaCl, Si, SrTiO3 and spinel (more atoms than the small model decodes)
+    expect(page.locator("#map-status")).to_contain_text("the autoencoder reconstructs 3 of 4 materials of tiny-recon")
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}').data[1].x.length === 4")
+    click_known(page, tiny_settings, "NaCl", dataset="tiny-recon")
+    expect(page.locator("#reconstruction")).to_contain_text("the autoencoder reconstructs this material")
+    expect(page.locator("#reconstruction")).to_have_class("reconstruction matched")
+    click_known(page, tiny_settings, "MgAl2O4", dataset="tiny-recon")
+    expect(page.locator("#reconstruction")).to_contain_text("the autoencoder decodes it as")
+    expect(page.locator("#reconstruction")).to_contain_text("(not a match)")
+    page.click("#reconstruction button")
+    expect(page.locator("#structure-info .info-title")).to_contain_text("(hypothetical)")
+    expect(page.locator("#structure-info")).to_contain_text("the autoencoder's decode of MgAl2O4")
+    choose(page, "color-by", "reconstruction (decodes back to itself?)")
+    expect(page.locator("#color-legend")).to_contain_text("not reconstructed")
+    choose(page, "dataset", "tiny")
+    expect(page.locator("#map-status")).to_contain_text("12 materials")
+    assert not page.errors, page.errors

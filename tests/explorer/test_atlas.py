@@ -78,5 +78,8 @@ def test_place_latent_at_and_nearest(tiny_settings):
 
 def test_cli_build_prints_the_map(tiny_settings, monkeypatch, capsys):
     monkeypatch.setattr("explorer.cli.Settings", lambda: tiny_settings)
+    assert main(["build", "--dataset", "tiny", "--skip-reconstruction"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny: 12 materials on the map" in out and "reconstructs" not in out
     assert main(["build", "--dataset", "tiny"]) == 0
-    assert "tiny: 12 materials on the map" in capsys.readouterr().out
+    assert "tiny: the autoencoder reconstructs " in capsys.readouterr().out

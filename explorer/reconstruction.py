@@ -1,0 +1,212 @@
+"""How well the model knows each material of a map: does its latent decode back to the material?
+
+Every known material's latent (the one on the map) is decoded the way a click decodes it (with the encoder's
+check, ``models.search``) and matched to the material's canonical cell with pymatgen's StructureMatcher at the
+reconstruction tolerances of the model card (``models.metrics.MATCHER_TOLERANCES``, as CDVAE). The result is
+stored beside the map, in its cache folder (``reconstruction.parquet``: id, matched, rms, decoded formula and
+space group), because it depends on the same checkpoint and table: a new checkpoint makes a new map and a new
+check. ``python -m explorer build`` computes it after the map (about 15 minutes for the 11k known materials on
+2 cores: the matching dominates); the server computes a missing one in the background after its warm-up, so
+``make run`` builds the maps with ``--skip-reconstruction`` and the app is usable at once.
+
+The app shows it in three places: the info panel of a known material ("the autoencoder reconstructs this
+material" or "decodes it as <formula, space group>"), the map's colour option "reconstruction", and the end
+frames of an interpolation path (an endpoint that does not come back as itself is marked).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Structure
+
+LOG = logging.getLogger("explorer")
+FILE_NAME = "reconstruction.parquet"
+CHUNK = 64
+"""Latents decoded per request: small enough that a user's click is never queued behind seconds of this job."""
+
+COLUMN, RMS_COLUMN = "reconstruction", "reconstruction_rms"
+"""Names of the map colour options: reconstructed / not reconstructed, and the RMS displacement of matches."""
+
+MATCHED, NOT_MATCHED = "reconstructed", "not reconstructed"
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Per-material reconstruction of one map: ``frame`` has columns id, matched (bool), rms (float, NaN when
+    not matched: StructureMatcher's RMS displacement normalised by (volume / atoms)^(1/3)), decoded_formula,
+    decoded_spacegroup; in the map's id order."""
+
+    dataset: str
+    frame: pd.DataFrame
+
+    @property
+    def share(self) -> float:
+        """Share of the materials that decode back to themselves."""
+        return float(self.frame["matched"].mean()) if len(self.frame) else float("nan")
+
+    def sentence(self) -> str:
+        """'reconstructs 7,164 of 11,291 materials (63.4 %)'."""
+        n, k = len(self.frame), int(self.frame["matched"].sum())
+        return f"the autoencoder reconstructs {k:,} of {n:,} materials of {self.dataset} ({100 * self.share:.1f} %)"
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """{COLUMN: 'reconstructed' / 'not reconstructed', RMS_COLUMN: RMS or NaN} per material (map order)."""
+        return {COLUMN: np.where(self.frame["matched"].to_numpy(), MATCHED, NOT_MATCHED),
+                RMS_COLUMN: self.frame["rms"].to_numpy(dtype=float)}
+
+    def of(self, record_id: str) -> dict | None:
+        """{"matched", "rms", "decoded_formula", "decoded_spacegroup"} of one material, or None if it has none."""
+        rows = self._index.get(record_id)
+        if rows is None:
+            return None
+        row = self.frame.iloc[rows]
+        rms = float(row["rms"])
+        return {"matched": bool(row["matched"]), "rms": rms if np.isfinite(rms) else None,
+                "decoded_formula": str(row["decoded_formula"]), "decoded_spacegroup": str(row["decoded_spacegroup"])}
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {record_id: k for k, record_id in enumerate(self.frame["id"])}
+
+
+def message(entry: dict | None) -> str:
+    """What the info panel says about a material's reconstruction entry (``Reconstruction.of``)."""
+    if entry is None:
+        return ("reconstruction not checked yet: the server checks every material of the map after it starts "
+                "(or run `python -m explorer build`)")
+    if entry["matched"]:
+        return f"the autoencoder reconstructs this material (RMS {entry['rms']:.3f})"
+    return (f"the autoencoder decodes it as {entry['decoded_formula']}, {entry['decoded_spacegroup']} "
+            "(not a match)")
+
+
+def match(decoded: Structure, target: Structure) -> float | None:
+    """Normalised RMS displacement when ``decoded`` matches ``target`` (StructureMatcher, the model card's
+    tolerances), else None. Different reduced compositions never match, so they are not searched."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from models.metrics import MATCHER_TOLERANCES
+
+    if decoded.composition.reduced_composition != target.composition.reduced_composition:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = StructureMatcher(**MATCHER_TOLERANCES).get_rms_dist(decoded, target)
+    return None if result is None else float(result[0])
+
+
+def space_group_of(structure: Structure) -> str:
+    """'Pm-3m (221)' by spglib at 0.1 Å, or 'undetermined'."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
+        return f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
+    except Exception:
+        return "undetermined"
+
+
+def entries(decoded: list[Structure], targets: list[Structure]) -> list[dict]:
+    """One entry per (decoded, target) pair: matched, rms, decoded_formula, decoded_spacegroup (the space group
+    only where it is shown: for decodes that do not match)."""
+    found = []
+    for got, want in zip(decoded, targets, strict=True):
+        rms = match(got, want)
+        found.append({"matched": rms is not None, "rms": np.nan if rms is None else rms,
+                      "decoded_formula": got.composition.reduced_formula,
+                      "decoded_spacegroup": "" if rms is not None else space_group_of(got)})
+    return found
+
+
+def path_of(dataset: str, settings) -> Path:
+    """Where the reconstruction of ``dataset``'s current map is kept (inside the map's cache folder)."""
+    from explorer.atlas import atlas_key
+    from explorer.datasets.build import check_dataset_name
+
+    return Path(settings.atlas_dir) / f"{check_dataset_name(dataset)}-{atlas_key(dataset, settings)}" / FILE_NAME
+
+
+@functools.lru_cache(maxsize=16)
+def _read(path: str, mtime_ns: int, dataset: str) -> Reconstruction:
+    return Reconstruction(dataset=dataset, frame=pd.read_parquet(path))
+
+
+def load(dataset: str, settings) -> Reconstruction | None:
+    """The stored reconstruction of ``dataset``'s current map, or None when it has not been computed."""
+    try:
+        path = path_of(dataset, settings)
+    except (FileNotFoundError, ValueError):
+        return None
+    if not path.is_file():
+        return None
+    return _read(str(path), path.stat().st_mtime_ns, dataset)
+
+
+_COMPUTING = threading.Lock()
+
+
+def compute(dataset: str, settings, *, progress: bool = False,
+            on_progress: Callable[[int, int], None] | None = None) -> Reconstruction:
+    """The reconstruction of ``dataset``'s map (stored, or computed now and stored): decode every material's
+    latent in chunks of ``CHUNK`` (through the model service, so users' decodes interleave), match each with
+    its canonical cell. ``progress``: a bar on stderr; ``on_progress(done, total)`` after every chunk."""
+    from tqdm import tqdm
+
+    from explorer.atlas import get_atlas
+    from explorer.datasets.records import canonical_structure
+    from explorer.services import materials, model
+    from explorer.storage import atomic_file
+
+    with _COMPUTING:
+        stored = load(dataset, settings)
+        if stored is not None:
+            return stored
+        the_map = get_atlas(dataset, settings)
+        frame = materials.table(dataset, settings)
+        if the_map.ids != frame["id"].tolist():
+            raise ValueError(f"the map of {dataset!r} does not match its table: rebuild with "
+                             "`python -m explorer build`")
+        found: list[dict] = []
+        total = len(frame)
+        with tqdm(total=total, desc=f"reconstructing {dataset}", unit="crystal", disable=not progress) as bar:
+            for start in range(0, total, CHUNK):
+                rows = frame.iloc[start : start + CHUNK]
+                decoded = model.decode_many(the_map.latents[start : start + CHUNK], settings)
+                found += entries([d.structure for d in decoded], [canonical_structure(r) for _, r in rows.iterrows()])
+                bar.update(len(rows))
+                if on_progress is not None:
+                    on_progress(min(start + CHUNK, total), total)
+        result = pd.DataFrame({"id": frame["id"].tolist(), **{k: [e[k] for e in found] for k in
+                                                               ("matched", "rms", "decoded_formula",
+                                                                "decoded_spacegroup")}})
+        path = path_of(dataset, settings)
+        atomic_file(path, lambda tmp: result.to_parquet(tmp, index=False))
+        return _read(str(path), path.stat().st_mtime_ns, dataset)
+
+
+def compute_in_background(datasets: list[str], settings) -> threading.Thread:
+    """``compute`` each dataset's missing reconstruction in a daemon thread, one after the other (the server
+    answers meanwhile; a failure is logged, never raised: the info panel then says it is not checked)."""
+    def run() -> None:
+        for name in datasets:
+            try:
+                from explorer.atlas import is_built
+
+                if is_built(name, settings) and load(name, settings) is None:
+                    LOG.info("checking which materials of %s the model reconstructs", name)
+                    LOG.info("%s", compute(name, settings).sentence())
+            except Exception as exc:
+                LOG.warning("the reconstruction check of %r failed: %s", name, exc)
+
+    thread = threading.Thread(target=run, name="explorer-reconstruction", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,119 @@
+"""Does the model give each known material back? The per-material check of a map, and where the app shows it."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
+
+from explorer import reconstruction
+from explorer.services import materials, model, views
+from models.metrics import MATCHER_TOLERANCES
+
+
+@pytest.fixture(scope="module")
+def recon(tiny_settings):
+    from small_model import reconstruction_dataset
+
+    return reconstruction_dataset(tiny_settings)
+
+
+def _decodes_back(dataset, record_id, settings) -> bool:
+    """Independently of ``explorer.reconstruction``: decode the material's map latent, match with the table row."""
+    from explorer.atlas import get_atlas
+    from explorer.datasets.records import canonical_structure
+
+    the_map = get_atlas(dataset, settings)
+    decoded = model.decode(the_map.latents[the_map.ids.index(record_id)], settings).structure
+    target = canonical_structure(materials.row_of(dataset, record_id, settings))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return StructureMatcher(**MATCHER_TOLERANCES).get_rms_dist(decoded, target) is not None
+
+
+def _id_of(dataset, formula, settings) -> str:
+    frame = materials.table(dataset, settings)
+    return frame.loc[frame["reduced_formula"] == formula, "id"].item()
+
+
+def test_the_flag_is_right_for_a_material_given_back_and_one_that_is_not(recon, tiny_settings):
+    stored = reconstruction.load(recon, tiny_settings)
+    assert stored is not None and len(stored.frame) == 4
+    rock_salt, spinel = _id_of(recon, "NaCl", tiny_settings), _id_of(recon, "MgAl2O4", tiny_settings)
+    assert stored.of(rock_salt)["matched"] and _decodes_back(recon, rock_salt, tiny_settings)
+    assert stored.of(rock_salt)["rms"] is not None and 0 <= stored.of(rock_salt)["rms"] < 0.5
+    missed = stored.of(spinel)
+    assert not missed["matched"] and missed["rms"] is None and not _decodes_back(recon, spinel, tiny_settings)
+    assert missed["decoded_formula"] != "" and "(" in missed["decoded_spacegroup"]
+    for record_id in stored.frame["id"]:  # every flag agrees with the independent check
+        assert stored.of(record_id)["matched"] == _decodes_back(recon, record_id, tiny_settings)
+    assert stored.share == pytest.approx(stored.frame["matched"].mean())
+    assert f"of 4 materials of {recon}" in stored.sentence()
+
+
+def test_a_known_view_says_whether_the_model_gives_it_back(recon, tiny_settings):
+    good = views.known_view(recon, _id_of(recon, "NaCl", tiny_settings), tiny_settings)["reconstruction"]
+    assert good["matched"] is True and good["message"].startswith("the autoencoder reconstructs this material")
+    spinel_id = _id_of(recon, "MgAl2O4", tiny_settings)
+    bad = views.known_view(recon, spinel_id, tiny_settings)["reconstruction"]
+    assert bad["matched"] is False and bad["message"].startswith("the autoencoder decodes it as ")
+    assert bad["message"].endswith("(not a match)")
+    decode = views.decode_of_known(recon, spinel_id, tiny_settings)
+    assert decode["kind"] == "hypothetical" and decode["id"] == f"decode:{spinel_id}"
+    assert decode["formula"] in bad["message"] and spinel_id in decode["note"]
+    with pytest.raises(ValueError, match="no material"):
+        views.decode_of_known(recon, "../../etc/passwd", tiny_settings)
+
+
+def test_reconstruction_is_a_colour_of_the_map_with_its_share_in_the_status(recon, tiny_settings):
+    values = [o["value"] for o in materials.map_color_options(recon, tiny_settings)]
+    assert reconstruction.COLUMN in values and reconstruction.RMS_COLUMN in values
+    points = materials.map_points(recon, reconstruction.COLUMN, tiny_settings)
+    colour = points["colour"]
+    assert colour["kind"] == "categorical" and set(colour["categories"]) == {reconstruction.MATCHED,
+                                                                             reconstruction.NOT_MATCHED}
+    spinel_at = points["ids"].index(_id_of(recon, "MgAl2O4", tiny_settings))
+    assert colour["categories"][colour["codes"][spinel_at]] == reconstruction.NOT_MATCHED
+    rms = materials.map_points(recon, reconstruction.RMS_COLUMN, tiny_settings)["colour"]["values"]
+    assert rms[spinel_at] is None and all(v is None or v >= 0 for v in rms)
+    assert "reconstructs" in points["reconstruction"] and "of 4 materials" in points["reconstruction"]
+
+
+def test_a_map_without_its_check_says_so_and_has_no_such_colour(tiny_settings):
+    from small_model import ingest_crystals, real_crystals
+
+    from explorer.atlas import build_atlas
+
+    ingest_crystals(tiny_settings, "tiny-unchecked", real_crystals()[3:7], tiny_settings.data_dir.parent / "unchecked")
+    build_atlas("tiny-unchecked", tiny_settings)
+    assert reconstruction.load("tiny-unchecked", tiny_settings) is None
+    values = [o["value"] for o in materials.map_color_options("tiny-unchecked", tiny_settings)]
+    assert reconstruction.COLUMN not in values and reconstruction.RMS_COLUMN not in values
+    points = materials.map_points("tiny-unchecked", reconstruction.COLUMN, tiny_settings)
+    assert points["color_by"] == "source" and points["reconstruction"] is None
+    view = views.known_view("tiny-unchecked", points["ids"][0], tiny_settings)
+    assert view["reconstruction"] == {"matched": None, "message": reconstruction.message(None)}
+    assert "not checked yet" in view["reconstruction"]["message"]
+
+
+def test_an_interpolation_marks_an_end_the_decoder_does_not_reproduce(recon, tiny_settings):
+    a = views.known_view(recon, _id_of(recon, "NaCl", tiny_settings), tiny_settings)
+    b = views.known_view(recon, _id_of(recon, "MgAl2O4", tiny_settings), tiny_settings)
+    path = views.interpolation(a, b, recon, tiny_settings, steps=4, method="linear")
+    assert path["ends"] == {"a": True, "b": False}
+    from explorer.ui.components import frame_strip
+
+    strip = frame_strip(path, 0)
+    assert "endpoint-missed" in strip[-1].className and "endpoint-missed" not in strip[0].className
+    assert "does not reproduce B" in strip[-1].title
+
+
+def test_the_check_is_stored_beside_the_map_and_read_back(recon, tiny_settings):
+    path = reconstruction.path_of(recon, tiny_settings)
+    assert path.is_file() and path.parent.name.startswith(f"{recon}-")
+    again = reconstruction.compute(recon, tiny_settings)  # stored: not computed again
+    assert np.array_equal(again.frame["matched"], reconstruction.load(recon, tiny_settings).frame["matched"])
+    with pytest.raises(ValueError):
+        reconstruction.path_of("../x", tiny_settings)
