@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,21 +88,6 @@ def message(entry: dict | None) -> str:
             "(not a match)")
 
 
-def match(decoded: Structure, target: Structure) -> float | None:
-    """Normalised RMS displacement when ``decoded`` matches ``target`` (StructureMatcher, the model card's
-    tolerances), else None. Different reduced compositions never match, so they are not searched."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    from models.metrics import MATCHER_TOLERANCES
-
-    if decoded.composition.reduced_composition != target.composition.reduced_composition:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = StructureMatcher(**MATCHER_TOLERANCES).get_rms_dist(decoded, target)
-    return None if result is None else float(result[0])
-
-
 def space_group_of(structure: Structure) -> str:
     """'Pm-3m (221)' by spglib at 0.1 Å, or 'undetermined'."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -118,9 +102,11 @@ def space_group_of(structure: Structure) -> str:
 def entries(decoded: list[Structure], targets: list[Structure]) -> list[dict]:
     """One entry per (decoded, target) pair: matched, rms, decoded_formula, decoded_spacegroup (the space group
     only where it is shown: for decodes that do not match)."""
+    from models.metrics import rms_if_match  # torch: only where a check runs
+
     found = []
     for got, want in zip(decoded, targets, strict=True):
-        rms = match(got, want)
+        rms = rms_if_match(got, want)
         found.append({"matched": rms is not None, "rms": np.nan if rms is None else rms,
                       "decoded_formula": got.composition.reduced_formula,
                       "decoded_spacegroup": "" if rms is not None else space_group_of(got)})
@@ -141,7 +127,8 @@ def _read(path: str, mtime_ns: int, dataset: str) -> Reconstruction:
 
 
 def load(dataset: str, settings) -> Reconstruction | None:
-    """The stored reconstruction of ``dataset``'s current map, or None when it has not been computed."""
+    """The stored reconstruction of ``dataset``'s current map, or None when it has not been computed. It fits
+    the table row for row: its folder is keyed by the table's signature, and ``compute`` checked the ids."""
     try:
         path = path_of(dataset, settings)
     except (FileNotFoundError, ValueError):

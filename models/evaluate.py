@@ -27,7 +27,7 @@ from pymatgen.core import Structure
 
 from models.autoencoder import CrystalAutoencoder
 from models.checkpoint import load_checkpoint
-from models.metrics import MATCHER_TOLERANCES
+from models.metrics import rms_if_match
 from models.validity import MIN_CELL_VOLUME, MIN_DISTANCE, charge_balanced, min_interatomic_distance
 
 N_INTERPOLATION_PAIRS = 200
@@ -104,9 +104,6 @@ def decode_all(model: CrystalAutoencoder, latents: np.ndarray, *, batch_size: in
 
 def reconstruction_metrics(rows: list[InputCrystal], decoded: list[Structure | None]) -> dict[str, float]:
     """Match rate, RMSE, composition/atom-count accuracy, lattice MAE and validity of decoded crystals."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    matcher = StructureMatcher(**MATCHER_TOLERANCES)
     matched, rms, same_composition, same_count, length_err, angle_err, s_valid, c_valid = ([] for _ in range(8))
     for row, out in zip(rows, decoded, strict=True):
         valid = out is not None and structurally_valid(out)
@@ -118,12 +115,10 @@ def reconstruction_metrics(rows: list[InputCrystal], decoded: list[Structure | N
             same_count.append(False)
             continue
         target = row.structure.get_primitive_structure()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = matcher.get_rms_dist(out, target) if valid else None
+        result = rms_if_match(out, target) if valid else None
         matched.append(result is not None)
         if result is not None:
-            rms.append(float(result[0]))
+            rms.append(result)
         same_composition.append(out.composition.reduced_composition == target.composition.reduced_composition)
         same_count.append(len(out) == len(target))
         got = out.lattice.get_niggli_reduced_lattice().parameters

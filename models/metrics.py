@@ -8,12 +8,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pymatgen.core import Structure
 
 from models.autoencoder import CrystalAutoencoder
 from models.data import CrystalGraph, collate, crystal_to_structure
 
 MATCHER_TOLERANCES = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 """StructureMatcher tolerances of the reconstruction targets (as CDVAE)."""
+
+
+def rms_if_match(decoded: Structure, target: Structure) -> float | None:
+    """Normalised RMS displacement (``StructureMatcher.get_rms_dist`` at ``MATCHER_TOLERANCES``) when ``decoded``
+    matches ``target``, else None. Different reduced compositions never match (the matcher compares them
+    first), so they are answered without a search."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    if decoded.composition.reduced_composition != target.composition.reduced_composition:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = StructureMatcher(**MATCHER_TOLERANCES).get_rms_dist(decoded, target)
+    return None if result is None else float(result[0])
 
 
 @dataclass(frozen=True)
@@ -41,9 +56,6 @@ def reconstruct(model: CrystalAutoencoder, graphs: Sequence[CrystalGraph], *,
                 batch_size: int = 256) -> ReconstructionReport:
     """Encode (posterior mean) and decode each crystal (the default decode, with the encoder's check of
     ``models.search``), and match the result against the input."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    matcher = StructureMatcher(**MATCHER_TOLERANCES)
     was_training = model.training
     model.eval()
     matched, rms, counts, ids = [], [], [], []
@@ -52,12 +64,9 @@ def reconstruct(model: CrystalAutoencoder, graphs: Sequence[CrystalGraph], *,
         mu, _ = model.encode(collate(part))
         arrays = model.decode_arrays(mu)
         for k, graph in enumerate(part):
-            target = crystal_to_structure(graph.crystal)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = matcher.get_rms_dist(arrays.structure(k), target)
+            result = rms_if_match(arrays.structure(k), crystal_to_structure(graph.crystal))
             matched.append(result is not None)
-            rms.append(float(result[0]) if result is not None else float("nan"))
+            rms.append(result if result is not None else float("nan"))
             counts.append(int(arrays.n_atoms[k]) == graph.crystal.n_atoms)
             ids.append(graph.crystal.id)
     model.train(was_training)

@@ -105,15 +105,7 @@ def color_options(frame: pd.DataFrame, *, reconstructed: bool = False) -> list[d
 
 def map_color_options(dataset: str, settings: Settings) -> list[dict]:
     """``color_options`` of a dataset's map (with the reconstruction options once they are computed)."""
-    return color_options(table(dataset, settings), reconstructed=reconstruction_of(dataset, settings) is not None)
-
-
-def reconstruction_of(dataset: str, settings: Settings) -> reconstruction.Reconstruction | None:
-    """The reconstruction of the current map of ``dataset`` when it is computed and fits the table."""
-    found = reconstruction.load(dataset, settings)
-    if found is None or found.frame["id"].tolist() != table(dataset, settings)["id"].tolist():
-        return None
-    return found
+    return color_options(table(dataset, settings), reconstructed=reconstruction.load(dataset, settings) is not None)
 
 
 def _symbols(text: str | None) -> list[str]:
@@ -212,7 +204,7 @@ def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
         raise ValueError(f"the map of {dataset!r} does not match its table: rebuild with `python -m explorer build`")
     hover = ("<b>" + frame["reduced_formula"] + "</b><br>" + frame["spacegroup_symbol"].astype(str) + " ("
              + frame["spacegroup_number"].astype(str) + ")<br>" + frame["id"] + "<br>" + frame["source"]).tolist()
-    rebuilt = reconstruction_of(dataset, settings)
+    rebuilt = reconstruction.load(dataset, settings)
     options = {o["value"]: o for o in color_options(frame, reconstructed=rebuilt is not None)}
     color_by = color_by if color_by in options else "source"
     option = options[color_by]

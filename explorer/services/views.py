@@ -37,13 +37,7 @@ KINDS = ("known", "hypothetical", "upload", "frame")
 
 def structure_details(structure: Structure) -> list[list[str]]:
     """[[label, value]] of any structure (space group by spglib, lattice, density)."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        analyzer = SpacegroupAnalyzer(structure, symprec=0.1)
-        group = f"{analyzer.get_space_group_symbol()} ({analyzer.get_space_group_number()})"
-    except Exception:
-        group = "undetermined"
+    group = reconstruction.space_group_of(structure)
     a, b, c, alpha, beta, gamma = structure.lattice.parameters
     return [["formula", structure.formula], ["space group", group],
             ["lattice", f"a={a:.3f} b={b:.3f} c={c:.3f} Å, α={alpha:.1f} β={beta:.1f} γ={gamma:.1f}°"],
@@ -77,7 +71,7 @@ def known_view(dataset: str, record_id: str, settings: Settings) -> dict:
 def _reconstruction_entry(dataset: str, record_id: str, settings: Settings) -> dict:
     """{"matched": True / False / None (not checked yet), "message"} of a known material
     (``explorer.reconstruction``)."""
-    rebuilt = materials.reconstruction_of(dataset, settings)
+    rebuilt = reconstruction.load(dataset, settings)
     entry = rebuilt.of(record_id) if rebuilt is not None else None
     return {"matched": None if entry is None else entry["matched"], "message": reconstruction.message(entry)}
 
@@ -190,7 +184,7 @@ def _file_label(filename: object) -> str:
 def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: int, method: str) -> dict:
     """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "a", "b", "ends",
     "ms"}; ``ends`` {"a": bool, "b": bool} says whether the first and last frames match A and B (the decoder
-    reproduces the endpoint: ``explorer.reconstruction.match``)."""
+    reproduces the endpoint: ``models.metrics.rms_if_match``)."""
     start = time.perf_counter()
     dataset = materials.check_dataset(dataset, settings)
     a, b = check_view(a, settings, label="A"), check_view(b, settings, label="B")
@@ -209,8 +203,10 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
                       "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
                       "nearest": [], "note": f"hypothetical: frame {frame.index} of a {method} path from "
                                              f"{a['title']} to {b['title']}", "ms": 0.0})
-    ends = {"a": reconstruction.match(frames[0].structure, structure_of(a)) is not None,
-            "b": reconstruction.match(frames[-1].structure, structure_of(b)) is not None}
+    from models.metrics import rms_if_match
+
+    ends = {"a": rms_if_match(frames[0].structure, structure_of(a)) is not None,
+            "b": rms_if_match(frames[-1].structure, structure_of(b)) is not None}
     return {"frames": views, "xy": xy.tolist(), "method": method, "a": a["title"], "b": b["title"],
             "ends": ends, "ms": round(1000 * (time.perf_counter() - start), 1)}
 
