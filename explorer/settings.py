@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     inverse_k: int = Field(
         default=8, ge=1, description="Known latents averaged (inverse-distance weighted) to decode an empty map point."
     )
+    relax_fmax: float = Field(
+        default=0.1, gt=0, lt=10,
+        description="A relaxation (CHGNet, FIRE, positions and cell) stops when every force is below this (eV/Å).",
+    )
+    relax_max_steps: int = Field(default=300, ge=1, le=100_000,
+                                 description="A relaxation stops after this many FIRE steps, converged or not.")
     n_nearest: int = Field(default=5, ge=1, description="Nearest known materials listed beside a structure.")
 
     @property

@@ -61,6 +61,17 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             with _LOCK:
                 _STATE["errors"].append(f"{name}: {exc}")
     try:
+        _step("the potential (CHGNet, for energies)")
+        from explorer.services import physics
+
+        problem = physics.potential_problem(settings)
+        if problem:
+            raise RuntimeError(problem)
+    except Exception as exc:  # the physics panel says why; everything else works
+        LOG.warning("the potential is not available: %s", exc)
+        with _LOCK:
+            _STATE["errors"].append(f"potential: {exc}")
+    try:
         _step("the file reader (for uploads)")
         _start_reader(settings)
     except Exception as exc:

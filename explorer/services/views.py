@@ -3,12 +3,13 @@ checks of the views and map points a browser sends back. Plain data in, plain da
 
 A view is the dict the app keeps in its ``current`` store for the structure on screen::
 
-    {"kind": "known" | "hypothetical" | "upload" | "frame", "id", "title", "formula", "dataset",
+    {"kind": "known" | "hypothetical" | "upload" | "frame" | "relaxed", "id", "title", "formula", "dataset",
      "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None, "validity": {...} | None,
      "details": [[label, value], ...], "nearest": [[id, formula, distance], ...], "note": str, "ms": float}
 
 A known material's view adds "reconstruction": {"matched": bool | None, "message": str} (does its latent decode
-back to it? ``explorer.reconstruction``).
+back to it? ``explorer.reconstruction``). A relaxed view (``relaxed_view``) adds "relaxation": the numbers of
+``physics.Relaxation.summary`` and "source": the title of the structure it was relaxed from.
 
 Everything that comes back from the browser is untrusted: ``check_view`` reads a view's structure with the
 safe reader (no class named in the JSON is imported), and its latent as finite numbers of the model's size.
@@ -32,7 +33,7 @@ from explorer.datasets.rejections import Rejected
 from explorer.services import materials, model
 from explorer.settings import Settings
 
-KINDS = ("known", "hypothetical", "upload", "frame")
+KINDS = ("known", "hypothetical", "upload", "frame", "relaxed")
 
 
 def structure_details(structure: Structure) -> list[list[str]]:
@@ -154,6 +155,29 @@ def upload_view(dataset: str, content: bytes, filename: str, settings: Settings)
             "nearest": _nearest(dataset, latent, settings), "note": note, "ms": 0.0}
     view["ms"] = round(1000 * (time.perf_counter() - start), 1)
     return view
+
+
+def relaxed_view(source: dict, structure: Structure, summary: dict, dataset: str, settings: Settings) -> dict:
+    """The view of ``structure``, the relaxation of the view ``source`` (``physics.relax``): encoded and placed on
+    the map like an upload, with the relaxation's ``summary`` in its details."""
+    start = time.perf_counter()
+    dataset = materials.check_dataset(dataset, settings)
+    source = check_view(source, settings, label="the relaxed structure's source")
+    latent = model.encode([structure], settings)[0]
+    xy = get_atlas(dataset, settings).place(latent)[0]
+    formula = structure.composition.reduced_formula
+    steps = f"{summary['steps']} steps" + ("" if summary.get("converged") else ", not converged")
+    details = [["relaxation", f"{steps}; energy {summary['energy_before']:.4f} → {summary['energy_after']:.4f} eV/atom"
+                              f" (drop {1000 * summary['energy_drop']:.0f} meV/atom)"],
+               ["atoms moved", f"{summary['rms_displacement']:.3f} Å RMS"],
+               ["space group", f"{summary['space_group_before']} → {summary['space_group_after']}"],
+               *[row for row in structure_details(structure) if row[0] != "space group"]]
+    return {"kind": "relaxed", "id": f"relaxed:{str(source['id'])[:80]}", "title": f"{formula} (relaxed)",
+            "formula": formula, "dataset": dataset, "structure": structure.as_dict(), "latent": latent.tolist(),
+            "xy": [float(v) for v in xy], "validity": None, "details": details,
+            "nearest": _nearest(dataset, latent, settings), "relaxation": summary, "source": source["title"],
+            "note": f"relaxed with the potential from {source['title']}",
+            "ms": round(1000 * (time.perf_counter() - start), 1)}
 
 
 def data_url_bytes(contents: object, filename: object, *, max_bytes: int | None = None) -> bytes:

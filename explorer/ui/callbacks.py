@@ -11,7 +11,7 @@ from dash.exceptions import PreventUpdate
 from explorer import atlas, reconstruction
 from explorer.services import downloads, materials, readiness, views
 from explorer.settings import Settings
-from explorer.ui import components, ids
+from explorer.ui import components, ids, physics_panel
 from explorer.ui.components import KNOWN, MATCHES, PATH
 
 LOG = logging.getLogger("explorer")
@@ -142,10 +142,12 @@ def register_selection(app: Dash, settings: Settings) -> None:
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True),
                   Input({"type": ids.NEAREST, "index": ALL}, "n_clicks"),
-                  Input({"type": ids.SHOW_DECODE, "index": ALL}, "n_clicks"), State(ids.DATASET, "value"),
+                  Input({"type": ids.SHOW_DECODE, "index": ALL}, "n_clicks"),
+                  Input({"type": ids.PHYSICS_MATCH, "index": ALL}, "n_clicks"), State(ids.DATASET, "value"),
                   prevent_initial_call=True)
-    def on_material_button(_nearest, _decode, dataset):
-        """A nearest known material (its view), or "show the decode" of the material on screen."""
+    def on_material_button(_nearest, _decode, _match, dataset):
+        """A nearest known material or the known material a decode matches (its view), or "show the decode" of
+        the material on screen."""
         if not isinstance(ctx.triggered_id, dict) or not ctx.triggered or not ctx.triggered[0]["value"]:
             raise PreventUpdate
         record_id = ctx.triggered_id.get("index")
@@ -314,3 +316,4 @@ def register(app: Dash, settings: Settings) -> None:
     register_selection(app, settings)
     register_interpolation(app, settings)
     register_export(app, settings)
+    physics_panel.register(app, settings)

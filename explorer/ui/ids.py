@@ -39,6 +39,18 @@ NEAREST = "nearest"  # pattern-matching type: {"type": NEAREST, "index": record 
 SHOW_DECODE = "show-decode"  # pattern-matching type: {"type": SHOW_DECODE, "index": record id}
 RECONSTRUCTION = "reconstruction"
 
+# physics of the structure on screen
+PHYSICS = "physics"
+NOVELTY = "novelty"
+PHYSICS_MATCH = "physics-match"  # pattern-matching type: {"type": PHYSICS_MATCH, "index": record id}
+RELAX = "relax"
+RELAX_CANCEL = "relax-cancel"
+RELAX_PROGRESS = "relax-progress"
+RELAX_STATUS = "relax-status"
+RELAX_TOGGLE = "relax-toggle"
+PATH_ENERGY = "path-energy"
+PATH_ENERGY_STATUS = "path-energy-status"
+
 # interpolation
 INTERP_SET_A = "interp-set-a"
 INTERP_SET_B = "interp-set-b"
@@ -75,3 +87,5 @@ STORE_BASKET = "store-basket"
 STORE_UPLOADS = "store-uploads"
 STORE_MAP_VERSION = "store-map-version"
 STORE_SELECTION = "store-selection"
+STORE_RELAX_RESULT = "store-relax-result"  # what the relaxation job returns
+STORE_RELAX = "store-relax"  # {"source": view, "relaxed": view}: the pair the toggle switches between

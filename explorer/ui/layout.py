@@ -6,7 +6,7 @@ from __future__ import annotations
 from dash import dcc, html
 
 from explorer.services.export import FORMATS
-from explorer.ui import ids
+from explorer.ui import ids, physics_panel
 from explorer.ui.components import structure_info
 
 SUPERCELLS = ["1x1x1", "2x2x1", "2x2x2", "3x3x1", "3x3x3"]
@@ -70,7 +70,7 @@ def _viewer_panel() -> html.Div:
     return html.Div([options, html.Div(id=ids.VIEWER, className="viewer"),
                      html.Div(id=ids.VIEWER_LEGEND, className="legend"),
                      html.Div(id=ids.VIEWER_STATUS, className="status"),
-                     html.Div(structure_info(None), id=ids.STRUCTURE_INFO, className="info")])
+                     html.Div(structure_info(None), id=ids.STRUCTURE_INFO, className="info"), physics_panel.panel()])
 
 
 def _interp_panel() -> html.Details:
@@ -88,6 +88,7 @@ def _interp_panel() -> html.Details:
         html.Div(dcc.Slider(id=ids.INTERP_FRAME, min=0, max=1, step=1, value=0, marks=None, disabled=True,
                             tooltip={"placement": "bottom"}), className="slider"),
         html.Div(id=ids.INTERP_STRIP, className="strip"), html.Div(id=ids.INTERP_STATUS, className="status"),
+        physics_panel.path_energy_graph(), html.Div(id=ids.PATH_ENERGY_STATUS, className="status"),
     ], open=True)
 
 

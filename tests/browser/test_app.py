@@ -309,3 +309,45 @@ def test_the_page_says_which_materials_the_model_gives_back(page, tiny_settings)
     choose(page, "dataset", "tiny")
     expect(page.locator("#map-status")).to_contain_text("12 materials")
     assert not page.errors, page.errors
+
+
+def test_physics_panel_relax_and_the_energy_along_a_path(page, tiny_settings):
+    wait_for_map(page)
+    choose(page, "dataset", "tiny")
+    wait_for_map(page)
+    click_known(page, tiny_settings, "NaCl")
+    physics = page.locator("#physics")
+    expect(physics).to_contain_text("eV/atom")
+    expect(physics).to_contain_text("known materials of Cl-Na on this map")
+    page.click("#relax")
+    expect(page.locator("#structure-info .info-title")).to_contain_text("(relaxed)", timeout=120_000)
+    expect(page.locator("#relax-status")).to_contain_text("Relaxed in")
+    expect(page.locator("#structure-info")).to_contain_text("relaxation")
+    expect(page.locator("#relax-toggle")).to_be_visible()
+    expect(physics).to_contain_text("not novel: it is the known NaCl")  # rock salt relaxes to rock salt
+    page.get_by_label("as shown before").check()
+    expect(page.locator("#structure-info .info-title")).not_to_contain_text("(relaxed)")
+    page.click("#interp-set-a")
+    click_known(page, tiny_settings, "Si")
+    expect(page.locator("#relax-toggle")).to_be_hidden()
+    page.click("#interp-set-b")
+    page.fill("#interp-steps", "5")
+    page.click("#interp-run")
+    expect(page.locator("#interp-status")).to_contain_text("5 frames")
+    expect(page.locator("#path-energy-status")).to_contain_text("energies of 5 frames")
+    energy_plot = "#path-energy .js-plotly-plot"
+    page.wait_for_function(f"() => {{ const g = document.querySelector('{energy_plot}');"
+                           " return g && g.data && g.data[0].x.length === 5; }")
+    page.wait_for_function("() => !document.querySelector('[data-dash-is-loading]')")
+    page.locator(energy_plot).scroll_into_view_if_needed()
+    px, py = page.evaluate(
+        f"() => {{ const g = document.querySelector('{energy_plot}'); const f = g._fullLayout;"
+        " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
+        " return [r.left + f.xaxis.l2p(g.data[0].x[3]), r.top + f.yaxis.l2p(g.data[0].y[3])]; }")
+    page.mouse.move(px - 3, py - 3)
+    page.mouse.move(px, py, steps=3)
+    page.wait_for_function(f"() => {{ const h = document.querySelector('{energy_plot}')._hoverdata;"
+                           " return h && h.length && h[0].x === 3; }")
+    page.mouse.click(px, py)
+    expect(page.locator("#structure-info")).to_contain_text("path frame 3 of 4")
+    assert not page.errors, page.errors
