@@ -1,6 +1,8 @@
-"""Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME | check PATH`` and
+"""Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME | check PATH``,
 ``python -m explorer build [--dataset NAME] [--skip-reconstruction]`` (the maps: embed every material, fit
-UMAP, then check which materials the model gives back: ``explorer.reconstruction``)."""
+UMAP, then check which materials the model gives back: ``explorer.reconstruction``), ``python -m explorer
+assess PATH [--relax] [--dataset NAME] [--json]`` (energy, stability and novelty of structure files) and
+``python -m explorer generate --dataset NAME --n N [--relax] --out DIR`` (``explorer.generate``)."""
 
 from __future__ import annotations
 
@@ -36,11 +38,28 @@ def main(argv: list[str] | None = None) -> int:
     maps.add_argument("--skip-reconstruction", action="store_true",
                       help="build the maps only; the server then checks which materials the model gives back in "
                            "the background after it starts (about 15 minutes for the 11k known materials)")
+    assess = commands.add_parser("assess", help="energy, forces, energy above the known hull and novelty of each "
+                                                "structure of a file or folder (CHGNet)")
+    assess.add_argument("path", type=Path, help="a CIF/POSCAR/extxyz/JSON file, or a folder of them")
+    assess.add_argument("--relax", action="store_true", help="also relax each structure and assess the result")
+    assess.add_argument("--dataset", default="known", help="the map whose known materials give the hull and "
+                                                           "novelty (default: known)")
+    assess.add_argument("--json", action="store_true", help="one JSON list, a row per structure")
+    gen = commands.add_parser("generate", help="sample, decode and judge hypothetical crystals of a map")
+    gen.add_argument("--dataset", default="known", help="the map to sample (default: known)")
+    gen.add_argument("--n", type=int, required=True, help="how many latents to sample and decode")
+    gen.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
+    gen.add_argument("--relax", action="store_true", help="relax every valid unique crystal before the hull")
+    gen.add_argument("--out", type=Path, required=True, help="folder for cif/, generated.csv and summary.json")
     args = parser.parse_args(argv)
     settings = Settings()
     try:
         if args.command == "build":
             return _run_build(args, settings)
+        if args.command == "assess":
+            return _run_assess(args, settings)
+        if args.command == "generate":
+            return _run_generate(args, settings)
         return _run_data(args, settings)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -66,6 +85,70 @@ def _run_build(args: argparse.Namespace, settings: Settings) -> int:
             start = time.perf_counter()
             print(f"{name}: {reconstruction.compute(name, settings, progress=True).sentence()} "
                   f"({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def _run_assess(args: argparse.Namespace, settings: Settings) -> int:
+    """Every structure of ``args.path`` assessed; a file that cannot be read or assessed gets its error, the rest
+    are done. Exit 1 when any failed."""
+    from explorer.datasets.catalog import read_structures
+    from explorer.datasets.rejections import Rejected
+    from explorer.services import materials, physics
+
+    dataset = materials.check_dataset(args.dataset, settings)
+    problem = physics.potential_problem(settings)
+    if problem:
+        raise RuntimeError(problem)
+    rows = []
+    for key, structure in read_structures(args.path, settings=settings):
+        if isinstance(structure, Rejected):
+            rows.append({"id": key, "error": structure.sentence})
+            continue
+        try:
+            row, _ = physics.assess_candidate(structure, dataset, settings, record_id=key, relax_it=args.relax)
+        except ValueError as exc:
+            row = {"id": key, "error": str(exc)}
+        rows.append(row)
+        if not args.json:
+            print(_assess_line(row), flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for row in rows:
+            if "energy_per_atom" not in row:
+                print(f"{row['id']}\terror\t{row['error']}")
+    return 1 if any(row.get("error") for row in rows) else 0
+
+
+def _assess_line(row: dict) -> str:
+    above = "no hull" if row["e_above_hull"] is None else f"{1000 * row['e_above_hull']:+.0f} meV/atom above hull"
+    line = (f"{row['id']}\t{row['formula']}\t{row['energy_per_atom']:.4f} eV/atom\t{above}\t"
+            f"{'novel' if row['novel'] else 'known: ' + str(row['match_id'])}")
+    if row.get("relaxed"):
+        r = row["relaxed"]
+        r_above = "no hull" if r["e_above_hull"] is None else f"{1000 * r['e_above_hull']:+.0f} meV/atom"
+        line += f"\trelaxed ({r['steps']} steps): {r['energy_per_atom']:.4f} eV/atom, {r_above}"
+    elif row.get("error"):
+        line += f"\trelaxation failed: {row['error']}"
+    return line
+
+
+def _run_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from explorer.generate import generate
+
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.setdefault(stage, tqdm(total=total, desc=stage, unit="crystal"))
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    summary = generate(args.dataset, settings, n=args.n, seed=args.seed, relax_it=args.relax, out=args.out,
+                       on_progress=progress)
+    print(json.dumps(summary, indent=1))
     return 0
 
 

@@ -11,7 +11,9 @@ Units: energies in eV per atom, forces in eV/Å, stress in GPa (ASE's sign conve
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
 import threading
 import warnings
@@ -78,7 +80,7 @@ class RelaxationFailed(ValueError):
 @functools.lru_cache(maxsize=2)
 def _load(device: str):
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints as it loads
             warnings.simplefilter("ignore")
             from chgnet.model import CHGNet
 
@@ -151,7 +153,7 @@ def _sane(atoms, n_atoms: int, start_volume: float) -> str | None:
         distances = atoms.get_all_distances(mic=True)
         closest = float(distances[np.triu_indices(n_atoms, 1)].min())
         if closest < 0.5:
-            return f"two atoms came within {closest:.2f} Å of each other"
+            return f"two atoms are {closest:.2f} Å apart"
     return None
 
 
@@ -174,7 +176,8 @@ def relax_steps(structure: Structure, *, fmax: float = 0.1, max_steps: int = 300
         raise ValueError(f"fmax must be in (0, 10) eV/Å and max_steps in [0, 100000], got {fmax!r} and {max_steps!r}")
     model = load_potential(device)
     atoms = AseAtomsAdaptor.get_atoms(structure)
-    atoms.calc = CHGNetCalculator(model=model, use_device=str(resolve_device(device)), on_isolated_atoms="ignore")
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the device it runs on
+        atoms.calc = CHGNetCalculator(model=model, use_device=str(resolve_device(device)), on_isolated_atoms="ignore")
     target = FrechetCellFilter(atoms) if relax_cell else atoms
     optimizer = FIRE(target, logfile=None)
     n, start_volume, formula = len(atoms), float(atoms.get_volume()), structure.composition.reduced_formula

@@ -91,23 +91,32 @@ def reports(settings: Settings) -> list[DatasetReport]:
 
 def check(path: Path, *, settings: Settings) -> list[dict]:
     """The verdict of every structure under ``path`` (file or folder), as an upload or an ingest would give
-    it, without building a dataset: ``records.check_item`` per record, read in limited workers."""
+    it, without building a dataset: {"id", "ok": True, "formula", "sites"} or {"id", "ok": False, "reason",
+    "message", "detail"} (``read_structures``)."""
+    from explorer.datasets.rejections import Rejected
+
+    return [{"id": key, "ok": False, **result.as_dict()} if isinstance(result, Rejected) else
+            {"id": key, "ok": True, "formula": result.composition.reduced_formula, "sites": len(result)}
+            for key, result in read_structures(path, settings=settings)]
+
+
+def read_structures(path: Path, *, settings: Settings) -> list[tuple[str, object]]:
+    """(key, Structure or Rejected) of every structure under ``path`` (file or folder), read and checked as an
+    upload or an ingest would read them, in limited workers (a file that hangs or is too big is a Rejected,
+    the others are read); in key order."""
     from explorer.datasets.build import limits_of
-    from explorer.datasets.records import check_item
+    from explorer.datasets.records import read_structure
     from explorer.datasets.rejections import Rejected
     from explorer.datasets.sandbox import map_limited
 
     limits = limits_of(settings)
-    verdicts, jobs = [], []
+    found, jobs = [], []
     for item in read_path(Path(path), max_bytes=int(settings.max_upload_mb * 1e6)):
         if isinstance(item, Rejected):
-            verdicts.append({"id": item.detail.split(":", 1)[0], "ok": False, **item.as_dict()})
+            found.append((item.detail.split(":", 1)[0], item))
         else:
             jobs.append(item)
-    results = map_limited(check_item, ((item.key, (item, limits)) for item in jobs), seconds=settings.parse_seconds,
-                          memory_mb=settings.parse_memory_mb, workers=settings.workers)
-    for item, result in zip(jobs, results, strict=True):
-        if isinstance(result, Rejected):
-            result = {"id": item.key, "ok": False, **result.as_dict()}
-        verdicts.append(result)
-    return sorted(verdicts, key=lambda v: v["id"])
+    results = map_limited(read_structure, ((item.key, (item, limits)) for item in jobs),
+                          seconds=settings.parse_seconds, memory_mb=settings.parse_memory_mb, workers=settings.workers)
+    found += [(item.key, result) for item, result in zip(jobs, results, strict=True)]
+    return sorted(found, key=lambda pair: pair[0])

@@ -20,7 +20,7 @@ from explorer.datasets.formats import check_cell, count_structures, decode_text,
 from explorer.datasets.rejections import MAX_Z, REASONS, Limits, Rejected
 
 __all__ = ["MAX_Z", "REASONS", "RECORD_COLUMNS", "Limits", "RawItem", "Rejected", "canonical_structure",
-           "check_item", "check_structure", "make_record", "original_structure", "read_file_structure",
+           "check_structure", "make_record", "original_structure", "read_file_structure",
            "read_structure"]
 
 SCHEMA_VERSION = 2  # 2: one parser per format for every entry point (cell, element and size checks first)
@@ -98,16 +98,6 @@ def read_file_structure(item: RawItem, limits: Limits) -> tuple[Structure, str, 
     fmt = sniff_format(text, name=item.key)
     structure = read_structure(RawItem(key=item.key, kind=fmt, payload=text), limits)
     return structure, fmt, count_structures(text, fmt)
-
-
-def check_item(item: RawItem, limits: Limits) -> dict[str, Any]:
-    """The verdict of ``read_structure`` as plain JSON: {"id", "ok": True, "formula", "sites"} or
-    {"id", "ok": False, "reason", "message", "detail"} (``message``: the reason in words)."""
-    try:
-        structure = read_structure(item, limits)
-    except Rejected as rejection:
-        return {"id": item.key, "ok": False, **rejection.as_dict()}
-    return {"id": item.key, "ok": True, "formula": structure.composition.reduced_formula, "sites": len(structure)}
 
 
 def _make_record(item: RawItem, *, source: str, origin: str, limits: Limits) -> dict[str, Any]:

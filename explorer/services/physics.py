@@ -222,3 +222,23 @@ def path_energies(path: object, dataset: object, settings: Settings) -> dict:
         found["e_above_hull"].append(None if above is None else round(above, 5))
     found["ms"] = round(1000 * (time.perf_counter() - start), 1)
     return found
+
+
+def assess_candidate(structure: Structure, dataset: str, settings: Settings, *, record_id: str = "",
+                     relax_it: bool = False) -> tuple[dict, Structure | None]:
+    """``assess`` of a crystal and, with ``relax_it``, of its relaxation: (row, relaxed structure or None). The row
+    is that of ``python -m explorer assess`` and ``generate``: {..assess keys.., "relaxed": {..assess keys..,
+    "steps", "rms_displacement", "converged", "space_group_before", "space_group_after"} | None, "error": the
+    relaxation's problem | None}."""
+    found = {**assess(structure, dataset, settings, record_id=record_id), "relaxed": None, "error": None}
+    if relax_it:
+        try:
+            relaxation = relax(structure, settings)
+        except ValueError as exc:
+            return {**found, "error": str(exc)}, None
+        summary = relaxation.summary()
+        found["relaxed"] = {**assess(relaxation.structure, dataset, settings, record_id=record_id),
+                            **{k: summary[k] for k in ("steps", "rms_displacement", "converged", "space_group_before",
+                                                       "space_group_after")}}
+        return found, relaxation.structure
+    return found, None
