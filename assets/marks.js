@@ -7,7 +7,7 @@
   "use strict";
 
   var latest = [];
-  var KINDS = ["known", "hypothetical", "upload", "frame"];
+  var KINDS = ["known", "hypothetical", "upload", "frame", "relaxed"];
 
   function finite(xy) {
     return Array.isArray(xy) && xy.length === 2 && xy.every(function (v) {

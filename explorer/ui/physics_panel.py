@@ -6,7 +6,7 @@ relaxed toggle, and the energy plot of an interpolation path. Builders and thin 
 from __future__ import annotations
 
 import plotly.graph_objects as go
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from explorer.services import physics, views
@@ -105,6 +105,10 @@ def relax_summary(result: dict) -> str:
 
 def register(app: Dash, settings: Settings) -> None:
     """The physics callbacks, bound to ``settings``."""
+    app.clientside_callback(ClientsideFunction(namespace="explorer_physics", function_name="pending"),
+                            Output(ids.PHYSICS, "children", allow_duplicate=True), Input(ids.STORE_CURRENT, "data"),
+                            prevent_initial_call=True)
+
     @app.callback(Output(ids.PHYSICS, "children"), Input(ids.STORE_CURRENT, "data"), State(ids.DATASET, "value"))
     def fill(view, dataset):
         if not view or not dataset:

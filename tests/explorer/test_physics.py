@@ -157,3 +157,18 @@ def test_without_the_potential_everything_else_works_and_the_panel_says_why(monk
     panel = str(physics_info(None, f"The potential is not available, so there is no energy: {problem}"))
     assert "no module chgnet" in panel
     assert views.known_view("tiny", _id_of("Si", tiny_settings), tiny_settings)["kind"] == "known"
+
+
+def test_a_relaxed_structure_exports_like_any_other(tiny_settings):
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from explorer.services import downloads
+
+    source = views.known_view("tiny", _id_of("NaCl", tiny_settings), tiny_settings)
+    result = physics.relax(views.structure_of(source), tiny_settings)
+    view = views.relaxed_view(source, result.structure, result.summary(), "tiny", tiny_settings)
+    name, data = downloads.structure_file(view, "cif")
+    assert name.endswith(".cif") and "relaxed" in name
+    back = Structure.from_str(data.decode(), fmt="cif")
+    assert StructureMatcher().fit(back, result.structure)
+    assert downloads.basket_item(view)["hypothetical"] is True
