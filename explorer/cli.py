@@ -2,7 +2,8 @@
 ``python -m explorer build [--dataset NAME] [--skip-reconstruction]`` (the maps: embed every material, fit
 UMAP, then check which materials the model gives back: ``explorer.reconstruction``), ``python -m explorer
 assess PATH [--relax] [--dataset NAME] [--json]`` (energy, stability and novelty of structure files) and
-``python -m explorer generate --dataset NAME --n N [--relax] --out DIR`` (``explorer.generate``)."""
+``python -m explorer generate --dataset NAME --n N [--relax] --out DIR`` (``explorer.generate``) and
+``python -m explorer motifs PATH [--json]`` (the environment of every distinct site: ``explorer.motifs``)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
     gen.add_argument("--relax", action="store_true", help="relax every valid unique crystal before the hull")
     gen.add_argument("--out", type=Path, required=True, help="folder for cif/, generated.csv and summary.json")
+    motifs = commands.add_parser("motifs", help="coordination and motif of every symmetry-distinct site of each "
+                                                "structure of a file or folder")
+    motifs.add_argument("path", type=Path, help="a CIF/POSCAR/extxyz/JSON file, or a folder of them")
+    motifs.add_argument("--json", action="store_true", help="one JSON list, a row per distinct site")
     args = parser.parse_args(argv)
     settings = Settings()
     try:
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_assess(args, settings)
         if args.command == "generate":
             return _run_generate(args, settings)
+        if args.command == "motifs":
+            return _run_motifs(args, settings)
         return _run_data(args, settings)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -150,6 +157,37 @@ def _run_generate(args: argparse.Namespace, settings: Settings) -> int:
                        on_progress=progress)
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _run_motifs(args: argparse.Namespace, settings: Settings) -> int:
+    """Per distinct site of every readable structure: {"file", "site", "element", "cn", "motif", "score",
+    "neighbours"}; a file that cannot be read gets {"file", "error"}. Exit 1 when any failed."""
+    from explorer.datasets.catalog import read_structures
+    from explorer.datasets.rejections import Rejected
+    from explorer.motifs.environments import describe, environments
+
+    rows, failed = [], False
+    for key, structure in read_structures(args.path, settings=settings):
+        if isinstance(structure, Rejected):
+            rows.append({"file": key, "error": structure.sentence})
+            failed = True
+            continue
+        try:
+            found = environments(structure, symprec=settings.symprec)
+        except ValueError as exc:
+            rows.append({"file": key, "error": str(exc)})
+            failed = True
+            continue
+        rows += [{"file": key, **env.as_dict()} for env in found]
+        if not args.json:
+            print(f"{key}\t{structure.composition.reduced_formula}\t{describe(structure, found)}", flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for row in rows:
+            if "error" in row:
+                print(f"{row['file']}\terror\t{row['error']}")
+    return 1 if failed else 0
 
 
 def _run_data(args: argparse.Namespace, settings: Settings) -> int:

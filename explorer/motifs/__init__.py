@@ -1,0 +1,1 @@
+"""Local environments (motifs) of crystals: coordination, shape, polyhedra sharing; ideal shapes in ``shapes``."""

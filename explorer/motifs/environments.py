@@ -1,0 +1,145 @@
+"""The local environment of every symmetry-distinct site of a crystal: its neighbours, coordination number and
+the ideal polyhedron it is closest to, and how the polyhedra of one element share corners, edges or faces.
+
+Neighbours are pymatgen's ``CrystalNN`` (Voronoi solid angles weighted by distance and electronegativity, the
+choice of matminer's site fingerprints), found with periodic images, so an environment at the cell boundary has
+all its neighbours. The shape is the ideal polyhedron of lowest continuous shape measure (``shapes``). One site
+per Wyckoff orbit (spglib at ``symprec``), so a crystal says each distinct environment once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from pymatgen.core import Structure
+
+from explorer.motifs.shapes import best_shape
+
+SHARING = {1: "corner-sharing", 2: "edge-sharing"}  # 3 or more shared neighbours: face-sharing
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One symmetry-distinct site: ``site`` index in the structure, ``element``, ``wyckoff`` ('4a'), ``cn``,
+    ``neighbours`` [(element, distance Å, site index, image (3,) ints)] sorted by distance, ``motif`` (the closest
+    ideal shape, or 'CN n' when there is none with that many vertices), ``csm`` (its continuous shape measure,
+    0 = ideal; None without a shape) and ``measures`` {shape: CShM} of every candidate."""
+
+    site: int
+    element: str
+    wyckoff: str
+    cn: int
+    neighbours: list[tuple[str, float, int, tuple[int, int, int]]]
+    motif: str
+    csm: float | None
+    measures: dict[str, float]
+
+    def as_dict(self) -> dict:
+        """Plain JSON: {"site", "element", "wyckoff", "cn", "motif", "score" (CShM), "neighbours": [[element,
+        distance], ...]}."""
+        return {"site": self.site, "element": self.element, "wyckoff": self.wyckoff, "cn": self.cn,
+                "motif": self.motif, "score": self.csm,
+                "neighbours": [[e, round(d, 4)] for e, d, _, _ in self.neighbours]}
+
+    @property
+    def label(self) -> str:
+        """'Ti: octahedral, CN 6'."""
+        return f"{self.element}: {self.motif}, CN {self.cn}"
+
+
+def _neighbours(structure: Structure, index: int, cnn) -> list[tuple[str, float, int, tuple[int, int, int]]]:
+    centre = structure[index].coords
+    found = []
+    for info in cnn.get_nn_info(structure, index):
+        found.append((info["site"].specie.symbol, float(np.linalg.norm(info["site"].coords - centre)),
+                      int(info["site_index"]), tuple(int(round(v)) for v in info["image"])))
+    return sorted(found, key=lambda n: (n[1], n[0]))
+
+
+def environments(structure: Structure, *, symprec: float = 0.1) -> list[Environment]:
+    """The environment of one site per Wyckoff orbit of an ordered ``structure``, in site order.
+
+    Raises:
+        ValueError: the structure is disordered or empty (naming it).
+    """
+    from pymatgen.analysis.local_env import CrystalNN
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    if len(structure) == 0 or not structure.is_ordered:
+        raise ValueError(f"{structure.composition.reduced_formula or 'structure'}: environments need an ordered "
+                         "crystal with atoms")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            symmetrized = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetrized_structure()
+            orbits = [(group[0], wyckoff) for group, wyckoff in zip(symmetrized.equivalent_indices,
+                                                                     symmetrized.wyckoff_symbols, strict=True)]
+        except Exception:  # spglib finds no symmetry: every site is its own orbit  # noqa: BLE001
+            orbits = [(k, "1a") for k in range(len(structure))]
+        cnn = CrystalNN()
+        found = []
+        for index, wyckoff in sorted(orbits):
+            neighbours = _neighbours(structure, index, cnn)
+            vectors = _vectors(structure, index, neighbours)
+            motif, csm, measures = best_shape(vectors) if len(vectors) else (None, None, {})
+            found.append(Environment(site=index, element=structure[index].specie.symbol, wyckoff=wyckoff,
+                                     cn=len(neighbours), neighbours=neighbours,
+                                     motif=motif or f"CN {len(neighbours)}", csm=csm, measures=measures))
+    return found
+
+
+def _vectors(structure: Structure, index: int, neighbours: list) -> np.ndarray:
+    """(cn, 3) Å from the centre to each neighbour's periodic image."""
+    if not neighbours:
+        return np.zeros((0, 3))
+    frac = np.array([structure[k].frac_coords + np.array(image) for _, _, k, image in neighbours])
+    return structure.lattice.get_cartesian_coords(frac) - structure[index].coords
+
+
+def sharing(structure: Structure, environment: Environment) -> str | None:
+    """How the polyhedron of ``environment`` shares neighbours with the polyhedra of other sites of the same
+    element: 'corner-sharing', 'edge-sharing' or 'face-sharing' (the most any pair shares), or None when no
+    polyhedron of that element touches it. Polyhedra of the whole crystal (CrystalNN of every site of the
+    element), compared as sets of (site, periodic image) of their neighbours."""
+    from pymatgen.analysis.local_env import CrystalNN
+
+    if environment.cn < 3:
+        return None
+    cnn = CrystalNN()
+    mine = {(k, image) for _, _, k, image in environment.neighbours}
+    most = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for other in range(len(structure)):
+            if structure[other].specie.symbol != environment.element:
+                continue
+            theirs = [(k, np.array(image)) for _, _, k, image in _neighbours(structure, other, cnn)]
+            for shift in _shifts(mine, theirs):
+                if other == environment.site and not shift.any():
+                    continue
+                shared = sum((k, tuple(int(v) for v in image + shift)) in mine for k, image in theirs)
+                most = max(most, shared)
+    return None if most == 0 else SHARING.get(most, "face-sharing")
+
+
+def _shifts(mine: set, theirs: list) -> list[np.ndarray]:
+    """The lattice translations that bring one of ``theirs`` onto one of ``mine`` (so they share it)."""
+    shifts = {tuple(np.array(image) - t_image) for k, image in mine for k2, t_image in theirs if k == k2}
+    return [np.array(s) for s in shifts]
+
+
+def describe(structure: Structure, found: list[Environment], *, with_sharing: bool = True) -> str:
+    """'Sr: cuboctahedral, CN 12; Ti: octahedral, CN 6, corner-sharing; O: linear, CN 2' (each element's
+    distinct environments once, sharing of polyhedra where defined)."""
+    parts = []
+    for env in found:
+        text = env.label
+        if with_sharing and env.cn >= 4:
+            mode = sharing(structure, env)
+            if mode:
+                text += f", {mode}"
+        if text not in parts:
+            parts.append(text)
+    return "; ".join(parts)
