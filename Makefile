@@ -11,7 +11,7 @@ THREEDMOL := assets/vendor/3Dmol-min.js
 .PHONY: run test screenshot venv dev-venv data assets browser lint clean-data
 
 run: venv data assets
-	$(BIN)/python -m explorer build --skip-reconstruction || echo "maps not built (no checkpoint yet?): the app says what is missing"
+	$(BIN)/python -m explorer build --skip-reconstruction --skip-motifs || echo "maps not built (no checkpoint yet?): the app says what is missing"
 	$(BIN)/python app.py
 
 test: dev-venv data assets browser

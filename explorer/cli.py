@@ -1,6 +1,7 @@
 """Command line: ``python -m explorer data build | info [--json] | ingest PATH --name NAME | check PATH``,
-``python -m explorer build [--dataset NAME] [--skip-reconstruction]`` (the maps: embed every material, fit
-UMAP, then check which materials the model gives back: ``explorer.reconstruction``), ``python -m explorer
+``python -m explorer build [--dataset NAME] [--skip-reconstruction] [--skip-motifs]`` (the maps: embed every
+material, fit UMAP, then check which materials the model gives back, ``explorer.reconstruction``, and find the
+environment of every site, ``explorer.motifs.table``), ``python -m explorer
 assess PATH [--relax] [--dataset NAME] [--json]`` (energy, stability and novelty of structure files) and
 ``python -m explorer generate --dataset NAME --n N [--relax] --out DIR`` (``explorer.generate``) and
 ``python -m explorer motifs PATH [--json]`` (the environment of every distinct site: ``explorer.motifs``)."""
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 "structure of a file or folder")
     motifs.add_argument("path", type=Path, help="a CIF/POSCAR/extxyz/JSON file, or a folder of them")
     motifs.add_argument("--json", action="store_true", help="one JSON list, a row per distinct site")
+    maps.add_argument("--skip-motifs", action="store_true",
+                      help="do not compute the environments of every site (motif search); the server then computes "
+                           "them in the background after it starts")
     args = parser.parse_args(argv)
     settings = Settings()
     try:
@@ -79,6 +83,7 @@ def _run_build(args: argparse.Namespace, settings: Settings) -> int:
     from explorer import reconstruction
     from explorer.atlas import build_atlas
     from explorer.datasets import catalog
+    from explorer.motifs import table as motif_table
 
     names = args.dataset or [r.dataset for r in catalog.reports(settings)]
     if not names:
@@ -91,6 +96,11 @@ def _run_build(args: argparse.Namespace, settings: Settings) -> int:
         if not args.skip_reconstruction:
             start = time.perf_counter()
             print(f"{name}: {reconstruction.compute(name, settings, progress=True).sentence()} "
+                  f"({time.perf_counter() - start:.0f} s)")
+        if not args.skip_motifs:
+            start = time.perf_counter()
+            sites = motif_table.compute(name, settings, progress=True)
+            print(f"{name}: environments of {len(sites)} distinct sites of {sites['id'].nunique()} materials "
                   f"({time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -275,8 +275,25 @@ def filtered_points(points: dict, keep: np.ndarray) -> dict:
 
 
 def search_points(dataset: str, query: str, settings: Settings) -> dict:
-    """Matches of ``query`` on the map: {"x", "y", "ids", "count"}."""
-    positions = search(table(dataset, settings), query)
+    """Matches of ``query`` on the map: {"x", "y", "ids", "count", "note"}. A motif query ('Ti octahedral',
+    'contains a tetrahedral Si': ``motifs.table.motif_query``) matches the materials with such a site, once the
+    dataset's environments are computed (the note says so until then)."""
+    from explorer.motifs import table as motif_table
+
+    frame = table(dataset, settings)
+    wanted, note = motif_table.motif_query(query), ""
+    if wanted is None:
+        positions = search(frame, query)
+    else:
+        environments = motif_table.load(dataset, settings)
+        if environments is None:
+            positions, note = np.zeros(0, dtype=int), (
+                f"the motifs of {dataset} are not computed yet (the server computes them in the background; "
+                "`python -m explorer build` does it at once)")
+        else:
+            ids = motif_table.matching_ids(environments, *wanted)
+            positions = np.flatnonzero(frame["id"].isin(ids).to_numpy())[:_SEARCH_LIMIT]
+            note = f"materials with a {wanted[1]} {wanted[0] or 'site'}"
     atlas = get_atlas(dataset, settings)
     return {"x": atlas.xy[positions, 0].tolist(), "y": atlas.xy[positions, 1].tolist(),
-            "ids": [atlas.ids[k] for k in positions], "count": int(len(positions))}
+            "ids": [atlas.ids[k] for k in positions], "count": int(len(positions)), "note": note}

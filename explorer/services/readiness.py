@@ -80,9 +80,23 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             _STATE["errors"].append(f"file reader: {exc}")
     with _LOCK:
         _STATE.update(ready=True, step="ready", seconds=round(time.perf_counter() - start, 1))
-    from explorer import reconstruction
+    checks_in_background(datasets, settings)  # after a build outside `python -m explorer build`
 
-    reconstruction.compute_in_background(datasets, settings)  # after a build outside `python -m explorer build`
+
+def checks_in_background(datasets: list[str], settings: Settings) -> threading.Thread:
+    """In one daemon thread, one job after the other (2 cores): the reconstruction check of each map, then the
+    environments of each dataset's sites, where they are missing (``explorer.reconstruction``,
+    ``explorer.motifs.table``); failures are logged, never raised."""
+    from explorer import reconstruction
+    from explorer.motifs import table as motif_table
+
+    def run() -> None:
+        reconstruction.compute_in_background(datasets, settings).join()
+        motif_table.compute_in_background(datasets, settings).join()
+
+    thread = threading.Thread(target=run, name="explorer-checks", daemon=True)
+    thread.start()
+    return thread
 
 
 _ROCK_SALT = b"NaCl\n1.0\n0 2.82 2.82\n2.82 0 2.82\n2.82 2.82 0\nNa Cl\n1 1\ndirect\n0 0 0\n0.5 0.5 0.5\n"

@@ -8,10 +8,10 @@ import time
 from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 from dash.exceptions import PreventUpdate
 
-from explorer import atlas, reconstruction
+from explorer import atlas
 from explorer.services import downloads, materials, readiness, views
 from explorer.settings import Settings
-from explorer.ui import components, ids, physics_panel
+from explorer.ui import components, ids, motif_panel, physics_panel
 from explorer.ui.components import KNOWN, MATCHES, PATH
 
 LOG = logging.getLogger("explorer")
@@ -23,7 +23,8 @@ def _matches(dataset: str | None, query: str | None, settings: Settings) -> tupl
     if not dataset or not (query or "").strip():
         return None, ""
     found = materials.search_points(dataset, query, settings)
-    return found, f"{found['count']} match{'es' if found['count'] != 1 else ''} for {query.strip()!r}"
+    status = f"{found['count']} match{'es' if found['count'] != 1 else ''} for {query.strip()!r}"
+    return found, status + (f" ({found['note']})" if found["note"] else "")
 
 
 def register_map(app: Dash, settings: Settings) -> None:
@@ -98,7 +99,7 @@ def register_map(app: Dash, settings: Settings) -> None:
         set_progress(f"building the map of {dataset}: encoding…")
         atlas.build_atlas(dataset, settings, on_progress=lambda done, total: set_progress(
             f"encoded {done} of {total} materials" + ("; fitting UMAP…" if done == total else "")))
-        reconstruction.compute_in_background([dataset], settings)  # the map shows now; this follows
+        readiness.checks_in_background([dataset], settings)  # the map shows now; these follow
         set_progress("done")
         return time.time()
 
@@ -317,3 +318,4 @@ def register(app: Dash, settings: Settings) -> None:
     register_interpolation(app, settings)
     register_export(app, settings)
     physics_panel.register(app, settings)
+    motif_panel.register(app, settings)

@@ -51,6 +51,10 @@ RELAX_TOGGLE = "relax-toggle"
 PATH_ENERGY = "path-energy"
 PATH_ENERGY_STATUS = "path-energy-status"
 
+# motifs of the structure on screen
+MOTIFS = "motifs"
+MOTIF_SENTENCE = "motif-sentence"
+
 # interpolation
 INTERP_SET_A = "interp-set-a"
 INTERP_SET_B = "interp-set-b"

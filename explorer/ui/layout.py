@@ -6,7 +6,7 @@ from __future__ import annotations
 from dash import dcc, html
 
 from explorer.services.export import FORMATS
-from explorer.ui import ids, physics_panel
+from explorer.ui import ids, motif_panel, physics_panel
 from explorer.ui.components import structure_info
 
 SUPERCELLS = ["1x1x1", "2x2x1", "2x2x2", "3x3x1", "3x3x3"]
@@ -70,7 +70,8 @@ def _viewer_panel() -> html.Div:
     return html.Div([options, html.Div(id=ids.VIEWER, className="viewer"),
                      html.Div(id=ids.VIEWER_LEGEND, className="legend"),
                      html.Div(id=ids.VIEWER_STATUS, className="status"),
-                     html.Div(structure_info(None), id=ids.STRUCTURE_INFO, className="info"), physics_panel.panel()])
+                     html.Div(structure_info(None), id=ids.STRUCTURE_INFO, className="info"), motif_panel.panel(),
+                     physics_panel.panel()])
 
 
 def _interp_panel() -> html.Details:

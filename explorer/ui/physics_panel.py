@@ -105,7 +105,7 @@ def relax_summary(result: dict) -> str:
 
 def register(app: Dash, settings: Settings) -> None:
     """The physics callbacks, bound to ``settings``."""
-    app.clientside_callback(ClientsideFunction(namespace="explorer_physics", function_name="pending"),
+    app.clientside_callback(ClientsideFunction(namespace="explorer_deferred", function_name="physics"),
                             Output(ids.PHYSICS, "children", allow_duplicate=True), Input(ids.STORE_CURRENT, "data"),
                             prevent_initial_call=True)
 

@@ -97,3 +97,33 @@ def test_the_motifs_command_reports_every_site_and_the_broken_file(tmp_path, cap
     assert by_element["Ti"]["neighbours"][0][0] == "O" and abs(by_element["Ti"]["neighbours"][0][1] - 1.9525) < 1e-3
     assert {"file", "site", "score"} <= set(by_element["Sr"])
     assert [row["file"] for row in rows if "error" in row] == ["broken.cif"]
+
+
+def test_the_map_search_finds_materials_by_motif_once_the_environments_are_computed(tiny_settings, tmp_path):
+    from small_model import ingest_crystals
+
+    from explorer.motifs import table as motif_table
+    from explorer.services import materials
+
+    ingest_crystals(tiny_settings, "tiny-motifs", [srtio3(), silicon(), nacl(), wurtzite()], tmp_path / "cifs")
+    waiting = materials.search_points("tiny-motifs", "Ti octahedral", tiny_settings)
+    assert waiting["count"] == 0 and "not computed yet" in waiting["note"]
+    sites = motif_table.compute("tiny-motifs", tiny_settings)
+    assert sites["id"].nunique() == 4 and set(sites.columns) >= {"element", "wyckoff", "cn", "motif", "csm"}
+    assert motif_table.load("tiny-motifs", tiny_settings) is not None
+    frame = materials.table("tiny-motifs", tiny_settings)
+
+    def formulas(query):
+        found = materials.search_points("tiny-motifs", query, tiny_settings)
+        return sorted(frame.set_index("id").loc[found["ids"], "reduced_formula"])
+
+    assert formulas("Ti octahedral") == ["SrTiO3"]
+    assert formulas("contains a tetrahedral Si") == ["Si"]
+    assert formulas("tetrahedral") == ["Si", "ZnO"]
+    assert formulas("octahedral") == ["NaCl", "SrTiO3"]
+    assert formulas("Na octahedron") == ["NaCl"]
+    assert formulas("NaCl") == ["NaCl"]  # formulas are no motif queries
+    assert "a octahedral Ti" in materials.search_points("tiny-motifs", "Ti octahedral", tiny_settings)["note"]
+    perovskite = sites[sites["id"] == frame.loc[frame["reduced_formula"] == "SrTiO3", "id"].item()]
+    assert sorted(zip(perovskite["element"], perovskite["cn"], perovskite["motif"], strict=True)) == [
+        ("O", 2, "linear"), ("Sr", 12, "cuboctahedral"), ("Ti", 6, "octahedral")]

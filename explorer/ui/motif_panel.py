@@ -1,0 +1,51 @@
+"""The motifs of the structure on screen, in words ("Ti: octahedral, CN 6, corner-sharing; Sr: cuboctahedral,
+CN 12"), filled by a second callback after the structure is drawn; the work is in ``explorer.motifs``."""
+
+from __future__ import annotations
+
+import time
+
+from dash import ClientsideFunction, Dash, Input, Output, html
+
+from explorer.motifs.environments import describe, environments
+from explorer.services import views
+from explorer.settings import Settings
+from explorer.ui import ids
+
+MAX_ATOMS = 200
+"""Larger cells are described without polyhedra sharing (it needs every site's neighbours)."""
+
+
+def panel() -> html.Div:
+    return html.Div(id=ids.MOTIFS, className="info motifs")
+
+
+def motif_info(view: dict, settings: Settings) -> list:
+    """The motif block of a checked view: one line per distinct environment, with the shape measure."""
+    start = time.perf_counter()
+    structure = views.structure_of(view)
+    found = environments(structure, symprec=settings.symprec)
+    sentence = describe(structure, found, with_sharing=len(structure) <= MAX_ATOMS)
+    rows = [html.Tr([html.Th(f"{e.element} ({e.wyckoff})"),
+                     html.Td(f"{e.motif}, CN {e.cn}" + ("" if e.csm is None else f", CShM {e.csm:.2f}") +
+                             " — " + ", ".join(f"{n} {d:.2f} Å" for n, d, _, _ in e.neighbours[:12]))])
+            for e in found]
+    return [html.H4("Motifs"), html.P(sentence, id=ids.MOTIF_SENTENCE),
+            html.Table(rows, className="details"),
+            html.P("Neighbours by CrystalNN; shape: the ideal polyhedron of lowest continuous shape measure (CShM, "
+                   f"0 = ideal). Server time {1000 * (time.perf_counter() - start):.0f} ms.", className="timing")]
+
+
+def register(app: Dash, settings: Settings) -> None:
+    app.clientside_callback(ClientsideFunction(namespace="explorer_deferred", function_name="motifs"),
+                            Output(ids.MOTIFS, "children", allow_duplicate=True), Input(ids.STORE_CURRENT, "data"),
+                            prevent_initial_call=True)
+
+    @app.callback(Output(ids.MOTIFS, "children"), Input(ids.STORE_CURRENT, "data"))
+    def fill(view):
+        if not view:
+            return []
+        try:
+            return motif_info(views.check_view(view, settings), settings)
+        except ValueError as exc:
+            return [html.H4("Motifs"), html.P(str(exc)[:400], className="error")]
