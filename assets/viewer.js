@@ -1,7 +1,9 @@
 /* 3D structure viewer: draws the structure on screen into the `viewer` div with 3Dmol.js
  * (assets/vendor/3Dmol-min.js, installed from npm by `make assets`). Called by a Dash clientside callback
  * with the viewer store ({lattice: 3x3 rows in Å, species: [symbol], frac: [[a, b, c]]}), the supercell
- * ("2x2x1") and the style ("ball-and-stick" | "spheres"). Returns a status text for the page. */
+ * ("2x2x1"), the style ("ball-and-stick" | "spheres"), the polyhedra toggle (["on"] or []) and the polyhedra
+ * store ({title, polyhedra: [{element, vertices: [[x, y, z]], faces: [[i, j, k]]}]}, drawn translucent in the
+ * centre's element colour in every cell of the supercell). Returns a status text for the page. */
 (function () {
   "use strict";
 
@@ -76,9 +78,40 @@
     return { sphere: { scale: 0.3, colorscheme: "Jmol" }, stick: { radius: 0.15, colorscheme: "Jmol" } };
   }
 
+  function drawPolyhedra(viewer, data, reps, shapes) {
+    var count = 0;
+    shapes.forEach(function (shape) {
+      for (var i = 0; i < reps[0]; i++) { for (var j = 0; j < reps[1]; j++) { for (var k = 0; k < reps[2]; k++) {
+        var shift = cartesian(data.lattice, [i, j, k]);
+        var vertexArr = [], normalArr = [], faceArr = [];
+        var p = shape.vertices.map(function (v) { return [v[0] + shift[0], v[1] + shift[1], v[2] + shift[2]]; });
+        var centre = [0, 1, 2].map(function (d) {
+          return p.reduce(function (s, v) { return s + v[d]; }, 0) / p.length;
+        });
+        shape.faces.forEach(function (face) {
+          var a = p[face[0]], b = p[face[1]], c = p[face[2]];
+          var u = [b[0] - a[0], b[1] - a[1], b[2] - a[2]], w = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];
+          var n = [u[1] * w[2] - u[2] * w[1], u[2] * w[0] - u[0] * w[2], u[0] * w[1] - u[1] * w[0]];
+          var out = (a[0] - centre[0]) * n[0] + (a[1] - centre[1]) * n[1] + (a[2] - centre[2]) * n[2];
+          var len = Math.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]) || 1;
+          var sign = out < 0 ? -1 : 1;
+          [a, b, c].forEach(function (v) {
+            faceArr.push(vertexArr.length);
+            vertexArr.push({ x: v[0], y: v[1], z: v[2] });
+            normalArr.push({ x: sign * n[0] / len, y: sign * n[1] / len, z: sign * n[2] / len });
+          });
+        });
+        viewer.addCustom({ vertexArr: vertexArr, normalArr: normalArr, faceArr: faceArr,
+          color: elementColor(shape.element), opacity: 0.45 });
+        count++;
+      } } }
+    });
+    return count;
+  }
+
   var pending = 0;
 
-  function draw(element, data, reps, style) {
+  function draw(element, data, reps, style, shapes) {
     var atoms = supercellAtoms(data, reps);
     if (!element._viewer) {
       element._viewer = $3Dmol.createViewer(element, { backgroundColor: "white" });
@@ -88,25 +121,31 @@
     viewer.addModel(toXyz(atoms), "xyz");
     viewer.setStyle({}, styleOf(style));
     drawCell(viewer, data.lattice, reps);
+    var drawn = shapes.length ? drawPolyhedra(viewer, data, reps, shapes) : 0;
+    element.setAttribute("data-polyhedra", String(drawn));
     viewer.zoomTo();
     viewer.render();
     drawLegend(data.species);
     element.setAttribute("data-atoms", String(atoms.length));
-    return atoms.length + " atoms drawn (" + reps.join("×") + " cell): " + data.title;
+    return atoms.length + " atoms drawn (" + reps.join("×") + " cell)" +
+      (shapes.length ? ", " + shapes.length + (shapes.length === 1 ? " polyhedron" : " polyhedra") + " per cell" : "") + ": " + data.title;
   }
 
   /* The structure's panel text is painted first, the 3D view right after: WebGL rendering can hold the
    * page's only thread for most of a second (software rendering), and the click should not wait for it. */
-  function drawStructure(data, supercell, style) {
+  function drawStructure(data, supercell, style, polyhedraOn, polyhedra) {
     var element = document.getElementById("viewer");
     if (!element || typeof $3Dmol === "undefined") { return "3Dmol.js is not loaded (run `make assets`)"; }
     if (!data) { return ""; }
     var reps = String(supercell || "1x1x1").split("x").map(function (n) { return parseInt(n, 10) || 1; });
+    var on = Array.isArray(polyhedraOn) && polyhedraOn.indexOf("on") >= 0;
+    var shapes = on && polyhedra && polyhedra.title === data.title && Array.isArray(polyhedra.polyhedra) ?
+      polyhedra.polyhedra : [];
     var ticket = ++pending;
     window.requestAnimationFrame(function () {
       window.setTimeout(function () {
         if (ticket !== pending) { return; }  // a newer structure came meanwhile
-        var status = draw(element, data, reps, style);
+        var status = draw(element, data, reps, style, shapes);
         window.dash_clientside.set_props("viewer-status", { children: status });
       }, 0);
     });

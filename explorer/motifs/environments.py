@@ -98,30 +98,74 @@ def _vectors(structure: Structure, index: int, neighbours: list) -> np.ndarray:
     return structure.lattice.get_cartesian_coords(frac) - structure[index].coords
 
 
-def sharing(structure: Structure, environment: Environment) -> str | None:
-    """How the polyhedron of ``environment`` shares neighbours with the polyhedra of other sites of the same
-    element: 'corner-sharing', 'edge-sharing' or 'face-sharing' (the most any pair shares), or None when no
-    polyhedron of that element touches it. Polyhedra of the whole crystal (CrystalNN of every site of the
-    element), compared as sets of (site, periodic image) of their neighbours."""
+def element_neighbours(structure: Structure, element: str) -> dict[int, list]:
+    """{site index: CrystalNN neighbours (as ``Environment.neighbours``)} of every site of ``element``."""
     from pymatgen.analysis.local_env import CrystalNN
 
-    if environment.cn < 3:
-        return None
     cnn = CrystalNN()
-    mine = {(k, image) for _, _, k, image in environment.neighbours}
-    most = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for other in range(len(structure)):
-            if structure[other].specie.symbol != environment.element:
+        return {k: _neighbours(structure, k, cnn) for k in range(len(structure))
+                if structure[k].specie.symbol == element}
+
+
+def sharing(structure: Structure, environment: Environment, neighbours: dict[int, list] | None = None) -> str | None:
+    """How the polyhedron of ``environment`` shares neighbours with the polyhedra of other sites of the same
+    element: 'corner-sharing', 'edge-sharing' or 'face-sharing' (the most any pair shares), or None when no
+    polyhedron of that element touches it. Polyhedra of the whole crystal (``element_neighbours``, computed here
+    unless given), compared as sets of (site, periodic image) of their neighbours."""
+    if environment.cn < 3:
+        return None
+    neighbours = neighbours if neighbours is not None else element_neighbours(structure, environment.element)
+    mine = {(k, image) for _, _, k, image in environment.neighbours}
+    most = 0
+    for other, found in neighbours.items():
+        theirs = [(k, np.array(image)) for _, _, k, image in found]
+        for shift in _shifts(mine, theirs):
+            if other == environment.site and not shift.any():
                 continue
-            theirs = [(k, np.array(image)) for _, _, k, image in _neighbours(structure, other, cnn)]
-            for shift in _shifts(mine, theirs):
-                if other == environment.site and not shift.any():
-                    continue
-                shared = sum((k, tuple(int(v) for v in image + shift)) in mine for k, image in theirs)
-                most = max(most, shared)
+            most = max(most, sum((k, tuple(int(v) for v in image + shift)) in mine for k, image in theirs))
     return None if most == 0 else SHARING.get(most, "face-sharing")
+
+
+def is_polyhedron_centre(environment: Environment) -> bool:
+    """A cation-like centre with a polyhedron worth drawing: 4 to 8 neighbours (tetrahedra, octahedra, prisms,
+    cubes; larger cages hide the rest of the crystal), every one more electronegative than the centre."""
+    from pymatgen.core import Element
+
+    if not 4 <= environment.cn <= 8:
+        return False
+    centre = Element(environment.element).X
+    return all(Element(n).X > centre for n, _, _, _ in environment.neighbours)
+
+
+def polyhedra(structure: Structure, found: list[Environment]) -> list[dict]:
+    """The coordination polyhedra of every site whose environment is a polyhedron centre, for the viewer:
+    [{"element", "site", "vertices": [[x, y, z] Å, ...] (the neighbours' periodic images), "faces": [[i, j, k],
+    ...] (triangles of their convex hull; a fan for a flat polygon)}]."""
+    centres = {e.element for e in found if is_polyhedron_centre(e)}
+    shapes = []
+    for element in sorted(centres):
+        for site, neighbours in element_neighbours(structure, element).items():
+            if len(neighbours) < 4:
+                continue
+            vertices = _vectors(structure, site, neighbours) + structure[site].coords
+            shapes.append({"element": element, "site": site, "vertices": np.round(vertices, 4).tolist(),
+                           "faces": _faces(vertices)})
+    return shapes
+
+
+def _faces(vertices: np.ndarray) -> list[list[int]]:
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        return ConvexHull(vertices).simplices.tolist()
+    except (QhullError, ValueError):  # flat (square planar, hexagonal planar): a fan around the centroid order
+        centred = vertices - vertices.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred)
+        angles = np.arctan2(centred @ vt[1], centred @ vt[0])
+        order = np.argsort(angles).tolist()
+        return [[order[0], order[k], order[k + 1]] for k in range(1, len(order) - 1)]
 
 
 def _shifts(mine: set, theirs: list) -> list[np.ndarray]:
@@ -133,11 +177,13 @@ def _shifts(mine: set, theirs: list) -> list[np.ndarray]:
 def describe(structure: Structure, found: list[Environment], *, with_sharing: bool = True) -> str:
     """'Sr: cuboctahedral, CN 12; Ti: octahedral, CN 6, corner-sharing; O: linear, CN 2' (each element's
     distinct environments once, sharing of polyhedra where defined)."""
-    parts = []
+    parts, cache = [], {}
     for env in found:
         text = env.label
         if with_sharing and env.cn >= 4:
-            mode = sharing(structure, env)
+            if env.element not in cache:
+                cache[env.element] = element_neighbours(structure, env.element)
+            mode = sharing(structure, env, cache[env.element])
             if mode:
                 text += f", {mode}"
         if text not in parts:

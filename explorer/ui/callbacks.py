@@ -179,7 +179,8 @@ def register_selection(app: Dash, settings: Settings) -> None:
 
     app.clientside_callback(ClientsideFunction(namespace="explorer", function_name="drawStructure"),
                             Output(ids.VIEWER_STATUS, "children"), Input(ids.STORE_VIEWER, "data"),
-                            Input(ids.VIEWER_SUPERCELL, "value"), Input(ids.VIEWER_STYLE, "value"))
+                            Input(ids.VIEWER_SUPERCELL, "value"), Input(ids.VIEWER_STYLE, "value"),
+                            Input(ids.VIEWER_POLYHEDRA, "value"), Input(ids.STORE_POLYHEDRA, "data"))
 
 
 def register_interpolation(app: Dash, settings: Settings) -> None:

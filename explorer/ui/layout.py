@@ -17,6 +17,7 @@ def _stores() -> list:
             dcc.Store(id=ids.STORE_ENDPOINTS, data={}), dcc.Store(id=ids.STORE_PATH),
             dcc.Store(id=ids.STORE_BASKET, data=[]), dcc.Store(id=ids.STORE_UPLOADS, data=[]),
             dcc.Store(id=ids.STORE_MAP_VERSION, data=0), dcc.Store(id=ids.STORE_SELECTION, data=[]),
+            dcc.Store(id=ids.STORE_POLYHEDRA),
             dcc.Download(id=ids.DOWNLOAD), dcc.Interval(id=ids.INTERP_TIMER, interval=700, disabled=True)]
 
 
@@ -66,6 +67,8 @@ def _viewer_panel() -> html.Div:
         dcc.RadioItems(id=ids.VIEWER_STYLE, options=[{"label": " ball-and-stick", "value": "ball-and-stick"},
                                                      {"label": " spheres", "value": "spheres"}],
                        value="ball-and-stick", inline=True),
+        dcc.Checklist(id=ids.VIEWER_POLYHEDRA, options=[{"label": " polyhedra", "value": "on"}], value=[],
+                      inline=True),
     ], className="controls")
     return html.Div([options, html.Div(id=ids.VIEWER, className="viewer"),
                      html.Div(id=ids.VIEWER_LEGEND, className="legend"),

@@ -7,7 +7,7 @@ import time
 
 from dash import ClientsideFunction, Dash, Input, Output, html
 
-from explorer.motifs.environments import describe, environments
+from explorer.motifs.environments import describe, environments, polyhedra
 from explorer.services import views
 from explorer.settings import Settings
 from explorer.ui import ids
@@ -20,20 +20,23 @@ def panel() -> html.Div:
     return html.Div(id=ids.MOTIFS, className="info motifs")
 
 
-def motif_info(view: dict, settings: Settings) -> list:
-    """The motif block of a checked view: one line per distinct environment, with the shape measure."""
+def motif_info(view: dict, settings: Settings) -> tuple[list, dict]:
+    """The motif block of a checked view (one line per distinct environment, with the shape measure) and the
+    viewer's polyhedra {"title": the view's title, "polyhedra": ``environments.polyhedra``}."""
     start = time.perf_counter()
     structure = views.structure_of(view)
     found = environments(structure, symprec=settings.symprec)
-    sentence = describe(structure, found, with_sharing=len(structure) <= MAX_ATOMS)
+    small = len(structure) <= MAX_ATOMS
+    sentence = describe(structure, found, with_sharing=small)
+    shapes = {"title": view["title"], "polyhedra": polyhedra(structure, found) if small else []}
     rows = [html.Tr([html.Th(f"{e.element} ({e.wyckoff})"),
                      html.Td(f"{e.motif}, CN {e.cn}" + ("" if e.csm is None else f", CShM {e.csm:.2f}") +
                              " — " + ", ".join(f"{n} {d:.2f} Å" for n, d, _, _ in e.neighbours[:12]))])
             for e in found]
-    return [html.H4("Motifs"), html.P(sentence, id=ids.MOTIF_SENTENCE),
-            html.Table(rows, className="details"),
-            html.P("Neighbours by CrystalNN; shape: the ideal polyhedron of lowest continuous shape measure (CShM, "
-                   f"0 = ideal). Server time {1000 * (time.perf_counter() - start):.0f} ms.", className="timing")]
+    note = ("Neighbours by CrystalNN; shape: the ideal polyhedron of lowest continuous shape measure (CShM, 0 = "
+            f"ideal). Server time {1000 * (time.perf_counter() - start):.0f} ms.")
+    return [html.H4("Motifs"), html.P(sentence, id=ids.MOTIF_SENTENCE), html.Table(rows, className="details"),
+            html.P(note, className="timing")], shapes
 
 
 def register(app: Dash, settings: Settings) -> None:
@@ -41,11 +44,12 @@ def register(app: Dash, settings: Settings) -> None:
                             Output(ids.MOTIFS, "children", allow_duplicate=True), Input(ids.STORE_CURRENT, "data"),
                             prevent_initial_call=True)
 
-    @app.callback(Output(ids.MOTIFS, "children"), Input(ids.STORE_CURRENT, "data"))
+    @app.callback(Output(ids.MOTIFS, "children"), Output(ids.STORE_POLYHEDRA, "data"),
+                  Input(ids.STORE_CURRENT, "data"))
     def fill(view):
         if not view:
-            return []
+            return [], None
         try:
             return motif_info(views.check_view(view, settings), settings)
         except ValueError as exc:
-            return [html.H4("Motifs"), html.P(str(exc)[:400], className="error")]
+            return [html.H4("Motifs"), html.P(str(exc)[:400], className="error")], None

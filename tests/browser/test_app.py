@@ -320,6 +320,10 @@ def test_physics_panel_relax_and_the_energy_along_a_path(page, tiny_settings):
     expect(physics).to_contain_text("eV/atom")
     expect(physics).to_contain_text("known materials of Cl-Na on this map")
     expect(page.locator("#motif-sentence")).to_contain_text("Na: octahedral, CN 6, edge-sharing")
+    page.get_by_label("polyhedra").check()  # NaCl's primitive cell: one NaCl6 octahedron per cell
+    expect(page.locator("#viewer-status")).to_contain_text("1 polyhedron per cell")
+    assert page.locator("#viewer").get_attribute("data-polyhedra") == "1"
+    page.get_by_label("polyhedra").uncheck()
     page.click("#relax")
     expect(page.locator("#structure-info .info-title")).to_contain_text("(relaxed)", timeout=120_000)
     expect(page.locator("#relax-status")).to_contain_text("Relaxed in")

@@ -127,3 +127,14 @@ def test_the_map_search_finds_materials_by_motif_once_the_environments_are_compu
     perovskite = sites[sites["id"] == frame.loc[frame["reduced_formula"] == "SrTiO3", "id"].item()]
     assert sorted(zip(perovskite["element"], perovskite["cn"], perovskite["motif"], strict=True)) == [
         ("O", 2, "linear"), ("Sr", 12, "cuboctahedral"), ("Ti", 6, "octahedral")]
+
+
+def test_polyhedra_for_the_viewer_are_the_cation_centred_ones():
+    from explorer.motifs.environments import _faces, polyhedra
+
+    shapes = polyhedra(srtio3(), environments(srtio3()))
+    assert [(s["element"], len(s["vertices"]), len(s["faces"])) for s in shapes] == [("Ti", 6, 8)]  # no SrO12 cage
+    ti = srtio3()[1].coords
+    assert all(abs(np.linalg.norm(np.array(v) - ti) - 1.9525) < 1e-3 for v in shapes[0]["vertices"])
+    assert polyhedra(silicon(), environments(silicon())) == []  # Si-Si bonds: no centre
+    assert len(_faces(np.array([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]]))) == 2  # flat: a fan
