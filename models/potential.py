@@ -195,3 +195,15 @@ def relax_steps(structure: Structure, *, fmax: float = 0.1, max_steps: int = 300
             yield RelaxStep(step=step, energy_per_atom=energy, max_force=float(np.linalg.norm(forces, axis=1).max()),
                             structure=AseAtomsAdaptor.get_structure(atoms), converged=bool(converged))
             step += 1
+
+
+def relax(structure: Structure, *, fmax: float = 0.1, max_steps: int = 300, device: str | None = None) -> Structure:
+    """The crystal at the end of ``relax_steps`` (converged, or after ``max_steps``).
+
+    Raises:
+        RelaxationFailed: as ``relax_steps``.
+    """
+    last = None
+    for last in relax_steps(structure, fmax=fmax, max_steps=max_steps, device=device):  # noqa: B007
+        pass
+    return last.structure

@@ -98,3 +98,27 @@ def test_evaluate_and_reconstruct_commands(tmp_path):
     assert written.composition == expected.composition
     assert np.allclose(written.lattice.abc, expected.lattice.abc, atol=1e-4)
     assert evaluate.main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data), "--out", str(out)]) == 2
+
+
+def test_reconstruct_can_relax_every_decode_with_the_potential(tmp_path):
+    from small_model import small_checkpoint
+
+    from models import potential
+
+    checkpoint = small_checkpoint(tmp_path / "small.pt")  # trained on a dozen real crystals: near-real decodes
+    data = tmp_path / "set.csv.gz"
+    pd.DataFrame({"material_id": ["nacl", "si"], "cif": [str(CifWriter(nacl())), str(CifWriter(silicon()))]}).to_csv(
+        data, index=False, compression="gzip")
+    plain, relaxed = tmp_path / "plain.csv", tmp_path / "relaxed.csv"
+    assert reconstruct.main(["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(plain)]) == 0
+    assert reconstruct.main(["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(relaxed),
+                             "--relax"]) == 0
+    with open(plain) as a, open(relaxed) as b:
+        before, after = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert list(after[0]) == ["material_id", "cif", "relax_error"]
+    for old, new in zip(before, after, strict=True):
+        first, last = (Structure.from_str(r["cif"], fmt="cif") for r in (old, new))
+        if new["relax_error"]:
+            assert "the relaxation was stopped" in new["relax_error"] and last == first
+        else:
+            assert potential.energies([last])[0] <= potential.energies([first])[0] + 1e-3
