@@ -101,11 +101,14 @@ def compute(dataset: str, settings: Settings, *, progress: bool = False,
 
 
 def compute_in_background(datasets: list[str], settings: Settings) -> threading.Thread:
-    """``compute`` each dataset's missing environments in a daemon thread (failures are logged, never raised)."""
+    """``compute`` the missing environments of each dataset whose map is built (the search of a map uses them),
+    in a daemon thread; failures are logged, never raised."""
     def run() -> None:
+        from explorer.atlas import is_built
+
         for name in datasets:
             try:
-                if load(name, settings) is None:
+                if is_built(name, settings) and load(name, settings) is None:
                     compute(name, settings)
                     LOG.info("motifs of %s computed", name)
             except Exception as exc:
