@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from dash import ClientsideFunction, Dash, Input, Output, html
+from dash import ClientsideFunction, Dash, Input, Output, State, html
 
 from explorer.motifs.environments import describe, environments, polyhedra
 from explorer.services import views
@@ -44,9 +44,10 @@ def register(app: Dash, settings: Settings) -> None:
                             Output(ids.MOTIFS, "children", allow_duplicate=True), Input(ids.STORE_CURRENT, "data"),
                             prevent_initial_call=True)
 
+    # After ``show`` has answered (it writes the viewer's store), as the physics panel.
     @app.callback(Output(ids.MOTIFS, "children"), Output(ids.STORE_POLYHEDRA, "data"),
-                  Input(ids.STORE_CURRENT, "data"))
-    def fill(view):
+                  Input(ids.STORE_VIEWER, "data"), State(ids.STORE_CURRENT, "data"))
+    def fill(_shown, view):
         if not view:
             return [], None
         try:

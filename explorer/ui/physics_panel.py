@@ -109,8 +109,11 @@ def register(app: Dash, settings: Settings) -> None:
                             Output(ids.PHYSICS, "children", allow_duplicate=True), Input(ids.STORE_CURRENT, "data"),
                             prevent_initial_call=True)
 
-    @app.callback(Output(ids.PHYSICS, "children"), Input(ids.STORE_CURRENT, "data"), State(ids.DATASET, "value"))
-    def fill(view, dataset):
+    # Triggered by the viewer's store, which ``show`` writes: the panel's work starts once the structure's own
+    # callback has answered, so it never competes with the click for the 2 cores.
+    @app.callback(Output(ids.PHYSICS, "children"), Input(ids.STORE_VIEWER, "data"), State(ids.STORE_CURRENT, "data"),
+                  State(ids.DATASET, "value"))
+    def fill(_shown, view, dataset):
         if not view or not dataset:
             return []
         problem = physics.potential_problem(settings)
