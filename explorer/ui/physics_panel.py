@@ -137,7 +137,7 @@ def register(app: Dash, settings: Settings) -> None:
             set_progress("loading the potential…")
             result = physics.relax(views.structure_of(view), settings, on_step=lambda s: set_progress(
                 f"step {s['step']}: {s['energy_per_atom']:.4f} eV/atom, largest force {s['max_force']:.3f} eV/Å"))
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # a bad structure, a blow-up, or no potential (PotentialUnavailable)
             return {"error": str(exc)}
         set_progress("")
         return {"source": view, "structure": result.structure.as_dict(), "summary": result.summary()}
