@@ -59,12 +59,23 @@ def click_known(page, settings, formula: str, *, dataset: str = "tiny") -> str:
     k = points["ids"].index(record_id)
     click_map(page, points["x"][k], points["y"][k], expect_id=record_id)
     expect(page.locator("#structure-info .info-title")).to_contain_text(record_id)
+    wait_for_panels(page)
     return record_id
 
 
+def wait_for_panels(page) -> None:
+    """Until the motif and physics panels, filled after the structure is shown, have their answer (the page
+    grows as they fill: a click aimed below them meanwhile may land elsewhere, for a user as for a test)."""
+    page.wait_for_function("() => ['#motifs', '#physics'].every(s => { const e = document.querySelector(s);"
+                           " return e && e.children.length && !e.querySelector('.hint'); })")
+
+
 def choose(page, dropdown_id: str, label: str) -> None:
+    # in the middle of the window, so that its menu opens inside it (the right column is taller than the window)
+    page.locator(f"#{dropdown_id}").evaluate("e => e.scrollIntoView({block: 'center'})")
     page.click(f"#{dropdown_id}")
-    page.get_by_role("option", name=label, exact=True).click()
+    # the menu may still open partly below the window: the option gets the click event wherever it is drawn
+    page.get_by_role("option", name=label, exact=True).dispatch_event("click")
     expect(page.locator(f"#{dropdown_id}")).to_contain_text(label)
 
 
@@ -320,9 +331,10 @@ def test_physics_panel_relax_and_the_energy_along_a_path(page, tiny_settings):
     expect(physics).to_contain_text("eV/atom")
     expect(physics).to_contain_text("known materials of Cl-Na on this map")
     expect(page.locator("#motif-sentence")).to_contain_text("Na: octahedral, CN 6, edge-sharing")
+    choose(page, "viewer-supercell", "2x2x1")  # the page is shared by this module's tests: set the supercell
     page.get_by_label("polyhedra").check()  # NaCl's primitive cell: one NaCl6 octahedron per cell
     expect(page.locator("#viewer-status")).to_contain_text("1 polyhedron per cell")
-    assert page.locator("#viewer").get_attribute("data-polyhedra") == "1"
+    expect(page.locator("#viewer")).to_have_attribute("data-polyhedra", "4")
     page.get_by_label("polyhedra").uncheck()
     page.click("#relax")
     expect(page.locator("#structure-info .info-title")).to_contain_text("(relaxed)", timeout=120_000)

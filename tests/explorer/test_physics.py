@@ -32,9 +32,9 @@ def test_the_hull_has_element_references_and_is_cached_per_chemical_system(tiny_
     # tiny holds NaCl but neither Na nor Cl metal: ASE's dcdft crystals give the corners
     entries = hull.known_entries("tiny", ("Cl", "Na"), tiny_settings)
     assert {e["id"] for e in entries} >= {"ASE dcdft:Na", "ASE dcdft:Cl", _id_of("NaCl", tiny_settings)}
-    cached = list((tiny_settings.data_dir / "physics").glob("tiny-*/Cl-Na.json"))
-    assert len(cached) == 1
-    assert json.loads(cached[0].read_text())["entries"][0]["id"] == _id_of("NaCl", tiny_settings)
+    cached = hull._folder("tiny", tiny_settings) / "Cl-Na.json"  # keyed by the potential and the table
+    assert cached.parent.name.startswith("tiny-") and cached.parent.parent == tiny_settings.data_dir / "physics"
+    assert json.loads(cached.read_text())["entries"][0]["id"] == _id_of("NaCl", tiny_settings)
     stable = hull.stability(Composition("NaCl"), -3.0, "tiny", tiny_settings)  # 0.67 eV/atom above rock salt
     assert 0.5 < stable.e_above_hull < 0.8
     assert stable.decomposition[0][1] == "NaCl"
