@@ -139,14 +139,19 @@ def is_polyhedron_centre(environment: Environment) -> bool:
     return all(Element(n).X > centre for n, _, _, _ in environment.neighbours)
 
 
-def polyhedra(structure: Structure, found: list[Environment]) -> list[dict]:
+def polyhedra(structure: Structure, found: list[Environment], *,
+              neighbours_of: dict[str, dict[int, list]] | None = None) -> list[dict]:
     """The coordination polyhedra of every site whose environment is a polyhedron centre, for the viewer:
     [{"element", "site", "vertices": [[x, y, z] Å, ...] (the neighbours' periodic images), "faces": [[i, j, k],
-    ...] (triangles of their convex hull; a fan for a flat polygon)}]."""
+    ...] (triangles of their convex hull; a fan for a flat polygon)}]. ``neighbours_of``: {element:
+    ``element_neighbours``} already found (as ``describe`` fills it), completed here."""
     centres = {e.element for e in found if is_polyhedron_centre(e)}
+    cache = neighbours_of if neighbours_of is not None else {}
     shapes = []
     for element in sorted(centres):
-        for site, neighbours in element_neighbours(structure, element).items():
+        if element not in cache:
+            cache[element] = element_neighbours(structure, element)
+        for site, neighbours in cache[element].items():
             if len(neighbours) < 4:
                 continue
             vertices = _vectors(structure, site, neighbours) + structure[site].coords
@@ -174,10 +179,12 @@ def _shifts(mine: set, theirs: list) -> list[np.ndarray]:
     return [np.array(s) for s in shifts]
 
 
-def describe(structure: Structure, found: list[Environment], *, with_sharing: bool = True) -> str:
+def describe(structure: Structure, found: list[Environment], *, with_sharing: bool = True,
+             neighbours_of: dict[str, dict[int, list]] | None = None) -> str:
     """'Sr: cuboctahedral, CN 12; Ti: octahedral, CN 6, corner-sharing; O: linear, CN 2' (each element's
-    distinct environments once, sharing of polyhedra where defined)."""
-    parts, cache = [], {}
+    distinct environments once, sharing of polyhedra where defined). ``neighbours_of``: {element:
+    ``element_neighbours``}, filled in as they are found, so ``polyhedra`` can reuse them."""
+    parts, cache = [], neighbours_of if neighbours_of is not None else {}
     for env in found:
         text = env.label
         if with_sharing and env.cn >= 4:

@@ -27,8 +27,10 @@ def motif_info(view: dict, settings: Settings) -> tuple[list, dict]:
     structure = views.structure_of(view)
     found = environments(structure, symprec=settings.symprec)
     small = len(structure) <= MAX_ATOMS
-    sentence = describe(structure, found, with_sharing=small)
-    shapes = {"title": view["title"], "polyhedra": polyhedra(structure, found) if small else []}
+    neighbours_of: dict = {}  # every site's neighbours per element, found once for the sentence and the polyhedra
+    sentence = describe(structure, found, with_sharing=small, neighbours_of=neighbours_of)
+    shapes = {"title": view["title"],
+              "polyhedra": polyhedra(structure, found, neighbours_of=neighbours_of) if small else []}
     rows = [html.Tr([html.Th(f"{e.element} ({e.wyckoff})"),
                      html.Td(f"{e.motif}, CN {e.cn}" + ("" if e.csm is None else f", CShM {e.csm:.2f}") +
                              " — " + ", ".join(f"{n} {d:.2f} Å" for n, d, _, _ in e.neighbours[:12]))])
