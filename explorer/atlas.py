@@ -76,7 +76,9 @@ class Atlas:
     xy: np.ndarray
     reducer_path: Path
     inverse_k: int = 8
+    kind: str = "crystals"
     _reducer: object = field(default=None, repr=False)
+    _positions: dict | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _spacing: float | None = field(default=None, repr=False)
 
@@ -93,8 +95,17 @@ class Atlas:
         """Compile numba code paths of ``transform`` once (slow the first time after start)."""
         self.place(self.latents[:1])
 
+    def index_of(self, record_id: str) -> int | None:
+        """The row of ``record_id`` in ``ids``, or None when it is not on this map."""
+        if self._positions is None:
+            self._positions = {value: k for k, value in enumerate(self.ids)}
+        return self._positions.get(record_id)
+
     def place(self, latents: np.ndarray) -> np.ndarray:
-        """(m, 2) map coordinates of (m, d) latents."""
+        """(m, 2) map coordinates of (m, d) latents (the crystal map; the structure map places structures:
+        ``explorer.structure_map.place_structures``)."""
+        if self.kind != "crystals":
+            raise TypeError(f"the {self.kind} map places structures, not latents")
         latents = np.asarray(latents, dtype=np.float32).reshape(-1, self.latents.shape[1])
         return np.asarray(self.reducer.transform(latents), dtype=np.float32)
 

@@ -4,7 +4,8 @@ material, fit UMAP, then check which materials the model gives back, ``explorer.
 environment of every site, ``explorer.motifs.table``), ``python -m explorer
 assess PATH [--relax] [--dataset NAME] [--json]`` (energy, stability and novelty of structure files) and
 ``python -m explorer generate --dataset NAME --n N [--relax] --out DIR`` (``explorer.generate``) and
-``python -m explorer motifs PATH [--json]`` (the environment of every distinct site: ``explorer.motifs``)."""
+``python -m explorer motifs PATH [--json]`` (the environment of every distinct site: ``explorer.motifs``) and
+``python -m explorer export-map --dataset NAME --kind crystals|structure --out FILE`` (a map as CSV or Parquet)."""
 
 from __future__ import annotations
 
@@ -58,8 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     motifs.add_argument("path", type=Path, help="a CIF/POSCAR/extxyz/JSON file, or a folder of them")
     motifs.add_argument("--json", action="store_true", help="one JSON list, a row per distinct site")
     maps.add_argument("--skip-motifs", action="store_true",
-                      help="do not compute the environments of every site (motif search); the server then computes "
-                           "them in the background after it starts")
+                      help="do not compute the environments of every site (motif search) nor the structure map; the "
+                           "server then computes them in the background after it starts")
+    export_map = commands.add_parser("export-map", help="write a map (ids, coordinates, latents, colouring columns) "
+                                                        "as CSV or Parquet for your own analysis")
+    export_map.add_argument("--dataset", default="known", help="the dataset (default: known)")
+    export_map.add_argument("--kind", default="crystals", choices=["crystals", "structure"],
+                            help="crystals: the autoencoder's map; structure: crystals placed by geometry alone")
+    export_map.add_argument("--out", type=Path, required=True, help="the file to write: .csv or .parquet")
     args = parser.parse_args(argv)
     settings = Settings()
     try:
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_generate(args, settings)
         if args.command == "motifs":
             return _run_motifs(args, settings)
+        if args.command == "export-map":
+            return _run_export_map(args, settings)
         return _run_data(args, settings)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_build(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from explorer import reconstruction
+    from explorer import reconstruction, structure_map
     from explorer.atlas import build_atlas
     from explorer.datasets import catalog
     from explorer.motifs import table as motif_table
@@ -102,6 +111,18 @@ def _run_build(args: argparse.Namespace, settings: Settings) -> int:
             sites = motif_table.compute(name, settings, progress=True)
             print(f"{name}: environments of {len(sites)} distinct sites of {sites['id'].nunique()} materials "
                   f"({time.perf_counter() - start:.0f} s)")
+            start = time.perf_counter()
+            placed = structure_map.build(name, settings, progress=True)
+            print(f"{name}: {len(placed.ids)} materials on the structure map ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def _run_export_map(args: argparse.Namespace, settings: Settings) -> int:
+    from explorer.services import maps, materials
+
+    dataset = materials.check_dataset(args.dataset, settings)
+    rows = maps.write_map(dataset, args.kind, args.out, settings)
+    print(f"{dataset}: {rows} materials of the {args.kind} map written to {args.out}")
     return 0
 
 

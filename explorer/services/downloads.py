@@ -23,6 +23,7 @@ def _properties(view: dict) -> dict:
     props = {"kind": view["kind"], "hypothetical": view["kind"] != "known"}
     if view.get("xy"):
         props["map_x"], props["map_y"] = view["xy"]
+        props["map_kind"] = str(view.get("map") or "crystals")
     return props
 
 

@@ -14,7 +14,6 @@ import pandas as pd
 from pymatgen.core import Composition, Element
 
 from explorer import reconstruction
-from explorer.atlas import get_atlas
 from explorer.datasets.build import check_dataset_name, load_table, table_path
 from explorer.settings import Settings
 
@@ -59,6 +58,11 @@ def check_dataset(dataset: object, settings: Settings) -> str:
         available = ", ".join(datasets_with_tables(settings)) or "none built yet"
         raise ValueError(f"unknown dataset {str(dataset)[:80]!r} (datasets here: {available})")
     return name
+
+
+def _index_of(dataset: str, settings: Settings) -> dict[str, int]:
+    path = table_path(dataset, settings)
+    return _index(str(path), path.stat().st_mtime_ns, dataset, str(settings.data_dir))
 
 
 def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
@@ -179,37 +183,52 @@ def datasets_with_tables(settings: Settings) -> list[str]:
     return [report.dataset for report in catalog.reports(settings)]
 
 
-def map_problem(dataset: str, settings: Settings) -> str | None:
-    """Why the map of ``dataset`` cannot be shown yet (no checkpoint, not built), or None when it can."""
-    from explorer.atlas import is_built
+def map_problem(dataset: str, settings: Settings, kind: str = "crystals") -> str | None:
+    """Why the map of ``kind`` of ``dataset`` cannot be shown yet (no checkpoint, not built), or None when it can."""
+    from explorer.services import maps
 
     if not Path(settings.checkpoint).is_file():
         return (f"No model checkpoint at {settings.checkpoint}: train one (see models/) or point "
                 "EXPLORER_CHECKPOINT at a checkpoint file.")
-    if not is_built(dataset, settings):
+    if not maps.is_built(dataset, "crystals", settings):
         return (f"The map of {dataset!r} is not built for this checkpoint yet: build it here (a background job) "
                 f"or run `python -m explorer build --dataset {dataset}`.")
+    if kind == "structure" and not maps.is_built(dataset, kind, settings):
+        return (f"The structure map of {dataset!r} is not built yet (it places crystals by the environments of their "
+                f"sites): build it here (a background job, minutes for thousands of crystals) or run "
+                f"`python -m explorer build --dataset {dataset}`.")
     return None
 
 
-def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
-    """Every known material of ``dataset`` on the map: x, y, ids, hover texts and colour values.
+def map_points(dataset: str, color_by: str | None, settings: Settings, kind: str = "crystals") -> dict:
+    """Every known material of ``dataset`` on the map of ``kind``: x, y, ids, hover texts and colour values (the
+    structure map leaves out the materials whose environments could not be found, and names each one's type).
 
     colour: {"kind": "continuous", "values", "label"} (NaN as None) or {"kind": "categorical",
     "codes": per point, "categories": [names], "label"}.
     """
+    from explorer.services import maps
+
     frame = table(dataset, settings)
-    atlas = get_atlas(dataset, settings)
-    if atlas.ids != frame["id"].tolist():
+    atlas = maps.get_map(dataset, kind, settings)
+    rows = np.array([_index_of(dataset, settings).get(i, -1) for i in atlas.ids], dtype=int)
+    if (rows < 0).any() or (kind == "crystals" and len(rows) != len(frame)):
         raise ValueError(f"the map of {dataset!r} does not match its table: rebuild with `python -m explorer build`")
+    frame = frame.iloc[rows]
     hover = ("<b>" + frame["reduced_formula"] + "</b><br>" + frame["spacegroup_symbol"].astype(str) + " ("
-             + frame["spacegroup_number"].astype(str) + ")<br>" + frame["id"] + "<br>" + frame["source"]).tolist()
+             + frame["spacegroup_number"].astype(str) + ")<br>" + frame["id"] + "<br>" + frame["source"])
+    if kind == "structure":
+        from explorer import structure_map
+
+        types = structure_map.types_of(dataset, settings)
+        hover = hover + "<br>structure type " + frame["id"].map(lambda i: types.get(i) or "undetermined")
+    hover = hover.tolist()
     rebuilt = reconstruction.load(dataset, settings)
     options = {o["value"]: o for o in color_options(frame, reconstructed=rebuilt is not None)}
     color_by = color_by if color_by in options else "source"
     option = options[color_by]
     extra = rebuilt.columns() if rebuilt is not None else {}
-    column = pd.Series(extra[color_by]) if color_by in extra else frame[color_by]
+    column = pd.Series(extra[color_by]).iloc[rows] if color_by in extra else frame[color_by]
     if option["kind"] == "categorical":
         values = column.astype(str)
         categories = sorted(values.unique(), key=lambda v: (len(v), v) if v.isdigit() else (0, v))
@@ -221,6 +240,7 @@ def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
         colour = {"kind": "continuous", "values": [None if not math.isfinite(v) else float(v) for v in numbers],
                   "label": option["label"]}
     return {"x": atlas.xy[:, 0].tolist(), "y": atlas.xy[:, 1].tolist(), "ids": frame["id"].tolist(),
+            "rows": rows.tolist(), "kind": kind,
             "hover": hover, "colour": colour, "color_by": color_by,
             "reconstruction": rebuilt.sentence() if rebuilt is not None else None}
 
@@ -274,7 +294,7 @@ def filtered_points(points: dict, keep: np.ndarray) -> dict:
             "colour": colour}
 
 
-def search_points(dataset: str, query: str, settings: Settings) -> dict:
+def search_points(dataset: str, query: str, settings: Settings, kind: str = "crystals") -> dict:
     """Matches of ``query`` on the map: {"x", "y", "ids", "count", "note"}. A motif query ('Ti octahedral',
     'contains a tetrahedral Si': ``motifs.table.motif_query``) matches the materials with such a site, once the
     dataset's environments are computed (the note says so until then)."""
@@ -294,6 +314,9 @@ def search_points(dataset: str, query: str, settings: Settings) -> dict:
             ids = motif_table.matching_ids(environments, *wanted)
             positions = np.flatnonzero(frame["id"].isin(ids).to_numpy())[:_SEARCH_LIMIT]
             note = f"materials with a {wanted[1]} {wanted[0] or 'site'}"
-    atlas = get_atlas(dataset, settings)
-    return {"x": atlas.xy[positions, 0].tolist(), "y": atlas.xy[positions, 1].tolist(),
-            "ids": [atlas.ids[k] for k in positions], "count": int(len(positions)), "note": note}
+    from explorer.services import maps
+
+    the_map = maps.get_map(dataset, kind, settings)
+    rows = [r for r in (the_map.index_of(i) for i in frame["id"].to_numpy()[positions]) if r is not None]
+    return {"x": the_map.xy[rows, 0].tolist(), "y": the_map.xy[rows, 1].tolist(),
+            "ids": [the_map.ids[r] for r in rows], "count": int(len(positions)), "note": note}

@@ -85,14 +85,16 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
 
 def checks_in_background(datasets: list[str], settings: Settings) -> threading.Thread:
     """In one daemon thread, one job after the other (2 cores): the reconstruction check of each map, then the
-    environments of each dataset's sites, where they are missing (``explorer.reconstruction``,
-    ``explorer.motifs.table``); failures are logged, never raised."""
-    from explorer import reconstruction
+    environments of each dataset's sites, then its structure map, where they are missing
+    (``explorer.reconstruction``, ``explorer.motifs.table``, ``explorer.structure_map``); failures are logged,
+    never raised."""
+    from explorer import reconstruction, structure_map
     from explorer.motifs import table as motif_table
 
     def run() -> None:
         reconstruction.compute_in_background(datasets, settings).join()
         motif_table.compute_in_background(datasets, settings).join()
+        structure_map.build_in_background(datasets, settings).join()
 
     thread = threading.Thread(target=run, name="explorer-checks", daemon=True)
     thread.start()

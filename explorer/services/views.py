@@ -4,12 +4,15 @@ checks of the views and map points a browser sends back. Plain data in, plain da
 A view is the dict the app keeps in its ``current`` store for the structure on screen::
 
     {"kind": "known" | "hypothetical" | "upload" | "frame" | "relaxed", "id", "title", "formula", "dataset",
-     "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None, "validity": {...} | None,
+     "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None, "map": "crystals" | "structure",
+     "validity": {...} | None,
      "details": [[label, value], ...], "nearest": [[id, formula, distance], ...], "note": str, "ms": float}
 
-A known material's view adds "reconstruction": {"matched": bool | None, "message": str} (does its latent decode
-back to it? ``explorer.reconstruction``). A relaxed view (``relaxed_view``) adds "relaxation": the numbers of
-``physics.Relaxation.summary`` and "source": the title of the structure it was relaxed from.
+``xy`` is the position on the map of kind ``map`` (``services.maps``): the map shown when the view was made;
+``placed`` moves a view to another kind of map. A known material's view adds "reconstruction": {"matched":
+bool | None, "message": str} (does its latent decode back to it? ``explorer.reconstruction``). A relaxed view
+(``relaxed_view``) adds "relaxation": the numbers of ``physics.Relaxation.summary`` and "source": the title of the
+structure it was relaxed from.
 
 Everything that comes back from the browser is untrusted: ``check_view`` reads a view's structure with the
 safe reader (no class named in the JSON is imported), and its latent as finite numbers of the model's size.
@@ -30,7 +33,7 @@ from explorer.datasets.build import limits_of
 from explorer.datasets.formats import FORMAT_LABELS, structure_from_plain_dict
 from explorer.datasets.records import canonical_structure
 from explorer.datasets.rejections import Rejected
-from explorer.services import materials, model
+from explorer.services import maps, materials, model
 from explorer.settings import Settings
 
 KINDS = ("known", "hypothetical", "upload", "frame", "relaxed")
@@ -54,8 +57,8 @@ def _nearest(dataset: str, latent: np.ndarray, settings: Settings, *, exclude: s
             for record_id, distance in found]
 
 
-def known_view(dataset: str, record_id: str, settings: Settings) -> dict:
-    """The view of a known material (its canonical cell, stored latent and map position)."""
+def known_view(dataset: str, record_id: str, settings: Settings, *, kind: str = "crystals") -> dict:
+    """The view of a known material (its canonical cell, stored latent and its position on the map of ``kind``)."""
     start = time.perf_counter()
     row = materials.row_of(dataset, record_id, settings)
     atlas = get_atlas(dataset, settings)
@@ -63,10 +66,30 @@ def known_view(dataset: str, record_id: str, settings: Settings) -> dict:
     return {"kind": "known", "id": record_id, "title": f"{row['reduced_formula']} ({record_id})",
             "formula": row["reduced_formula"], "dataset": dataset,
             "structure": canonical_structure(row).as_dict(), "latent": atlas.latents[k].tolist(),
-            "xy": atlas.xy[k].tolist(), "validity": None, "details": materials.details_of(row),
+            "xy": _known_xy(dataset, kind, record_id, settings), "map": maps.check_kind(kind), "validity": None,
+            "details": materials.details_of(row),
             "nearest": _nearest(dataset, atlas.latents[k], settings, exclude=record_id),
             "reconstruction": _reconstruction_entry(dataset, record_id, settings),
             "note": "", "ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def _known_xy(dataset: str, kind: str, record_id: str, settings: Settings) -> list[float] | None:
+    """Where a known material sits on the map of ``kind`` (None when that map leaves it out)."""
+    the_map = maps.get_map(dataset, kind, settings)
+    k = the_map.index_of(record_id)
+    return None if k is None else the_map.xy[k].tolist()
+
+
+def placed(view: dict, dataset: str, kind: str, settings: Settings) -> dict:
+    """A checked ``view`` with its position on the map of ``kind`` (the same view when it is there already)."""
+    kind = maps.check_kind(kind)
+    if view.get("map", "crystals") == kind:
+        return view
+    if view["kind"] == "known":
+        xy = _known_xy(dataset, kind, view["id"], settings)
+    else:
+        xy = maps.place(dataset, kind, [structure_of(view)], np.asarray([view["latent"]]), settings)[0].tolist()
+    return {**view, "xy": xy, "map": kind}
 
 
 def _reconstruction_entry(dataset: str, record_id: str, settings: Settings) -> dict:
@@ -77,7 +100,7 @@ def _reconstruction_entry(dataset: str, record_id: str, settings: Settings) -> d
     return {"matched": None if entry is None else entry["matched"], "message": reconstruction.message(entry)}
 
 
-def decode_of_known(dataset: str, record_id: str, settings: Settings) -> dict:
+def decode_of_known(dataset: str, record_id: str, settings: Settings, *, kind: str = "crystals") -> dict:
     """What the autoencoder makes of a known material: its latent decoded (a hypothetical view at its map point)."""
     start = time.perf_counter()
     dataset = materials.check_dataset(dataset, settings)
@@ -88,12 +111,16 @@ def decode_of_known(dataset: str, record_id: str, settings: Settings) -> dict:
     note = (f"the autoencoder's decode of {row['reduced_formula']} ({record_id}): its latent decoded, as a click on "
             "its point would if the point were empty space")
     return _decoded_view("hypothetical", decoded, dataset=dataset, xy=atlas.xy[k], note=note, settings=settings,
-                         record_id=f"decode:{record_id}", start=start)
+                         record_id=f"decode:{record_id}", start=start, map_kind=kind)
 
 
 def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: str, settings: Settings,
-                  record_id: str, start: float) -> dict:
-    return {"kind": kind, "id": record_id, "title": f"{decoded.formula} ({kind})", "formula": decoded.formula,
+                  record_id: str, start: float, map_kind: str = "crystals") -> dict:
+    """The view of a decode at map point ``xy`` of the crystal map, or its place on the map of ``map_kind``."""
+    if map_kind != "crystals":
+        xy = maps.place(dataset, map_kind, [decoded.structure], decoded.latent[None], settings)[0]
+    return {"kind": kind, "map": map_kind, "id": record_id, "title": f"{decoded.formula} ({kind})",
+            "formula": decoded.formula,
             "dataset": dataset, "structure": decoded.structure.as_dict(), "latent": decoded.latent.tolist(),
             "xy": [float(v) for v in xy] if xy is not None else None, "validity": decoded.validity,
             "details": structure_details(decoded.structure),
@@ -101,22 +128,25 @@ def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: 
             "ms": round(1000 * (time.perf_counter() - start), 1)}
 
 
-def hypothetical_view(dataset: str, x: float, y: float, settings: Settings) -> dict:
-    """Decode the latent at map point (x, y) (``Atlas.latent_at``): a hypothetical structure."""
+def hypothetical_view(dataset: str, x: float, y: float, settings: Settings, *, kind: str = "crystals") -> dict:
+    """Decode the latent at point (x, y) of the map of ``kind`` (``Atlas.latent_at``): a hypothetical structure.
+    It is marked where it was clicked (on the structure map, the decode's own geometry may belong elsewhere)."""
     start = time.perf_counter()
     dataset = materials.check_dataset(dataset, settings)
+    kind = maps.check_kind(kind)
     x, y = map_point(x, y)
-    inverse = get_atlas(dataset, settings).latent_at(x, y)
+    inverse = maps.get_map(dataset, kind, settings).latent_at(x, y)
     decoded = model.decode(inverse.latent, settings)
     ratio = inverse.distance_2d / inverse.typical_spacing if inverse.typical_spacing > 0 else float("inf")
     note = (f"hypothetical: decoded at map point ({x:.2f}, {y:.2f}), {inverse.distance_2d:.2f} map units from the "
             f"nearest known material ({ratio:.1f}× the typical spacing between known points). "
             f"Inverse used: {inverse.method}.")
-    return _decoded_view("hypothetical", decoded, dataset=dataset, xy=(x, y), note=note, settings=settings,
+    view = _decoded_view("hypothetical", decoded, dataset=dataset, xy=(x, y), note=note, settings=settings,
                          record_id=f"hypothetical@{x:.3f},{y:.3f}", start=start)
+    return {**view, "map": kind}
 
 
-def upload_view(dataset: str, content: bytes, filename: str, settings: Settings) -> dict:
+def upload_view(dataset: str, content: bytes, filename: str, settings: Settings, *, kind: str = "crystals") -> dict:
     """Read an uploaded structure file (CIF, POSCAR, extended XYZ or pymatgen JSON) with the same reader and
     checks as ``data ingest``, in a worker with the time and memory limits of ``settings``; encode it and
     place it on the map. ValueError with a message that names the file and the problem."""
@@ -142,7 +172,7 @@ def upload_view(dataset: str, content: bytes, filename: str, settings: Settings)
         latent = model.encode([structure], settings)[0]
     except Exception as exc:
         raise ValueError(f"{filename}: could not be encoded ({type(exc).__name__}: {exc})") from None
-    xy = get_atlas(dataset, settings).place(latent)[0]
+    xy = maps.place(dataset, maps.check_kind(kind), [structure], latent[None], settings)[0]
     formula = structure.composition.reduced_formula
     label = FORMAT_LABELS.get(fmt, fmt)
     note = f"uploaded file {filename} ({label})"
@@ -151,20 +181,21 @@ def upload_view(dataset: str, content: bytes, filename: str, settings: Settings)
                  "to read them all")
     view = {"kind": "upload", "id": f"upload:{filename}", "title": f"{formula} (uploaded: {filename})",
             "formula": formula, "dataset": dataset, "structure": structure.as_dict(), "latent": latent.tolist(),
-            "xy": [float(v) for v in xy], "validity": None, "details": structure_details(structure),
+            "xy": [float(v) for v in xy], "map": kind, "validity": None, "details": structure_details(structure),
             "nearest": _nearest(dataset, latent, settings), "note": note, "ms": 0.0}
     view["ms"] = round(1000 * (time.perf_counter() - start), 1)
     return view
 
 
-def relaxed_view(source: dict, structure: Structure, summary: dict, dataset: str, settings: Settings) -> dict:
+def relaxed_view(source: dict, structure: Structure, summary: dict, dataset: str, settings: Settings, *,
+                 kind: str = "crystals") -> dict:
     """The view of ``structure``, the relaxation of the view ``source`` (``physics.relax``): encoded and placed on
     the map like an upload, with the relaxation's ``summary`` in its details."""
     start = time.perf_counter()
     dataset = materials.check_dataset(dataset, settings)
     source = check_view(source, settings, label="the relaxed structure's source")
     latent = model.encode([structure], settings)[0]
-    xy = get_atlas(dataset, settings).place(latent)[0]
+    xy = maps.place(dataset, maps.check_kind(kind), [structure], latent[None], settings)[0]
     formula = structure.composition.reduced_formula
     steps = f"{summary['steps']} steps" + ("" if summary.get("converged") else ", not converged")
     details = [["relaxation", f"{steps}; energy {summary['energy_before']:.4f} → {summary['energy_after']:.4f} eV/atom"
@@ -174,7 +205,7 @@ def relaxed_view(source: dict, structure: Structure, summary: dict, dataset: str
                *[row for row in structure_details(structure) if row[0] != "space group"]]
     return {"kind": "relaxed", "id": f"relaxed:{str(source['id'])[:80]}", "title": f"{formula} (relaxed)",
             "formula": formula, "dataset": dataset, "structure": structure.as_dict(), "latent": latent.tolist(),
-            "xy": [float(v) for v in xy], "validity": None, "details": details,
+            "xy": [float(v) for v in xy], "map": kind, "validity": None, "details": details,
             "nearest": _nearest(dataset, latent, settings), "relaxation": summary, "source": source["title"],
             "note": f"relaxed with the potential from {source['title']}",
             "ms": round(1000 * (time.perf_counter() - start), 1)}
@@ -205,7 +236,8 @@ def _file_label(filename: object) -> str:
     return text or "upload"
 
 
-def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: int, method: str) -> dict:
+def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: int, method: str,
+                  kind: str = "crystals") -> dict:
     """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "a", "b", "ends",
     "ms"}; ``ends`` {"a": bool, "b": bool} says whether the first and last frames match A and B (the decoder
     reproduces the endpoint: ``models.metrics.rms_if_match``)."""
@@ -216,14 +248,15 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
         raise ValueError(f"steps must be a whole number from {model.MIN_STEPS} to {model.MAX_STEPS}, got {steps!r}")
     frames = model.interpolate(np.asarray(a["latent"]), np.asarray(b["latent"]), settings, steps=int(steps),
                                method=method)
-    xy = get_atlas(dataset, settings).place(np.stack([f.latent for f in frames]))
+    kind = maps.check_kind(kind)
+    xy = maps.place(dataset, kind, [f.structure for f in frames], np.stack([f.latent for f in frames]), settings)
     views = []
     for frame, point in zip(frames, xy, strict=True):
         views.append({"kind": "frame", "id": f"path-frame-{frame.index:02d}", "index": frame.index, "t": frame.t,
                       "title": f"{frame.formula} (path frame {frame.index} of {len(frames) - 1})",
                       "formula": frame.formula, "n_atoms": frame.n_atoms, "dataset": dataset,
                       "structure": frame.structure.as_dict(), "latent": frame.latent.tolist(),
-                      "xy": point.tolist(), "validity": frame.validity,
+                      "xy": point.tolist(), "map": kind, "validity": frame.validity,
                       "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
                       "nearest": [], "note": f"hypothetical: frame {frame.index} of a {method} path from "
                                              f"{a['title']} to {b['title']}", "ms": 0.0})
@@ -231,7 +264,7 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
 
     ends = {"a": rms_if_match(frames[0].structure, structure_of(a)) is not None,
             "b": rms_if_match(frames[-1].structure, structure_of(b)) is not None}
-    return {"frames": views, "xy": xy.tolist(), "method": method, "a": a["title"], "b": b["title"],
+    return {"frames": views, "xy": xy.tolist(), "map": kind, "method": method, "a": a["title"], "b": b["title"],
             "ends": ends, "ms": round(1000 * (time.perf_counter() - start), 1)}
 
 
@@ -280,6 +313,8 @@ def check_view(view: object, settings: Settings, *, label: str = "structure") ->
     if not isinstance(latent, list) or len(latent) != size or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in latent):
         raise ValueError(f"{label} ({view['title'][:60]}): its latent must be {size} finite numbers")
+    if view.get("map", "crystals") not in maps.KINDS:
+        raise ValueError(f"{label}: unknown map kind {str(view.get('map'))[:30]!r}")
     if view.get("xy") is not None:
         xy = view["xy"]
         if not isinstance(xy, list) or len(xy) != 2:

@@ -1,0 +1,184 @@
+"""The structure map: known crystals placed by their geometry alone (``explorer.motifs.geometry``'s descriptor of
+the environments of their sites, no element names), so that crystals of one structure type sit together whatever
+their elements: NaCl beside KBr and MgO.
+
+It is an ``Atlas`` like the crystal map, with the same ids (those whose environments are known), the crystal
+autoencoder's latents (a click on empty space decodes the distance-weighted average of the latents of the nearest
+crystals *on this map*: a hypothetical of their common geometry), and 2D coordinates from UMAP of the descriptors.
+New structures (a decode, an upload) are placed by describing them the same way (``place_structures``: CrystalNN
+environments, about 0.1 s per structure) with the dataset's scales and the fitted reducer.
+
+Cached under ``data/atlas/structure/<dataset>-<key>/``; the key covers the crystal map's key (checkpoint, table,
+UMAP parameters), the descriptor's version and weights. It needs the dataset's environments
+(``explorer.motifs.table``), computed by ``python -m explorer build``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from explorer.atlas import Atlas, atlas_key, fit_umap, get_atlas, prune_cache, umap_params
+from explorer.settings import Settings
+from explorer.storage import atomic_folder, clean_stale_temporaries
+
+KINDS = ("crystals", "structure")
+"""The maps of a dataset (the value of the page's ``map-kind`` selector)."""
+
+
+def cache_dir(settings: Settings):
+    return settings.atlas_dir / "structure"
+
+
+def structure_key(dataset: str, settings: Settings) -> str:
+    """Short hash of what the structure map depends on."""
+    from explorer.motifs.geometry import DESCRIPTOR_VERSION, GROUP_WEIGHTS
+
+    payload = json.dumps({"crystal map": atlas_key(dataset, settings), "descriptor": DESCRIPTOR_VERSION,
+                          "weights": GROUP_WEIGHTS, "symprec": settings.symprec}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _folder(dataset: str, settings: Settings):
+    from explorer.datasets.build import check_dataset_name
+
+    return cache_dir(settings) / f"{check_dataset_name(dataset)}-{structure_key(dataset, settings)}"
+
+
+def is_built(dataset: str, settings: Settings) -> bool:
+    """True when the structure map of ``dataset`` for the current checkpoint and table is cached."""
+    try:
+        return (_folder(dataset, settings) / "done").exists()
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def build(dataset: str, settings: Settings, *, progress: bool = False,
+          on_progress: Callable[[str], None] | None = None) -> Atlas:
+    """The structure map of ``dataset``: loaded, or described and projected now (the crystal map and the
+    environments are built first when missing)."""
+    import pickle
+
+    from explorer.motifs import geometry
+    from explorer.motifs import table as motif_table
+    from explorer.services import materials
+
+    folder = _folder(dataset, settings)
+    if not (folder / "done").exists():
+        say = on_progress or (lambda text: None)
+        say("the crystal map")
+        crystals = get_atlas(dataset, settings)
+        say("the environments of every site")
+        environments = motif_table.compute(dataset, settings, progress=progress)
+        say("structure types")
+        types = geometry.structure_types(dataset, settings, progress=progress)
+        say("describing and projecting")
+        frame = materials.table(dataset, settings)
+        ids, features, scales = geometry.descriptors(environments, frame)
+        if len(ids) < 3:
+            raise ValueError(f"dataset {dataset!r}: {len(ids)} materials have environments; a map needs at least 3")
+        reducer, xy = fit_umap(features, umap_params(settings))
+        position = {record_id: k for k, record_id in enumerate(crystals.ids)}
+        latents = crystals.latents[[position[i] for i in ids]]
+
+        def write(tmp) -> None:
+            (tmp / "ids.json").write_text(json.dumps(ids))
+            (tmp / "types.json").write_text(json.dumps([str(types.get(i, "")) for i in ids]))
+            (tmp / "scales.json").write_text(json.dumps(scales))
+            np.save(tmp / "latents.npy", latents)
+            np.save(tmp / "features.npy", features)
+            np.save(tmp / "xy.npy", xy)
+            with open(tmp / "reducer.pkl", "wb") as handle:
+                pickle.dump(reducer, handle)
+            (tmp / "done").write_text("ok")
+
+        cache_dir(settings).mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(cache_dir(settings))
+        atomic_folder(folder, write)
+        prune_cache(cache_dir(settings), dataset=dataset, keep=folder)
+    return Atlas(dataset=dataset, key=folder.name.rsplit("-", 1)[1], ids=json.loads((folder / "ids.json").read_text()),
+                 latents=np.load(folder / "latents.npy"), xy=np.load(folder / "xy.npy"),
+                 reducer_path=folder / "reducer.pkl", inverse_k=settings.inverse_k, kind="structure")
+
+
+def types_of(dataset: str, settings: Settings) -> dict[str, str]:
+    """{id: structure type} of the materials on the structure map of ``dataset`` (built)."""
+    folder = _folder(dataset, settings)
+    return dict(zip(json.loads((folder / "ids.json").read_text()), json.loads((folder / "types.json").read_text()),
+                    strict=True))
+
+
+def features_of(dataset: str, settings: Settings) -> np.ndarray:
+    """(n, d) descriptors of the materials on the structure map of ``dataset`` (built), in its id order."""
+    return np.load(_folder(dataset, settings) / "features.npy")
+
+
+def describe(structures: list, settings: Settings, *, scales: dict[str, float]) -> np.ndarray:
+    """(m, d) descriptors of new ``structures`` with a map's ``scales``; ValueError naming a structure whose
+    environments cannot be found."""
+    import pandas as pd
+
+    from explorer.datasets.canonical import canonicalize
+    from explorer.motifs import geometry
+    from explorer.motifs.environments import environments
+
+    rows, table = [], []
+    for k, structure in enumerate(structures):
+        try:
+            found = environments(structure, symprec=settings.symprec)
+        except ValueError as exc:
+            raise ValueError(f"structure {k + 1} ({structure.composition.reduced_formula}): {exc}") from None
+        rows += [{"id": str(k), "element": e.element, "wyckoff": e.wyckoff, "cn": e.cn, "motif": e.motif,
+                  "csm": np.nan if e.csm is None else e.csm,
+                  "neighbours": json.dumps([[n, d] for n, d, _, _ in e.neighbours])} for e in found]
+        group = canonicalize(structure, symprec=settings.symprec).spacegroup_number
+        table.append({"id": str(k), "spacegroup_number": group, "numbers": [site.specie.Z for site in structure]})
+    _, features, _ = geometry.descriptors(pd.DataFrame(rows), pd.DataFrame(table), scales=scales)
+    return features
+
+
+def place_structures(dataset: str, structures: list, settings: Settings) -> np.ndarray:
+    """(m, 2) positions of ``structures`` on the structure map of ``dataset``."""
+    the_map = get_structure_map(dataset, settings)
+    scales = json.loads((_folder(dataset, settings) / "scales.json").read_text())
+    return np.asarray(the_map.reducer.transform(describe(structures, settings, scales=scales)), dtype=np.float32)
+
+
+def build_in_background(datasets: list[str], settings: Settings) -> threading.Thread:
+    """``build`` the missing structure maps of the datasets whose crystal map and environments exist, in a daemon
+    thread; failures are logged, never raised."""
+    import logging
+
+    from explorer import atlas
+    from explorer.motifs import table as motif_table
+
+    def run() -> None:
+        for name in datasets:
+            try:
+                if atlas.is_built(name, settings) and motif_table.load(name, settings) is not None \
+                        and not is_built(name, settings):
+                    build(name, settings)
+                    logging.getLogger("explorer").info("structure map of %s built", name)
+            except Exception as exc:  # noqa: BLE001 - the page says the map is not built
+                logging.getLogger("explorer").warning("the structure map of %r could not be built: %s", name, exc)
+
+    thread = threading.Thread(target=run, name="explorer-structure-map", daemon=True)
+    thread.start()
+    return thread
+
+
+_MAPS: dict[tuple, Atlas] = {}
+_LOCK = threading.Lock()
+
+
+def get_structure_map(dataset: str, settings: Settings) -> Atlas:
+    """The structure map of ``dataset`` (built when missing), kept in memory per (data dir, dataset, key)."""
+    cache = (str(settings.atlas_dir), dataset, structure_key(dataset, settings))
+    with _LOCK:
+        if cache not in _MAPS:
+            _MAPS[cache] = build(dataset, settings)
+        return _MAPS[cache]
