@@ -334,14 +334,15 @@ def _check_js_url(js_url: str) -> None:
                          "'3Dmol-min.js' or '/assets/vendor/3Dmol-min.js'), not a remote URL")
 
 
-def viewer_html(structure: Structure, *, title: str, supercell: tuple[int, int, int] = (1, 1, 1),
-                style: str = "ball-and-stick", js_url: str = "3Dmol-min.js", inline_js: str | None = None) -> str:
-    """A standalone HTML page showing ``structure`` (repeated ``supercell`` times along a, b, c) with
-    its cell, drawn by 3Dmol.js. ``style``: one of 'ball-and-stick', 'spacefill', 'stick'.
+def viewer(structure: Structure, *, supercell: tuple[int, int, int] = (1, 1, 1), style: str = "ball-and-stick",
+           js_url: str = "3Dmol-min.js", inline_js: str | None = None, polyhedra: list[dict] | None = None,
+           width: int = 640, height: int = 480):
+    """A py3Dmol view of ``structure`` (repeated ``supercell`` times along a, b, c) with its cell. ``style``: one
+    of 'ball-and-stick', 'spacefill', 'stick'; ``polyhedra`` (``motifs.environments.polyhedra`` of the cell) are
+    drawn translucent in every repeat.
 
-    Never a CDN. With ``inline_js`` (the text of 3Dmol-min.js) the script is embedded in the page,
-    which then opens anywhere, offline; without it the page loads the local ``js_url`` and works
-    when the script sits at that path.
+    Never a CDN. With ``inline_js`` (the text of 3Dmol-min.js) the script is embedded in the view's HTML (in a
+    notebook and in a saved page alike, offline); without it the HTML loads the local ``js_url``.
     """
     import py3Dmol
 
@@ -356,19 +357,42 @@ def viewer_html(structure: Structure, *, title: str, supercell: tuple[int, int, 
         raise ValueError(f"supercell {supercell!r} of {structure.formula!r} has {n_sites} sites; "
                          f"the viewer draws at most {_MAX_VIEWER_SITES}")
     shown = structure * repeats
-    view = py3Dmol.view(js=js_url, width=640, height=480)
+    view = py3Dmol.view(js=js_url, width=width, height=height)
     view.addModel(_cif_text(shown), "cif")
     view.addUnitCell()
     view.setStyle(_STYLES[style])
+    for shape in polyhedra or []:
+        _add_polyhedron(view, shape, structure.lattice.matrix, repeats)
     view.zoomTo()
-    buffer = io.StringIO()
-    view.write_html(buffer, fullpage=True)
-    script = ""
     if inline_js is not None:
         if "</script" in inline_js.lower() or "$3Dmol" not in inline_js:
             raise ValueError("inline_js must be the text of 3Dmol-min.js (it defines $3Dmol and has no </script>)")
-        # py3Dmol's page only fetches js_url while $3Dmolpromise is undefined: define it as already loaded.
-        script = f"<script>{inline_js}</script>\n<script>var $3Dmolpromise = Promise.resolve();</script>\n"
+        # py3Dmol's HTML only fetches js_url while $3Dmolpromise is undefined: define it as already loaded.
+        view.startjs = (f"<script>{inline_js}</script>\n<script>var $3Dmolpromise = Promise.resolve();</script>\n"
+                        + view.startjs)
+    return view
+
+
+def _add_polyhedron(view, shape: dict, lattice, repeats: tuple[int, int, int]) -> None:
+    """One polyhedron ({"element", "vertices": [[x, y, z] Å], "faces": [[i, j, k]], "color"}) in every repeat."""
+    import numpy as np
+
+    vertices = np.asarray(shape["vertices"], dtype=float)
+    faces = [int(i) for face in shape["faces"] for i in face]
+    for shift in np.ndindex(*repeats):
+        moved = vertices + np.asarray(shift) @ np.asarray(lattice)
+        view.addCustom({"vertexArr": [{"x": x, "y": y, "z": z} for x, y, z in moved.tolist()],
+                        "faceArr": faces, "color": shape.get("color", "#888888"), "opacity": 0.45})
+
+
+def viewer_html(structure: Structure, *, title: str, supercell: tuple[int, int, int] = (1, 1, 1),
+                style: str = "ball-and-stick", js_url: str = "3Dmol-min.js", inline_js: str | None = None) -> str:
+    """A standalone HTML page showing ``structure`` (``viewer``), with ``title``; with ``inline_js`` it opens
+    anywhere, offline."""
+    view = viewer(structure, supercell=supercell, style=style, js_url=js_url, inline_js=inline_js)
+    buffer = io.StringIO()
+    view.write_html(buffer, fullpage=True)
+    page = buffer.getvalue()
     head = (f'<!DOCTYPE html>\n<html>\n<head><meta charset="utf-8"><title>{html.escape(_one_line(title))}</title>\n'
-            f"{script}</head>")
-    return buffer.getvalue().replace("<html>", head, 1)
+            "</head>")
+    return page.replace("<html>", head, 1)

@@ -1,0 +1,236 @@
+"""The explorer from Python: the autoencoder, the maps and the physics of the app in a notebook or a script.
+
+    from explorer.api import Explorer
+    ex = Explorer(dataset="known")              # settings as in the app (EXPLORER_* variables); loads lazily
+    z = ex.encode(structure)                    # Structure, ASE Atoms, a file path or an id of the table -> (d,)
+    s = ex.decode(z)                            # -> Structure, its .properties: validity, latent, checkpoint
+    s = ex.decode_at(x, y)                      # a map point -> hypothetical structure
+    frames = ex.interpolate("amcsd:0000008", other, steps=10, method="slerp")
+    ex.nearest(structure, k=5)                  # DataFrame: id, formula, distance (in latent space)
+    ex.place(structure)                         # (x, y) on the map
+    ex.map(color_by="density")                  # plotly Figure of the map
+    ex.show(structure, supercell=(2, 2, 2))     # py3Dmol view (the project's 3Dmol.js embedded: no network)
+    ex.motifs(structure)                        # DataFrame: one row per symmetry-distinct site
+    ex.assess(structure, relax=True)            # energy, energy above the known hull, novelty (CHGNet)
+    ex.table                                    # the dataset as a pandas DataFrame
+
+Every method takes the same inputs and raises ``ValueError`` with the app's messages (an unknown id, a file that
+cannot be read, a latent of the wrong size). ``kind="structure"`` picks the structure map (crystals placed by
+geometry alone) where a map is meant. Decoded structures carry in ``.properties`` what made them: the checkpoint's
+sha256, the latent and, for a map point, the map and its coordinates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Structure
+
+from explorer.settings import Settings
+
+
+class Explorer:
+    """One dataset's map and the model behind it (``settings``: the app's; default from EXPLORER_* variables)."""
+
+    def __init__(self, dataset: str = "known", *, settings: Settings | None = None) -> None:
+        from explorer.services import materials
+
+        self.settings = settings or Settings()
+        self.dataset = materials.check_dataset(dataset, self.settings)
+
+    def __repr__(self) -> str:
+        return f"Explorer(dataset={self.dataset!r}, checkpoint={str(self.settings.checkpoint)!r})"
+
+    # ------------------------------------------------------------------------------------------ inputs
+    @property
+    def table(self) -> pd.DataFrame:
+        """The dataset's materials (a copy: change it freely)."""
+        from explorer.services import materials
+
+        return materials.table(self.dataset, self.settings).copy()
+
+    def structure(self, item: Any) -> Structure:
+        """``item`` as a pymatgen Structure: a Structure, ASE Atoms, a structure file (CIF, POSCAR, extended XYZ,
+        pymatgen JSON: its first structure, read with the app's checks) or the id of a material of the table."""
+        if isinstance(item, Structure):
+            return item
+        from ase import Atoms
+
+        if isinstance(item, Atoms):
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            return AseAtomsAdaptor.get_structure(item)
+        if isinstance(item, str) and not Path(item).exists():
+            from explorer.datasets.records import canonical_structure
+            from explorer.services import materials
+
+            return canonical_structure(materials.row_of(self.dataset, item, self.settings))
+        if isinstance(item, str | Path):
+            return self._read(Path(item))
+        raise ValueError(f"expected a pymatgen Structure, ASE Atoms, a file path or an id of {self.dataset!r}, "
+                         f"got {type(item).__name__}")
+
+    def _read(self, path: Path) -> Structure:
+        from explorer.datasets.catalog import read_structures
+        from explorer.datasets.rejections import Rejected
+
+        if not path.is_file():
+            raise ValueError(f"{path}: not a file")
+        found = read_structures(path, settings=self.settings)
+        if not found:
+            raise ValueError(f"{path}: no structure in it")
+        key, structure = found[0]
+        if isinstance(structure, Rejected):
+            raise ValueError(structure.sentence)
+        return structure
+
+    def _latent_of(self, item: Any) -> np.ndarray:
+        """The stored latent of a table id (as the map has it), else the encoding of the structure."""
+        from explorer import atlas
+
+        if isinstance(item, str) and not Path(item).exists():
+            the_map = atlas.get_atlas(self.dataset, self.settings)
+            k = the_map.index_of(item)
+            if k is not None:
+                return the_map.latents[k].copy()
+        return self.encode(item)
+
+    # ------------------------------------------------------------------------------------------ the model
+    def encode(self, item: Any) -> np.ndarray:
+        """(d,) float32 latent of a structure (any input of ``structure``)."""
+        from explorer.services import model
+
+        return model.encode([self.structure(item)], self.settings)[0]
+
+    def decode(self, latent: Any) -> Structure:
+        """The structure the autoencoder decodes from ``latent`` (d numbers); ``.properties`` holds "validity",
+        "latent" and "checkpoint_sha256"."""
+        from explorer.services import model
+
+        decoded = model.decode(np.asarray(latent, dtype=np.float32), self.settings)
+        return self._stamped(decoded.structure, decoded.latent, validity=decoded.validity)
+
+    def _stamped(self, structure: Structure, latent: np.ndarray, **extra: Any) -> Structure:
+        from explorer.services import model
+
+        structure.properties = {**structure.properties, **extra, "latent": np.asarray(latent).tolist(),
+                                "checkpoint_sha256": model.checkpoint_sha256(self.settings)}
+        return structure
+
+    def decode_at(self, x: float, y: float, *, kind: str = "crystals") -> Structure:
+        """The hypothetical structure at point (x, y) of the map (as a click on empty space decodes it)."""
+        from explorer.services import maps, model
+        from explorer.services.views import map_point
+
+        x, y = map_point(x, y)
+        inverse = maps.get_map(self.dataset, maps.check_kind(kind), self.settings).latent_at(x, y)
+        decoded = model.decode(inverse.latent, self.settings)
+        return self._stamped(decoded.structure, decoded.latent, validity=decoded.validity, map=kind, map_x=x,
+                             map_y=y, distance_to_known=inverse.distance_2d)
+
+    def interpolate(self, a: Any, b: Any, *, steps: int = 10, method: str = "linear") -> list[Structure]:
+        """``steps`` (2-30) decoded structures from A to B (ids use their map latents), linear or "slerp";
+        each frame's ``.properties`` says "frame k of n" and holds its validity and latent."""
+        from explorer.services import model
+
+        frames = model.interpolate(self._latent_of(a), self._latent_of(b), self.settings, steps=steps,
+                                   method=method)
+        return [self._stamped(f.structure, f.latent, validity=f.validity, frame=f.index, frames=len(frames),
+                              t=f.t, method=method) for f in frames]
+
+    def nearest(self, item: Any, k: int = 5) -> pd.DataFrame:
+        """The ``k`` known materials nearest in latent space: DataFrame of id, formula, distance."""
+        from explorer import atlas
+        from explorer.services import materials
+
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+            raise ValueError(f"k must be a whole number from 1 to 1000, got {k!r}")
+        exclude = item if isinstance(item, str) and not Path(item).exists() else None
+        found = atlas.get_atlas(self.dataset, self.settings).nearest(self._latent_of(item), k=k, exclude=exclude)
+        frame = materials.table(self.dataset, self.settings).set_index("id")
+        return pd.DataFrame({"id": [i for i, _ in found], "formula": [frame.at[i, "reduced_formula"] for i, _ in found],
+                             "distance": [d for _, d in found]})
+
+    def place(self, item: Any, *, kind: str = "crystals") -> tuple[float, float]:
+        """(x, y) of a structure on the map of ``kind`` (a table id: where it is drawn)."""
+        from explorer.services import maps
+
+        kind = maps.check_kind(kind)
+        if isinstance(item, str) and not Path(item).exists():
+            the_map = maps.get_map(self.dataset, kind, self.settings)
+            k = the_map.index_of(item)
+            if k is not None:
+                return float(the_map.xy[k, 0]), float(the_map.xy[k, 1])
+        structure = self.structure(item)
+        xy = maps.place(self.dataset, kind, [structure], self.encode(structure)[None], self.settings)[0]
+        return float(xy[0]), float(xy[1])
+
+    # ------------------------------------------------------------------------------------------ pictures
+    def map(self, *, color_by: str = "source", kind: str = "crystals"):
+        """The map as a plotly Figure (every material, coloured as in the app; hover for formula and id)."""
+        from explorer.services import maps, materials
+        from explorer.ui import components
+
+        points = materials.map_points(self.dataset, color_by, self.settings, maps.check_kind(kind))
+        figure = components.map_figure(points, revision=self.dataset, kind=kind)
+        figure.update_layout(height=600, title=f"{self.dataset}: {len(points['ids'])} materials "
+                                               f"({maps.KIND_LABELS[kind]} map), colour: {points['colour']['label']}")
+        return figure
+
+    def show(self, item: Any, *, supercell: tuple[int, int, int] = (1, 1, 1), style: str = "ball-and-stick",
+             polyhedra: bool = False, width: int = 640, height: int = 480):
+        """A py3Dmol view of the structure with its cell (``polyhedra``: the cation-centred coordination
+        polyhedra, translucent in the centre's colour). The project's 3Dmol.js is embedded: it needs no network."""
+        from pymatgen.vis.structure_vtk import EL_COLORS
+
+        from explorer.motifs.environments import environments
+        from explorer.motifs.environments import polyhedra as find_polyhedra
+        from explorer.services.downloads import VIEWER_JS
+        from explorer.services.export import viewer
+
+        if not VIEWER_JS.is_file():
+            raise ValueError(f"3Dmol.js is missing at {VIEWER_JS}: run 'make assets' to install it from npm")
+        structure = self.structure(item)
+        shapes = []
+        if polyhedra:
+            shapes = find_polyhedra(structure, environments(structure, symprec=self.settings.symprec))
+            for shape in shapes:
+                shape["color"] = "#{:02x}{:02x}{:02x}".format(*EL_COLORS["Jmol"].get(shape["element"], (128,) * 3))
+        return viewer(structure, supercell=tuple(supercell), style=style, polyhedra=shapes, width=width,
+                      height=height, inline_js=VIEWER_JS.read_text(encoding="utf-8"))
+
+    # ------------------------------------------------------------------------------------------ analysis
+    def motifs(self, item: Any) -> pd.DataFrame:
+        """One row per symmetry-distinct site: site, element, wyckoff, cn, motif, score (the shape measure; 0 is
+        the ideal polyhedron) and neighbours [[element, distance Å]]."""
+        from explorer.motifs.environments import environments
+
+        rows = [env.as_dict() for env in environments(self.structure(item), symprec=self.settings.symprec)]
+        return pd.DataFrame(rows, columns=["site", "element", "wyckoff", "cn", "motif", "score", "neighbours"])
+
+    def assess(self, item: Any, *, relax: bool = False) -> dict:
+        """Energy per atom, energy above the hull of the dataset's known materials and novelty, by the potential
+        (CHGNet); with ``relax`` the relaxed structure is assessed too (its row adds "relaxed_structure")."""
+        from explorer.services import physics
+
+        problem = physics.potential_problem(self.settings)
+        if problem:
+            raise ValueError(problem)
+        row, relaxed = physics.assess_candidate(self.structure(item), self.dataset, self.settings, relax_it=relax)
+        return {**row, **({"relaxed_structure": relaxed} if relaxed is not None else {})}
+
+    def relax(self, item: Any) -> Structure:
+        """The structure relaxed by the potential (FIRE, cell and positions); ``.properties["relaxation"]`` holds
+        the steps, energies and how far the atoms moved."""
+        from explorer.services import physics
+
+        problem = physics.potential_problem(self.settings)
+        if problem:
+            raise ValueError(problem)
+        result = physics.relax(self.structure(item), self.settings)
+        structure = result.structure
+        structure.properties = {**structure.properties, "relaxation": result.summary()}
+        return structure
