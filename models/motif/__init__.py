@@ -1,0 +1,1 @@
+"""The motif autoencoder: local environments (a centre and its neighbours) to invariant latents and back."""

@@ -1,0 +1,133 @@
+"""The motif autoencoder on real environments: invariances of its latent, the canonical frame, the alignment that
+scores it, a small model that learns a handful of motifs, and a resumable training run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import graphite, nacl, silicon, srtio3
+from pymatgen.core import Lattice, Structure
+from scipy.spatial.transform import Rotation
+
+from models.motif.data import MAX_NEIGHBOURS, canonical, canonical_frame, concat, from_points, read_table
+from models.motif.evaluate import _orthogonal, align, missing_neighbour, reconstruction
+from models.motif.model import MotifAutoencoder, MotifConfig, loss
+from models.motif.train import MotifTrainConfig, batch_of, load, run
+
+
+def wurtzite() -> Structure:
+    return Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.25, 5.21), ["Zn", "O"],
+                                     [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]])
+
+
+def shells(structure: Structure, cutoff: float) -> list[tuple[str, list[str], np.ndarray]]:
+    """(centre, neighbour elements, (k, 3) vectors) of every site: neighbours within ``cutoff`` Å, periodic."""
+    found = []
+    for site in structure:
+        near = sorted(structure.get_neighbors(site, cutoff), key=lambda n: n.nn_distance)[:MAX_NEIGHBOURS]
+        found.append((site.specie.symbol, [n.specie.symbol for n in near], np.array([n.coords - site.coords
+                                                                                      for n in near])))
+    return found
+
+
+def real_environments():
+    """Na and Cl octahedra, the Si tetrahedron, Ti octahedron, Sr cuboctahedron and O of SrTiO3, graphite's
+    trigonal C, wurtzite's tetrahedra."""
+    found = shells(nacl(), 3.0)[:1] + shells(nacl(), 3.0)[4:5] + shells(silicon(), 2.5)[:1] + shells(srtio3(), 2.8) \
+        + shells(graphite(), 1.5)[:1] + shells(wurtzite(), 2.1)
+    return concat([from_points(c, n, v) for c, n, v in found])
+
+
+def tensors(envs):
+    return (torch.as_tensor(envs.centre), torch.as_tensor(envs.species), torch.as_tensor(envs.vectors))
+
+
+def test_the_latent_ignores_rotation_reflection_and_neighbour_order():
+    torch.manual_seed(0)
+    model = MotifAutoencoder(config=MotifConfig()).double()
+    centre, species, vectors = tensors(real_environments())
+    vectors = vectors.double()
+    z = model.encode(centre, species, vectors)
+    rotation = torch.as_tensor(Rotation.random(random_state=3).as_matrix())
+    order = torch.randperm(MAX_NEIGHBOURS)
+    for moved, kinds in ((vectors @ rotation.T, species), (-vectors, species), (vectors[:, order], species[:, order]),
+                         ((-vectors @ rotation.T)[:, order], species[:, order])):
+        assert (model.encode(centre, kinds, moved) - z).abs().max() < 1e-5
+    assert (z[0] - z[2]).abs().max() > 1e-3  # an octahedron and a tetrahedron differ
+
+
+def test_the_canonical_frame_is_a_rotation_that_forgets_the_input_orientation():
+    envs = real_environments()
+    target = canonical(envs)
+    for k in range(len(envs)):
+        n = envs.count[k]
+        frame = canonical_frame(envs.vectors[k, :n].astype(float), envs.species[k, :n])
+        assert np.allclose(frame @ frame.T, np.eye(3), atol=1e-6) and np.linalg.det(frame) > 0
+        rotated = envs.vectors[k, :n] @ Rotation.random(random_state=k).as_matrix().T
+        again = rotated @ canonical_frame(rotated.astype(float), envs.species[k, :n]).T
+        rms, _ = align(again, envs.species[k, :n], target[k, :n].astype(float), envs.species[k, :n])
+        assert rms < 1e-4
+
+
+def test_align_undoes_rotation_reflection_and_order_and_sees_a_wrong_shape():
+    envs = real_environments()
+    n = envs.count[0]  # the Na octahedron of NaCl
+    q, species = envs.vectors[0, :n].astype(float), envs.species[0, :n]
+    order = np.random.default_rng(1).permutation(n)
+    p = -(q @ Rotation.random(random_state=2).as_matrix().T)[order]
+    rms, assigned = align(p, species[order], q, species)
+    rotation = _orthogonal(p[assigned], q)  # an octahedron has many equally good orders: any must overlay exactly
+    assert rms < 1e-6 and np.allclose(p[assigned] @ rotation.T, q, atol=1e-6)
+    squashed = q * np.array([1.0, 1.0, 0.8])
+    assert align(squashed, species, q, species)[0] > 0.1
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small model trained on the real environments until it knows them."""
+    torch.manual_seed(0)
+    envs = real_environments()
+    targets = canonical(envs)
+    model = MotifAutoencoder(config=MotifConfig(hidden=128))
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        batch = batch_of(envs, targets, np.arange(len(envs)), rng, 0.0, torch.device("cpu"))
+        total, _ = loss(model, batch)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    return model.eval(), envs
+
+
+def test_a_small_model_reconstructs_the_motifs_it_learned(trained):
+    model, envs = trained
+    found = reconstruction(model, envs)
+    assert found["n"] == len(envs) and found["reconstructed"] == 1.0 and found["rms_median"] < 0.2
+    assert 0.0 <= missing_neighbour(model, envs)["recovered"] <= 1.0
+
+
+def test_training_is_resumable_and_its_checkpoint_loads_safely(tmp_path, capsys):
+    rows = []
+    for k, (centre, neighbours, vectors) in enumerate(shells(nacl(), 3.0) + shells(srtio3(), 2.8)
+                                                      + shells(silicon(), 2.5) + shells(wurtzite(), 2.1)):
+        rows.append({"id": f"tiny:{k % 7}", "element": centre,
+                     "neighbours": json.dumps([[e, float(np.linalg.norm(v))] for e, v in zip(neighbours, vectors,
+                                                                                             strict=True)]),
+                     "vectors": json.dumps(vectors.round(4).tolist())})
+    table = tmp_path / "tiny-v2.parquet"
+    pd.DataFrame(rows).to_parquet(table)
+    assert len(read_table(table)) == len(rows)
+    config = MotifTrainConfig(table=str(table), out=str(tmp_path / "run"), epochs=1, batch_size=8, val_fraction=0.3)
+    run(config, MotifConfig(hidden=64))
+    run(MotifTrainConfig(**{**config.__dict__, "epochs": 2, "resume": True}), MotifConfig(hidden=64))
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2] and "resumed" in capsys.readouterr().out
+    model, payload = load(tmp_path / "run" / "last.pt")
+    assert payload["training"]["epoch"] == 2 and isinstance(model, MotifAutoencoder)
+    held = set(json.loads((tmp_path / "run" / "split.json").read_text())["val_ids"])
+    assert held and held < {f"tiny:{k}" for k in range(7)}
