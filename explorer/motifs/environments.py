@@ -25,7 +25,8 @@ class Environment:
     """One symmetry-distinct site: ``site`` index in the structure, ``element``, ``wyckoff`` ('4a'), ``cn``,
     ``neighbours`` [(element, distance Å, site index, image (3,) ints)] sorted by distance, ``motif`` (the closest
     ideal shape, or 'CN n' when there is none with that many vertices), ``csm`` (its continuous shape measure,
-    0 = ideal; None without a shape) and ``measures`` {shape: CShM} of every candidate."""
+    0 = ideal; None without a shape), ``measures`` {shape: CShM} of every candidate and ``vectors`` ((cn, 3) Å,
+    from the centre to each neighbour's periodic image, in the order of ``neighbours``)."""
 
     site: int
     element: str
@@ -35,6 +36,7 @@ class Environment:
     motif: str
     csm: float | None
     measures: dict[str, float]
+    vectors: tuple[tuple[float, float, float], ...] = ()
 
     def as_dict(self) -> dict:
         """Plain JSON: {"site", "element", "wyckoff", "cn", "motif", "score" (CShM), "neighbours": [[element,
@@ -86,7 +88,8 @@ def environments(structure: Structure, *, symprec: float = 0.1) -> list[Environm
             motif, csm, measures = best_shape(vectors) if len(vectors) else (None, None, {})
             found.append(Environment(site=index, element=structure[index].specie.symbol, wyckoff=wyckoff,
                                      cn=len(neighbours), neighbours=neighbours,
-                                     motif=motif or f"CN {len(neighbours)}", csm=csm, measures=measures))
+                                     motif=motif or f"CN {len(neighbours)}", csm=csm, measures=measures,
+                                     vectors=tuple(tuple(float(v) for v in row) for row in vectors)))
     return found
 
 

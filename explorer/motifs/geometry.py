@@ -148,10 +148,12 @@ def descriptors(environments: pd.DataFrame, table: pd.DataFrame, *, weights: dic
 
 def types_path(dataset: str, settings) -> Path:
     """Where the structure types of ``dataset``'s current table are kept (beside its environments)."""
-    from explorer.motifs.table import path_of
+    from explorer.datasets.build import check_dataset_name, load_report
 
-    environments = path_of(dataset, settings)
-    return environments.with_name(environments.stem + "-types.parquet")
+    report = load_report(dataset, settings)
+    if report is None:
+        raise FileNotFoundError(f"dataset {dataset!r} has no built table: run `python -m explorer data build`")
+    return settings.data_dir / "motifs" / f"{check_dataset_name(dataset)}-{report.signature[:16]}-types.parquet"
 
 
 def structure_types(dataset: str, settings, *, progress: bool = False) -> pd.Series:

@@ -3,10 +3,10 @@ queries of the map's search ("Ti octahedral", "contains a tetrahedral Si").
 
 ``compute`` runs ``environments.environments`` on every material's canonical cell in limited worker processes
 (a material that takes longer than ``settings.parse_seconds`` * 10 is skipped and counted), with a progress bar,
-and writes ``data/motifs/<dataset>-<table signature>.parquet``: one row per symmetry-distinct site (id, site,
-element, wyckoff, cn, motif, csm, neighbours as JSON). It depends on the table only (not on the checkpoint), so a
-new model keeps it. ``python -m explorer build`` computes it after the map; the server computes a missing one in
-the background after its warm-up.
+and writes ``data/motifs/<dataset>-<table signature>-v2.parquet``: one row per symmetry-distinct site (id, site,
+element, wyckoff, cn, motif, csm, neighbours [[element, distance Å]] and vectors [[x, y, z] Å] as JSON). It
+depends on the table only (not on the checkpoint), so a new model keeps it. ``python -m explorer build`` computes
+it after the map; the server computes a missing one in the background after its warm-up.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from explorer.datasets.build import check_dataset_name, load_report
 from explorer.motifs.shapes import IDEAL_SHAPES
 from explorer.settings import Settings
 
@@ -30,14 +31,17 @@ MOTIF_NAMES = sorted({name for shapes in IDEAL_SHAPES.values() for name in shape
 _COMPUTING = threading.Lock()
 
 
+TABLE_VERSION = 2
+"""Part of the file name: version 2 added the neighbour vectors (the motif autoencoder learns from them)."""
+
+
 def path_of(dataset: str, settings: Settings) -> Path:
     """Where the environments of ``dataset``'s current table are kept."""
-    from explorer.datasets.build import check_dataset_name, load_report
-
     report = load_report(dataset, settings)
     if report is None:
         raise FileNotFoundError(f"dataset {dataset!r} has no built table: run `python -m explorer data build`")
-    return settings.data_dir / "motifs" / f"{check_dataset_name(dataset)}-{report.signature[:16]}.parquet"
+    name = f"{check_dataset_name(dataset)}-{report.signature[:16]}-v{TABLE_VERSION}.parquet"
+    return settings.data_dir / "motifs" / name
 
 
 @functools.lru_cache(maxsize=8)
@@ -59,7 +63,8 @@ def _site_rows(record_id: str, structure, symprec: float) -> list[dict]:
 
     return [{"id": record_id, "site": e.site, "element": e.element, "wyckoff": e.wyckoff, "cn": e.cn,
              "motif": e.motif, "csm": np.nan if e.csm is None else e.csm,
-             "neighbours": json.dumps([[n, round(d, 3)] for n, d, _, _ in e.neighbours])}
+             "neighbours": json.dumps([[n, round(d, 3)] for n, d, _, _ in e.neighbours]),
+             "vectors": json.dumps([[round(v, 4) for v in row] for row in e.vectors])}
             for e in environments(structure, symprec=symprec)]
 
 
@@ -94,9 +99,14 @@ def compute(dataset: str, settings: Settings, *, progress: bool = False,
                     on_progress(done, len(frame))
         if skipped:
             LOG.warning("motifs of %s: %d materials skipped (too slow or unreadable)", dataset, skipped)
-        table = pd.DataFrame(rows, columns=["id", "site", "element", "wyckoff", "cn", "motif", "csm", "neighbours"])
+        table = pd.DataFrame(rows, columns=["id", "site", "element", "wyckoff", "cn", "motif", "csm", "neighbours",
+                                            "vectors"])
         path = path_of(dataset, settings)
         atomic_file(path, lambda tmp: table.to_parquet(tmp, index=False))
+        own = re.compile(rf"{re.escape(check_dataset_name(dataset))}-[0-9a-f]{{16}}(-v\d+)?\.parquet")
+        for stale in path.parent.iterdir():  # this dataset's environments of older tables or versions
+            if stale != path and own.fullmatch(stale.name):
+                stale.unlink(missing_ok=True)
         return _read(str(path), path.stat().st_mtime_ns)
 
 

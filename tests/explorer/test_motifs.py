@@ -109,7 +109,11 @@ def test_the_map_search_finds_materials_by_motif_once_the_environments_are_compu
     waiting = materials.search_points("tiny-motifs", "Ti octahedral", tiny_settings)
     assert waiting["count"] == 0 and "not computed yet" in waiting["note"]
     sites = motif_table.compute("tiny-motifs", tiny_settings)
-    assert sites["id"].nunique() == 4 and set(sites.columns) >= {"element", "wyckoff", "cn", "motif", "csm"}
+    assert sites["id"].nunique() == 4 and set(sites.columns) >= {"element", "wyckoff", "cn", "motif", "csm", "vectors"}
+    for cn, neighbours, vectors in zip(sites["cn"], sites["neighbours"], sites["vectors"], strict=True):
+        distances = [d for _, d in json.loads(neighbours)]  # the vectors the motif autoencoder learns from
+        assert len(json.loads(vectors)) == cn and np.allclose(np.linalg.norm(json.loads(vectors), axis=1), distances,
+                                                               atol=2e-3)
     assert motif_table.load("tiny-motifs", tiny_settings) is not None
     frame = materials.table("tiny-motifs", tiny_settings)
 
