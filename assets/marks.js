@@ -15,12 +15,16 @@
     });
   }
 
-  function marksOf(current, uploads) {
+  function mapOf(item) { return (item && item.map) || "crystals"; }
+
+  function marksOf(current, uploads, shownMap) {
     var marks = [];
     (Array.isArray(uploads) ? uploads : []).forEach(function (u) {
-      if (u && finite(u.xy)) { marks.push({ xy: u.xy, label: "uploaded " + (u.formula || ""), kind: "upload" }); }
+      if (u && finite(u.xy) && mapOf(u) === shownMap) {
+        marks.push({ xy: u.xy, label: "uploaded " + (u.formula || ""), kind: "upload" });
+      }
     });
-    if (current && finite(current.xy) && KINDS.indexOf(current.kind) >= 0) {
+    if (current && finite(current.xy) && KINDS.indexOf(current.kind) >= 0 && mapOf(current) === shownMap) {
       marks.push({ xy: current.xy, label: current.kind + " " + (current.formula || ""), kind: "current" });
     }
     return marks;
@@ -60,8 +64,10 @@
     });
   }
 
-  function drawMarks(current, uploads) {
-    latest = marksOf(current, uploads);
+  /* Each mark was placed on one kind of map (its "map"); the figure says which map it shows (layout.meta). */
+  function drawMarks(current, uploads, figure) {
+    var meta = figure && figure.layout && figure.layout.meta;
+    latest = marksOf(current, uploads, (meta && meta.kind) || "crystals");
     var gd = document.querySelector("#map .js-plotly-plot");
     if (gd && gd.on && !gd._explorerMarks) {  // follow every redraw, zoom, pan and resize of the plot
       gd._explorerMarks = true;

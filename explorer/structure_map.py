@@ -176,9 +176,13 @@ _LOCK = threading.Lock()
 
 
 def get_structure_map(dataset: str, settings: Settings) -> Atlas:
-    """The structure map of ``dataset`` (built when missing), kept in memory per (data dir, dataset, key)."""
+    """The built structure map of ``dataset``, kept in memory per (data dir, dataset, key). It is never built here
+    (minutes: a request must not wait for it): ValueError saying how to build it when it is missing."""
     cache = (str(settings.atlas_dir), dataset, structure_key(dataset, settings))
     with _LOCK:
         if cache not in _MAPS:
+            if not is_built(dataset, settings):
+                raise ValueError(f"the structure map of {dataset!r} is not built yet: press 'Build this map' with "
+                                 f"the structure map chosen, or run `python -m explorer build --dataset {dataset}`")
             _MAPS[cache] = build(dataset, settings)
         return _MAPS[cache]

@@ -365,11 +365,7 @@ def viewer(structure: Structure, *, supercell: tuple[int, int, int] = (1, 1, 1),
         _add_polyhedron(view, shape, structure.lattice.matrix, repeats)
     view.zoomTo()
     if inline_js is not None:
-        if "</script" in inline_js.lower() or "$3Dmol" not in inline_js:
-            raise ValueError("inline_js must be the text of 3Dmol-min.js (it defines $3Dmol and has no </script>)")
-        # py3Dmol's HTML only fetches js_url while $3Dmolpromise is undefined: define it as already loaded.
-        view.startjs = (f"<script>{inline_js}</script>\n<script>var $3Dmolpromise = Promise.resolve();</script>\n"
-                        + view.startjs)
+        view.startjs = _inline_script(inline_js) + view.startjs
     return view
 
 
@@ -387,12 +383,22 @@ def _add_polyhedron(view, shape: dict, lattice, repeats: tuple[int, int, int]) -
 
 def viewer_html(structure: Structure, *, title: str, supercell: tuple[int, int, int] = (1, 1, 1),
                 style: str = "ball-and-stick", js_url: str = "3Dmol-min.js", inline_js: str | None = None) -> str:
-    """A standalone HTML page showing ``structure`` (``viewer``), with ``title``; with ``inline_js`` it opens
-    anywhere, offline."""
-    view = viewer(structure, supercell=supercell, style=style, js_url=js_url, inline_js=inline_js)
+    """A standalone HTML page showing ``structure`` (``viewer``), with ``title``; with ``inline_js`` (the text of
+    3Dmol-min.js, in the page's head) it opens anywhere, offline."""
+    view = viewer(structure, supercell=supercell, style=style, js_url=js_url)
     buffer = io.StringIO()
     view.write_html(buffer, fullpage=True)
-    page = buffer.getvalue()
+    script = ""
+    if inline_js is not None:
+        script = _inline_script(inline_js)
     head = (f'<!DOCTYPE html>\n<html>\n<head><meta charset="utf-8"><title>{html.escape(_one_line(title))}</title>\n'
-            "</head>")
-    return page.replace("<html>", head, 1)
+            f"{script}</head>")
+    return buffer.getvalue().replace("<html>", head, 1)
+
+
+def _inline_script(inline_js: str) -> str:
+    """3Dmol.js as a script element, and py3Dmol's loader told it is loaded (it only fetches ``js_url`` while
+    ``$3Dmolpromise`` is undefined); ValueError when ``inline_js`` is not 3Dmol.js or could end its element."""
+    if "</script" in inline_js.lower() or "$3Dmol" not in inline_js:
+        raise ValueError("inline_js must be the text of 3Dmol-min.js (it defines $3Dmol and has no </script>)")
+    return f"<script>{inline_js}</script>\n<script>var $3Dmolpromise = Promise.resolve();</script>\n"

@@ -8,8 +8,8 @@ import time
 from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 from dash.exceptions import PreventUpdate
 
-from explorer import atlas
-from explorer.services import downloads, materials, readiness, views
+from explorer import atlas, structure_map
+from explorer.services import downloads, maps, materials, readiness, views
 from explorer.settings import Settings
 from explorer.ui import components, ids, motif_panel, physics_panel
 from explorer.ui.components import KNOWN, MATCHES, PATH
@@ -19,12 +19,17 @@ SELECTION_LIMIT = 100
 """Most materials one 'Add selection to basket' adds (each carries its structure in the browser's store)."""
 
 
-def _matches(dataset: str | None, query: str | None, settings: Settings) -> tuple[dict | None, str]:
+def _matches(dataset: str | None, query: str | None, settings: Settings, kind: str) -> tuple[dict | None, str]:
     if not dataset or not (query or "").strip():
         return None, ""
-    found = materials.search_points(dataset, query, settings)
+    found = materials.search_points(dataset, query, settings, kind)
     status = f"{found['count']} match{'es' if found['count'] != 1 else ''} for {query.strip()!r}"
     return found, status + (f" ({found['note']})" if found["note"] else "")
+
+
+def _path_on(path: object, kind: str) -> dict | None:
+    """The interpolation path when it was placed on the map of ``kind`` (a path of the other map is not drawn)."""
+    return path if isinstance(path, dict) and path.get("map", "crystals") == kind else None
 
 
 def register_map(app: Dash, settings: Settings) -> None:
@@ -41,34 +46,39 @@ def register_map(app: Dash, settings: Settings) -> None:
 
     @app.callback(Output(ids.MAP, "figure"), Output(ids.COLOR_LEGEND, "children"), Output(ids.MAP_STATUS, "children"),
                   Output(f"{ids.MAP_BUILD}-row", "style"),
-                  Input(ids.DATASET, "value"), Input(ids.COLOR_BY, "value"), Input(ids.STORE_MAP_VERSION, "data"),
+                  Input(ids.DATASET, "value"), Input(ids.MAP_KIND, "value"), Input(ids.COLOR_BY, "value"),
+                  Input(ids.STORE_MAP_VERSION, "data"),
                   Input(ids.FILTER_ELEMENTS, "value"), Input(ids.FILTER_SITES_MIN, "value"),
                   Input(ids.FILTER_SITES_MAX, "value"), Input(ids.FILTER_PROPERTY, "value"),
                   Input(ids.FILTER_MIN, "value"), Input(ids.FILTER_MAX, "value"),
                   State(ids.SEARCH, "value"), State(ids.STORE_PATH, "data"))
-    def render_map(dataset, color_by, _version, elements, sites_min, sites_max, prop, prop_min, prop_max, query,
+    def render_map(dataset, kind, color_by, _version, elements, sites_min, sites_max, prop, prop_min, prop_max, query,
                    path):
         if not dataset:
             raise PreventUpdate
-        dataset = materials.check_dataset(dataset, settings)
-        problem = materials.map_problem(dataset, settings)
+        dataset, kind = materials.check_dataset(dataset, settings), maps.check_kind(kind)
+        problem = materials.map_problem(dataset, settings, kind)
         if problem:
             return {}, [], problem, {} if "not built" in problem else {"display": "none"}
-        points = materials.map_points(dataset, color_by, settings)
+        points = materials.map_points(dataset, color_by, settings, kind)
+        total = len(materials.table(dataset, settings))
         status, shown = f"{len(points['ids'])} materials", None
+        if len(points["ids"]) < total:
+            status += f" of {total} (the others' environments could not be found)"
         if points["reconstruction"]:
             status += f"; {points['reconstruction']}"
         try:
             keep = materials.filter_mask(materials.table(dataset, settings), elements=elements,
-                                         sites=(sites_min, sites_max), prop=prop, prop_range=(prop_min, prop_max))
+                                         sites=(sites_min, sites_max), prop=prop,
+                                         prop_range=(prop_min, prop_max))[points["rows"]]
             if not keep.all():
                 shown = materials.filtered_points(points, keep)
                 status = f"{int(keep.sum())} of {len(points['ids'])} materials shown (filters)"
         except ValueError as exc:
             status = f"{len(points['ids'])} materials; filter not applied: {exc}"
-        matches, _ = _matches(dataset, query, settings)
-        figure = components.map_figure(points, shown=shown, matches=matches,
-                                       path=path if isinstance(path, dict) else None, revision=dataset)
+        matches, _ = _matches(dataset, query, settings, kind)
+        figure = components.map_figure(points, shown=shown, matches=matches, path=_path_on(path, kind),
+                                       revision=f"{dataset}-{kind}", kind=kind)
         return figure, components.color_legend(points), status, {"display": "none"}
 
     @app.callback(Output(ids.STORE_SELECTION, "data"), Output(ids.SELECTION_STATUS, "children"),
@@ -87,36 +97,39 @@ def register_map(app: Dash, settings: Settings) -> None:
         return chosen, components.selection_summary(frame, chosen), False
 
     @app.callback(Output(ids.STORE_MAP_VERSION, "data"), Input(ids.MAP_BUILD, "n_clicks"),
-                  State(ids.DATASET, "value"), background=True, prevent_initial_call=True,
+                  State(ids.DATASET, "value"), State(ids.MAP_KIND, "value"), background=True, prevent_initial_call=True,
                   running=[(Output(ids.MAP_BUILD, "disabled"), True, False),
                            (Output(ids.MAP_BUILD_CANCEL, "disabled"), False, True)],
                   cancel=[Input(ids.MAP_BUILD_CANCEL, "n_clicks")],
                   progress=[Output(ids.MAP_BUILD_PROGRESS, "children")])
-    def build_map(set_progress, _n, dataset):
+    def build_map(set_progress, _n, dataset, kind):
         if not dataset:
             raise PreventUpdate
-        dataset = materials.check_dataset(dataset, settings)
+        dataset, kind = materials.check_dataset(dataset, settings), maps.check_kind(kind)
         set_progress(f"building the map of {dataset}: encoding…")
         atlas.build_atlas(dataset, settings, on_progress=lambda done, total: set_progress(
             f"encoded {done} of {total} materials" + ("; fitting UMAP…" if done == total else "")))
+        if kind == "structure":
+            structure_map.build(dataset, settings, on_progress=lambda step: set_progress(f"structure map: {step}…"))
         readiness.checks_in_background([dataset], settings)  # the map shows now; these follow
         set_progress("done")
         return time.time()
 
     @app.callback(Output(ids.MAP, "figure", allow_duplicate=True), Output(ids.SEARCH_STATUS, "children"),
                   Input(ids.SEARCH, "value"), Input(ids.STORE_PATH, "data"), State(ids.DATASET, "value"),
-                  prevent_initial_call=True)
-    def overlays(query, path, dataset):
+                  State(ids.MAP_KIND, "value"), prevent_initial_call=True)
+    def overlays(query, path, dataset, kind):
         """Patch only the overlay that changed (search matches or the path); the marks are drawn in the browser."""
-        if not dataset or not atlas.is_built(materials.check_dataset(dataset, settings), settings):
+        kind = maps.check_kind(kind)
+        if not dataset or materials.map_problem(materials.check_dataset(dataset, settings), settings, kind):
             raise PreventUpdate
         changed = {prop.split(".")[0] for prop in ctx.triggered_prop_ids}
         patch, status = Patch(), no_update
         if ids.SEARCH in changed:
-            matches, status = _matches(dataset, query, settings)
+            matches, status = _matches(dataset, query, settings, kind)
             patch["data"][MATCHES] = components.matches_trace(matches)
         if ids.STORE_PATH in changed:
-            patch["data"][PATH] = components.path_trace(path if isinstance(path, dict) else None)
+            patch["data"][PATH] = components.path_trace(_path_on(path, kind))
         return patch, status
 
     # The marks (structure on screen, uploads) are HTML laid over the plot by assets/marks.js: any change of
@@ -128,8 +141,9 @@ def register_map(app: Dash, settings: Settings) -> None:
 
 def register_selection(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_CURRENT, "data"), Input(ids.MAP, "clickData"),
-                  State(ids.DATASET, "value"), State(ids.STORE_PATH, "data"), prevent_initial_call=True)
-    def on_map_click(click, dataset, path):
+                  State(ids.DATASET, "value"), State(ids.MAP_KIND, "value"), State(ids.STORE_PATH, "data"),
+                  prevent_initial_call=True)
+    def on_map_click(click, dataset, kind, path):
         points = click.get("points") if isinstance(click, dict) else None
         if not points or not isinstance(points, list) or not isinstance(points[0], dict) or not dataset:
             raise PreventUpdate
@@ -138,36 +152,53 @@ def register_selection(app: Dash, settings: Settings) -> None:
         if isinstance(tag, str) and tag.startswith("frame:"):
             return views.path_frame(path, tag.split(":", 1)[1])
         if isinstance(tag, str):
-            return views.known_view(dataset, tag, settings)
-        return views.hypothetical_view(dataset, point.get("x"), point.get("y"), settings)
+            return views.known_view(dataset, tag, settings, kind=maps.check_kind(kind))
+        return views.hypothetical_view(dataset, point.get("x"), point.get("y"), settings, kind=maps.check_kind(kind))
+
+    @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Input(ids.MAP_KIND, "value"),
+                  Input(ids.STORE_MAP_VERSION, "data"), State(ids.STORE_CURRENT, "data"), State(ids.DATASET, "value"),
+                  prevent_initial_call=True)
+    def on_map_kind(kind, _version, current, dataset):
+        """The structure on screen follows to the map shown (placed there: its mark moves, nothing else changes),
+        when the kind is switched or the map has just been built."""
+        if not current or not dataset:
+            raise PreventUpdate
+        kind = maps.check_kind(kind)
+        dataset = materials.check_dataset(dataset, settings)
+        if materials.map_problem(dataset, settings, kind):
+            raise PreventUpdate
+        return views.placed(views.check_view(current, settings), dataset, kind, settings)
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True),
                   Input({"type": ids.NEAREST, "index": ALL}, "n_clicks"),
                   Input({"type": ids.SHOW_DECODE, "index": ALL}, "n_clicks"),
                   Input({"type": ids.PHYSICS_MATCH, "index": ALL}, "n_clicks"), State(ids.DATASET, "value"),
-                  prevent_initial_call=True)
-    def on_material_button(_nearest, _decode, _match, dataset):
+                  State(ids.MAP_KIND, "value"), prevent_initial_call=True)
+    def on_material_button(_nearest, _decode, _match, dataset, kind):
         """A nearest known material or the known material a decode matches (its view), or "show the decode" of
         the material on screen."""
         if not isinstance(ctx.triggered_id, dict) or not ctx.triggered or not ctx.triggered[0]["value"]:
             raise PreventUpdate
         record_id = ctx.triggered_id.get("index")
+        kind = maps.check_kind(kind)
         if ctx.triggered_id.get("type") == ids.SHOW_DECODE:
-            return views.decode_of_known(dataset, record_id, settings)
-        return views.known_view(dataset, record_id, settings)
+            return views.decode_of_known(dataset, record_id, settings, kind=kind)
+        return views.known_view(dataset, record_id, settings, kind=kind)
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.UPLOAD_ERROR, "children"),
                   Output(ids.STORE_UPLOADS, "data"), Input(ids.UPLOAD, "contents"), State(ids.UPLOAD, "filename"),
-                  State(ids.DATASET, "value"), State(ids.STORE_UPLOADS, "data"), prevent_initial_call=True)
-    def on_upload(contents, filename, dataset, uploads):
+                  State(ids.DATASET, "value"), State(ids.MAP_KIND, "value"), State(ids.STORE_UPLOADS, "data"),
+                  prevent_initial_call=True)
+    def on_upload(contents, filename, dataset, kind, uploads):
         if not contents or not dataset:
             raise PreventUpdate
         try:
             content = views.data_url_bytes(contents, filename, max_bytes=int(settings.max_upload_mb * 1e6))
-            view = views.upload_view(dataset, content, filename, settings)
+            view = views.upload_view(dataset, content, filename, settings, kind=maps.check_kind(kind))
         except ValueError as exc:
             return no_update, f"Upload failed: {exc}", no_update
-        marks = [*(uploads if isinstance(uploads, list) else []), {"xy": view["xy"], "formula": view["formula"]}]
+        marks = [*(uploads if isinstance(uploads, list) else []),
+                 {"xy": view["xy"], "formula": view["formula"], "map": view["map"]}]
         return view, "", marks
 
     @app.callback(Output(ids.STRUCTURE_INFO, "children"), Output(ids.STORE_VIEWER, "data"),
@@ -200,14 +231,15 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
                   Output(ids.INTERP_FRAME, "disabled"),
                   Input(ids.INTERP_RUN, "n_clicks"), State(ids.STORE_ENDPOINTS, "data"),
                   State(ids.INTERP_STEPS, "value"), State(ids.INTERP_METHOD, "value"), State(ids.DATASET, "value"),
-                  prevent_initial_call=True)
-    def run(_n, endpoints, steps, method, dataset):
+                  State(ids.MAP_KIND, "value"), prevent_initial_call=True)
+    def run(_n, endpoints, steps, method, dataset, kind):
         endpoints = endpoints if isinstance(endpoints, dict) else {}
         if not endpoints.get("a") or not endpoints.get("b"):
             return no_update, "Set both A and B first.", no_update, no_update, no_update
         try:
             path = views.interpolation(endpoints["a"], endpoints["b"], dataset, settings,
-                                       steps=steps if steps is not None else 0, method=method)
+                                       steps=steps if steps is not None else 0, method=method,
+                                       kind=maps.check_kind(kind))
         except ValueError as exc:
             return no_update, str(exc), no_update, no_update, no_update
         status = f"{len(path['frames'])} frames ({method}) decoded in {path['ms']:.0f} ms"

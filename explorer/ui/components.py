@@ -83,15 +83,16 @@ def path_trace(path: dict | None) -> go.Scatter:
 
 
 def map_figure(points: dict, *, shown: dict | None = None, matches: dict | None = None, path: dict | None = None,
-               revision: str = "") -> go.Figure:
+               revision: str = "", kind: str = "crystals") -> go.Figure:
     """The map: every known point (no down-sampling; ``shown``: the points that pass the filters) over a
-    transparent click grid spanning all of them, plus overlays."""
+    transparent click grid spanning all of them, plus overlays. ``kind`` goes into the layout's ``meta`` (the
+    marks of assets/marks.js are drawn only on the map they were placed on)."""
     figure = go.Figure([_grid_trace(points["x"], points["y"]), _known_trace(shown or points),
                         matches_trace(matches), path_trace(path)])
     x_range, y_range = map_extent(points["x"], points["y"])
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "title": None, "autorange": False}
     figure.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, clickmode="event",
-                         hovermode="closest", uirevision=revision, plot_bgcolor="white",
+                         hovermode="closest", uirevision=revision, plot_bgcolor="white", meta={"kind": kind},
                          xaxis={**axis, "range": x_range}, yaxis={**axis, "range": y_range})
     return figure
 

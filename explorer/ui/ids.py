@@ -9,6 +9,7 @@ READY_TIMER = "ready-timer"
 
 # map and its controls
 DATASET = "dataset"
+MAP_KIND = "map-kind"
 COLOR_BY = "color-by"
 COLOR_LEGEND = "color-legend"
 SEARCH = "search"

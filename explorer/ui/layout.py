@@ -6,6 +6,7 @@ from __future__ import annotations
 from dash import dcc, html
 
 from explorer.services.export import FORMATS
+from explorer.services.maps import KIND_LABELS
 from explorer.ui import ids, motif_panel, physics_panel
 from explorer.ui.components import structure_info
 
@@ -25,6 +26,12 @@ def _map_panel(datasets: list[str], default: str | None) -> html.Div:
     controls = html.Div([
         html.Label(["Map ", dcc.Dropdown(id=ids.DATASET, options=[{"label": d, "value": d} for d in datasets],
                                          value=default, clearable=False, className="dropdown")]),
+        html.Span(dcc.RadioItems(id=ids.MAP_KIND, options=[{"label": f" {label}", "value": value}
+                                                           for value, label in KIND_LABELS.items()],
+                                 value="crystals", inline=True),
+                  className="map-kind",
+                  title="crystals: the autoencoder's map of whole crystals; structure: crystals placed by the geometry "
+                        "of their sites alone, so one structure type sits together whatever its elements"),
         html.Label(["Colour by ", dcc.Dropdown(id=ids.COLOR_BY, value="source", clearable=False,
                                                className="dropdown")]),
         html.Label(["Search ", dcc.Input(id=ids.SEARCH, type="text", debounce=True, className="search",

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from explorer.services import physics, views
+from explorer.services import maps, materials, physics, views
 from explorer.settings import Settings
 from explorer.ui import ids
 
@@ -144,8 +144,9 @@ def register(app: Dash, settings: Settings) -> None:
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.STORE_RELAX, "data"),
                   Output(ids.RELAX_STATUS, "children"), Output(ids.RELAX_TOGGLE, "value"),
-                  Input(ids.STORE_RELAX_RESULT, "data"), State(ids.DATASET, "value"), prevent_initial_call=True)
-    def relaxed(result, dataset):
+                  Input(ids.STORE_RELAX_RESULT, "data"), State(ids.DATASET, "value"), State(ids.MAP_KIND, "value"),
+                  prevent_initial_call=True)
+    def relaxed(result, dataset, kind):
         if not isinstance(result, dict):
             raise PreventUpdate
         if "error" in result:
@@ -154,20 +155,23 @@ def register(app: Dash, settings: Settings) -> None:
             source = views.check_view(result.get("source"), settings, label="relaxation source")
             structure = views.structure_of({"title": "relaxed structure", "structure": result.get("structure")})
             summary = physics.check_summary(result.get("summary"))
-            relaxed_view = views.relaxed_view(source, structure, summary, dataset, settings)
+            relaxed_view = views.relaxed_view(source, structure, summary, dataset, settings,
+                                              kind=maps.check_kind(kind))
         except ValueError as exc:
             return no_update, no_update, f"Relaxation failed: {exc}", no_update
         return relaxed_view, {DECODED: source, RELAXED: relaxed_view}, relax_summary(result | {"summary": summary}), \
             RELAXED
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Input(ids.RELAX_TOGGLE, "value"),
-                  State(ids.STORE_RELAX, "data"), State(ids.STORE_CURRENT, "data"), prevent_initial_call=True)
-    def toggle(which, pair, current):
+                  State(ids.STORE_RELAX, "data"), State(ids.STORE_CURRENT, "data"), State(ids.DATASET, "value"),
+                  State(ids.MAP_KIND, "value"), prevent_initial_call=True)
+    def toggle(which, pair, current, dataset, kind):
         if not isinstance(pair, dict) or which not in (DECODED, RELAXED) or not isinstance(pair.get(which), dict):
             raise PreventUpdate
         if isinstance(current, dict) and current.get("id") == pair[which].get("id"):
             raise PreventUpdate
-        return views.check_view(pair[which], settings)
+        view = views.check_view(pair[which], settings)
+        return views.placed(view, materials.check_dataset(dataset, settings), maps.check_kind(kind), settings)
 
     @app.callback(Output(ids.RELAX_TOGGLE, "style"), Input(ids.STORE_CURRENT, "data"), State(ids.STORE_RELAX, "data"))
     def toggle_shown(current, pair):

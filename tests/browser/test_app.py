@@ -368,3 +368,46 @@ def test_physics_panel_relax_and_the_energy_along_a_path(page, tiny_settings):
     page.mouse.click(px, py)
     expect(page.locator("#structure-info")).to_contain_text("path frame 3 of 4")
     assert not page.errors, page.errors
+
+
+def test_the_structure_map_places_crystals_by_geometry(page, tiny_settings):
+    from explorer import structure_map
+
+    wait_for_map(page)
+    choose(page, "dataset", "tiny")
+    wait_for_map(page)
+    click_known(page, tiny_settings, "NaCl")  # on screen before the switch: it follows to the structure map
+    page.get_by_label("structure (geometry only)").check()
+    status = page.locator("#map-status")
+    expect(status).to_contain_text(re.compile("not built|12 materials"), timeout=60_000)
+    if "not built" in status.inner_text():  # the server may have built it in the background already
+        page.click("#map-build")
+    expect(status).to_contain_text("12 materials", timeout=180_000)
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}').layout.meta.kind === 'structure'")
+    the_map = structure_map.get_structure_map("tiny", tiny_settings)
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}').data[1].hovertext"
+                           ".every(t => t.includes('structure type'))")
+    nacl_id = page.locator("#structure-info .info-title").inner_text().split("(")[-1].rstrip(")")
+    x, y = the_map.xy[the_map.index_of(nacl_id)]
+    mark = page.locator("#map .map-mark.current")
+    expect(mark).to_have_count(1)  # the ring of NaCl, now at its place on the structure map
+    assert page.evaluate(f"() => {{ const g = document.querySelector('{GRAPH}'); const f = g._fullLayout;"
+                         " const m = document.querySelector('#map .map-mark.current').getBoundingClientRect();"
+                         " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
+                         f" return Math.hypot(m.left + m.width / 2 - r.left - f.xaxis.l2p({x}),"
+                         f" m.top + m.height / 2 - r.top - f.yaxis.l2p({y})); }}") < 12
+    frame = materials.table("tiny", tiny_settings)
+    si = frame.loc[frame["reduced_formula"] == "Si", "id"].iloc[0]
+    click_map(page, *(float(v) for v in the_map.xy[the_map.index_of(si)]), expect_id=si)
+    expect(page.locator("#structure-info .info-title")).to_contain_text(si)
+    wait_for_panels(page)
+    low = the_map.xy.min(axis=0) - 0.15 * (the_map.xy.max(axis=0) - the_map.xy.min(axis=0))
+    click_map(page, float(low[0]), float(low[1]))  # empty space of the structure map decodes too
+    expect(page.locator("#structure-info .info-title")).to_contain_text("(hypothetical)")
+    expect(page.locator("#viewer-status")).to_contain_text("atoms drawn")
+    wait_for_panels(page)
+    page.get_by_label("crystals (autoencoder)").check()
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}').layout.meta.kind === 'crystals'")
+    expect(status).to_contain_text("12 materials")
+    expect(mark).to_have_count(1)  # the hypothetical followed back, placed on the crystal map
+    assert not page.errors, page.errors

@@ -81,6 +81,8 @@ def test_the_structure_map_puts_each_type_together_and_places_new_structures(tin
     from explorer.services import materials
 
     assert not structure_map.is_built(types_dataset, tiny_settings)
+    with pytest.raises(ValueError, match="not built yet"):  # a request never waits minutes for a build
+        structure_map.place_structures(types_dataset, [nacl()], tiny_settings)
     the_map = structure_map.build(types_dataset, tiny_settings)
     assert structure_map.is_built(types_dataset, tiny_settings) and the_map.kind == "structure"
     frame = materials.table(types_dataset, tiny_settings).set_index("id")
