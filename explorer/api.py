@@ -32,6 +32,19 @@ from pymatgen.core import Structure
 from explorer.settings import Settings
 
 
+def _is_id(item: Any) -> bool:
+    """A string that names no existing file is read as an id of the table."""
+    return isinstance(item, str) and not Path(item).exists()
+
+
+def _require_potential(settings: Settings) -> None:
+    from explorer.services import physics
+
+    problem = physics.potential_problem(settings)
+    if problem:
+        raise ValueError(problem)
+
+
 class Explorer:
     """One dataset's map and the model behind it (``settings``: the app's; default from EXPLORER_* variables)."""
 
@@ -63,7 +76,7 @@ class Explorer:
             from pymatgen.io.ase import AseAtomsAdaptor
 
             return AseAtomsAdaptor.get_structure(item)
-        if isinstance(item, str) and not Path(item).exists():
+        if _is_id(item):
             from explorer.datasets.records import canonical_structure
             from explorer.services import materials
 
@@ -91,7 +104,7 @@ class Explorer:
         """The stored latent of a table id (as the map has it), else the encoding of the structure."""
         from explorer import atlas
 
-        if isinstance(item, str) and not Path(item).exists():
+        if _is_id(item):
             the_map = atlas.get_atlas(self.dataset, self.settings)
             k = the_map.index_of(item)
             if k is not None:
@@ -148,7 +161,7 @@ class Explorer:
 
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
             raise ValueError(f"k must be a whole number from 1 to 1000, got {k!r}")
-        exclude = item if isinstance(item, str) and not Path(item).exists() else None
+        exclude = item if _is_id(item) else None
         found = atlas.get_atlas(self.dataset, self.settings).nearest(self._latent_of(item), k=k, exclude=exclude)
         frame = materials.table(self.dataset, self.settings).set_index("id")
         return pd.DataFrame({"id": [i for i, _ in found], "formula": [frame.at[i, "reduced_formula"] for i, _ in found],
@@ -159,7 +172,7 @@ class Explorer:
         from explorer.services import maps
 
         kind = maps.check_kind(kind)
-        if isinstance(item, str) and not Path(item).exists():
+        if _is_id(item):
             the_map = maps.get_map(self.dataset, kind, self.settings)
             k = the_map.index_of(item)
             if k is not None:
@@ -188,11 +201,10 @@ class Explorer:
 
         from explorer.motifs.environments import environments
         from explorer.motifs.environments import polyhedra as find_polyhedra
-        from explorer.services.downloads import VIEWER_JS
+        from explorer.services.downloads import viewer_script
         from explorer.services.export import viewer
 
-        if not VIEWER_JS.is_file():
-            raise ValueError(f"3Dmol.js is missing at {VIEWER_JS}: run 'make assets' to install it from npm")
+        script = viewer_script()
         structure = self.structure(item)
         shapes = []
         if polyhedra:
@@ -200,7 +212,7 @@ class Explorer:
             for shape in shapes:
                 shape["color"] = "#{:02x}{:02x}{:02x}".format(*EL_COLORS["Jmol"].get(shape["element"], (128,) * 3))
         return viewer(structure, supercell=tuple(supercell), style=style, polyhedra=shapes, width=width,
-                      height=height, inline_js=VIEWER_JS.read_text(encoding="utf-8"))
+                      height=height, inline_js=script)
 
     # ------------------------------------------------------------------------------------------ analysis
     def motifs(self, item: Any) -> pd.DataFrame:
@@ -216,9 +228,7 @@ class Explorer:
         (CHGNet); with ``relax`` the relaxed structure is assessed too (its row adds "relaxed_structure")."""
         from explorer.services import physics
 
-        problem = physics.potential_problem(self.settings)
-        if problem:
-            raise ValueError(problem)
+        _require_potential(self.settings)
         row, relaxed = physics.assess_candidate(self.structure(item), self.dataset, self.settings, relax_it=relax)
         return {**row, **({"relaxed_structure": relaxed} if relaxed is not None else {})}
 
@@ -227,9 +237,7 @@ class Explorer:
         the steps, energies and how far the atoms moved."""
         from explorer.services import physics
 
-        problem = physics.potential_problem(self.settings)
-        if problem:
-            raise ValueError(problem)
+        _require_potential(self.settings)
         result = physics.relax(self.structure(item), self.settings)
         structure = result.structure
         structure.properties = {**structure.properties, "relaxation": result.summary()}

@@ -124,17 +124,14 @@ def describe(structures: list, settings: Settings, *, scales: dict[str, float]) 
 
     from explorer.datasets.canonical import canonicalize
     from explorer.motifs import geometry
-    from explorer.motifs.environments import environments
+    from explorer.motifs.table import site_rows
 
     rows, table = [], []
     for k, structure in enumerate(structures):
-        try:
-            found = environments(structure, symprec=settings.symprec)
+        try:  # the rows the stored table has for known materials, so that both are described alike
+            rows += site_rows(str(k), structure, settings.symprec)
         except ValueError as exc:
             raise ValueError(f"structure {k + 1} ({structure.composition.reduced_formula}): {exc}") from None
-        rows += [{"id": str(k), "element": e.element, "wyckoff": e.wyckoff, "cn": e.cn, "motif": e.motif,
-                  "csm": np.nan if e.csm is None else e.csm,
-                  "neighbours": json.dumps([[n, d] for n, d, _, _ in e.neighbours])} for e in found]
         group = canonicalize(structure, symprec=settings.symprec).spacegroup_number
         table.append({"id": str(k), "spacegroup_number": group, "numbers": [site.specie.Z for site in structure]})
     _, features, _ = geometry.descriptors(pd.DataFrame(rows), pd.DataFrame(table), scales=scales)

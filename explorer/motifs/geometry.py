@@ -148,12 +148,9 @@ def descriptors(environments: pd.DataFrame, table: pd.DataFrame, *, weights: dic
 
 def types_path(dataset: str, settings) -> Path:
     """Where the structure types of ``dataset``'s current table are kept (beside its environments)."""
-    from explorer.datasets.build import check_dataset_name, load_report
+    from explorer.motifs.table import table_stem
 
-    report = load_report(dataset, settings)
-    if report is None:
-        raise FileNotFoundError(f"dataset {dataset!r} has no built table: run `python -m explorer data build`")
-    return settings.data_dir / "motifs" / f"{check_dataset_name(dataset)}-{report.signature[:16]}-types.parquet"
+    return settings.data_dir / "motifs" / f"{table_stem(dataset, settings)}-types.parquet"
 
 
 def structure_types(dataset: str, settings, *, progress: bool = False) -> pd.Series:

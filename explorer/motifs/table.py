@@ -35,13 +35,17 @@ TABLE_VERSION = 2
 """Part of the file name: version 2 added the neighbour vectors (the motif autoencoder learns from them)."""
 
 
-def path_of(dataset: str, settings: Settings) -> Path:
-    """Where the environments of ``dataset``'s current table are kept."""
+def table_stem(dataset: str, settings: Settings) -> str:
+    """'<dataset>-<table signature>': the name of what ``data/motifs/`` keeps for ``dataset``'s current table."""
     report = load_report(dataset, settings)
     if report is None:
         raise FileNotFoundError(f"dataset {dataset!r} has no built table: run `python -m explorer data build`")
-    name = f"{check_dataset_name(dataset)}-{report.signature[:16]}-v{TABLE_VERSION}.parquet"
-    return settings.data_dir / "motifs" / name
+    return f"{check_dataset_name(dataset)}-{report.signature[:16]}"
+
+
+def path_of(dataset: str, settings: Settings) -> Path:
+    """Where the environments of ``dataset``'s current table are kept."""
+    return settings.data_dir / "motifs" / f"{table_stem(dataset, settings)}-v{TABLE_VERSION}.parquet"
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,7 +62,9 @@ def load(dataset: str, settings: Settings) -> pd.DataFrame | None:
     return _read(str(path), path.stat().st_mtime_ns) if path.is_file() else None
 
 
-def _site_rows(record_id: str, structure, symprec: float) -> list[dict]:
+def site_rows(record_id: str, structure, symprec: float) -> list[dict]:
+    """The rows of the environment table for one structure (``environments.environments`` of its distinct sites);
+    ValueError from there for a disordered or empty structure."""
     from explorer.motifs.environments import environments
 
     return [{"id": record_id, "site": e.site, "element": e.element, "wyckoff": e.wyckoff, "cn": e.cn,
@@ -86,7 +92,7 @@ def compute(dataset: str, settings: Settings, *, progress: bool = False,
         frame = materials.table(dataset, settings)
         jobs = ((row["id"], (row["id"], canonical_structure(row), settings.symprec)) for _, row in frame.iterrows())
         rows, skipped = [], 0
-        results = map_limited(_site_rows, jobs, seconds=10 * settings.parse_seconds, memory_mb=settings.parse_memory_mb,
+        results = map_limited(site_rows, jobs, seconds=10 * settings.parse_seconds, memory_mb=settings.parse_memory_mb,
                               workers=settings.workers)
         with tqdm(total=len(frame), desc=f"motifs of {dataset}", unit="crystal", disable=not progress) as bar:
             for done, result in enumerate(results, start=1):

@@ -64,15 +64,21 @@ def path_file(path: dict, kind: str) -> tuple[str, bytes]:
     return f"{stem}_cifs.zip", path_cif_zip(frames, stem=stem)
 
 
+def viewer_script() -> str:
+    """The text of the project's 3Dmol.js; ValueError saying how to install it when it is missing."""
+    if not VIEWER_JS.is_file():
+        raise ValueError(f"3Dmol.js is missing at {VIEWER_JS}: run 'make assets' to install it from npm")
+    return VIEWER_JS.read_text(encoding="utf-8")
+
+
 def viewer_file(view: dict, *, supercell: str, style: str) -> tuple[str, bytes]:
     """A standalone HTML page of the 3D view with the project's 3Dmol.js embedded: it opens anywhere, offline."""
     if not view:
         raise ValueError("no structure on screen: click a point of the map first")
-    if not VIEWER_JS.is_file():
-        raise ValueError(f"3Dmol.js is missing at {VIEWER_JS}: run 'make assets' to install it from npm")
+    script = viewer_script()
     repeats = tuple(int(n) for n in supercell.split("x"))
     page = viewer_html(structure_of(view), title=view["title"], supercell=repeats,
                        style="spacefill" if style == "spheres" else "ball-and-stick",
-                       inline_js=VIEWER_JS.read_text(encoding="utf-8"))
+                       inline_js=script)
     name = export_filename(record_id=view["id"], formula=view["formula"], fmt="cif").removesuffix(".cif")
     return f"{name}_3d.html", page.encode("utf-8")

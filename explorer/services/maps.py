@@ -29,7 +29,8 @@ def is_built(dataset: str, kind: str, settings: Settings) -> bool:
 
 
 def get_map(dataset: str, kind: str, settings: Settings) -> atlas.Atlas:
-    """The map of ``kind`` of a checked ``dataset`` (built when missing)."""
+    """The map of ``kind`` of a checked ``dataset``: the crystal map is built when missing; the structure map
+    never is here (ValueError saying how to build it)."""
     if check_kind(kind) == "crystals":
         return atlas.get_atlas(dataset, settings)
     return structure_map.get_structure_map(dataset, settings)

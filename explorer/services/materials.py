@@ -67,9 +67,8 @@ def _index_of(dataset: str, settings: Settings) -> dict[str, int]:
 
 def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
     """The table row of ``record_id``; ValueError naming the id and dataset when there is none."""
-    path = table_path(check_dataset(dataset, settings), settings)
-    frame = table(dataset, settings)
-    index = _index(str(path), path.stat().st_mtime_ns, dataset, str(settings.data_dir))
+    frame = table(check_dataset(dataset, settings), settings)
+    index = _index_of(dataset, settings)
     if not isinstance(record_id, str) or record_id not in index:
         raise ValueError(f"no material {str(record_id)[:80]!r} in dataset {dataset!r}")
     return frame.iloc[index[record_id]]
