@@ -3,7 +3,9 @@
  * with the viewer store ({lattice: 3x3 rows in Å, species: [symbol], frac: [[a, b, c]]}), the supercell
  * ("2x2x1"), the style ("ball-and-stick" | "spheres"), the polyhedra toggle (["on"] or []) and the polyhedra
  * store ({title, polyhedra: [{element, vertices: [[x, y, z]], faces: [[i, j, k]]}]}, drawn translucent in the
- * centre's element colour in every cell of the supercell). Returns a status text for the page. */
+ * centre's element colour in every cell of the supercell). Returns a status text for the page.
+ * A local environment of the motif map comes with `cluster: true` and its own `polyhedra`: it is drawn alone (no
+ * cell, no supercell), its centre (site 0) ringed and labelled, its polyhedron always shown. */
 (function () {
   "use strict";
 
@@ -111,22 +113,37 @@
 
   var pending = 0;
 
+  function drawCentre(viewer, data) {
+    var p = cartesian(data.lattice, data.frac[0]);
+    viewer.addSphere({ center: { x: p[0], y: p[1], z: p[2] }, radius: 0.75, color: "#D55E00", opacity: 0.35 });
+    viewer.addLabel("centre " + data.species[0], { position: { x: p[0], y: p[1], z: p[2] }, fontSize: 12,
+      fontColor: "black", backgroundColor: "white", backgroundOpacity: 0.7, inFront: true });
+  }
+
   function draw(element, data, reps, style, shapes) {
+    var cluster = data.cluster === true;
+    if (cluster) { reps = [1, 1, 1]; shapes = Array.isArray(data.polyhedra) ? data.polyhedra : []; }
     var atoms = supercellAtoms(data, reps);
     if (!element._viewer) {
       element._viewer = $3Dmol.createViewer(element, { backgroundColor: "white" });
     }
     var viewer = element._viewer;
     viewer.clear();
+    viewer.removeAllLabels();
     viewer.addModel(toXyz(atoms), "xyz");
     viewer.setStyle({}, styleOf(style));
-    drawCell(viewer, data.lattice, reps);
+    if (cluster) { drawCentre(viewer, data); } else { drawCell(viewer, data.lattice, reps); }
     var drawn = shapes.length ? drawPolyhedra(viewer, data, reps, shapes) : 0;
     element.setAttribute("data-polyhedra", String(drawn));
+    element.setAttribute("data-cluster", cluster ? "1" : "0");
     viewer.zoomTo();
     viewer.render();
     drawLegend(data.species);
     element.setAttribute("data-atoms", String(atoms.length));
+    if (cluster) {
+      return atoms.length + " atoms drawn (the environment: centre " + data.species[0] + " and " +
+        (atoms.length - 1) + " neighbours" + (drawn ? ", its polyhedron" : "") + "): " + data.title;
+    }
     return atoms.length + " atoms drawn (" + reps.join("×") + " cell)" +
       (shapes.length ? ", " + shapes.length + (shapes.length === 1 ? " polyhedron" : " polyhedra") + " per cell" : "") + ": " + data.title;
   }

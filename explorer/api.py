@@ -11,13 +11,19 @@
     ex.map(color_by="density")                  # plotly Figure of the map
     ex.show(structure, supercell=(2, 2, 2))     # py3Dmol view (the project's 3Dmol.js embedded: no network)
     ex.motifs(structure)                        # DataFrame: one row per symmetry-distinct site
+    ex.map(kind="motifs", color_by="motif")     # the motif map: every distinct local environment
+    ex.environment("env:12")                    # an environment of the motif map -> Molecule (centre first)
+    ex.decode_at(x, y, kind="motifs")           # a hypothetical environment -> Molecule
+    ex.interpolate_motifs("env:12", "env:40", steps=8)   # environments along a path -> [Molecule]
     ex.assess(structure, relax=True)            # energy, energy above the known hull, novelty (CHGNet)
     ex.table                                    # the dataset as a pandas DataFrame
 
 Every method takes the same inputs and raises ``ValueError`` with the app's messages (an unknown id, a file that
 cannot be read, a latent of the wrong size). ``kind="structure"`` picks the structure map (crystals placed by
-geometry alone) where a map is meant. Decoded structures carry in ``.properties`` what made them: the checkpoint's
-sha256, the latent and, for a map point, the map and its coordinates.
+geometry alone) where a map is meant, ``kind="motifs"`` the motif map (local environments: pymatgen Molecules with
+the centre first at the origin, their motif, shape measures and motif latent in ``.properties``). Decoded
+structures carry in ``.properties`` what made them: the checkpoint's sha256, the latent and, for a map point, the
+map and its coordinates.
 """
 
 from __future__ import annotations
@@ -133,11 +139,16 @@ class Explorer:
                                 "checkpoint_sha256": model.checkpoint_sha256(self.settings)}
         return structure
 
-    def decode_at(self, x: float, y: float, *, kind: str = "crystals") -> Structure:
-        """The hypothetical structure at point (x, y) of the map (as a click on empty space decodes it)."""
+    def decode_at(self, x: float, y: float, *, kind: str = "crystals"):
+        """The hypothetical structure at point (x, y) of the map (as a click on empty space decodes it); on the
+        motif map, a hypothetical environment (a Molecule)."""
         from explorer.services import maps, model
         from explorer.services.views import map_point
 
+        if maps.check_kind(kind) == "motifs":
+            from explorer.services.motif_views import hypothetical_environment_view
+
+            return self._molecule(hypothetical_environment_view(self.dataset, x, y, self.settings))
         x, y = map_point(x, y)
         inverse = maps.get_map(self.dataset, maps.check_kind(kind), self.settings).latent_at(x, y)
         decoded = model.decode(inverse.latent, self.settings)
@@ -153,6 +164,46 @@ class Explorer:
                                    method=method)
         return [self._stamped(f.structure, f.latent, validity=f.validity, frame=f.index, frames=len(frames),
                               t=f.t, method=method) for f in frames]
+
+    # ------------------------------------------------------------------------------------------ motifs
+    def _molecule(self, view: dict):
+        """A Molecule of an environment view: the centre first at the origin; ``.properties`` holds its title,
+        motif, CN, shape measures, validity, the crystals that hold it, its motif latent and map position."""
+        from pymatgen.core import Molecule
+
+        from explorer.services import motif_model
+        from explorer.services.views import structure_of
+
+        structure = structure_of(view)
+        entry = view["environment"]
+        molecule = Molecule([site.specie for site in structure], structure.cart_coords - structure[0].coords)
+        molecule.properties = {"title": view["title"], **{k: entry[k] for k in ("element", "cn", "motif", "csm",
+                                                                                  "measures", "crystals", "count")},
+                               "validity": view.get("validity"), "latent": view["latent"], "map": "motifs",
+                               "map_x": view["xy"][0], "map_y": view["xy"][1],
+                               "motif_checkpoint_sha256": motif_model.checkpoint_sha256(self.settings)}
+        return molecule
+
+    def environment(self, env_id: str):
+        """The environment ``env_id`` ('env:12', an id of the motif map: ``ex.map(kind="motifs")`` hovers them)."""
+        from explorer.services.motif_views import environment_view
+
+        return self._molecule(environment_view(self.dataset, env_id, self.settings))
+
+    def interpolate_motifs(self, a: str, b: str, *, steps: int = 10, method: str = "linear") -> list:
+        """``steps`` (2-30) environments decoded between environments ``a`` and ``b`` of the motif map, each a
+        Molecule whose ``.properties`` add "frame", "t" and whether the path's ends reproduce A and B."""
+        from explorer.services import views
+        from explorer.services.motif_views import environment_view
+
+        start, end = (environment_view(self.dataset, e, self.settings) for e in (a, b))
+        path = views.interpolation(start, end, self.dataset, self.settings, steps=steps, method=method, kind="motifs")
+        frames = []
+        for frame in path["frames"]:
+            molecule = self._molecule(frame)
+            molecule.properties.update(frame=frame["index"], t=frame["t"], ends=path["ends"], method=method)
+            frames.append(molecule)
+        return frames
 
     def nearest(self, item: Any, k: int = 5) -> pd.DataFrame:
         """The ``k`` known materials nearest in latent space: DataFrame of id, formula, distance."""
@@ -189,7 +240,8 @@ class Explorer:
 
         points = materials.map_points(self.dataset, color_by, self.settings, maps.check_kind(kind))
         figure = components.map_figure(points, revision=self.dataset, kind=kind)
-        figure.update_layout(height=600, title=f"{self.dataset}: {len(points['ids'])} materials "
+        what = "distinct environments" if kind == "motifs" else "materials"
+        figure.update_layout(height=600, title=f"{self.dataset}: {len(points['ids'])} {what} "
                                                f"({maps.KIND_LABELS[kind]} map), colour: {points['colour']['label']}")
         return figure
 

@@ -102,9 +102,9 @@ class Atlas:
         return self._positions.get(record_id)
 
     def place(self, latents: np.ndarray) -> np.ndarray:
-        """(m, 2) map coordinates of (m, d) latents (the crystal map; the structure map places structures:
-        ``explorer.structure_map.place_structures``)."""
-        if self.kind != "crystals":
+        """(m, 2) map coordinates of (m, d) latents of this map's model (crystal latents on the crystal map, motif
+        latents on the motif map; the structure map places structures: ``structure_map.place_structures``)."""
+        if self.kind == "structure":
             raise TypeError(f"the {self.kind} map places structures, not latents")
         latents = np.asarray(latents, dtype=np.float32).reshape(-1, self.latents.shape[1])
         return np.asarray(self.reducer.transform(latents), dtype=np.float32)

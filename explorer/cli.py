@@ -5,7 +5,8 @@ environment of every site, ``explorer.motifs.table``), ``python -m explorer
 assess PATH [--relax] [--dataset NAME] [--json]`` (energy, stability and novelty of structure files) and
 ``python -m explorer generate --dataset NAME --n N [--relax] --out DIR`` (``explorer.generate``) and
 ``python -m explorer motifs PATH [--json]`` (the environment of every distinct site: ``explorer.motifs``) and
-``python -m explorer export-map --dataset NAME --kind crystals|structure --out FILE`` (a map as CSV or Parquet)."""
+``python -m explorer export-map --dataset NAME --kind crystals|structure|motifs --out FILE`` (a map as CSV or
+Parquet)."""
 
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     export_map = commands.add_parser("export-map", help="write a map (ids, coordinates, latents, colouring columns) "
                                                         "as CSV or Parquet for your own analysis")
     export_map.add_argument("--dataset", default="known", help="the dataset (default: known)")
-    export_map.add_argument("--kind", default="crystals", choices=["crystals", "structure"],
-                            help="crystals: the autoencoder's map; structure: crystals placed by geometry alone")
+    export_map.add_argument("--kind", default="crystals", choices=["crystals", "structure", "motifs"],
+                            help="crystals: the autoencoder's map; structure: crystals placed by geometry alone; "
+                                 "motifs: the distinct local environments")
     export_map.add_argument("--out", type=Path, required=True, help="the file to write: .csv or .parquet")
     args = parser.parse_args(argv)
     settings = Settings()
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_build(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from explorer import reconstruction, structure_map
+    from explorer import motif_map, reconstruction, structure_map
     from explorer.atlas import build_atlas
     from explorer.datasets import catalog
     from explorer.motifs import table as motif_table
@@ -114,6 +116,10 @@ def _run_build(args: argparse.Namespace, settings: Settings) -> int:
             start = time.perf_counter()
             placed = structure_map.build(name, settings, progress=True)
             print(f"{name}: {len(placed.ids)} materials on the structure map ({time.perf_counter() - start:.0f} s)")
+            start = time.perf_counter()
+            environments = motif_map.build(name, settings, progress=True)
+            print(f"{name}: {len(environments.ids)} distinct environments on the motif map "
+                  f"({time.perf_counter() - start:.0f} s)")
     return 0
 
 
@@ -122,7 +128,8 @@ def _run_export_map(args: argparse.Namespace, settings: Settings) -> int:
 
     dataset = materials.check_dataset(args.dataset, settings)
     rows = maps.write_map(dataset, args.kind, args.out, settings)
-    print(f"{dataset}: {rows} materials of the {args.kind} map written to {args.out}")
+    what = "distinct environments" if args.kind == "motifs" else "materials"
+    print(f"{dataset}: {rows} {what} of the {args.kind} map written to {args.out}")
     return 0
 
 

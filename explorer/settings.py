@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "models" / "checkpoints" / "default.pt",
         description="Autoencoder checkpoint used to encode and decode (models/checkpoint.py format).",
     )
+    motif_checkpoint: Path = Field(
+        default=PROJECT_ROOT / "models" / "checkpoints" / "motif.pt",
+        description="Motif autoencoder checkpoint (models/motif): the latents of the motif map and its decodes.",
+    )
     device: str = Field(default="", description="Torch device ('cpu', 'cuda', 'cuda:1'); empty picks cuda, else cpu.")
     encode_batch_size: int = Field(default=128, ge=1, description="Crystals per encoder batch when building a map.")
     umap_n_neighbors: int = Field(default=15, ge=2, description="UMAP n_neighbors of the 2D map.")

@@ -26,9 +26,6 @@ from explorer.atlas import Atlas, atlas_key, fit_umap, get_atlas, prune_cache, u
 from explorer.settings import Settings
 from explorer.storage import atomic_folder, clean_stale_temporaries
 
-KINDS = ("crystals", "structure")
-"""The maps of a dataset (the value of the page's ``map-kind`` selector)."""
-
 
 def cache_dir(settings: Settings):
     return settings.atlas_dir / "structure"

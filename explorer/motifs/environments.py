@@ -199,3 +199,27 @@ def describe(structure: Structure, found: list[Environment], *, with_sharing: bo
         if text not in parts:
             parts.append(text)
     return "; ".join(parts)
+
+
+CLUSTER_MARGIN = 6.0
+"""Å of empty space around an environment drawn or exported on its own (no periodic image comes that close)."""
+
+
+def cluster(element: str, neighbours: list[str], vectors) -> Structure:
+    """One environment on its own as a Structure: the centre (site 0) in the middle of a cubic box with
+    ``CLUSTER_MARGIN`` Å around its neighbours (site 1…). The box only carries it; it is not a crystal."""
+    vectors = np.asarray(vectors, dtype=float).reshape(-1, 3)
+    reach = float(np.abs(vectors).max()) if len(vectors) else 0.0
+    side = 2 * (reach + CLUSTER_MARGIN)
+    middle = np.full(3, side / 2)
+    return Structure(np.eye(3) * side, [element, *neighbours], [middle, *(middle + vectors)],
+                     coords_are_cartesian=True)
+
+
+def centre_polyhedron(element: str, vectors, *, origin=None) -> list[dict]:
+    """The polyhedron of one environment's neighbours for the viewer ([] with fewer than 4): [{"element",
+    "site": 0, "vertices", "faces"}] as ``polyhedra`` gives them, the centre at ``origin`` (default 0)."""
+    vertices = np.asarray(vectors, dtype=float).reshape(-1, 3) + (0.0 if origin is None else np.asarray(origin))
+    if len(vertices) < 4:
+        return []
+    return [{"element": element, "site": 0, "vertices": np.round(vertices, 4).tolist(), "faces": _faces(vertices)}]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 from explorer.services.export import (
     FORMATS,
     BasketItem,
     basket_zip,
+    environments_extxyz,
     export_filename,
     path_cif_zip,
     path_extxyz,
     structure_to_bytes,
     viewer_html,
 )
+from explorer.services.motif_views import is_environment, require_crystal
 from explorer.services.views import structure_of
 from explorer.settings import PROJECT_ROOT
 
@@ -27,17 +31,41 @@ def _properties(view: dict) -> dict:
     return props
 
 
+def _environment_frame(view: dict) -> tuple[list[str], object]:
+    """(symbols, positions Å with the centre first at the origin) of an environment view."""
+    structure = structure_of(view)
+    return [site.specie.symbol for site in structure], structure.cart_coords - structure[0].coords
+
+
+def _environment_info(view: dict) -> dict:
+    """What an environment's extxyz comment line says: its title, centre, motif, CN and every shape measure."""
+    entry = view["environment"]
+    info = {"title": view["title"], "centre": entry["element"], "motif": entry["motif"], "cn": entry["cn"]}
+    if entry.get("csm") is not None:
+        info["cshm"] = entry["csm"]
+    for shape, measure in entry.get("measures", {}).items():
+        info["cshm_" + re.sub(r"[^A-Za-z0-9]+", "_", str(shape)).strip("_")] = float(measure)
+    return info
+
+
 def structure_file(view: dict, fmt: str) -> tuple[str, bytes]:
-    """The structure on screen in format ``fmt``."""
+    """The structure on screen in format ``fmt`` (an environment of the motif map: extended XYZ only)."""
     if not view:
         raise ValueError("no structure on screen: click a point of the map first")
+    if is_environment(view):
+        if fmt != "extxyz":
+            raise ValueError(f"{view['title'][:80]} is a local environment, not a crystal: it is exported as "
+                             "extended XYZ (no cell); choose that format")
+        return (export_filename(record_id=view["id"], formula=view["formula"], fmt="extxyz"),
+                environments_extxyz([_environment_frame(view)], [_environment_info(view)]))
     data = structure_to_bytes(structure_of(view), fmt=fmt, title=view["title"],
                               properties=_properties(view) if fmt in ("json", "extxyz") else None)
     return export_filename(record_id=view["id"], formula=view["formula"], fmt=fmt), data
 
 
 def basket_item(view: dict) -> dict:
-    """The JSON-able basket entry of a view."""
+    """The JSON-able basket entry of a view (a crystal: the basket's files are crystal files)."""
+    require_crystal(view, "the basket")
     return {"id": view["id"], "formula": view["formula"], "source": view.get("dataset", "") if view["kind"] == "known"
             else view["kind"], "structure": view["structure"], "xy": view.get("xy"),
             "validity": view.get("validity"), "hypothetical": view["kind"] != "known"}
@@ -55,8 +83,16 @@ def path_file(path: dict, kind: str) -> tuple[str, bytes]:
     """An interpolation path as multi-frame extxyz (``kind='extxyz'``) or a zip of CIFs (``kind='cif'``)."""
     if not path or not path.get("frames"):
         raise ValueError("no interpolation path yet: set A and B and press Interpolate")
-    frames = [structure_of(f) for f in path["frames"]]
     stem = f"path_{path['frames'][0]['formula']}_to_{path['frames'][-1]['formula']}"
+    if any(is_environment(f) for f in path["frames"]):
+        if kind != "extxyz":
+            raise ValueError("a path between environments is exported as extended XYZ (environments are not "
+                             "crystals: no CIF)")
+        infos = [{**_environment_info(f), "frame": k, "t": float(f.get("t", 0.0)),
+                  "valid": bool((f.get("validity") or {}).get("valid"))} for k, f in enumerate(path["frames"])]
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")
+        return f"{stem}.extxyz", environments_extxyz([_environment_frame(f) for f in path["frames"]], infos)
+    frames = [structure_of(f) for f in path["frames"]]
     if kind == "extxyz":
         props = [{"t": f["t"], "formula": f["formula"], "valid": bool((f.get("validity") or {}).get("valid"))}
                  for f in path["frames"]]
@@ -75,6 +111,7 @@ def viewer_file(view: dict, *, supercell: str, style: str) -> tuple[str, bytes]:
     """A standalone HTML page of the 3D view with the project's 3Dmol.js embedded: it opens anywhere, offline."""
     if not view:
         raise ValueError("no structure on screen: click a point of the map first")
+    require_crystal(view, "the 3D page export")
     script = viewer_script()
     repeats = tuple(int(n) for n in supercell.split("x"))
     page = viewer_html(structure_of(view), title=view["title"], supercell=repeats,

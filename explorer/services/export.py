@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pymatgen.core import Structure
 
 from explorer.datasets.formats import decode_text, parse_text
@@ -316,6 +317,24 @@ def path_extxyz(frames: list[Structure], *, properties: list[dict] | None = None
     extras = properties if properties is not None else [{}] * len(frames)
     infos = [{"frame": i, "t": i / last, **(extra or {})} for i, extra in enumerate(extras)]
     return _extxyz_text(frames, infos).encode("utf-8")
+
+
+def environments_extxyz(frames: Sequence[tuple[list[str], np.ndarray]], infos: Sequence[Mapping[str, object]]) -> bytes:
+    """Extended XYZ of local environments, not crystals: one frame per (symbols, (n, 3) positions Å, the centre
+    first at the origin), no cell, ``pbc="F F F"``, ``infos[i]`` on the comment line of frame i."""
+    import ase
+    import ase.io
+
+    if not frames:
+        raise ValueError("no environments to export")
+    atoms = []
+    for (symbols, positions), info in zip(frames, infos, strict=True):
+        frame = ase.Atoms(symbols=list(symbols), positions=np.asarray(positions, dtype=float), pbc=False)
+        frame.info = {str(key): _info_value(key, value) for key, value in info.items()}
+        atoms.append(frame)
+    buffer = io.StringIO()
+    ase.io.write(buffer, atoms, format="extxyz")
+    return buffer.getvalue().encode("utf-8")
 
 
 def path_cif_zip(frames: list[Structure], *, stem: str) -> bytes:

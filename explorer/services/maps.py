@@ -1,6 +1,7 @@
-"""The maps of a dataset by kind: ``crystals`` (the crystal autoencoder's latents, ``explorer.atlas``) and
-``structure`` (geometry alone, ``explorer.structure_map``). Which one a request means, whether it is built, where
-a new structure goes on it, and the whole map as a table for ``python -m explorer export-map``.
+"""The maps of a dataset by kind: ``crystals`` (the crystal autoencoder's latents, ``explorer.atlas``),
+``structure`` (crystals by geometry alone, ``explorer.structure_map``) and ``motifs`` (the distinct local
+environments by their motif latents, ``explorer.motif_map``). Which one a request means, whether it is built, where
+a new crystal goes on it, and the whole map as a table for ``python -m explorer export-map``.
 """
 
 from __future__ import annotations
@@ -8,11 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from explorer import atlas, structure_map
+from explorer import atlas, motif_map, structure_map
 from explorer.settings import Settings
 
-KINDS = structure_map.KINDS
-KIND_LABELS = {"crystals": "crystals (autoencoder)", "structure": "structure (geometry only)"}
+KINDS = ("crystals", "structure", "motifs")
+"""The maps of a dataset (the values of the page's ``map-kind`` selector)."""
+KIND_LABELS = {"crystals": "crystals (autoencoder)", "structure": "structure (geometry only)",
+               "motifs": "motifs (local environments)"}
+CRYSTAL_KINDS = ("crystals", "structure")
+"""The maps whose points are crystals (the motif map's are environments)."""
 
 
 def check_kind(kind: object) -> str:
@@ -24,23 +29,34 @@ def check_kind(kind: object) -> str:
     return kind
 
 
+_MODULES = {"crystals": atlas, "structure": structure_map, "motifs": motif_map}
+
+
 def is_built(dataset: str, kind: str, settings: Settings) -> bool:
-    return (atlas.is_built if kind == "crystals" else structure_map.is_built)(dataset, settings)
+    return _MODULES[check_kind(kind)].is_built(dataset, settings)
 
 
 def get_map(dataset: str, kind: str, settings: Settings) -> atlas.Atlas:
-    """The map of ``kind`` of a checked ``dataset``: the crystal map is built when missing; the structure map
-    never is here (ValueError saying how to build it)."""
-    if check_kind(kind) == "crystals":
+    """The map of ``kind`` of a checked ``dataset``: the crystal map is built when missing; the structure and
+    motif maps never are here (ValueError saying how to build them)."""
+    kind = check_kind(kind)
+    if kind == "crystals":
         return atlas.get_atlas(dataset, settings)
-    return structure_map.get_structure_map(dataset, settings)
+    if kind == "structure":
+        return structure_map.get_structure_map(dataset, settings)
+    return motif_map.get_motif_map(dataset, settings)
 
 
 def place(dataset: str, kind: str, structures: list, latents: np.ndarray, settings: Settings) -> np.ndarray:
-    """(m, 2) positions of new structures (with their (m, d) crystal latents) on the map of ``kind``."""
-    if check_kind(kind) == "crystals":
+    """(m, 2) positions of new crystals (with their (m, d) crystal latents) on the crystal or structure map;
+    ValueError for the motif map (its points are environments, not crystals)."""
+    kind = check_kind(kind)
+    if kind == "crystals":
         return atlas.get_atlas(dataset, settings).place(latents)
-    return structure_map.place_structures(dataset, structures, settings)
+    if kind == "structure":
+        return structure_map.place_structures(dataset, structures, settings)
+    raise ValueError("a crystal has no place on the motif map (its points are local environments): switch to the "
+                     "crystal or structure map")
 
 
 def map_frame(dataset: str, kind: str, settings: Settings) -> pd.DataFrame:
@@ -50,6 +66,8 @@ def map_frame(dataset: str, kind: str, settings: Settings) -> pd.DataFrame:
     from explorer import reconstruction
     from explorer.services import materials
 
+    if check_kind(kind) == "motifs":
+        return motif_map.map_frame(dataset, settings)
     the_map = get_map(dataset, kind, settings)
     frame = materials.table(dataset, settings).set_index("id").loc[the_map.ids]
     out = pd.DataFrame({"id": the_map.ids, "x": the_map.xy[:, 0], "y": the_map.xy[:, 1]})

@@ -196,6 +196,10 @@ def map_problem(dataset: str, settings: Settings, kind: str = "crystals") -> str
         return (f"The structure map of {dataset!r} is not built yet (it places crystals by the environments of their "
                 f"sites): build it here (a background job, minutes for thousands of crystals) or run "
                 f"`python -m explorer build --dataset {dataset}`.")
+    if kind == "motifs" and not maps.is_built(dataset, kind, settings):
+        return (f"The motif map of {dataset!r} is not built yet (every distinct environment of its sites, placed by "
+                f"the motif autoencoder): build it here (a background job, a few minutes for thousands of crystals) "
+                f"or run `python -m explorer build --dataset {dataset}`.")
     return None
 
 
@@ -208,6 +212,10 @@ def map_points(dataset: str, color_by: str | None, settings: Settings, kind: str
     """
     from explorer.services import maps
 
+    if maps.check_kind(kind) == "motifs":
+        from explorer import motif_map
+
+        return motif_map.map_points(dataset, color_by, settings)
     frame = table(dataset, settings)
     atlas = maps.get_map(dataset, kind, settings)
     rows = np.array([_index_of(dataset, settings).get(i, -1) for i in atlas.ids], dtype=int)
@@ -298,7 +306,16 @@ def search_points(dataset: str, query: str, settings: Settings, kind: str = "cry
     'contains a tetrahedral Si': ``motifs.table.motif_query``) matches the materials with such a site, once the
     dataset's environments are computed (the note says so until then)."""
     from explorer.motifs import table as motif_table
+    from explorer.services import maps
 
+    if maps.check_kind(kind) == "motifs":
+        from explorer import motif_map
+
+        the_map = maps.get_map(dataset, kind, settings)
+        rows, note = motif_map.search(dataset, query, settings)
+        shown = rows[:_SEARCH_LIMIT]
+        return {"x": the_map.xy[shown, 0].tolist(), "y": the_map.xy[shown, 1].tolist(),
+                "ids": [the_map.ids[r] for r in shown], "count": int(len(rows)), "note": note}
     frame = table(dataset, settings)
     wanted, note = motif_table.motif_query(query), ""
     if wanted is None:
@@ -313,8 +330,6 @@ def search_points(dataset: str, query: str, settings: Settings, kind: str = "cry
             ids = motif_table.matching_ids(environments, *wanted)
             positions = np.flatnonzero(frame["id"].isin(ids).to_numpy())[:_SEARCH_LIMIT]
             note = f"materials with a {wanted[1]} {wanted[0] or 'site'}"
-    from explorer.services import maps
-
     the_map = maps.get_map(dataset, kind, settings)
     rows = [r for r in (the_map.index_of(i) for i in frame["id"].to_numpy()[positions]) if r is not None]
     return {"x": the_map.xy[rows, 0].tolist(), "y": the_map.xy[rows, 1].tolist(),

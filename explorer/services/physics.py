@@ -185,9 +185,11 @@ def assess_view(view: object, dataset: object, settings: Settings) -> dict:
     """``assess`` of the structure on screen (a view from the browser, checked first). Novelty is asked for
     everything but known materials; a known material's own id is never its "match"."""
     from explorer.services import views
+    from explorer.services.motif_views import require_crystal
 
     dataset = materials.check_dataset(dataset, settings)
     view = views.check_view(view, settings)
+    require_crystal(view, "energy, stability and novelty")
     result = assess(views.structure_of(view), dataset, settings, record_id=str(view["id"]),
                     with_novelty=view["kind"] != "known")
     return {**result, "kind": view["kind"], "title": view["title"]}
@@ -204,6 +206,9 @@ def path_energies(path: object, dataset: object, settings: Settings) -> dict:
     frames = path.get("frames") if isinstance(path, dict) else None
     if not isinstance(frames, list) or not frames:
         raise ValueError("no interpolation path yet: set A and B and press Interpolate")
+    from explorer.services.motif_views import require_crystal
+
+    require_crystal(frames[0], "the energy along a path")
     structures = [views.structure_of(frame) for frame in frames]
     found: dict = {"index": list(range(len(frames))), "t": [], "formula": [], "energy_per_atom": [],
                    "e_above_hull": [], "problems": []}

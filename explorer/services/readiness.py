@@ -61,6 +61,15 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             with _LOCK:
                 _STATE["errors"].append(f"{name}: {exc}")
     try:
+        _step("the motif autoencoder (for the motif map)")
+        from explorer.services import motif_model
+
+        motif_model.loaded(settings)
+    except Exception as exc:  # the motif map says why; everything else works
+        LOG.warning("the motif autoencoder is not available: %s", exc)
+        with _LOCK:
+            _STATE["errors"].append(f"motif autoencoder: {exc}")
+    try:
         _step("the potential (CHGNet, for energies)")
         from explorer.services import physics
 
@@ -85,16 +94,17 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
 
 def checks_in_background(datasets: list[str], settings: Settings) -> threading.Thread:
     """In one daemon thread, one job after the other (2 cores): the reconstruction check of each map, then the
-    environments of each dataset's sites, then its structure map, where they are missing
-    (``explorer.reconstruction``, ``explorer.motifs.table``, ``explorer.structure_map``); failures are logged,
-    never raised."""
-    from explorer import reconstruction, structure_map
+    environments of each dataset's sites, then its structure map and its motif map, where they are missing
+    (``explorer.reconstruction``, ``explorer.motifs.table``, ``explorer.structure_map``, ``explorer.motif_map``);
+    failures are logged, never raised."""
+    from explorer import motif_map, reconstruction, structure_map
     from explorer.motifs import table as motif_table
 
     def run() -> None:
         reconstruction.compute_in_background(datasets, settings).join()
         motif_table.compute_in_background(datasets, settings).join()
         structure_map.build_in_background(datasets, settings).join()
+        motif_map.build_in_background(datasets, settings).join()
 
     thread = threading.Thread(target=run, name="explorer-checks", daemon=True)
     thread.start()

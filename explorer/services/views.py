@@ -3,8 +3,9 @@ checks of the views and map points a browser sends back. Plain data in, plain da
 
 A view is the dict the app keeps in its ``current`` store for the structure on screen::
 
-    {"kind": "known" | "hypothetical" | "upload" | "frame" | "relaxed", "id", "title", "formula", "dataset",
-     "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None, "map": "crystals" | "structure",
+    {"kind": "known" | "hypothetical" | "upload" | "frame" | "relaxed" | "environment", "id", "title", "formula",
+     "dataset", "structure": Structure.as_dict(), "latent": [...], "xy": [x, y] | None,
+     "map": "crystals" | "structure" | "motifs",
      "validity": {...} | None,
      "details": [[label, value], ...], "nearest": [[id, formula, distance], ...], "note": str, "ms": float}
 
@@ -12,7 +13,7 @@ A view is the dict the app keeps in its ``current`` store for the structure on s
 ``placed`` moves a view to another kind of map. A known material's view adds "reconstruction": {"matched":
 bool | None, "message": str} (does its latent decode back to it? ``explorer.reconstruction``). A relaxed view
 (``relaxed_view``) adds "relaxation": the numbers of ``physics.Relaxation.summary`` and "source": the title of the
-structure it was relaxed from.
+structure it was relaxed from. An environment of the motif map is a view too (``services.motif_views``).
 
 Everything that comes back from the browser is untrusted: ``check_view`` reads a view's structure with the
 safe reader (no class named in the JSON is imported), and its latent as finite numbers of the model's size.
@@ -36,7 +37,7 @@ from explorer.datasets.rejections import Rejected
 from explorer.services import maps, materials, model
 from explorer.settings import Settings
 
-KINDS = ("known", "hypothetical", "upload", "frame", "relaxed")
+KINDS = ("known", "hypothetical", "upload", "frame", "relaxed", "environment")
 
 
 def structure_details(structure: Structure) -> list[list[str]]:
@@ -57,16 +58,24 @@ def _nearest(dataset: str, latent: np.ndarray, settings: Settings, *, exclude: s
             for record_id, distance in found]
 
 
+def crystal_kind(kind: object) -> str:
+    """The map a crystal's view is placed on when the map of ``kind`` is shown: that map, or the crystal map when
+    it is the motif map (whose points are environments)."""
+    kind = maps.check_kind(kind)
+    return kind if kind in maps.CRYSTAL_KINDS else "crystals"
+
+
 def known_view(dataset: str, record_id: str, settings: Settings, *, kind: str = "crystals") -> dict:
     """The view of a known material (its canonical cell, stored latent and its position on the map of ``kind``)."""
     start = time.perf_counter()
+    kind = crystal_kind(kind)
     row = materials.row_of(dataset, record_id, settings)
     atlas = get_atlas(dataset, settings)
     k = atlas.ids.index(record_id)
     return {"kind": "known", "id": record_id, "title": f"{row['reduced_formula']} ({record_id})",
             "formula": row["reduced_formula"], "dataset": dataset,
             "structure": canonical_structure(row).as_dict(), "latent": atlas.latents[k].tolist(),
-            "xy": _known_xy(dataset, kind, record_id, settings), "map": maps.check_kind(kind), "validity": None,
+            "xy": _known_xy(dataset, kind, record_id, settings), "map": kind, "validity": None,
             "details": materials.details_of(row),
             "nearest": _nearest(dataset, atlas.latents[k], settings, exclude=record_id),
             "reconstruction": _reconstruction_entry(dataset, record_id, settings),
@@ -81,9 +90,10 @@ def _known_xy(dataset: str, kind: str, record_id: str, settings: Settings) -> li
 
 
 def placed(view: dict, dataset: str, kind: str, settings: Settings) -> dict:
-    """A checked ``view`` with its position on the map of ``kind`` (the same view when it is there already)."""
+    """A checked ``view`` with its position on the map of ``kind`` (the same view when it is there already, or when
+    one of them is the motif map: a crystal is not an environment, nor the other way round)."""
     kind = maps.check_kind(kind)
-    if view.get("map", "crystals") == kind:
+    if view.get("map", "crystals") == kind or "motifs" in (kind, view.get("map")):
         return view
     if view["kind"] == "known":
         xy = _known_xy(dataset, kind, view["id"], settings)
@@ -117,6 +127,7 @@ def decode_of_known(dataset: str, record_id: str, settings: Settings, *, kind: s
 def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: str, settings: Settings,
                   record_id: str, start: float, map_kind: str = "crystals") -> dict:
     """The view of a decode at map point ``xy`` of the crystal map, or its place on the map of ``map_kind``."""
+    map_kind = crystal_kind(map_kind)
     if map_kind != "crystals":
         xy = maps.place(dataset, map_kind, [decoded.structure], decoded.latent[None], settings)[0]
     return {"kind": kind, "map": map_kind, "id": record_id, "title": f"{decoded.formula} ({kind})",
@@ -130,10 +141,15 @@ def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: 
 
 def hypothetical_view(dataset: str, x: float, y: float, settings: Settings, *, kind: str = "crystals") -> dict:
     """Decode the latent at point (x, y) of the map of ``kind`` (``Atlas.latent_at``): a hypothetical structure.
-    It is marked where it was clicked (on the structure map, the decode's own geometry may belong elsewhere)."""
+    It is marked where it was clicked (on the structure map, the decode's own geometry may belong elsewhere). On
+    the motif map, a hypothetical environment (``motif_views.hypothetical_environment_view``)."""
     start = time.perf_counter()
     dataset = materials.check_dataset(dataset, settings)
     kind = maps.check_kind(kind)
+    if kind == "motifs":
+        from explorer.services.motif_views import hypothetical_environment_view
+
+        return hypothetical_environment_view(dataset, x, y, settings)
     x, y = map_point(x, y)
     inverse = maps.get_map(dataset, kind, settings).latent_at(x, y)
     decoded = model.decode(inverse.latent, settings)
@@ -172,7 +188,8 @@ def upload_view(dataset: str, content: bytes, filename: str, settings: Settings,
         latent = model.encode([structure], settings)[0]
     except Exception as exc:
         raise ValueError(f"{filename}: could not be encoded ({type(exc).__name__}: {exc})") from None
-    xy = maps.place(dataset, maps.check_kind(kind), [structure], latent[None], settings)[0]
+    kind = crystal_kind(kind)
+    xy = maps.place(dataset, kind, [structure], latent[None], settings)[0]
     formula = structure.composition.reduced_formula
     label = FORMAT_LABELS.get(fmt, fmt)
     note = f"uploaded file {filename} ({label})"
@@ -195,7 +212,8 @@ def relaxed_view(source: dict, structure: Structure, summary: dict, dataset: str
     dataset = materials.check_dataset(dataset, settings)
     source = check_view(source, settings, label="the relaxed structure's source")
     latent = model.encode([structure], settings)[0]
-    xy = maps.place(dataset, maps.check_kind(kind), [structure], latent[None], settings)[0]
+    kind = crystal_kind(kind)
+    xy = maps.place(dataset, kind, [structure], latent[None], settings)[0]
     formula = structure.composition.reduced_formula
     steps = f"{summary['steps']} steps" + ("" if summary.get("converged") else ", not converged")
     details = [["relaxation", f"{steps}; energy {summary['energy_before']:.4f} → {summary['energy_after']:.4f} eV/atom"
@@ -241,14 +259,22 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
     """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "a", "b", "ends",
     "ms"}; ``ends`` {"a": bool, "b": bool} says whether the first and last frames match A and B (the decoder
     reproduces the endpoint: ``models.metrics.rms_if_match``)."""
+    from explorer.services import motif_views
+
     start = time.perf_counter()
     dataset = materials.check_dataset(dataset, settings)
     a, b = check_view(a, settings, label="A"), check_view(b, settings, label="B")
     if isinstance(steps, bool) or not isinstance(steps, int | float) or not math.isfinite(steps) or steps != int(steps):
         raise ValueError(f"steps must be a whole number from {model.MIN_STEPS} to {model.MAX_STEPS}, got {steps!r}")
+    ends = [motif_views.is_environment(a), motif_views.is_environment(b)]
+    if all(ends):
+        return motif_views.interpolation(a, b, dataset, settings, steps=int(steps), method=method)
+    if any(ends):
+        raise ValueError("A and B must both be crystals or both be environments of the motif map: "
+                         f"{a['title'][:60]} and {b['title'][:60]}")
     frames = model.interpolate(np.asarray(a["latent"]), np.asarray(b["latent"]), settings, steps=int(steps),
                                method=method)
-    kind = maps.check_kind(kind)
+    kind = crystal_kind(kind)  # on the motif map, a path between crystals is drawn on the crystal map
     xy = maps.place(dataset, kind, [f.structure for f in frames], np.stack([f.latent for f in frames]), settings)
     views = []
     for frame, point in zip(frames, xy, strict=True):
@@ -309,11 +335,17 @@ def check_view(view: object, settings: Settings, *, label: str = "structure") ->
     if len(structure) > settings.max_sites:
         raise ValueError(f"{label}: {len(structure)} sites, more than the limit of {settings.max_sites}")
     latent = view.get("latent")
-    size = model.latent_dim(settings)
-    if not isinstance(latent, list) or len(latent) != size or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in latent):
-        raise ValueError(f"{label} ({view['title'][:60]}): its latent must be {size} finite numbers")
-    if view.get("map", "crystals") not in maps.KINDS:
+    if view["kind"] == "environment":
+        from explorer.services.motif_views import check_environment
+
+        check_environment(view, label, settings)
+    else:
+        size = model.latent_dim(settings)
+        if not isinstance(latent, list) or len(latent) != size or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in latent):
+            raise ValueError(f"{label} ({view['title'][:60]}): its latent must be {size} finite numbers")
+    if view.get("map", "crystals") not in maps.KINDS or (view.get("map") == "motifs") != (view["kind"] ==
+                                                                                          "environment"):
         raise ValueError(f"{label}: unknown map kind {str(view.get('map'))[:30]!r}")
     if view.get("xy") is not None:
         xy = view["xy"]

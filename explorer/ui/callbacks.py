@@ -8,8 +8,8 @@ import time
 from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 from dash.exceptions import PreventUpdate
 
-from explorer import atlas, structure_map
-from explorer.services import downloads, maps, materials, readiness, views
+from explorer import atlas, motif_map, structure_map
+from explorer.services import downloads, maps, materials, motif_views, readiness, views
 from explorer.settings import Settings
 from explorer.ui import components, ids, motif_panel, physics_panel
 from explorer.ui.components import KNOWN, MATCHES, PATH
@@ -34,15 +34,20 @@ def _path_on(path: object, kind: str) -> dict | None:
 
 def register_map(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.COLOR_BY, "options"), Output(ids.COLOR_BY, "value"),
-                  Output(ids.FILTER_PROPERTY, "options"), Input(ids.DATASET, "value"), State(ids.COLOR_BY, "value"))
-    def color_options(dataset, color_by):
+                  Output(ids.FILTER_PROPERTY, "options"), Input(ids.DATASET, "value"), Input(ids.MAP_KIND, "value"),
+                  State(ids.COLOR_BY, "value"))
+    def color_options(dataset, kind, color_by):
+        """The colourings of the map shown (the motif map's points are environments: motif, centre, CN…); the
+        property filter keeps the crystals' numeric properties."""
         if not dataset:
             raise PreventUpdate
         all_options = materials.map_color_options(materials.check_dataset(dataset, settings), settings)
-        options = [{"label": o["label"], "value": o["value"]} for o in all_options]
         numeric = [{"label": o["label"], "value": o["value"]} for o in all_options
                    if o["kind"] == "continuous" and o["value"] != "nsites"]
-        return options, color_by if color_by in {o["value"] for o in options} else "source", numeric
+        shown, default = (motif_map.COLOR_OPTIONS, "motif") if maps.check_kind(kind) == "motifs" else \
+            (all_options, "source")
+        options = [{"label": o["label"], "value": o["value"]} for o in shown]
+        return options, color_by if color_by in {o["value"] for o in options} else default, numeric
 
     @app.callback(Output(ids.MAP, "figure"), Output(ids.COLOR_LEGEND, "children"), Output(ids.MAP_STATUS, "children"),
                   Output(f"{ids.MAP_BUILD}-row", "style"),
@@ -63,6 +68,13 @@ def register_map(app: Dash, settings: Settings) -> None:
         points = materials.map_points(dataset, color_by, settings, kind)
         total = len(materials.table(dataset, settings))
         status, shown = f"{len(points['ids'])} materials", None
+        if kind == "motifs":
+            matches, _ = _matches(dataset, query, settings, kind)
+            figure = components.map_figure(points, matches=matches, path=_path_on(path, kind),
+                                           revision=f"{dataset}-{kind}", kind=kind)
+            status = (f"{len(points['ids'])} distinct environments of the sites of {total} materials (the filters "
+                      "apply to the crystal maps)")
+            return figure, components.color_legend(points), status, {"display": "none"}
         if len(points["ids"]) < total:
             status += f" of {total} (the others' environments could not be found)"
         if points["reconstruction"]:
@@ -111,6 +123,8 @@ def register_map(app: Dash, settings: Settings) -> None:
             f"encoded {done} of {total} materials" + ("; fitting UMAP…" if done == total else "")))
         if kind == "structure":
             structure_map.build(dataset, settings, on_progress=lambda step: set_progress(f"structure map: {step}…"))
+        elif kind == "motifs":
+            motif_map.build(dataset, settings, on_progress=lambda step: set_progress(f"motif map: {step}…"))
         readiness.checks_in_background([dataset], settings)  # the map shows now; these follow
         set_progress("done")
         return time.time()
@@ -149,11 +163,14 @@ def register_selection(app: Dash, settings: Settings) -> None:
             raise PreventUpdate
         point = points[0]
         tag = point.get("customdata")
+        kind = maps.check_kind(kind)
         if isinstance(tag, str) and tag.startswith("frame:"):
             return views.path_frame(path, tag.split(":", 1)[1])
+        if isinstance(tag, str) and kind == "motifs":
+            return motif_views.environment_view(dataset, tag, settings)
         if isinstance(tag, str):
-            return views.known_view(dataset, tag, settings, kind=maps.check_kind(kind))
-        return views.hypothetical_view(dataset, point.get("x"), point.get("y"), settings, kind=maps.check_kind(kind))
+            return views.known_view(dataset, tag, settings, kind=kind)
+        return views.hypothetical_view(dataset, point.get("x"), point.get("y"), settings, kind=kind)
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Input(ids.MAP_KIND, "value"),
                   Input(ids.STORE_MAP_VERSION, "data"), State(ids.STORE_CURRENT, "data"), State(ids.DATASET, "value"),
@@ -184,6 +201,15 @@ def register_selection(app: Dash, settings: Settings) -> None:
         if ctx.triggered_id.get("type") == ids.SHOW_DECODE:
             return views.decode_of_known(dataset, record_id, settings, kind=kind)
         return views.known_view(dataset, record_id, settings, kind=kind)
+
+    @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.MAP_KIND, "value"),
+                  Input({"type": ids.ENV_CRYSTAL, "index": ALL}, "n_clicks"), State(ids.DATASET, "value"),
+                  prevent_initial_call=True)
+    def on_environment_crystal(_clicks, dataset):
+        """A crystal that holds the environment on screen, opened on the crystal map."""
+        if not isinstance(ctx.triggered_id, dict) or not ctx.triggered or not ctx.triggered[0]["value"]:
+            raise PreventUpdate
+        return views.known_view(dataset, ctx.triggered_id.get("index"), settings, kind="crystals"), "crystals"
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.UPLOAD_ERROR, "children"),
                   Output(ids.STORE_UPLOADS, "data"), Input(ids.UPLOAD, "contents"), State(ids.UPLOAD, "filename"),

@@ -112,12 +112,20 @@ def color_legend(points: dict) -> list:
 
 
 def viewer_payload(view: dict | None) -> dict | None:
-    """What assets/viewer.js draws: lattice rows (Å), species symbols and fractional coordinates."""
+    """What assets/viewer.js draws: lattice rows (Å), species symbols and fractional coordinates. An environment
+    of the motif map is drawn on its own ("cluster": no cell, no supercell, its centre (site 0) highlighted) with
+    its polyhedron."""
     if not view:
         return None
     sites = view["structure"]["sites"]
-    return {"lattice": view["structure"]["lattice"]["matrix"], "species": [s["species"][0]["element"] for s in sites],
-            "frac": [s["abc"] for s in sites], "title": view["title"]}
+    payload = {"lattice": view["structure"]["lattice"]["matrix"], "frac": [s["abc"] for s in sites],
+               "species": [s["species"][0]["element"] for s in sites], "title": view["title"]}
+    if view["kind"] == "environment":
+        from explorer.motifs.environments import centre_polyhedron
+
+        coords = np.asarray(payload["frac"], dtype=float) @ np.asarray(payload["lattice"], dtype=float)
+        payload.update(cluster=True, polyhedra=centre_polyhedron(payload["species"][0], coords[1:]))
+    return payload
 
 
 def _validity(validity: dict) -> html.Div:
@@ -138,7 +146,8 @@ def structure_info(view: dict | None) -> list:
         return [html.P("Click a point of the map to see a known material, or empty space to decode a "
                        "hypothetical one.", className="hint")]
     parts = [html.H3(view["title"], className="info-title")]
-    if view["kind"] in ("hypothetical", "frame"):
+    if view["kind"] in ("hypothetical", "frame") or (view["kind"] == "environment"
+                                                      and view["environment"]["source"] != "known"):
         parts.append(html.Div([html.Span("hypothetical", className="badge"), " " + view["note"]],
                               className="hypothetical"))
     elif view.get("note"):
@@ -154,8 +163,21 @@ def structure_info(view: dict | None) -> list:
                                      id={"type": ids.NEAREST, "index": record_id}, n_clicks=0))
                  for record_id, formula, distance in view["nearest"]]
         parts += [html.H4("Nearest known materials (latent space)"), html.Ul(items, className="nearest")]
+    if view["kind"] == "environment" and view["environment"].get("crystals"):
+        parts.append(_environment_crystals(view["environment"]))
     parts.append(html.P(f"server time {view['ms']:.0f} ms", className="timing"))
     return parts
+
+
+def _environment_crystals(entry: dict, shown: int = 12) -> html.Div:
+    """The crystals that hold an environment, each a button that opens it on the crystal map."""
+    crystals = entry["crystals"][:shown]
+    count = entry.get("count", len(crystals))
+    more = [html.Li(f"… and {count - len(crystals)} more", className="hint")] if count > len(crystals) else []
+    items = [html.Li(html.Button(f"{formula}  {record_id}", className="link", n_clicks=0,
+                                 id={"type": ids.ENV_CRYSTAL, "index": record_id})) for record_id, formula in crystals]
+    return html.Div([html.H4(f"Crystals with this environment ({count}): open one on the crystal map"),
+                     html.Ul(items + more, className="nearest")], className="environment-crystals")
 
 
 def _reconstruction(view: dict) -> html.Div:

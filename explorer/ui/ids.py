@@ -39,6 +39,7 @@ VIEWER_POLYHEDRA = "viewer-polyhedra"
 STRUCTURE_INFO = "structure-info"
 NEAREST = "nearest"  # pattern-matching type: {"type": NEAREST, "index": record id}
 SHOW_DECODE = "show-decode"  # pattern-matching type: {"type": SHOW_DECODE, "index": record id}
+ENV_CRYSTAL = "env-crystal"  # pattern-matching type: {"type": ENV_CRYSTAL, "index": record id}: opens the crystal
 RECONSTRUCTION = "reconstruction"
 
 # physics of the structure on screen

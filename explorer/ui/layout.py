@@ -31,7 +31,9 @@ def _map_panel(datasets: list[str], default: str | None) -> html.Div:
                                  value="crystals", inline=True),
                   className="map-kind",
                   title="crystals: the autoencoder's map of whole crystals; structure: crystals placed by the geometry "
-                        "of their sites alone, so one structure type sits together whatever its elements"),
+                        "of their sites alone, so one structure type sits together whatever its elements; motifs: "
+                        "every distinct local environment (a centre and its neighbours), placed by the motif "
+                        "autoencoder"),
         html.Label(["Colour by ", dcc.Dropdown(id=ids.COLOR_BY, value="source", clearable=False,
                                                className="dropdown")]),
         html.Label(["Search ", dcc.Input(id=ids.SEARCH, type="text", debounce=True, className="search",

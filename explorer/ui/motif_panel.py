@@ -41,6 +41,19 @@ def motif_info(view: dict, settings: Settings) -> tuple[list, dict]:
             html.P(note, className="timing")], shapes
 
 
+def environment_info(view: dict) -> list:
+    """The motif block of a checked environment view: its motif and how close it is to every ideal shape with as
+    many vertices (the shape scores, lowest first: where one motif turns into another along a path)."""
+    entry = view["environment"]
+    sentence = f"{entry['element']}: {entry['motif']}, CN {entry['cn']}"
+    measures = sorted(entry["measures"].items(), key=lambda item: item[1])
+    rows = [html.Tr([html.Th(shape), html.Td(f"CShM {measure:.2f}")]) for shape, measure in measures]
+    note = ("Shape scores: continuous shape measure against each ideal polyhedron with as many vertices (0 = "
+            "ideal, 100 = as far as can be)." if rows else f"No ideal shape has {entry['cn']} vertices.")
+    return [html.H4("Motif"), html.P(sentence, id=ids.MOTIF_SENTENCE), html.Table(rows, className="details"),
+            html.P(note, className="timing")]
+
+
 def register(app: Dash, settings: Settings) -> None:
     app.clientside_callback(ClientsideFunction(namespace="explorer_deferred", function_name="motifs"),
                             Output(ids.MOTIFS, "children", allow_duplicate=True), Input(ids.STORE_CURRENT, "data"),
@@ -53,6 +66,9 @@ def register(app: Dash, settings: Settings) -> None:
         if not view:
             return [], None
         try:
-            return motif_info(views.check_view(view, settings), settings)
+            view = views.check_view(view, settings)
+            if view["kind"] == "environment":
+                return environment_info(view), None
+            return motif_info(view, settings)
         except ValueError as exc:
             return [html.H4("Motifs"), html.P(str(exc)[:400], className="error")], None

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from explorer.services import maps, materials, physics, views
+from explorer.services import maps, materials, motif_views, physics, views
 from explorer.settings import Settings
 from explorer.ui import ids
 
@@ -134,6 +134,7 @@ def register(app: Dash, settings: Settings) -> None:
             return {"error": "Show a structure first (click the map), then relax it."}
         try:
             view = views.check_view(view, settings)
+            motif_views.require_crystal(view, "relaxation")
             set_progress("loading the potential…")
             result = physics.relax(views.structure_of(view), settings, on_step=lambda s: set_progress(
                 f"step {s['step']}: {s['energy_per_atom']:.4f} eV/atom, largest force {s['max_force']:.3f} eV/Å"))

@@ -79,6 +79,17 @@ def choose(page, dropdown_id: str, label: str) -> None:
     expect(page.locator(f"#{dropdown_id}")).to_contain_text(label)
 
 
+def show_map(page, kind: str) -> None:
+    """Once the map of ``kind`` (just chosen) is on screen, or says it is not built: built with the page's button
+    (the server may have built it in the background already)."""
+    shown = f"document.querySelector('{GRAPH}')?.layout?.meta?.kind === '{kind}'"
+    page.wait_for_function(f"() => {shown} || document.querySelector('#map-status').innerText.includes('not built')",
+                           timeout=60_000)
+    if not page.evaluate(f"() => {shown}"):
+        page.click("#map-build")
+        page.wait_for_function(f"() => {shown}", timeout=180_000)
+
+
 def basket_count(page) -> int:
     text = page.locator("#basket").inner_text()
     return int(text.split(" in basket")[0]) if " in basket" in text else 0
@@ -379,11 +390,8 @@ def test_the_structure_map_places_crystals_by_geometry(page, tiny_settings):
     click_known(page, tiny_settings, "NaCl")  # on screen before the switch: it follows to the structure map
     page.get_by_label("structure (geometry only)").check()
     status = page.locator("#map-status")
-    expect(status).to_contain_text(re.compile("not built|12 materials"), timeout=60_000)
-    if "not built" in status.inner_text():  # the server may have built it in the background already
-        page.click("#map-build")
-    expect(status).to_contain_text("12 materials", timeout=180_000)
-    page.wait_for_function(f"() => document.querySelector('{GRAPH}').layout.meta.kind === 'structure'")
+    show_map(page, "structure")
+    expect(status).to_contain_text("12 materials")
     the_map = structure_map.get_structure_map("tiny", tiny_settings)
     page.wait_for_function(f"() => document.querySelector('{GRAPH}').data[1].hovertext"
                            ".every(t => t.includes('structure type'))")
@@ -407,7 +415,63 @@ def test_the_structure_map_places_crystals_by_geometry(page, tiny_settings):
     expect(page.locator("#viewer-status")).to_contain_text("atoms drawn")
     wait_for_panels(page)
     page.get_by_label("crystals (autoencoder)").check()
-    page.wait_for_function(f"() => document.querySelector('{GRAPH}').layout.meta.kind === 'crystals'")
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}')?.layout?.meta?.kind === 'crystals'")
     expect(status).to_contain_text("12 materials")
     expect(mark).to_have_count(1)  # the hypothetical followed back, placed on the crystal map
+    assert not page.errors, page.errors
+
+
+def test_the_motif_map_shows_environments_and_interpolates_between_motifs(page, tiny_settings):
+    from explorer import motif_map
+
+    wait_for_map(page)
+    choose(page, "dataset", "tiny")
+    wait_for_map(page)
+    page.get_by_label("motifs (local environments)").check()
+    status = page.locator("#map-status")
+    show_map(page, "motifs")
+    expect(status).to_contain_text("distinct environments")
+    the_map = motif_map.get_motif_map("tiny", tiny_settings)
+    frame = motif_map.environments_of("tiny", tiny_settings)
+    assert trace_length(page, "known") == len(the_map.ids)
+    expect(page.locator("#color-by")).to_contain_text("motif")
+
+    def click_environment(element: str, motif: str, formula: str) -> None:
+        row = frame.index[(frame["element"] == element) & (frame["motif"] == motif)
+                          & (frame["formula"] == formula)][0]
+        click_map(page, *(float(v) for v in the_map.xy[row]), expect_id=the_map.ids[row])
+        expect(page.locator("#structure-info .info-title")).to_contain_text(f"{element} {motif}")
+        wait_for_panels(page)
+
+    click_environment("Na", "octahedral", "NaCl")
+    expect(page.locator("#structure-info .info-title")).to_contain_text("in NaCl")
+    expect(page.locator("#viewer-status")).to_contain_text("centre Na and 6 neighbours, its polyhedron")
+    assert page.get_attribute("#viewer", "data-polyhedra") == "1"
+    expect(page.locator("#motifs")).to_contain_text("CShM")
+    expect(page.locator("#physics")).to_contain_text("not a crystal")
+    page.click("#interp-set-a")
+    click_environment("Si", "tetrahedral", "Si")
+    page.click("#interp-set-b")
+    page.fill("#interp-steps", "5")
+    page.click("#interp-run")
+    expect(page.locator("#interp-status")).to_contain_text("5 frames")
+    expect(page.locator("#interp-strip .frame")).to_have_count(5)
+    assert trace_length(page, "path") == 5
+    expect(page.locator("#structure-info")).to_contain_text("path frame 0 of 4")
+    page.locator("#interp-frame [role=slider]").focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#structure-info")).to_contain_text("path frame 1 of 4")
+    expect(page.locator("#viewer-status")).to_contain_text("path frame 1 of 4")
+    expect(page.locator("#motifs")).to_contain_text("Shape scores")
+    name, data = download(page, "path-export-extxyz")
+    import ase.io
+
+    frames = ase.io.read(io.StringIO(data.decode()), index=":", format="extxyz")
+    assert len(frames) == 5 and all("motif" in f.info and not f.pbc.any() for f in frames)
+    click_environment("Na", "octahedral", "NaCl")  # the crystals that hold it open on the crystal map
+    page.locator("#structure-info .environment-crystals button").first.click()
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}')?.layout?.meta?.kind === 'crystals'")
+    expect(page.locator("#structure-info .info-title")).to_contain_text("NaCl (")
+    expect(page.locator("#viewer-status")).to_contain_text("cell")
+    expect(page.locator("#map .map-mark.current")).to_have_count(1)
     assert not page.errors, page.errors

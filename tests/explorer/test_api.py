@@ -109,6 +109,26 @@ def test_motifs_and_physics(ex):
     assert relaxed.properties["relaxation"]["energy_after"] <= relaxed.properties["relaxation"]["energy_before"]
 
 
+def test_the_motif_map_from_python(ex):
+    from explorer import motif_map
+
+    motif_map.build("tiny", ex.settings)
+    figure = ex.map(kind="motifs", color_by="element")
+    assert "distinct environments" in figure.layout.title.text and figure.layout.meta["kind"] == "motifs"
+    frame = motif_map.environments_of("tiny", ex.settings)
+    ti = f"env:{frame.index[(frame['element'] == 'Ti') & (frame['motif'] == 'octahedral')][0]}"
+    octahedron = ex.environment(ti)
+    assert [str(s.specie) for s in octahedron] == ["Ti"] + ["O"] * 6 and np.allclose(octahedron[0].coords, 0)
+    assert octahedron.properties["motif"] == "octahedral" and len(octahedron.properties["latent"]) == 32
+    hypothetical = ex.decode_at(-50.0, -50.0, kind="motifs")
+    assert hypothetical.properties["map"] == "motifs" and "hypothetical" in hypothetical.properties["title"]
+    frames = ex.interpolate_motifs(ti, "env:0", steps=4)
+    assert [f.properties["frame"] for f in frames] == [0, 1, 2, 3]
+    assert np.allclose(frames[0].properties["latent"], octahedron.properties["latent"], atol=1e-6)
+    with pytest.raises(ValueError, match="no environment"):
+        ex.environment("env:-1")
+
+
 def test_the_example_notebook_runs(tiny_settings, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
