@@ -2,7 +2,8 @@
  * (assets/vendor/3Dmol-min.js, installed from npm by `make assets`). Called by a Dash clientside callback
  * with the viewer store ({lattice: 3x3 rows in Å, species: [symbol], frac: [[a, b, c]]}), the supercell
  * ("2x2x1"), the style ("ball-and-stick" | "spheres"), the polyhedra toggle (["on"] or []) and the polyhedra
- * store ({title, polyhedra: [{element, vertices: [[x, y, z]], faces: [[i, j, k]]}]}, drawn translucent in the
+ * store ({title, polyhedra: [{element, vertices: [[x, y, z]], faces: [[i, j, k]]}], sites: [hover line per
+ * site]}, drawn translucent in the
  * centre's element colour in every cell of the supercell). Returns a status text for the page.
  * A local environment of the motif map comes with `cluster: true` and its own `polyhedra`: it is drawn alone (no
  * cell, no supercell), its centre (site 0) ringed and labelled, its polyhedron always shown. */
@@ -120,7 +121,33 @@
       fontColor: "black", backgroundColor: "white", backgroundOpacity: 0.7, inFront: true });
   }
 
-  function draw(element, data, reps, style, shapes) {
+  /* Hover an atom: a label with its site and environment (``labels``: one line per site, from the motif panel or,
+   * for an environment, from its payload); click: the same line with its coordinates kept under the viewer. */
+  function pickable(viewer, data, labels) {
+    var n = data.frac.length;
+    function labelOf(atom) {
+      var site = atom.index % n;
+      return labels && labels[site] ? labels[site] : data.species[site] + " " + site;
+    }
+    viewer.setHoverable({}, true, function (atom, v) {
+      if (!atom || atom.hoverLabel) { return; }
+      atom.hoverLabel = v.addLabel(labelOf(atom), { position: { x: atom.x, y: atom.y, z: atom.z }, fontSize: 11,
+        fontColor: "white", backgroundColor: "black", backgroundOpacity: 0.75, inFront: true });
+      v.render();
+    }, function (atom, v) {
+      if (atom && atom.hoverLabel) { v.removeLabel(atom.hoverLabel); delete atom.hoverLabel; v.render(); }
+    });
+    viewer.setClickable({}, true, function (atom) {
+      var box = document.getElementById("viewer-atom");
+      if (!box || !atom) { return; }
+      var f = data.frac[atom.index % n];
+      box.textContent = labelOf(atom) + " · fractional (" + f.map(function (v) { return v.toFixed(4); }).join(", ") +
+        ") · Cartesian (" + [atom.x, atom.y, atom.z].map(function (v) { return v.toFixed(3); }).join(", ") + ") Å";
+      box.setAttribute("data-site", String(atom.index % n));
+    });
+  }
+
+  function draw(element, data, reps, style, shapes, labels) {
     var cluster = data.cluster === true;
     if (cluster) { reps = [1, 1, 1]; shapes = Array.isArray(data.polyhedra) ? data.polyhedra : []; }
     var atoms = supercellAtoms(data, reps);
@@ -132,7 +159,8 @@
     viewer.removeAllLabels();
     viewer.addModel(toXyz(atoms), "xyz");
     viewer.setStyle({}, styleOf(style));
-    if (cluster) { drawCentre(viewer, data); } else { drawCell(viewer, data.lattice, reps); }
+    if (cluster) { drawCentre(viewer, data); labels = data.sites; } else { drawCell(viewer, data.lattice, reps); }
+    pickable(viewer, data, labels);
     var drawn = shapes.length ? drawPolyhedra(viewer, data, reps, shapes) : 0;
     element.setAttribute("data-polyhedra", String(drawn));
     element.setAttribute("data-cluster", cluster ? "1" : "0");
@@ -158,11 +186,12 @@
     var on = Array.isArray(polyhedraOn) && polyhedraOn.indexOf("on") >= 0;
     var shapes = on && polyhedra && polyhedra.title === data.title && Array.isArray(polyhedra.polyhedra) ?
       polyhedra.polyhedra : [];
+    var labels = polyhedra && polyhedra.title === data.title && Array.isArray(polyhedra.sites) ? polyhedra.sites : null;
     var ticket = ++pending;
     window.requestAnimationFrame(function () {
       window.setTimeout(function () {
         if (ticket !== pending) { return; }  // a newer structure came meanwhile
-        var status = draw(element, data, reps, style, shapes);
+        var status = draw(element, data, reps, style, shapes, labels);
         window.dash_clientside.set_props("viewer-status", { children: status });
       }, 0);
     });

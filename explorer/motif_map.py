@@ -199,12 +199,10 @@ def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
 
 
 def _shell_text(neighbours: str) -> str:
-    """'O 1.95 Å ×6' style summary of a neighbour list (JSON [[element, distance]])."""
-    counts: dict[tuple[str, float], int] = {}
-    for element, distance in json.loads(neighbours):
-        key = (element, round(float(distance), 2))
-        counts[key] = counts.get(key, 0) + 1
-    return ", ".join(f"{e} {d:.2f} Å" + (f" ×{n}" if n > 1 else "") for (e, d), n in list(counts.items())[:6])
+    """'O 1.95 Å ×6' summary of a stored neighbour list (JSON [[element, distance]])."""
+    from explorer.motifs.environments import shell_text
+
+    return shell_text(json.loads(neighbours))
 
 
 def search(dataset: str, query: str, settings: Settings) -> tuple[np.ndarray, str]:

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     relax_max_steps: int = Field(default=300, ge=1, le=100_000,
                                  description="A relaxation stops after this many FIRE steps, converged or not.")
     n_nearest: int = Field(default=5, ge=1, description="Nearest known materials listed beside a structure.")
+    chemenv_seconds: float = Field(default=60.0, gt=0, le=3600,
+                                   description="Time limit (s) of ChemEnv's finer labels of the structure on screen.")
 
     @property
     def atlas_dir(self) -> Path:

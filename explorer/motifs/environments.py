@@ -37,6 +37,8 @@ class Environment:
     csm: float | None
     measures: dict[str, float]
     vectors: tuple[tuple[float, float, float], ...] = ()
+    members: tuple[int, ...] = ()
+    """Every site of the structure in this Wyckoff orbit (``site`` among them)."""
 
     def as_dict(self) -> dict:
         """Plain JSON: {"site", "element", "wyckoff", "cn", "motif", "score" (CShM), "neighbours": [[element,
@@ -76,20 +78,21 @@ def environments(structure: Structure, *, symprec: float = 0.1) -> list[Environm
         warnings.simplefilter("ignore")
         try:
             symmetrized = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetrized_structure()
-            orbits = [(group[0], wyckoff) for group, wyckoff in zip(symmetrized.equivalent_indices,
-                                                                     symmetrized.wyckoff_symbols, strict=True)]
+            orbits = [(group[0], wyckoff, tuple(group)) for group, wyckoff in
+                      zip(symmetrized.equivalent_indices, symmetrized.wyckoff_symbols, strict=True)]
         except Exception:  # spglib finds no symmetry: every site is its own orbit  # noqa: BLE001
-            orbits = [(k, "1a") for k in range(len(structure))]
+            orbits = [(k, "1a", (k,)) for k in range(len(structure))]
         cnn = CrystalNN()
         found = []
-        for index, wyckoff in sorted(orbits):
+        for index, wyckoff, members in sorted(orbits):
             neighbours = _neighbours(structure, index, cnn)
             vectors = _vectors(structure, index, neighbours)
             motif, csm, measures = best_shape(vectors) if len(vectors) else (None, None, {})
             found.append(Environment(site=index, element=structure[index].specie.symbol, wyckoff=wyckoff,
                                      cn=len(neighbours), neighbours=neighbours,
                                      motif=motif or f"CN {len(neighbours)}", csm=csm, measures=measures,
-                                     vectors=tuple(tuple(float(v) for v in row) for row in vectors)))
+                                     vectors=tuple(tuple(float(v) for v in row) for row in vectors),
+                                     members=tuple(int(k) for k in members)))
     return found
 
 
@@ -223,3 +226,23 @@ def centre_polyhedron(element: str, vectors, *, origin=None) -> list[dict]:
     if len(vertices) < 4:
         return []
     return [{"element": element, "site": 0, "vertices": np.round(vertices, 4).tolist(), "faces": _faces(vertices)}]
+
+
+def site_labels(structure: Structure, found: list[Environment]) -> list[str]:
+    """One line per site of ``structure`` for the viewer's hover: 'Ti 1 (1b): octahedral, CN 6 — O 1.95 Å ×6', from
+    the environment of its Wyckoff orbit (a site without one: its element and index)."""
+    labels = [f"{site.specie.symbol} {k}" for k, site in enumerate(structure)]
+    for env in found:
+        shell = shell_text([(element, distance) for element, distance, _, _ in env.neighbours])
+        for k in env.members or (env.site,):
+            labels[k] = f"{env.element} {k} ({env.wyckoff}): {env.motif}, CN {env.cn}" + (f" — {shell}" * bool(shell))
+    return labels
+
+
+def shell_text(neighbours, *, groups: int = 6) -> str:
+    """'O 1.95 Å ×6, Sr 3.38 Å ×8': (element, distance Å) pairs grouped at 0.01 Å, the first ``groups`` groups."""
+    counts: dict[tuple[str, float], int] = {}
+    for element, distance in neighbours:
+        key = (str(element), round(float(distance), 2))
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{e} {d:.2f} Å" + (f" ×{n}" if n > 1 else "") for (e, d), n in list(counts.items())[:groups])

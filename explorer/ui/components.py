@@ -124,7 +124,12 @@ def viewer_payload(view: dict | None) -> dict | None:
         from explorer.motifs.environments import centre_polyhedron
 
         coords = np.asarray(payload["frac"], dtype=float) @ np.asarray(payload["lattice"], dtype=float)
-        payload.update(cluster=True, polyhedra=centre_polyhedron(payload["species"][0], coords[1:]))
+        entry = view["environment"]
+        distances = np.linalg.norm(coords[1:] - coords[0], axis=1)
+        sites = [f"{payload['species'][0]} (centre): {entry['motif']}, CN {len(coords) - 1}",
+                 *(f"{element} {k + 1}: {d:.2f} Å from the centre"
+                   for k, (element, d) in enumerate(zip(payload["species"][1:], distances, strict=True)))]
+        payload.update(cluster=True, sites=sites, polyhedra=centre_polyhedron(payload["species"][0], coords[1:]))
     return payload
 
 

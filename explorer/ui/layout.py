@@ -82,6 +82,8 @@ def _viewer_panel() -> html.Div:
     return html.Div([options, html.Div(id=ids.VIEWER, className="viewer"),
                      html.Div(id=ids.VIEWER_LEGEND, className="legend"),
                      html.Div(id=ids.VIEWER_STATUS, className="status"),
+                     html.Div("Hover an atom for its site and environment; click it to keep them here.",
+                              id=ids.VIEWER_ATOM, className="hint viewer-atom"),
                      html.Div(structure_info(None), id=ids.STRUCTURE_INFO, className="info"), motif_panel.panel(),
                      physics_panel.panel()])
 

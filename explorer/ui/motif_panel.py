@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 
 from dash import ClientsideFunction, Dash, Input, Output, State, html
+from dash.exceptions import PreventUpdate
 
-from explorer.motifs.environments import describe, environments, polyhedra
+from explorer.motifs.environments import describe, environments, polyhedra, site_labels
 from explorer.services import views
 from explorer.settings import Settings
 from explorer.ui import ids
@@ -22,14 +23,15 @@ def panel() -> html.Div:
 
 def motif_info(view: dict, settings: Settings) -> tuple[list, dict]:
     """The motif block of a checked view (one line per distinct environment, with the shape measure) and the
-    viewer's polyhedra {"title": the view's title, "polyhedra": ``environments.polyhedra``}."""
+    viewer's polyhedra and hover labels {"title": the view's title, "polyhedra": ``environments.polyhedra``,
+    "sites": ``environments.site_labels``}."""
     start = time.perf_counter()
     structure = views.structure_of(view)
     found = environments(structure, symprec=settings.symprec)
     small = len(structure) <= MAX_ATOMS
     neighbours_of: dict = {}  # every site's neighbours per element, found once for the sentence and the polyhedra
     sentence = describe(structure, found, with_sharing=small, neighbours_of=neighbours_of)
-    shapes = {"title": view["title"],
+    shapes = {"title": view["title"], "sites": site_labels(structure, found),
               "polyhedra": polyhedra(structure, found, neighbours_of=neighbours_of) if small else []}
     rows = [html.Tr([html.Th(f"{e.element} ({e.wyckoff})"),
                      html.Td(f"{e.motif}, CN {e.cn}" + ("" if e.csm is None else f", CShM {e.csm:.2f}") +
@@ -37,8 +39,11 @@ def motif_info(view: dict, settings: Settings) -> tuple[list, dict]:
             for e in found]
     note = ("Neighbours by CrystalNN; shape: the ideal polyhedron of lowest continuous shape measure (CShM, 0 = "
             f"ideal). Server time {1000 * (time.perf_counter() - start):.0f} ms.")
+    chemenv = html.Div([html.Button("Finer labels (ChemEnv)", id=ids.CHEMENV, n_clicks=0, className="small",
+                                    title="pymatgen's ChemEnv: 65 model geometries; 0.1 to 9 s a structure"),
+                        html.Div(id=ids.CHEMENV_RESULT)], className="chemenv")
     return [html.H4("Motifs"), html.P(sentence, id=ids.MOTIF_SENTENCE), html.Table(rows, className="details"),
-            html.P(note, className="timing")], shapes
+            html.P(note, className="timing"), chemenv], shapes
 
 
 def environment_info(view: dict) -> list:
@@ -52,6 +57,31 @@ def environment_info(view: dict) -> list:
             "ideal, 100 = as far as can be)." if rows else f"No ideal shape has {entry['cn']} vertices.")
     return [html.H4("Motif"), html.P(sentence, id=ids.MOTIF_SENTENCE), html.Table(rows, className="details"),
             html.P(note, className="timing")]
+
+
+def chemenv_info(view: dict, settings: Settings) -> list:
+    """ChemEnv's labels of a checked crystal view, computed in a limited worker (``settings.chemenv_seconds``):
+    a table of one row per distinct site, or the reason in words."""
+    from explorer.datasets.rejections import Rejected
+    from explorer.datasets.sandbox import run_limited
+    from explorer.motifs.chemenv import chemenv_labels
+    from explorer.services.motif_views import require_crystal
+
+    require_crystal(view, "ChemEnv")
+    start = time.perf_counter()
+    try:
+        found = run_limited(chemenv_labels, views.structure_of(view), settings.symprec, key=view["title"][:80],
+                            seconds=settings.chemenv_seconds, memory_mb=settings.parse_memory_mb)
+    except Rejected as rejection:
+        return [html.P(f"ChemEnv gave no labels: {rejection.sentence}", className="error")]
+    rows = [html.Tr([html.Th(f"{r['element']} {r['site']}"),
+                     html.Td("none found" if r["symbol"] is None else
+                             f"{r['symbol']} {r['name']} (CSM {r['csm']:.2f}" +
+                             ("" if r["fraction"] in (None, 1.0) else f", {100 * r['fraction']:.0f} %") + ")")])
+            for r in found]
+    return [html.Table(rows, className="details"),
+            html.P(f"ChemEnv (pymatgen, simplest strategy): {1000 * (time.perf_counter() - start):.0f} ms.",
+                   className="timing")]
 
 
 def register(app: Dash, settings: Settings) -> None:
@@ -72,3 +102,16 @@ def register(app: Dash, settings: Settings) -> None:
             return motif_info(view, settings)
         except ValueError as exc:
             return [html.H4("Motifs"), html.P(str(exc)[:400], className="error")], None
+
+    @app.callback(Output(ids.CHEMENV_RESULT, "children"), Input(ids.CHEMENV, "n_clicks"),
+                  State(ids.STORE_CURRENT, "data"), background=True, prevent_initial_call=True,
+                  running=[(Output(ids.CHEMENV, "disabled"), True, False),
+                           (Output(ids.CHEMENV, "children"), "ChemEnv is labelling the sites…",
+                            "Finer labels (ChemEnv)")])
+    def chemenv(n_clicks, view):
+        if not n_clicks or not view:
+            raise PreventUpdate
+        try:
+            return chemenv_info(views.check_view(view, settings), settings)
+        except ValueError as exc:
+            return [html.P(str(exc)[:400], className="error")]

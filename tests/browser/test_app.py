@@ -449,6 +449,7 @@ def test_the_motif_map_shows_environments_and_interpolates_between_motifs(page, 
     assert page.get_attribute("#viewer", "data-polyhedra") == "1"
     expect(page.locator("#motifs")).to_contain_text("CShM")
     expect(page.locator("#physics")).to_contain_text("not a crystal")
+    assert_atom_click(page, "Na", "Na (centre): octahedral, CN 6")
     page.click("#interp-set-a")
     click_environment("Si", "tetrahedral", "Si")
     page.click("#interp-set-b")
@@ -474,4 +475,19 @@ def test_the_motif_map_shows_environments_and_interpolates_between_motifs(page, 
     expect(page.locator("#structure-info .info-title")).to_contain_text("NaCl (")
     expect(page.locator("#viewer-status")).to_contain_text("cell")
     expect(page.locator("#map .map-mark.current")).to_have_count(1)
+    wait_for_panels(page)
+    assert_atom_click(page, "Na", "octahedral, CN 6 — Cl 2.8")  # a crystal's atoms say their environment
+    page.click("#chemenv")  # ChemEnv's finer labels, on demand
+    expect(page.locator("#chemenv-result")).to_contain_text("O:6 Octahedron", timeout=60_000)
     assert not page.errors, page.errors
+
+
+def assert_atom_click(page, element: str, words: str) -> None:
+    """A click on an atom of ``element`` (3Dmol.js's own click callback of that atom, as a mouse click calls it)
+    writes its site and environment under the viewer; the motif panel's labels may arrive a moment later."""
+    page.wait_for_function(
+        "([element, words]) => { const v = document.getElementById('viewer')._viewer;"
+        " const atom = v && v.getModel() && v.getModel().selectedAtoms({}).find(a => a.elem === element);"
+        " if (!atom || !atom.callback) return false; atom.callback(atom, v);"
+        " return document.getElementById('viewer-atom').innerText.includes(words); }", arg=[element, words])
+    expect(page.locator("#viewer-atom")).to_contain_text("fractional (")

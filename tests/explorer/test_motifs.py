@@ -142,3 +142,29 @@ def test_polyhedra_for_the_viewer_are_the_cation_centred_ones():
     assert all(abs(np.linalg.norm(np.array(v) - ti) - 1.9525) < 1e-3 for v in shapes[0]["vertices"])
     assert polyhedra(silicon(), environments(silicon())) == []  # Si-Si bonds: no centre
     assert len(_faces(np.array([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]]))) == 2  # flat: a fan
+
+
+def test_every_site_has_a_hover_line_from_its_wyckoff_orbit():
+    from explorer.motifs.environments import site_labels
+
+    structure = srtio3() * (1, 1, 2)  # two copies of every orbit's sites
+    found = environments(structure)
+    labels = site_labels(structure, found)
+    assert len(labels) == len(structure)
+    for k, site in enumerate(structure):
+        assert labels[k].startswith(f"{site.specie.symbol} {k} (")
+        if site.specie.symbol == "Ti":
+            assert "octahedral, CN 6 — O 1.95 Å ×6" in labels[k]
+        if site.specie.symbol == "Sr":
+            assert "cuboctahedral, CN 12 — O 2.76 Å ×12" in labels[k]
+    assert sorted(k for e in found for k in e.members) == list(range(len(structure)))
+
+
+def test_chemenv_gives_its_finer_labels_on_demand():
+    from explorer.motifs.chemenv import chemenv_labels
+
+    found = {(r["element"], r["symbol"], r["name"]) for r in chemenv_labels(srtio3())}
+    assert found == {("Sr", "C:12", "Cuboctahedron"), ("Ti", "O:6", "Octahedron"), ("O", "L:2", "Linear")}
+    assert {r["symbol"] for r in chemenv_labels(silicon())} == {"T:4"}
+    with pytest.raises(ValueError, match="ordered crystal"):
+        chemenv_labels(Structure(Lattice.cubic(3), [], []))
