@@ -4,7 +4,9 @@ material, fit UMAP, then check which materials the model gives back, ``explorer.
 environment of every site, ``explorer.motifs.table``), ``python -m explorer
 assess PATH [--relax] [--dataset NAME] [--json]`` (energy, stability and novelty of structure files) and
 ``python -m explorer generate --dataset NAME --n N [--relax] --out DIR`` (``explorer.generate``) and
-``python -m explorer motifs PATH [--json]`` (the environment of every distinct site: ``explorer.motifs``) and
+``python -m explorer motifs PATH [--json]`` (the environment of every distinct site: ``explorer.motifs``),
+``python -m explorer decode --from FILE [--checkpoint PATH] [--json]`` (decode again the latent an exported decode
+carries, ``services.provenance``) and
 ``python -m explorer export-map --dataset NAME --kind crystals|structure|motifs --out FILE`` (a map as CSV or
 Parquet)."""
 
@@ -55,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
     gen.add_argument("--relax", action="store_true", help="relax every valid unique crystal before the hull")
     gen.add_argument("--out", type=Path, required=True, help="folder for cif/, generated.csv and summary.json")
+    decode = commands.add_parser("decode", help="decode again the latent an exported decode carries (CIF, POSCAR, "
+                                 "extended XYZ, pymatgen JSON) and say whether it gives the file's crystal")
+    decode.add_argument("--from", dest="source", type=Path, required=True, help="the exported file")
+    decode.add_argument("--checkpoint", type=Path, default=None,
+                        help="the checkpoint to use (default: the one the file names, found among the configured "
+                             "checkpoint and models/checkpoints/*.pt)")
+    decode.add_argument("--json", action="store_true", help="print the verdict as JSON")
     motifs = commands.add_parser("motifs", help="coordination and motif of every symmetry-distinct site of each "
                                                 "structure of a file or folder")
     motifs.add_argument("path", type=Path, help="a CIF/POSCAR/extxyz/JSON file, or a folder of them")
@@ -82,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_motifs(args, settings)
         if args.command == "export-map":
             return _run_export_map(args, settings)
+        if args.command == "decode":
+            return _run_decode(args, settings)
         return _run_data(args, settings)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -121,6 +132,22 @@ def _run_build(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{name}: {len(environments.ids)} distinct environments on the motif map "
                   f"({time.perf_counter() - start:.0f} s)")
     return 0
+
+
+def _run_decode(args: argparse.Namespace, settings: Settings) -> int:
+    """0 when the file's latent decodes to the file's crystal with the checkpoint it names, 1 when not."""
+    from explorer.services.provenance import redecode
+
+    verdict = redecode(args.source, settings, checkpoint=args.checkpoint)
+    if args.json:
+        print(json.dumps(verdict, indent=1))
+    else:
+        sha = verdict["checkpoint_sha256"][:12]
+        how = (f"matches the file (StructureMatcher RMS {verdict['rms']:.2e})" if verdict["matches"] else
+               f"does NOT match the file ({verdict['decoded_formula']} decoded, {verdict['formula']} in the file)")
+        print(f"{verdict['file']}: made as {verdict['made'] or 'a decode'}; decoded again with checkpoint {sha} "
+              f"({verdict['checkpoint']}): {how}")
+    return 0 if verdict["matches"] else 1
 
 
 def _run_export_map(args: argparse.Namespace, settings: Settings) -> int:

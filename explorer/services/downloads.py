@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from explorer.services import provenance
 from explorer.services.export import (
     FORMATS,
     BasketItem,
@@ -59,7 +60,8 @@ def structure_file(view: dict, fmt: str) -> tuple[str, bytes]:
         return (export_filename(record_id=view["id"], formula=view["formula"], fmt="extxyz"),
                 environments_extxyz([_environment_frame(view)], [_environment_info(view)]))
     data = structure_to_bytes(structure_of(view), fmt=fmt, title=view["title"],
-                              properties=_properties(view) if fmt in ("json", "extxyz") else None)
+                              properties=_properties(view) if fmt in ("json", "extxyz") else None,
+                              provenance=provenance.of_view(view))
     return export_filename(record_id=view["id"], formula=view["formula"], fmt=fmt), data
 
 
@@ -68,14 +70,15 @@ def basket_item(view: dict) -> dict:
     require_crystal(view, "the basket")
     return {"id": view["id"], "formula": view["formula"], "source": view.get("dataset", "") if view["kind"] == "known"
             else view["kind"], "structure": view["structure"], "xy": view.get("xy"),
-            "validity": view.get("validity"), "hypothetical": view["kind"] != "known"}
+            "validity": view.get("validity"), "hypothetical": view["kind"] != "known",
+            "provenance": provenance.of_view(view)}
 
 
 def basket_file(items: list[dict], fmt: str) -> tuple[str, bytes]:
     """Every basket item as a ``fmt`` file in one zip with manifest.csv."""
     entries = [BasketItem(id=i["id"], formula=i["formula"], source=i["source"], structure=structure_of(i),
         latent_2d=tuple(i["xy"]) if i.get("xy") else None, validity=i.get("validity"),
-        hypothetical=i["hypothetical"]) for i in items or []]
+        hypothetical=i["hypothetical"], provenance=provenance.clean(i.get("provenance"))) for i in items or []]
     return f"basket_{len(entries)}_{FORMATS[fmt].extension}.zip", basket_zip(entries, fmt=fmt)
 
 
@@ -93,11 +96,12 @@ def path_file(path: dict, kind: str) -> tuple[str, bytes]:
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")
         return f"{stem}.extxyz", environments_extxyz([_environment_frame(f) for f in path["frames"]], infos)
     frames = [structure_of(f) for f in path["frames"]]
+    made = [provenance.of_view(f) for f in path["frames"]]
     if kind == "extxyz":
-        props = [{"t": f["t"], "formula": f["formula"], "valid": bool((f.get("validity") or {}).get("valid"))}
-                 for f in path["frames"]]
+        props = [{"t": f["t"], "formula": f["formula"], "valid": bool((f.get("validity") or {}).get("valid")),
+                  **(found or {})} for f, found in zip(path["frames"], made, strict=True)]
         return f"{stem}.extxyz", path_extxyz(frames, properties=props)
-    return f"{stem}_cifs.zip", path_cif_zip(frames, stem=stem)
+    return f"{stem}_cifs.zip", path_cif_zip(frames, stem=stem, provenances=made)
 
 
 def viewer_script() -> str:

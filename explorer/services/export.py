@@ -45,7 +45,8 @@ class BasketItem:
     """A structure the user put in the export basket.
 
     latent_2d: (map_x, map_y) position on the map, or None; validity: check name -> result (nested
-    dicts allowed), or None; hypothetical: True for decoded structures that are not known materials.
+    dicts allowed), or None; hypothetical: True for decoded structures that are not known materials;
+    provenance: what made a decode (``services.provenance``), written into its file and the manifest.
     """
 
     id: str
@@ -55,11 +56,13 @@ class BasketItem:
     latent_2d: tuple[float, float] | None = None
     validity: dict[str, object] | None = None
     hypothetical: bool = False
+    provenance: dict[str, object] | None = None
 
 
 _CIF_DIGITS = 12  # decimals of CIF numbers: far below the 1e-6 round-trip tolerance
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed entry dates: the same basket gives the same bytes
-_MANIFEST_COLUMNS = ("id", "formula", "source", "hypothetical", "filename", "map_x", "map_y")
+_MANIFEST_COLUMNS = ("id", "formula", "source", "hypothetical", "filename", "map_x", "map_y", "map_kind", "made",
+                     "checkpoint_sha256", "latent_b64")
 _RESERVED_INFO = {"lattice", "properties", "pbc"}  # extxyz comment-line keys that ase writes itself
 _INFO_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _STYLES: dict[str, dict] = {"ball-and-stick": {"sphere": {"scale": 0.3}, "stick": {"radius": 0.15}},
@@ -79,7 +82,8 @@ def _one_line(text: str) -> str:
 
 # ----------------------------------------------------------------------------------------- writing
 def structure_to_bytes(structure: Structure, *, fmt: str, title: str = "",
-                       properties: Mapping[str, object] | None = None) -> bytes:
+                       properties: Mapping[str, object] | None = None,
+                       provenance: Mapping[str, object] | None = None) -> bytes:
     """One structure as the UTF-8 bytes of a file in format ``fmt`` (a key of FORMATS).
 
     cif: P1 (every site written, no symmetry search), 12 decimals, ``title`` as a leading comment.
@@ -87,24 +91,33 @@ def structure_to_bytes(structure: Structure, *, fmt: str, title: str = "",
     extxyz: Cartesian positions (Å) with ``Lattice`` and ``pbc``; ``title`` and ``properties`` (scalars,
     strings or numeric lists) become keys of the comment line (ase ``atoms.info``).
     json: ``Structure.as_dict()``; ``title`` and ``properties`` go into its ``properties`` dict.
+    ``provenance`` (``services.provenance``: what made a decode) goes on a CIF comment line, at the end of the
+    POSCAR comment line, and with the properties of extxyz and JSON.
     """
+    from explorer.services.provenance import line
+
     _format(fmt)
     _check_exportable(structure)
     title = _one_line(title)
     if fmt == "cif":
         text = _cif_text(structure, title=title)
+        if provenance:
+            text = f"# {line(dict(provenance))}\n{text}"
     elif fmt == "poscar":
         from pymatgen.io.vasp import Poscar
 
-        poscar = Poscar(structure, comment=title or structure.formula, sort_structure=False)
+        comment = title or structure.formula
+        if provenance:
+            comment = f"{comment} {line(dict(provenance))}"
+        poscar = Poscar(structure, comment=comment, sort_structure=False)
         text = poscar.get_str(direct=True, significant_figures=16)
     elif fmt == "extxyz":
-        info = dict(properties or {})
+        info = {**(properties or {}), **(provenance or {})}
         if title:
             info.setdefault("title", title)
         text = _extxyz_text([structure], [info])
     else:
-        text = _json_text(structure, title=title, properties=properties)
+        text = _json_text(structure, title=title, properties={**(properties or {}), **(provenance or {})})
     return text.encode("utf-8")
 
 
@@ -243,7 +256,8 @@ def basket_zip(items: list[BasketItem], *, fmt: str) -> bytes:
     for item in items:
         filename = _unique(export_filename(record_id=item.id, formula=item.formula, fmt=fmt), taken)
         try:
-            data = structure_to_bytes(item.structure, fmt=fmt, title=f"{item.id} {item.formula}")
+            data = structure_to_bytes(item.structure, fmt=fmt, title=f"{item.id} {item.formula}",
+                                      provenance=item.provenance)
         except ValueError as exc:
             raise ValueError(f"basket item {item.id!r} ({item.formula}): {exc}") from None
         entries.append((filename, data))
@@ -265,7 +279,8 @@ def _flatten(values: Mapping[str, object], prefix: str = "") -> dict[str, object
 def _manifest_row(item: BasketItem, filename: str) -> dict[str, object]:
     x, y = item.latent_2d if item.latent_2d is not None else (None, None)
     row: dict[str, object] = {"id": item.id, "formula": item.formula, "source": item.source,
-                              "hypothetical": bool(item.hypothetical), "filename": filename, "map_x": x, "map_y": y}
+                              "hypothetical": bool(item.hypothetical), "filename": filename, "map_x": x, "map_y": y,
+                              **{k: v for k, v in (item.provenance or {}).items() if k not in ("map_x", "map_y")}}
     for key, value in _flatten(item.validity or {}).items():
         row[f"validity.{key}" if key in _MANIFEST_COLUMNS else key] = value
     return row
@@ -337,13 +352,16 @@ def environments_extxyz(frames: Sequence[tuple[list[str], np.ndarray]], infos: S
     return buffer.getvalue().encode("utf-8")
 
 
-def path_cif_zip(frames: list[Structure], *, stem: str) -> bytes:
-    """A zip of P1 CIFs, one per frame: '<stem>_000.cif', '<stem>_001.cif', ... (at least 3 digits)."""
+def path_cif_zip(frames: list[Structure], *, stem: str, provenances: Sequence[Mapping | None] | None = None) -> bytes:
+    """A zip of P1 CIFs, one per frame: '<stem>_000.cif', '<stem>_001.cif', ... (at least 3 digits), each with its
+    frame's provenance when given."""
     _check_frames(frames)
     safe_stem = _safe(stem, keep_spaces=True) or "path"
     width = max(3, len(str(len(frames) - 1)))
-    return _zip([(f"{safe_stem}_{i:0{width}d}.cif", _cif_text(frame, title=f"{stem} frame {i}").encode("utf-8"))
-                 for i, frame in enumerate(frames)])
+    provenances = provenances or [None] * len(frames)
+    return _zip([(f"{safe_stem}_{i:0{width}d}.cif",
+                  structure_to_bytes(frame, fmt="cif", title=f"{stem} frame {i}", provenance=found))
+                 for i, (frame, found) in enumerate(zip(frames, provenances, strict=True))])
 
 
 # ----------------------------------------------------------------------------------------- viewer

@@ -13,7 +13,9 @@ A view is the dict the app keeps in its ``current`` store for the structure on s
 ``placed`` moves a view to another kind of map. A known material's view adds "reconstruction": {"matched":
 bool | None, "message": str} (does its latent decode back to it? ``explorer.reconstruction``). A relaxed view
 (``relaxed_view``) adds "relaxation": the numbers of ``physics.Relaxation.summary`` and "source": the title of the
-structure it was relaxed from. An environment of the motif map is a view too (``services.motif_views``).
+structure it was relaxed from. A decode (kinds "hypothetical" and "frame") adds "checkpoint" (the sha256 of the
+model that decoded it) and "made" (how: a map point, a path frame), which its exported files carry
+(``services.provenance``). An environment of the motif map is a view too (``services.motif_views``).
 
 Everything that comes back from the browser is untrusted: ``check_view`` reads a view's structure with the
 safe reader (no class named in the JSON is imported), and its latent as finite numbers of the model's size.
@@ -121,12 +123,14 @@ def decode_of_known(dataset: str, record_id: str, settings: Settings, *, kind: s
     note = (f"the autoencoder's decode of {row['reduced_formula']} ({record_id}): its latent decoded, as a click on "
             "its point would if the point were empty space")
     return _decoded_view("hypothetical", decoded, dataset=dataset, xy=atlas.xy[k], note=note, settings=settings,
-                         record_id=f"decode:{record_id}", start=start, map_kind=kind)
+                         record_id=f"decode:{record_id}", start=start, map_kind=kind,
+                         made=f"the latent of known material {record_id} decoded")
 
 
 def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: str, settings: Settings,
-                  record_id: str, start: float, map_kind: str = "crystals") -> dict:
-    """The view of a decode at map point ``xy`` of the crystal map, or its place on the map of ``map_kind``."""
+                  record_id: str, start: float, map_kind: str = "crystals", made: str = "") -> dict:
+    """The view of a decode at map point ``xy`` of the crystal map, or its place on the map of ``map_kind``;
+    ``made`` says how it was made and "checkpoint" which model decoded it (``services.provenance``)."""
     map_kind = crystal_kind(map_kind)
     if map_kind != "crystals":
         xy = maps.place(dataset, map_kind, [decoded.structure], decoded.latent[None], settings)[0]
@@ -135,8 +139,8 @@ def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: 
             "dataset": dataset, "structure": decoded.structure.as_dict(), "latent": decoded.latent.tolist(),
             "xy": [float(v) for v in xy] if xy is not None else None, "validity": decoded.validity,
             "details": structure_details(decoded.structure),
-            "nearest": _nearest(dataset, decoded.latent, settings), "note": note,
-            "ms": round(1000 * (time.perf_counter() - start), 1)}
+            "nearest": _nearest(dataset, decoded.latent, settings), "note": note, "made": made or note,
+            "checkpoint": model.checkpoint_sha256(settings), "ms": round(1000 * (time.perf_counter() - start), 1)}
 
 
 def hypothetical_view(dataset: str, x: float, y: float, settings: Settings, *, kind: str = "crystals") -> dict:
@@ -158,7 +162,8 @@ def hypothetical_view(dataset: str, x: float, y: float, settings: Settings, *, k
             f"nearest known material ({ratio:.1f}× the typical spacing between known points). "
             f"Inverse used: {inverse.method}.")
     view = _decoded_view("hypothetical", decoded, dataset=dataset, xy=(x, y), note=note, settings=settings,
-                         record_id=f"hypothetical@{x:.3f},{y:.3f}", start=start)
+                         record_id=f"hypothetical@{x:.3f},{y:.3f}", start=start,
+                         made=f"map point ({x:.6f}, {y:.6f}) of the {kind} map of {dataset}")
     return {**view, "map": kind}
 
 
@@ -275,6 +280,7 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
     frames = model.interpolate(np.asarray(a["latent"]), np.asarray(b["latent"]), settings, steps=int(steps),
                                method=method)
     kind = crystal_kind(kind)  # on the motif map, a path between crystals is drawn on the crystal map
+    sha = model.checkpoint_sha256(settings)
     xy = maps.place(dataset, kind, [f.structure for f in frames], np.stack([f.latent for f in frames]), settings)
     views = []
     for frame, point in zip(frames, xy, strict=True):
@@ -285,7 +291,8 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
                       "xy": point.tolist(), "map": kind, "validity": frame.validity,
                       "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
                       "nearest": [], "note": f"hypothetical: frame {frame.index} of a {method} path from "
-                                             f"{a['title']} to {b['title']}", "ms": 0.0})
+                                             f"{a['title']} to {b['title']}", "ms": 0.0, "checkpoint": sha,
+                      "made": f"path {a['title']} → {b['title']}, frame {frame.index} of {len(frames) - 1} ({method})"})
     from models.metrics import rms_if_match
 
     ends = {"a": rms_if_match(frames[0].structure, structure_of(a)) is not None,
@@ -344,6 +351,9 @@ def check_view(view: object, settings: Settings, *, label: str = "structure") ->
         if not isinstance(latent, list) or len(latent) != size or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in latent):
             raise ValueError(f"{label} ({view['title'][:60]}): its latent must be {size} finite numbers")
+    if view.get("checkpoint") is not None and not (isinstance(view["checkpoint"], str) and len(view["checkpoint"]) == 64
+                                                   and all(c in "0123456789abcdef" for c in view["checkpoint"])):
+        raise ValueError(f"{label}: its checkpoint must be a sha256 (64 hex digits)")
     if view.get("map", "crystals") not in maps.KINDS or (view.get("map") == "motifs") != (view["kind"] ==
                                                                                           "environment"):
         raise ValueError(f"{label}: unknown map kind {str(view.get('map'))[:30]!r}")

@@ -182,7 +182,8 @@ def test_basket_zip_holds_files_and_manifest(fmt):
                                     f"decoded-1_SrTiO3.{ext}", f"mp-22862_NaCl_2.{ext}"])
     manifest = pd.read_csv(io.BytesIO(files["manifest.csv"]))
     assert list(manifest.columns) == ["id", "formula", "source", "hypothetical", "filename", "map_x", "map_y",
-                                      "min_distance", "charge.balanced", "validity.id"]
+                                      "map_kind", "made", "checkpoint_sha256", "latent_b64", "min_distance",
+                                      "charge.balanced", "validity.id"]
     assert list(manifest["id"]) == [item.id for item in items]
     assert list(manifest["hypothetical"]) == [False, False, True, False]
     assert manifest["map_x"].tolist()[0] == 1.5 and np.isnan(manifest["map_y"][1])
