@@ -11,7 +11,7 @@ from dash.exceptions import PreventUpdate
 from explorer import atlas, motif_map, structure_map
 from explorer.services import downloads, maps, materials, motif_views, readiness, views
 from explorer.settings import Settings
-from explorer.ui import components, ids, motif_panel, physics_panel
+from explorer.ui import components, ids, link_panel, motif_panel, physics_panel
 from explorer.ui.components import KNOWN, MATCHES, PATH
 
 LOG = logging.getLogger("explorer")
@@ -378,3 +378,4 @@ def register(app: Dash, settings: Settings) -> None:
     register_export(app, settings)
     physics_panel.register(app, settings)
     motif_panel.register(app, settings)
+    link_panel.register(app, settings)

@@ -100,3 +100,12 @@ STORE_SELECTION = "store-selection"
 STORE_RELAX_RESULT = "store-relax-result"  # what the relaxation job returns
 STORE_POLYHEDRA = "store-polyhedra"  # {"title", "polyhedra": [...]} of the structure on screen
 STORE_RELAX = "store-relax"  # {"source": view, "relaxed": view}: the pair the toggle switches between
+
+# the page's state in its address (explorer/ui/links.py, assets/links.js)
+URL = "url"
+STORE_LINK = "store-link"  # the query string of the page's state, pushed to the history by assets/links.js
+STORE_NAV = "store-nav"  # {"search", "t"}: written by assets/links.js on back and forward
+STORE_LINK_READY = "store-link-ready"  # True once the address the page was opened with is applied
+LINK_TEXT = "link-text"
+COPY_LINK = "copy-link"
+LINK_STATUS = "link-status"

@@ -7,7 +7,7 @@ from dash import dcc, html
 
 from explorer.services.export import FORMATS
 from explorer.services.maps import KIND_LABELS
-from explorer.ui import ids, motif_panel, physics_panel
+from explorer.ui import ids, link_panel, motif_panel, physics_panel
 from explorer.ui.components import structure_info
 
 SUPERCELLS = ["1x1x1", "2x2x1", "2x2x2", "3x3x1", "3x3x3"]
@@ -134,6 +134,7 @@ def layout(datasets: list[str], default: str | None, *, max_upload_mb: float = 1
     header = html.Header([html.H1("Latent Materials Explorer"),
                           html.Span("known crystals on the map of an E(3)-equivariant autoencoder", className="sub"),
                           html.Span("loading…", id=ids.READY_STATUS, className="status ready"),
+                          *link_panel.elements(),
                           dcc.Interval(id=ids.READY_TIMER, interval=1000)])
     right = html.Div([_viewer_panel(), _interp_panel(), _export_panel(max_upload_mb)], className="right")
     error = html.Div([html.Span(id=ids.APP_ERROR, role="alert"), html.Button("×", id=ids.APP_ERROR_CLOSE,

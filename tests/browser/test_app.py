@@ -15,6 +15,7 @@ from playwright.sync_api import expect
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
+from explorer.atlas import get_atlas
 from explorer.datasets.records import canonical_structure
 from explorer.services import materials
 
@@ -491,3 +492,39 @@ def assert_atom_click(page, element: str, words: str) -> None:
         " if (!atom || !atom.callback) return false; atom.callback(atom, v);"
         " return document.getElementById('viewer-atom').innerText.includes(words); }", arg=[element, words])
     expect(page.locator("#viewer-atom")).to_contain_text("fractional (")
+
+
+def test_the_address_holds_the_page_and_the_back_button_steps_back(page, browser, app_url, tiny_settings):
+    wait_for_map(page)
+    choose(page, "dataset", "tiny")
+    wait_for_map(page)
+    record_id = click_known(page, tiny_settings, "SrTiO3")
+    link = page.locator("#link-text")
+    expect(link).to_have_value(re.compile(r"show=id%3A"))
+    assert page.url == link.input_value()
+    other = page.context.browser.new_context(viewport={"width": 1500, "height": 950}).new_page()
+    errors: list[str] = []
+    other.on("pageerror", lambda exc: errors.append(str(exc)))
+    other.goto(link.input_value())  # a colleague opens the link
+    expect(other.locator("#structure-info .info-title")).to_contain_text(record_id)
+    the_map = get_atlas("tiny", tiny_settings)
+    low = the_map.xy.min(axis=0) - 0.1 * (the_map.xy.max(axis=0) - the_map.xy.min(axis=0))
+    click_map(page, float(low[0]), float(low[1]))  # a decode of empty space: the link names the point and model
+    expect(page.locator("#structure-info .info-title")).to_contain_text("(hypothetical)")
+    expect(link).to_have_value(re.compile(r"show=pt%3Acrystals%3A.*ck="))
+    other.goto(link.input_value())
+    expect(other.locator("#structure-info .info-title")).to_contain_text("(hypothetical)")
+    details = "#structure-info .details"
+    expect(other.locator(details)).to_have_text(page.locator(details).text_content())
+    page.go_back()  # the back button steps back to what the user looked at before
+    expect(page.locator("#structure-info .info-title")).to_contain_text(record_id)
+    page.go_forward()
+    expect(page.locator("#structure-info .info-title")).to_contain_text("(hypothetical)")
+    other.goto(app_url + "?dataset=..%2F..%2Fetc&show=pt%3Acrystals%3Anan%3A1&steps=999&zzz=1&show=id%3Anope")
+    status = other.locator("#link-status")
+    for words in ("not on this server", "steps are whole numbers", "unknown", "nope"):
+        expect(status).to_contain_text(words)
+    wait_for_map(other)  # the default page, working
+    expect(other.locator("#structure-info")).to_contain_text("Click a point of the map")
+    other.context.close()
+    assert not errors and not page.errors, (errors, page.errors)

@@ -1,0 +1,66 @@
+"""The page's state in its address: what a link holds, and how a hostile or stale link is read."""
+
+from __future__ import annotations
+
+import pytest
+from dash import no_update
+
+from explorer.services import links, materials, views
+from explorer.ui import link_panel
+
+
+def test_a_state_round_trips_through_its_query_string():
+    state = {"dataset": "known", "map": "structure", "color": "density", "q": "Ti octahedral", "el": "Li O",
+             "smin": 2.0, "pmax": 3.5, "show": "pt:crystals:1.5:-2", "ck": "0123456789ab", "a": "id:amcsd:0000008",
+             "b": "env:12", "steps": 12, "method": "slerp", "cell": "2x2x1", "style": "spheres"}
+    read, ignored = links.read(links.write(state))
+    assert read == state and ignored == []
+    assert links.write({"map": "crystals", "steps": 10, "q": "", "show": None}) == ""  # defaults are left out
+
+
+@pytest.mark.parametrize("search, words", [
+    ("?steps=999", "steps are whole numbers"), ("?steps=2.5", "steps are whole numbers"),
+    ("?smin=nan", "not a finite number"), ("?pmax=inf", "not a finite number"), ("?map=../x", "not a map kind"),
+    ("?method=cubic", "not a method"), ("?cell=9x9x9", "not a supercell"), ("?style=<script>", "not a style"),
+    ("?show=pt:crystals:nan:1", "finite numbers"), ("?show=file:/etc/passwd", "not a structure of the page"),
+    ("?show=env:../1", "env:<number>"), ("?ck=zz", "short hash"), ("?zzz=1", "unknown"),
+    ("?q=" + "x" * 300, "longer than 200"), ("?" + "&".join(f"k{i}=1" for i in range(50)), "more than 40"),
+    ("?" + "q=a&" * 2000, "longer than 4,000"),
+])
+def test_hostile_links_are_read_with_what_was_ignored_in_words(search, words):
+    state, ignored = links.read(search)
+    assert any(words in text for text in ignored), ignored
+    assert set(state) <= {"q"}
+
+
+def test_views_name_themselves_in_links(tiny_settings):
+    record_id = materials.table("tiny", tiny_settings)["id"].iloc[0]
+    known = views.known_view("tiny", record_id, tiny_settings)
+    assert links.spec_of(known) == f"id:{record_id}"
+    decoded = views.hypothetical_view("tiny", 1.25, -0.5, tiny_settings)
+    assert links.spec_of(decoded) == "pt:crystals:1.25:-0.5"
+    again = links.view_of(links.spec_of(decoded), "tiny", tiny_settings)
+    assert again["structure"] == decoded["structure"]  # the same point decodes the same structure
+    assert links.spec_of(views.decode_of_known("tiny", record_id, tiny_settings)) == f"decode:{record_id}"
+    assert links.spec_of({"kind": "upload", "id": "upload:x.cif", "xy": [0, 0]}) is None
+    with pytest.raises(ValueError):
+        links.view_of("id:nope", "tiny", tiny_settings)
+
+
+def test_opening_a_link_sets_only_what_differs_and_names_what_it_ignored(tiny_settings):
+    keys = [key for _, key in link_panel.FIELDS]
+    values = {key: None for key in keys} | {"dataset": "tiny", "map": "crystals", "color": "source", "steps": 10,
+                                             "method": "linear", "cell": "1x1x1", "style": "ball-and-stick", "q": "",
+                                             "el": ""}
+    record_id = materials.table("tiny", tiny_settings)["id"].iloc[1]
+    out = link_panel.apply(f"?dataset=tiny&show=id%3A{record_id}&steps=7&dataset=..%2Fx", values, None, {},
+                           tiny_settings)
+    fields = dict(zip(keys, out[:len(keys)], strict=True))
+    view, ends, status = out[len(keys)], out[len(keys) + 1], out[len(keys) + 3]
+    assert fields["steps"] == 7 and fields["dataset"] is no_update and fields["color"] is no_update
+    assert view["id"] == record_id and ends is no_update
+    assert "not on this server" in status and out[-1] is True
+    # the address the page wrote itself for this state changes nothing
+    again = link_panel.apply(links.write(link_panel.link_state({**values, "steps": 7}, view, {})),
+                             {**values, "steps": 7}, view, {}, tiny_settings)
+    assert all(value is no_update for value in again[:len(keys) + 3]) and again[len(keys) + 3] == ""
