@@ -163,16 +163,83 @@ def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
         raise ValueError(f"map cache key {key[:40]!r}: only letters and digits")
     folder = cache_dir / f"{check_dataset_name(dataset)}-{key}"
     if not (folder / "done").exists():
-        clean_stale_temporaries(cache_dir)
         latents = np.asarray(encode(), dtype=np.float32)
         if latents.shape[0] != len(ids):
             raise ValueError(f"{dataset}: encode() gave {latents.shape[0]} latents for {len(ids)} records")
         reducer, xy = fit_umap(latents, params)
-        _write_atomically(folder, ids=ids, latents=latents, xy=xy, reducer=reducer)
-        prune_cache(cache_dir, dataset=dataset, keep=folder)
-    stored_ids = json.loads((folder / "ids.json").read_text())
-    return Atlas(dataset=dataset, key=key, ids=stored_ids, latents=np.load(folder / "latents.npy"),
-                 xy=np.load(folder / "xy.npy"), reducer_path=folder / "reducer.pkl", inverse_k=inverse_k)
+        write_folder(folder, dataset=dataset, ids=ids, latents=latents, xy=xy, reducer=reducer)
+    return load_folder(folder, dataset=dataset, kind="crystals", inverse_k=inverse_k)
+
+
+def write_folder(folder: Path, *, dataset: str, ids, latents, xy, reducer,
+                 extra: Callable[[Path], None] | None = None) -> None:
+    """A map written to ``folder`` at once (ids.json, latents.npy, xy.npy, reducer.pkl and ``extra(tmp)``'s files,
+    then 'done'): its cache's stale temporaries are cleaned first, the dataset's older maps there pruned after."""
+    cache = folder.parent
+    cache.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(cache)
+
+    def write(tmp: Path) -> None:
+        (tmp / "ids.json").write_text(json.dumps(list(ids)))
+        np.save(tmp / "latents.npy", latents)
+        np.save(tmp / "xy.npy", xy)
+        with open(tmp / "reducer.pkl", "wb") as handle:
+            pickle.dump(reducer, handle)
+        if extra is not None:
+            extra(tmp)
+        (tmp / "done").write_text("ok")
+
+    atomic_folder(folder, write)
+    prune_cache(cache, dataset=dataset, keep=folder)
+
+
+def load_folder(folder: Path, *, dataset: str, kind: str, inverse_k: int) -> Atlas:
+    """The map ``write_folder`` wrote to ``folder`` ('<dataset>-<key>', a name the app made)."""
+    return Atlas(dataset=dataset, key=folder.name.rsplit("-", 1)[1], ids=json.loads((folder / "ids.json").read_text()),
+                 latents=np.load(folder / "latents.npy"), xy=np.load(folder / "xy.npy"),
+                 reducer_path=folder / "reducer.pkl", inverse_k=inverse_k, kind=kind)
+
+
+class BuiltMaps:
+    """The maps of one kind that a job builds (minutes: never inside a request), kept in memory once loaded, per
+    (data dir, dataset, key)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._maps: dict[tuple, Atlas] = {}
+        self._lock = threading.Lock()
+
+    def get(self, dataset: str, settings, *, key: str, built: Callable[[], bool], load: Callable[[], Atlas]) -> Atlas:
+        """The map of ``dataset`` with ``key``, loaded once; ValueError saying how to build it when not ``built()``."""
+        cache = (str(settings.atlas_dir), dataset, key)
+        with self._lock:
+            if cache not in self._maps:
+                if not built():
+                    raise ValueError(f"the {self.name} map of {dataset!r} is not built yet: press 'Build this map' "
+                                     f"with the {self.name} map chosen, or run `python -m explorer build --dataset "
+                                     f"{dataset}`")
+                self._maps[cache] = load()
+            return self._maps[cache]
+
+
+def build_missing_in_background(name: str, datasets: list[str], *, ready: Callable[[str], bool],
+                                built: Callable[[str], bool], build: Callable[[str], object]) -> threading.Thread:
+    """``build(dataset)`` for each dataset that is ``ready`` and not ``built``, one after the other in a daemon
+    thread; failures are logged, never raised (the page says the map is not built)."""
+    import logging
+
+    def run() -> None:
+        for dataset in datasets:
+            try:
+                if ready(dataset) and not built(dataset):
+                    build(dataset)
+                    logging.getLogger("explorer").info("%s map of %s built", name, dataset)
+            except Exception as exc:  # noqa: BLE001 - logged; the page says the map is not built
+                logging.getLogger("explorer").warning("the %s map of %r could not be built: %s", name, dataset, exc)
+
+    thread = threading.Thread(target=run, name=f"explorer-{name}-map", daemon=True)
+    thread.start()
+    return thread
 
 
 def prune_cache(cache_dir: Path, *, dataset: str, keep: Path, n_kept: int = MAPS_KEPT) -> list[Path]:
@@ -200,18 +267,6 @@ def fit_umap(latents: np.ndarray, params: UmapParams):
                         random_state=params.seed, n_components=2, n_jobs=1, init=init)
     xy = reducer.fit_transform(latents)
     return reducer, np.asarray(xy, dtype=np.float32)
-
-
-def _write_atomically(folder: Path, *, ids, latents, xy, reducer) -> None:
-    def write(tmp: Path) -> None:
-        (tmp / "ids.json").write_text(json.dumps(list(ids)))
-        np.save(tmp / "latents.npy", latents)
-        np.save(tmp / "xy.npy", xy)
-        with open(tmp / "reducer.pkl", "wb") as handle:
-            pickle.dump(reducer, handle)
-        (tmp / "done").write_text("ok")
-
-    atomic_folder(folder, write)
 
 
 # ------------------------------------------------------------------ the atlas of a dataset, per settings

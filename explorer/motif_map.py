@@ -24,9 +24,16 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from explorer.atlas import Atlas, fit_umap, prune_cache, umap_params
+from explorer.atlas import (
+    Atlas,
+    BuiltMaps,
+    build_missing_in_background,
+    fit_umap,
+    load_folder,
+    umap_params,
+    write_folder,
+)
 from explorer.settings import Settings
-from explorer.storage import atomic_folder, clean_stale_temporaries
 
 MAP_VERSION = 1
 DISTINCT_TOLERANCE = 0.05
@@ -107,8 +114,6 @@ def build(dataset: str, settings: Settings, *, progress: bool = False,
           on_progress: Callable[[str], None] | None = None) -> Atlas:
     """The motif map of ``dataset``: loaded, or its distinct environments encoded and projected now (the
     environments are computed first when missing)."""
-    import pickle
-
     from explorer.motifs import table as motif_table
     from explorer.services import materials, motif_model
 
@@ -126,24 +131,9 @@ def build(dataset: str, settings: Settings, *, progress: bool = False,
         latents = motif_model.encode(as_environments(rows), settings)
         say("projecting")
         reducer, xy = fit_umap(latents, umap_params(settings))
-        ids = [f"env:{k}" for k in range(len(rows))]
-
-        def write(tmp) -> None:
-            (tmp / "ids.json").write_text(json.dumps(ids))
-            rows.to_parquet(tmp / "environments.parquet", index=False)
-            np.save(tmp / "latents.npy", latents)
-            np.save(tmp / "xy.npy", xy)
-            with open(tmp / "reducer.pkl", "wb") as handle:
-                pickle.dump(reducer, handle)
-            (tmp / "done").write_text("ok")
-
-        cache_dir(settings).mkdir(parents=True, exist_ok=True)
-        clean_stale_temporaries(cache_dir(settings))
-        atomic_folder(folder, write)
-        prune_cache(cache_dir(settings), dataset=dataset, keep=folder)
-    return Atlas(dataset=dataset, key=folder.name.rsplit("-", 1)[1], ids=json.loads((folder / "ids.json").read_text()),
-                 latents=np.load(folder / "latents.npy"), xy=np.load(folder / "xy.npy"),
-                 reducer_path=folder / "reducer.pkl", inverse_k=settings.inverse_k, kind="motifs")
+        write_folder(folder, dataset=dataset, ids=[f"env:{k}" for k in range(len(rows))], latents=latents, xy=xy,
+                     reducer=reducer, extra=lambda tmp: rows.to_parquet(tmp / "environments.parquet", index=False))
+    return load_folder(folder, dataset=dataset, kind="motifs", inverse_k=settings.inverse_k)
 
 
 @functools.lru_cache(maxsize=4)
@@ -238,36 +228,18 @@ def map_frame(dataset: str, settings: Settings) -> pd.DataFrame:
 def build_in_background(datasets: list[str], settings: Settings) -> threading.Thread:
     """``build`` the missing motif maps of the datasets whose environments exist, in a daemon thread; failures
     are logged, never raised."""
-    import logging
-
     from explorer.motifs import table as motif_table
 
-    def run() -> None:
-        for name in datasets:
-            try:
-                if motif_table.load(name, settings) is not None and not is_built(name, settings):
-                    build(name, settings)
-                    logging.getLogger("explorer").info("motif map of %s built", name)
-            except Exception as exc:  # noqa: BLE001 - the page says the map is not built
-                logging.getLogger("explorer").warning("the motif map of %r could not be built: %s", name, exc)
-
-    thread = threading.Thread(target=run, name="explorer-motif-map", daemon=True)
-    thread.start()
-    return thread
+    return build_missing_in_background(
+        "motif", datasets, built=lambda name: is_built(name, settings), build=lambda name: build(name, settings),
+        ready=lambda name: motif_table.load(name, settings) is not None)
 
 
-_MAPS: dict[tuple, Atlas] = {}
-_LOCK = threading.Lock()
+_MAPS = BuiltMaps("motif")
 
 
 def get_motif_map(dataset: str, settings: Settings) -> Atlas:
     """The built motif map of ``dataset``, kept in memory per (data dir, dataset, key). It is never built here:
     ValueError saying how to build it when it is missing."""
-    cache = (str(settings.atlas_dir), dataset, motif_key(dataset, settings))
-    with _LOCK:
-        if cache not in _MAPS:
-            if not is_built(dataset, settings):
-                raise ValueError(f"the motif map of {dataset!r} is not built yet: press 'Build this map' with the "
-                                 f"motif map chosen, or run `python -m explorer build --dataset {dataset}`")
-            _MAPS[cache] = build(dataset, settings)
-        return _MAPS[cache]
+    return _MAPS.get(dataset, settings, key=motif_key(dataset, settings), built=lambda: is_built(dataset, settings),
+                     load=lambda: build(dataset, settings))

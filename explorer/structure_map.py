@@ -22,9 +22,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from explorer.atlas import Atlas, atlas_key, fit_umap, get_atlas, prune_cache, umap_params
+from explorer.atlas import (
+    Atlas,
+    BuiltMaps,
+    atlas_key,
+    build_missing_in_background,
+    fit_umap,
+    get_atlas,
+    load_folder,
+    umap_params,
+    write_folder,
+)
 from explorer.settings import Settings
-from explorer.storage import atomic_folder, clean_stale_temporaries
 
 
 def cache_dir(settings: Settings):
@@ -58,8 +67,6 @@ def build(dataset: str, settings: Settings, *, progress: bool = False,
           on_progress: Callable[[str], None] | None = None) -> Atlas:
     """The structure map of ``dataset``: loaded, or described and projected now (the crystal map and the
     environments are built first when missing)."""
-    import pickle
-
     from explorer.motifs import geometry
     from explorer.motifs import table as motif_table
     from explorer.services import materials
@@ -82,24 +89,13 @@ def build(dataset: str, settings: Settings, *, progress: bool = False,
         position = {record_id: k for k, record_id in enumerate(crystals.ids)}
         latents = crystals.latents[[position[i] for i in ids]]
 
-        def write(tmp) -> None:
-            (tmp / "ids.json").write_text(json.dumps(ids))
+        def extra(tmp) -> None:
             (tmp / "types.json").write_text(json.dumps([str(types.get(i, "")) for i in ids]))
             (tmp / "scales.json").write_text(json.dumps(scales))
-            np.save(tmp / "latents.npy", latents)
             np.save(tmp / "features.npy", features)
-            np.save(tmp / "xy.npy", xy)
-            with open(tmp / "reducer.pkl", "wb") as handle:
-                pickle.dump(reducer, handle)
-            (tmp / "done").write_text("ok")
 
-        cache_dir(settings).mkdir(parents=True, exist_ok=True)
-        clean_stale_temporaries(cache_dir(settings))
-        atomic_folder(folder, write)
-        prune_cache(cache_dir(settings), dataset=dataset, keep=folder)
-    return Atlas(dataset=dataset, key=folder.name.rsplit("-", 1)[1], ids=json.loads((folder / "ids.json").read_text()),
-                 latents=np.load(folder / "latents.npy"), xy=np.load(folder / "xy.npy"),
-                 reducer_path=folder / "reducer.pkl", inverse_k=settings.inverse_k, kind="structure")
+        write_folder(folder, dataset=dataset, ids=ids, latents=latents, xy=xy, reducer=reducer, extra=extra)
+    return load_folder(folder, dataset=dataset, kind="structure", inverse_k=settings.inverse_k)
 
 
 def types_of(dataset: str, settings: Settings) -> dict[str, str]:
@@ -145,38 +141,19 @@ def place_structures(dataset: str, structures: list, settings: Settings) -> np.n
 def build_in_background(datasets: list[str], settings: Settings) -> threading.Thread:
     """``build`` the missing structure maps of the datasets whose crystal map and environments exist, in a daemon
     thread; failures are logged, never raised."""
-    import logging
-
     from explorer import atlas
     from explorer.motifs import table as motif_table
 
-    def run() -> None:
-        for name in datasets:
-            try:
-                if atlas.is_built(name, settings) and motif_table.load(name, settings) is not None \
-                        and not is_built(name, settings):
-                    build(name, settings)
-                    logging.getLogger("explorer").info("structure map of %s built", name)
-            except Exception as exc:  # noqa: BLE001 - the page says the map is not built
-                logging.getLogger("explorer").warning("the structure map of %r could not be built: %s", name, exc)
-
-    thread = threading.Thread(target=run, name="explorer-structure-map", daemon=True)
-    thread.start()
-    return thread
+    return build_missing_in_background(
+        "structure", datasets, built=lambda name: is_built(name, settings), build=lambda name: build(name, settings),
+        ready=lambda name: atlas.is_built(name, settings) and motif_table.load(name, settings) is not None)
 
 
-_MAPS: dict[tuple, Atlas] = {}
-_LOCK = threading.Lock()
+_MAPS = BuiltMaps("structure")
 
 
 def get_structure_map(dataset: str, settings: Settings) -> Atlas:
     """The built structure map of ``dataset``, kept in memory per (data dir, dataset, key). It is never built here
     (minutes: a request must not wait for it): ValueError saying how to build it when it is missing."""
-    cache = (str(settings.atlas_dir), dataset, structure_key(dataset, settings))
-    with _LOCK:
-        if cache not in _MAPS:
-            if not is_built(dataset, settings):
-                raise ValueError(f"the structure map of {dataset!r} is not built yet: press 'Build this map' with "
-                                 f"the structure map chosen, or run `python -m explorer build --dataset {dataset}`")
-            _MAPS[cache] = build(dataset, settings)
-        return _MAPS[cache]
+    return _MAPS.get(dataset, settings, key=structure_key(dataset, settings), built=lambda: is_built(dataset, settings),
+                     load=lambda: build(dataset, settings))

@@ -458,7 +458,8 @@ def test_the_motif_map_shows_environments_and_interpolates_between_motifs(page, 
     page.click("#interp-run")
     expect(page.locator("#interp-status")).to_contain_text("5 frames")
     expect(page.locator("#interp-strip .frame")).to_have_count(5)
-    assert trace_length(page, "path") == 5
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}').data"  # the overlay follows the status
+                           ".filter(t => t.meta === 'path').reduce((n, t) => n + t.x.length, 0) === 5")
     expect(page.locator("#structure-info")).to_contain_text("path frame 0 of 4")
     page.locator("#interp-frame [role=slider]").focus()
     page.keyboard.press("ArrowRight")
@@ -497,6 +498,8 @@ def assert_atom_click(page, element: str, words: str) -> None:
 def test_the_address_holds_the_page_and_the_back_button_steps_back(page, browser, app_url, tiny_settings):
     wait_for_map(page)
     choose(page, "dataset", "tiny")
+    page.get_by_label("crystals (autoencoder)").check()
+    page.wait_for_function(f"() => document.querySelector('{GRAPH}')?.layout?.meta?.kind === 'crystals'")
     wait_for_map(page)
     record_id = click_known(page, tiny_settings, "SrTiO3")
     link = page.locator("#link-text")
