@@ -4,17 +4,20 @@ A link's query string holds only what differs from the page's defaults::
 
     ?dataset=known&map=structure&color=density&q=Ti+octahedral&el=Li+O&smin=2&smax=20&prop=band_gap&pmin=0&pmax=3
      &show=id:amcsd:0000008 | decode:<id> | pt:<map>:<x>:<y> | env:<n> | envpt:<x>:<y>   (the structure on screen)
+           | up:<map>:<x>:<y>:<formula>   (an uploaded file: its place on the map, not the file)
      &ck=<first 12 hex of the checkpoint's sha256>   (with a decode: which model made it)
      &a=<the same kinds of spec>&b=…&steps=10&method=slerp&cell=2x2x1&style=spheres
 
 ``read`` takes any query string (a link may be hostile or stale) and returns the values it could read and, in
 words, what it ignored; whether a dataset, id or environment exists is for the page to check (``view_of``).
-Path frames, uploads and relaxed structures are not linkable (a link cannot carry their file or latent).
+Path frames and relaxed structures are not linkable (a link cannot carry their latent); an uploaded file's link
+holds its place on the map and its formula, which the page marks, and says that the file itself is not in it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from urllib.parse import parse_qs, urlencode
 
 DEFAULTS = {"map": "crystals", "color": "", "q": "", "el": "", "steps": 10, "method": "linear", "cell": "1x1x1",
@@ -24,6 +27,7 @@ STYLES = ("ball-and-stick", "spheres")
 NUMBERS = ("smin", "smax", "pmin", "pmax")
 TEXTS = ("dataset", "color", "q", "el", "prop")
 MAX_TEXT = 200
+FORMULA = r"[A-Za-z0-9().]{1,60}"
 
 
 def spec_of(view: object) -> str | None:
@@ -38,6 +42,8 @@ def spec_of(view: object) -> str | None:
     xy = view.get("xy")
     if kind == "hypothetical" and isinstance(xy, list) and len(xy) == 2:
         return f"pt:{view.get('map', 'crystals')}:{xy[0]:.6g}:{xy[1]:.6g}"
+    if kind == "upload" and isinstance(xy, list) and len(xy) == 2 and re.fullmatch(FORMULA, str(view.get("formula"))):
+        return f"up:{view.get('map', 'crystals')}:{xy[0]:.6g}:{xy[1]:.6g}:{view['formula']}"
     if kind == "environment":
         source = (view.get("environment") or {}).get("source")
         if source == "known":
@@ -75,11 +81,18 @@ def check_spec(spec: str) -> str | None:
                                                                              for p in parts[1:]):
             return None
         return "a map point that is not 'pt:<crystals|structure>:<x>:<y>' with finite numbers"
+    if head == "up":
+        parts = rest.split(":")
+        if len(parts) == 4 and parts[0] in ("crystals", "structure") and all(_number(p) is not None
+                                                                             for p in parts[1:3]) \
+                and re.fullmatch(FORMULA, parts[3]):
+            return None
+        return "an upload's place that is not 'up:<crystals|structure>:<x>:<y>:<formula>'"
     if head == "envpt":
         parts = rest.split(":")
         return None if len(parts) == 2 and all(_number(p) is not None for p in parts) else \
             "a motif-map point that is not 'envpt:<x>:<y>' with finite numbers"
-    return "not a structure of the page (id:, decode:, pt:, env: or envpt:)"
+    return "not a structure of the page (id:, decode:, pt:, env:, envpt: or up:)"
 
 
 def read(search: object) -> tuple[dict, list[str]]:
@@ -134,6 +147,15 @@ def read(search: object) -> tuple[dict, list[str]]:
     return state, ignored
 
 
+def upload_mark(spec: str) -> dict:
+    """The map mark of an 'up:' spec ({"xy", "formula", "map"}, as the page keeps its uploads' marks)."""
+    problem = check_spec(spec)
+    if problem or not spec.startswith("up:"):
+        raise ValueError(problem or "not an upload's place")
+    kind, x, y, formula = spec[3:].split(":")
+    return {"xy": [float(x), float(y)], "formula": formula, "map": kind}
+
+
 def view_of(spec: str, dataset: str, settings) -> dict:
     """The view a spec names on ``dataset`` (decoded anew for map points); ValueError saying why it cannot be."""
     from explorer.services import motif_views, views
@@ -142,6 +164,8 @@ def view_of(spec: str, dataset: str, settings) -> dict:
     if problem:
         raise ValueError(problem)
     head, _, rest = spec.partition(":")
+    if head == "up":
+        raise ValueError("an uploaded file is not in a link (its place on the map is)")
     if head == "id":
         return views.known_view(dataset, rest, settings)
     if head == "decode":

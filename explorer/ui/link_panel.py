@@ -80,17 +80,20 @@ def register(app: Dash, settings: Settings) -> None:
                   Output(ids.STORE_ENDPOINTS, "data", allow_duplicate=True),
                   Output(ids.INTERP_ENDPOINTS, "children", allow_duplicate=True),
                   Output(ids.LINK_STATUS, "children"), Output(ids.STORE_LINK_READY, "data"),
+                  Output(ids.STORE_LINK, "data", allow_duplicate=True),
+                  Output(ids.STORE_UPLOADS, "data", allow_duplicate=True),
                   Input(ids.URL, "search"), Input(ids.STORE_NAV, "data"), *[State(c, "value") for c, _ in FIELDS],
                   State(ids.STORE_CURRENT, "data"), State(ids.STORE_ENDPOINTS, "data"),
-                  prevent_initial_call="initial_duplicate")
+                  State(ids.STORE_UPLOADS, "data"), prevent_initial_call="initial_duplicate")
     def open_link(search, nav, *args):
-        *values, current, endpoints = args
+        *values, current, endpoints, uploads = args
         if ctx.triggered_id == ids.STORE_NAV:
             search = nav.get("search") if isinstance(nav, dict) else None
         if search is None:  # the first call, before the address bar has said what it holds
             raise PreventUpdate
-        return apply(str(search), dict(zip([k for _, k in FIELDS], values, strict=True)), current, endpoints,
-                     settings)
+        # the address itself goes to the link store: "Copy link" has it at once, and it is already in the history
+        return (*apply(str(search), dict(zip([k for _, k in FIELDS], values, strict=True)), current, endpoints,
+                       settings), str(search), upload_marks(str(search), uploads))
 
 
 def apply(search: str, values: dict, current: object, endpoints: object, settings: Settings) -> tuple:
@@ -112,10 +115,21 @@ def apply(search: str, values: dict, current: object, endpoints: object, setting
     if dataset:
         view = _view(state.get("show"), dataset, current, state, ignored, settings)
         ends = _endpoints(state, dataset, endpoints, ignored, settings)
-    fields = [new[key] if new[key] != values.get(key) else no_update for _, key in FIELDS]
-    status = ("The link's " + "; ".join(ignored) + ": ignored.") if ignored else ""
+    fields = [no_update if new[key] == values.get(key) or (new[key] in ("", None) and values.get(key) in ("", None))
+              else new[key] for _, key in FIELDS]
+    status = ("Not opened from the link: " + "; ".join(ignored) + ".") if ignored else ""
     label = no_update if ends is no_update else components.endpoints_label(ends)
     return (*fields, view, ends, label, status[:600], True)
+
+
+def upload_marks(search: str, uploads: object):
+    """The page's upload marks with the one of an upload's link added (no update when there is none to add)."""
+    spec = links.read(search)[0].get("show")
+    if not spec or not spec.startswith("up:"):
+        return no_update
+    marks = [m for m in (uploads if isinstance(uploads, list) else []) if isinstance(m, dict)]
+    mark = links.upload_mark(spec)
+    return no_update if mark in marks else [*marks, mark]
 
 
 def _view(spec: str | None, dataset: str, current: object, state: dict, ignored: list, settings: Settings):
@@ -124,6 +138,11 @@ def _view(spec: str | None, dataset: str, current: object, state: dict, ignored:
         return None if links.spec_of(current) is not None else no_update
     if spec == links.spec_of(current):
         return no_update
+    if spec.startswith("up:"):
+        mark = links.upload_mark(spec)
+        ignored.append(f"the uploaded file ({mark['formula']}) itself, which a link cannot hold: its place on the "
+                       f"{mark['map']} map is marked with a square")
+        return None if links.spec_of(current) is not None else no_update
     try:
         view = links.view_of(spec, dataset, settings)
     except (ValueError, FileNotFoundError) as exc:

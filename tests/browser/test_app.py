@@ -283,6 +283,13 @@ def test_broken_upload_shows_an_error_and_the_app_keeps_working(page, tiny_setti
     expect(page.locator("#upload-error")).to_have_text("")
     expect(page.locator("#map .map-mark.upload")).to_have_count(1)
     expect(page.locator("#map .map-mark.upload")).to_contain_text("uploaded NaCl")
+    expect(page.locator("#link-text")).to_have_value(re.compile("show=up%3Acrystals%3A"))
+    link = page.locator("#link-text").input_value()  # an upload's link: its place on the map, not the file
+    other = page.context.browser.new_context(viewport={"width": 1500, "height": 950}).new_page()
+    other.goto(link)
+    expect(other.locator("#map .map-mark.upload")).to_have_count(1)
+    expect(other.locator("#link-status")).to_contain_text("the uploaded file (NaCl) itself, which a link cannot hold")
+    other.context.close()
     click_known(page, tiny_settings, "CsCl")
     choose(page, "color-by", "space group number")
     expect(page.locator("#color-legend")).to_contain_text("space group number")
@@ -510,6 +517,7 @@ def test_the_address_holds_the_page_and_the_back_button_steps_back(page, browser
     other.on("pageerror", lambda exc: errors.append(str(exc)))
     other.goto(link.input_value())  # a colleague opens the link
     expect(other.locator("#structure-info .info-title")).to_contain_text(record_id)
+    expect(other.locator("#link-text")).to_have_value(link.input_value())  # ready to copy on arrival
     the_map = get_atlas("tiny", tiny_settings)
     low = the_map.xy.min(axis=0) - 0.1 * (the_map.xy.max(axis=0) - the_map.xy.min(axis=0))
     click_map(page, float(low[0]), float(low[1]))  # a decode of empty space: the link names the point and model

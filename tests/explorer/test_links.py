@@ -42,7 +42,12 @@ def test_views_name_themselves_in_links(tiny_settings):
     again = links.view_of(links.spec_of(decoded), "tiny", tiny_settings)
     assert again["structure"] == decoded["structure"]  # the same point decodes the same structure
     assert links.spec_of(views.decode_of_known("tiny", record_id, tiny_settings)) == f"decode:{record_id}"
-    assert links.spec_of({"kind": "upload", "id": "upload:x.cif", "xy": [0, 0]}) is None
+    upload = {"kind": "upload", "id": "upload:x.cif", "xy": [0.5, -1.0], "map": "crystals", "formula": "NaCl"}
+    assert links.spec_of(upload) == "up:crystals:0.5:-1:NaCl"
+    assert links.upload_mark("up:crystals:0.5:-1:NaCl") == {"xy": [0.5, -1.0], "formula": "NaCl", "map": "crystals"}
+    assert links.spec_of({**upload, "formula": "<img src=x>"}) is None
+    assert links.check_spec("up:crystals:0:0:<b>") and links.check_spec("up:motifs:0:0:NaCl")
+    assert links.spec_of({"kind": "frame", "id": "path-frame-01", "xy": [0, 0]}) is None
     with pytest.raises(ValueError):
         links.view_of("id:nope", "tiny", tiny_settings)
 
@@ -64,3 +69,6 @@ def test_opening_a_link_sets_only_what_differs_and_names_what_it_ignored(tiny_se
     again = link_panel.apply(links.write(link_panel.link_state({**values, "steps": 7}, view, {})),
                              {**values, "steps": 7}, view, {}, tiny_settings)
     assert all(value is no_update for value in again[:len(keys) + 3]) and again[len(keys) + 3] == ""
+    # a first visit without an address leaves the page as it is (empty inputs are None before they are typed in)
+    fresh = link_panel.apply("", {**values, "q": None, "el": None}, None, {}, tiny_settings)
+    assert all(value is no_update for value in fresh[:len(keys) + 3]) and fresh[-1] is True
