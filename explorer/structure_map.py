@@ -15,10 +15,12 @@ UMAP parameters), the descriptor's version and weights. It needs the dataset's e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -98,16 +100,26 @@ def build(dataset: str, settings: Settings, *, progress: bool = False,
     return load_folder(folder, dataset=dataset, kind="structure", inverse_k=settings.inverse_k)
 
 
+@functools.lru_cache(maxsize=8)
+def _types(folder: str) -> dict[str, str]:
+    ids, types = (json.loads(Path(folder, name).read_text()) for name in ("ids.json", "types.json"))
+    return dict(zip(ids, types, strict=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _features(folder: str) -> np.ndarray:
+    return np.load(Path(folder, "features.npy"))
+
+
 def types_of(dataset: str, settings: Settings) -> dict[str, str]:
-    """{id: structure type} of the materials on the structure map of ``dataset`` (built)."""
-    folder = _folder(dataset, settings)
-    return dict(zip(json.loads((folder / "ids.json").read_text()), json.loads((folder / "types.json").read_text()),
-                    strict=True))
+    """{id: structure type} of the materials on the structure map of ``dataset`` (built; read once per map
+    folder: a folder's name is the hash of what it holds, so it never changes)."""
+    return _types(str(_folder(dataset, settings)))
 
 
 def features_of(dataset: str, settings: Settings) -> np.ndarray:
     """(n, d) descriptors of the materials on the structure map of ``dataset`` (built), in its id order."""
-    return np.load(_folder(dataset, settings) / "features.npy")
+    return _features(str(_folder(dataset, settings)))
 
 
 def describe(structures: list, settings: Settings, *, scales: dict[str, float]) -> np.ndarray:
