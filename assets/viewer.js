@@ -164,7 +164,14 @@
     var drawn = shapes.length ? drawPolyhedra(viewer, data, reps, shapes) : 0;
     element.setAttribute("data-polyhedra", String(drawn));
     element.setAttribute("data-cluster", cluster ? "1" : "0");
-    viewer.zoomTo();
+    if (cluster) {  // the atoms alone (shapes and labels would widen the frame), turned off the axes
+      viewer.zoomTo({ model: viewer.getModel() });
+      viewer.rotate(25, "y");
+      viewer.rotate(-20, "x");
+      viewer.zoom(1.4);
+    } else {
+      viewer.zoomTo();
+    }
     viewer.render();
     drawLegend(data.species);
     element.setAttribute("data-atoms", String(atoms.length));

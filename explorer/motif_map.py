@@ -43,6 +43,8 @@ COLOR_OPTIONS = [{"value": "motif", "label": "motif", "kind": "categorical"},
                  {"value": "cn", "label": "coordination number", "kind": "continuous"},
                  {"value": "csm", "label": "shape measure (CShM)", "kind": "continuous"},
                  {"value": "count", "label": "crystals holding it", "kind": "continuous"}]
+CATEGORIES = 8
+"""A categorical colouring shows the 7 commonest values and "other" (the hover names each point's own)."""
 CRYSTALS_KEPT = 50
 """Crystals listed per environment (the count covers them all)."""
 
@@ -175,7 +177,12 @@ def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
     option = options[color_by]
     if option["kind"] == "categorical":
         values = frame[color_by].astype(str)
-        categories = sorted(values.unique())
+        categories = values.value_counts().index[:CATEGORIES - 1].tolist()  # commonest first
+        if values.nunique() > CATEGORIES:  # the rest as "other": 8 colours a reader can tell apart (Okabe-Ito)
+            values = values.where(values.isin(categories), "other")
+            categories.append("other")
+        else:
+            categories = values.value_counts().index.tolist()
         lookup = {c: k for k, c in enumerate(categories)}
         colour = {"kind": "categorical", "codes": [lookup[v] for v in values], "categories": categories,
                   "label": option["label"]}

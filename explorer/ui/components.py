@@ -31,6 +31,17 @@ def category_colors(n: int) -> list[str]:
     return sample_colorscale("Cividis", [k / max(n - 1, 1) for k in range(n)])
 
 
+OTHER_COLOUR = "#BBBBBB"
+
+
+def palette_of(categories: list[str]) -> list[str]:
+    """A colour per category (``category_colors``), light grey for a last category "other" (the rest of them)."""
+    palette = list(category_colors(len(categories)))
+    if categories and categories[-1] == "other":
+        palette[-1] = OTHER_COLOUR
+    return palette
+
+
 def map_extent(x: list[float], y: list[float]) -> tuple[list[float], list[float]]:
     """([x0, x1], [y0, y1]): the known points with a margin of empty space around them."""
     x0, x1, y0, y1 = min(x), max(x), min(y), max(y)
@@ -55,7 +66,7 @@ def _known_trace(points: dict) -> go.Scattergl:
                       colorscale=CONTINUOUS_SCALE, showscale=True,
                       colorbar={"title": {"text": colour["label"]}, "thickness": 12})
     else:
-        palette = category_colors(len(colour["categories"]))
+        palette = palette_of(colour["categories"])
         marker["color"] = [palette[c] for c in colour["codes"]]
     return go.Scattergl(x=points["x"], y=points["y"], mode="markers", marker=marker, customdata=points["ids"],
                         hovertext=points["hover"], hovertemplate="%{hovertext}<extra></extra>",
@@ -103,7 +114,7 @@ def color_legend(points: dict) -> list:
     if colour["kind"] != "categorical":
         return []
     categories = colour["categories"]
-    palette = category_colors(len(categories))
+    palette = palette_of(categories)
     shown = list(zip(categories, palette, strict=True))[:40]
     chips = [html.Span([html.Span(className="chip", style={"background": c}), name], className="legend-item")
              for name, c in shown]

@@ -52,7 +52,12 @@ def test_every_distinct_environment_is_one_point_that_knows_its_crystals(tiny_se
 def test_map_points_hover_and_colourings(tiny_settings, motifs):
     points = materials.map_points("tiny", "element", tiny_settings, "motifs")
     assert points["kind"] == "motifs" and len(points["x"]) == len(motifs.ids)
-    assert points["colour"]["kind"] == "categorical" and "Na" in points["colour"]["categories"]
+    categories = points["colour"]["categories"]
+    assert points["colour"]["kind"] == "categorical" and len(categories) <= 8 and categories[-1] == "other"
+    frame = motif_map.environments_of("tiny", tiny_settings)
+    assert categories[0] == frame["element"].value_counts().index[0]  # the commonest centre first
+    shown = [categories[c] for c in points["colour"]["codes"]]
+    assert all(s in (e, "other") for s, e in zip(shown, frame["element"], strict=True))
     na = _find(tiny_settings, "Na", "octahedral", "NaCl")
     hover = points["hover"][points["ids"].index(na)]
     assert "Na octahedral" in hover and "in NaCl" in hover and "Cl 2.8" in hover
