@@ -172,11 +172,10 @@ class Explorer:
         from pymatgen.core import Molecule
 
         from explorer.services import motif_model
-        from explorer.services.views import structure_of
+        from explorer.services.motif_views import points_of
 
-        structure = structure_of(view)
         entry = view["environment"]
-        molecule = Molecule([site.specie for site in structure], structure.cart_coords - structure[0].coords)
+        molecule = Molecule(*points_of(view))
         molecule.properties = {"title": view["title"], **{k: entry[k] for k in ("element", "cn", "motif", "csm",
                                                                                   "measures", "crystals", "count")},
                                "validity": view.get("validity"), "latent": view["latent"], "map": "motifs",

@@ -16,7 +16,7 @@ from explorer.services.export import (
     structure_to_bytes,
     viewer_html,
 )
-from explorer.services.motif_views import is_environment, require_crystal
+from explorer.services.motif_views import is_environment, points_of, require_crystal
 from explorer.services.views import structure_of
 from explorer.settings import PROJECT_ROOT
 
@@ -30,12 +30,6 @@ def _properties(view: dict) -> dict:
         props["map_x"], props["map_y"] = view["xy"]
         props["map_kind"] = str(view.get("map") or "crystals")
     return props
-
-
-def _environment_frame(view: dict) -> tuple[list[str], object]:
-    """(symbols, positions Å with the centre first at the origin) of an environment view."""
-    structure = structure_of(view)
-    return [site.specie.symbol for site in structure], structure.cart_coords - structure[0].coords
 
 
 def _environment_info(view: dict) -> dict:
@@ -58,7 +52,7 @@ def structure_file(view: dict, fmt: str) -> tuple[str, bytes]:
             raise ValueError(f"{view['title'][:80]} is a local environment, not a crystal: it is exported as "
                              "extended XYZ (no cell); choose that format")
         return (export_filename(record_id=view["id"], formula=view["formula"], fmt="extxyz"),
-                environments_extxyz([_environment_frame(view)], [_environment_info(view)]))
+                environments_extxyz([points_of(view)], [_environment_info(view)]))
     data = structure_to_bytes(structure_of(view), fmt=fmt, title=view["title"],
                               properties=_properties(view) if fmt in ("json", "extxyz") else None,
                               provenance=provenance.of_view(view))
@@ -94,7 +88,7 @@ def path_file(path: dict, kind: str) -> tuple[str, bytes]:
         infos = [{**_environment_info(f), "frame": k, "t": float(f.get("t", 0.0)),
                   "valid": bool((f.get("validity") or {}).get("valid"))} for k, f in enumerate(path["frames"])]
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")
-        return f"{stem}.extxyz", environments_extxyz([_environment_frame(f) for f in path["frames"]], infos)
+        return f"{stem}.extxyz", environments_extxyz([points_of(f) for f in path["frames"]], infos)
     frames = [structure_of(f) for f in path["frames"]]
     made = [provenance.of_view(f) for f in path["frames"]]
     if kind == "extxyz":

@@ -26,7 +26,6 @@ from explorer.services import materials, motif_model
 from explorer.settings import Settings
 
 SOURCES = ("known", "hypothetical", "frame")
-CRYSTALS_SHOWN = 12
 
 
 def _details(entry: dict) -> list[list[str]]:
@@ -57,9 +56,7 @@ def environment_view(dataset: str, env_id: object, settings: Settings) -> dict:
     shell = json.loads(record["neighbours"])
     vectors = np.asarray(json.loads(record["vectors"]), dtype=float).reshape(-1, 3)
     _, _, measures = motif_model.shape_of(vectors)
-    table = materials.table(dataset, settings)
-    formulas = dict(zip(table["id"], table["reduced_formula"], strict=True))
-    crystals = [[i, formulas.get(i, i)] for i in json.loads(record["crystals"])]
+    crystals = [[i, materials.row_of(dataset, i, settings)["reduced_formula"]] for i in json.loads(record["crystals"])]
     count = int(record["count"])
     csm = None if record["csm"] is None or not math.isfinite(record["csm"]) else float(record["csm"])
     entry = {"source": "known", "motif": str(record["motif"]), "csm": csm, "measures": measures,
@@ -100,7 +97,6 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
     frame with its motif and shape measures; ``ends`` says whether the first and last frames are A and B
     (``motif_model.reproduces``)."""
     from explorer.services.model import path_latents
-    from explorer.services.views import structure_of
 
     start = time.perf_counter()
     the_map = motif_map.get_motif_map(dataset, settings)
@@ -118,10 +114,8 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
         frames.append({**view, "index": k, "t": float(t[k]), "n_atoms": frame.cn + 1, "ms": 0.0})
 
     def is_end(frame: motif_model.DecodedEnvironment, view: dict) -> bool:
-        structure = structure_of(view)
-        centre = structure[0].coords
-        return motif_model.reproduces(frame, structure[0].specie.symbol, [s.specie.symbol for s in structure[1:]],
-                                      np.array([s.coords - centre for s in structure[1:]]))
+        symbols, positions = points_of(view)
+        return motif_model.reproduces(frame, symbols[0], symbols[1:], positions[1:])
 
     return {"frames": frames, "xy": xy.tolist(), "map": "motifs", "method": method, "a": a["title"],
             "b": b["title"], "ends": {"a": is_end(decoded[0], a), "b": is_end(decoded[-1], b)},
@@ -146,6 +140,14 @@ def check_environment(view: dict, label: str, settings: Settings) -> None:
     measures = entry.get("measures")
     if not isinstance(measures, dict) or not all(isinstance(v, int | float) for v in measures.values()):
         raise ValueError(f"{label} ({view['title'][:60]}): its shape measures are malformed")
+
+
+def points_of(view: dict) -> tuple[list[str], np.ndarray]:
+    """(symbols, (n, 3) positions Å) of an environment view, the centre first at the origin."""
+    from explorer.services.views import structure_of
+
+    structure = structure_of(view)
+    return [site.specie.symbol for site in structure], structure.cart_coords - structure[0].coords
 
 
 def is_environment(view: object) -> bool:
