@@ -17,7 +17,7 @@ run: venv data assets
 test: dev-venv data assets browser
 	$(BIN)/python -m pytest
 
-# The browser tests again, saving the README's docs/screenshot.png (a plain run writes build/screenshot.png).
+# The browser tests again, saving the README's screenshots in docs/ (a plain run writes them to build/).
 screenshot: dev-venv data assets browser
 	EXPLORER_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest tests/browser
 

@@ -2,7 +2,8 @@
  * labelled. They are HTML elements laid over the plot at the points' pixel positions, not part of the
  * plotly figure: any change of the figure (a trace, a shape, an annotation, even Plotly.relayout, which
  * makes dcc.Graph re-plot) redraws all of the map's WebGL points, 0.3-0.6 s on the 11k map in a
- * software-rendered browser, and a click used to wait for that. They follow zoom, pan and resize. */
+ * software-rendered browser, and a click used to wait for that. They follow zoom, pan and resize. Escape clears
+ * the selection (as a second click on the selected point does: explorer/ui/callbacks.py). */
 (function () {
   "use strict";
 
@@ -63,6 +64,21 @@
       overlay.appendChild(item);
     });
   }
+
+  /* Clear the structure on screen: its mark, the viewer and the panels (a clean map for a figure). */
+  function unselect() {
+    if (window.dash_clientside && window.dash_clientside.set_props) {
+      window.dash_clientside.set_props("store-current", { data: null });
+    }
+  }
+
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    var typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable);
+    if (event.key === "Escape" && !typing && latest.some(function (m) { return m.kind === "current"; })) {
+      unselect();
+    }
+  });
 
   /* Each mark was placed on one kind of map (its "map"); the figure says which map it shows (layout.meta). */
   function drawMarks(current, uploads, figure) {

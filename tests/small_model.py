@@ -87,6 +87,35 @@ def spinel() -> Structure:
                                      [[0, 0, 0], [0.625, 0.625, 0.625], [0.387, 0.387, 0.387]])  # origin choice 1
 
 
+def perovskites() -> list[Structure]:
+    """Six perovskites of 5-10 atoms: tetragonal SrZrO3 (I4/mcm: body-centred, so its primitive cell is skewed and
+    its conventional cell has 20 atoms), BaTiO3 and PbTiO3 (P4mm), cubic SrTiO3, KNbO3 (Amm2), LaAlO3 (R-3c)."""
+    from pymatgen.core import Lattice
+
+    spec = [("I4/mcm", Lattice.tetragonal(5.80, 8.20), ["Sr", "Zr", "O", "O"],
+             [[0, 0.5, 0.25], [0, 0, 0], [0, 0, 0.25], [0.2275, 0.7275, 0]]),
+            ("P4mm", Lattice.tetragonal(3.99, 4.03), ["Ba", "Ti", "O", "O"],
+             [[0, 0, 0], [0.5, 0.5, 0.515], [0.5, 0.5, -0.016], [0.5, 0, 0.49]]),
+            ("P4mm", Lattice.tetragonal(3.90, 4.15), ["Pb", "Ti", "O", "O"],
+             [[0, 0, 0], [0.5, 0.5, 0.54], [0.5, 0.5, 0.11], [0.5, 0, 0.62]]),
+            ("Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]),
+            ("Amm2", Lattice.orthorhombic(3.97, 5.69, 5.72), ["K", "Nb", "O", "O"],
+             [[0, 0, 0], [0.5, 0, 0.487], [0, 0, 0.521], [0.5, 0.254, 0.285]]),
+            ("R-3c", Lattice.hexagonal(5.36, 13.11), ["La", "Al", "O"], [[0, 0, 0.25], [0, 0, 0], [0.545, 0, 0.25]])]
+    return [Structure.from_spacegroup(*args).get_primitive_structure() for args in spec]
+
+
+def perovskite_dataset(settings: Settings, *, name: str = "tiny-perovskites") -> str:
+    """Dataset ``name`` of the six ``perovskites``, with its map built."""
+    from explorer.atlas import build_atlas
+    from explorer.datasets.build import table_path
+
+    if not table_path(name, settings).is_file():
+        ingest_crystals(settings, name, perovskites(), settings.data_dir.parent / f"{name}-cifs")
+    build_atlas(name, settings)
+    return name
+
+
 def reconstruction_dataset(settings: Settings, *, name: str = "tiny-recon") -> str:
     """Dataset ``name`` (NaCl, Si, SrTiO3 and spinel) with its map and reconstruction check built; the small
     model gives the first three back and cannot give spinel back (more atoms than its ``max_atoms``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from explorer.services import provenance
+from explorer.services.cells import check_cell, in_cell
 from explorer.services.export import (
     FORMATS,
     BasketItem,
@@ -43,8 +44,9 @@ def _environment_info(view: dict) -> dict:
     return info
 
 
-def structure_file(view: dict, fmt: str) -> tuple[str, bytes]:
-    """The structure on screen in format ``fmt`` (an environment of the motif map: extended XYZ only)."""
+def structure_file(view: dict, fmt: str, *, cell: object = "model", symprec: float = 0.1) -> tuple[str, bytes]:
+    """The structure on screen in format ``fmt``, in the cell chosen in the viewer (``cells.in_cell``; "model": the
+    model's own cell), with the provenance of the view (an environment of the motif map: extended XYZ only)."""
     if not view:
         raise ValueError("no structure on screen: click a point of the map first")
     if is_environment(view):
@@ -53,7 +55,8 @@ def structure_file(view: dict, fmt: str) -> tuple[str, bytes]:
                              "extended XYZ (no cell); choose that format")
         return (export_filename(record_id=view["id"], formula=view["formula"], fmt="extxyz"),
                 environments_extxyz([points_of(view)], [_environment_info(view)]))
-    data = structure_to_bytes(structure_of(view), fmt=fmt, title=view["title"],
+    structure, _ = in_cell(structure_of(view), check_cell(cell), symprec=symprec)
+    data = structure_to_bytes(structure, fmt=fmt, title=view["title"],
                               properties=_properties(view) if fmt in ("json", "extxyz") else None,
                               provenance=provenance.of_view(view))
     return export_filename(record_id=view["id"], formula=view["formula"], fmt=fmt), data
@@ -105,14 +108,17 @@ def viewer_script() -> str:
     return VIEWER_JS.read_text(encoding="utf-8")
 
 
-def viewer_file(view: dict, *, supercell: str, style: str) -> tuple[str, bytes]:
-    """A standalone HTML page of the 3D view with the project's 3Dmol.js embedded: it opens anywhere, offline."""
+def viewer_file(view: dict, *, supercell: str, style: str, cell: object = "model",
+                symprec: float = 0.1) -> tuple[str, bytes]:
+    """A standalone HTML page of the 3D view (in the cell chosen in the viewer) with the project's 3Dmol.js
+    embedded: it opens anywhere, offline."""
     if not view:
         raise ValueError("no structure on screen: click a point of the map first")
     require_crystal(view, "the 3D page export")
     script = viewer_script()
     repeats = tuple(int(n) for n in supercell.split("x"))
-    page = viewer_html(structure_of(view), title=view["title"], supercell=repeats,
+    structure, _ = in_cell(structure_of(view), check_cell(cell), symprec=symprec)
+    page = viewer_html(structure, title=view["title"], supercell=repeats,
                        style="spacefill" if style == "spheres" else "ball-and-stick",
                        inline_js=script)
     name = export_filename(record_id=view["id"], formula=view["formula"], fmt="cif").removesuffix(".cif")

@@ -6,7 +6,8 @@ A link's query string holds only what differs from the page's defaults::
      &show=id:amcsd:0000008 | decode:<id> | pt:<map>:<x>:<y> | env:<n> | envpt:<x>:<y>   (the structure on screen)
            | up:<map>:<x>:<y>:<formula>   (an uploaded file: its place on the map, not the file)
      &ck=<first 12 hex of the checkpoint's sha256>   (with a decode: which model made it)
-     &a=<the same kinds of spec>&b=…&steps=10&method=slerp&cell=2x2x1&style=spheres
+     &a=<the same kinds of spec>&b=…&steps=10&method=slerp&cell=2x2x1&style=spheres&uc=primitive
+     (``cell`` is the viewer's supercell, ``uc`` its cell: conventional, primitive or model)
 
 ``read`` takes any query string (a link may be hostile or stale) and returns the values it could read and, in
 words, what it ignored; whether a dataset, id or environment exists is for the page to check (``view_of``).
@@ -21,7 +22,7 @@ import re
 from urllib.parse import parse_qs, urlencode
 
 DEFAULTS = {"map": "crystals", "color": "", "q": "", "el": "", "steps": 10, "method": "linear", "cell": "1x1x1",
-            "style": "ball-and-stick"}
+            "style": "ball-and-stick", "uc": "conventional"}
 SUPERCELLS = ("1x1x1", "2x2x1", "2x2x2", "3x3x1", "3x3x3")
 STYLES = ("ball-and-stick", "spheres")
 NUMBERS = ("smin", "smax", "pmin", "pmax")
@@ -98,7 +99,8 @@ def check_spec(spec: str) -> str | None:
 def read(search: object) -> tuple[dict, list[str]]:
     """(the values of a query string that could be read, [what was ignored and why]). Unknown keys, repeated
     keys, texts over ``MAX_TEXT`` characters, numbers that are not finite, steps outside 2-30, unknown methods,
-    supercells and styles are ignored, each named."""
+    supercells, cells and styles are ignored, each named."""
+    from explorer.services.cells import CELLS
     from explorer.services.maps import KINDS
     from explorer.services.model import MAX_STEPS, METHODS, MIN_STEPS
 
@@ -136,6 +138,8 @@ def read(search: object) -> tuple[dict, list[str]]:
             (state.__setitem__(key, value) if value in SUPERCELLS else ignored.append(f"{label}: not a supercell"))
         elif key == "style":
             (state.__setitem__(key, value) if value in STYLES else ignored.append(f"{label}: not a style"))
+        elif key == "uc":
+            (state.__setitem__(key, value) if value in CELLS else ignored.append(f"{label}: not a cell choice"))
         elif key in ("show", "a", "b"):
             problem = check_spec(value)
             (state.__setitem__(key, value) if problem is None else ignored.append(f"{label}: {problem}"))

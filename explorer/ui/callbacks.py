@@ -11,7 +11,7 @@ from dash.exceptions import PreventUpdate
 from explorer import atlas, motif_map, structure_map
 from explorer.services import downloads, maps, materials, motif_views, readiness, views
 from explorer.settings import Settings
-from explorer.ui import components, ids, link_panel, motif_panel, physics_panel
+from explorer.ui import components, ids, link_panel, motif_panel, physics_panel, viewer_panel
 from explorer.ui.components import KNOWN, MATCHES, PATH
 
 LOG = logging.getLogger("explorer")
@@ -156,13 +156,16 @@ def register_map(app: Dash, settings: Settings) -> None:
 def register_selection(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_CURRENT, "data"), Input(ids.MAP, "clickData"),
                   State(ids.DATASET, "value"), State(ids.MAP_KIND, "value"), State(ids.STORE_PATH, "data"),
-                  prevent_initial_call=True)
-    def on_map_click(click, dataset, kind, path):
+                  State(ids.STORE_CURRENT, "data"), prevent_initial_call=True)
+    def on_map_click(click, dataset, kind, path, current):
+        """The structure of the point clicked; a second click on the point on screen clears it (as Escape does)."""
         points = click.get("points") if isinstance(click, dict) else None
         if not points or not isinstance(points, list) or not isinstance(points[0], dict) or not dataset:
             raise PreventUpdate
         point = points[0]
         tag = point.get("customdata")
+        if isinstance(tag, str) and isinstance(current, dict) and current.get("id") == tag:
+            return None
         kind = maps.check_kind(kind)
         if isinstance(tag, str) and tag.startswith("frame:"):
             return views.path_frame(path, tag.split(":", 1)[1])
@@ -228,16 +231,14 @@ def register_selection(app: Dash, settings: Settings) -> None:
         return view, "", marks
 
     @app.callback(Output(ids.STRUCTURE_INFO, "children"), Output(ids.STORE_VIEWER, "data"),
-                  Input(ids.STORE_CURRENT, "data"))
-    def show(view):
+                  Output(ids.VIEWER_CELL_INFO, "children"), Input(ids.STORE_CURRENT, "data"),
+                  Input(ids.VIEWER_CELL, "value"))
+    def show(view, cell):
         if view is not None:
             view = views.check_view(view, settings)
-        return components.structure_info(view), components.viewer_payload(view)
-
-    app.clientside_callback(ClientsideFunction(namespace="explorer", function_name="drawStructure"),
-                            Output(ids.VIEWER_STATUS, "children"), Input(ids.STORE_VIEWER, "data"),
-                            Input(ids.VIEWER_SUPERCELL, "value"), Input(ids.VIEWER_STYLE, "value"),
-                            Input(ids.VIEWER_POLYHEDRA, "value"), Input(ids.STORE_POLYHEDRA, "data"))
+        shown, sentence = viewer_panel.show_outputs(view, cell, settings)
+        info = no_update if ctx.triggered_id == ids.VIEWER_CELL else components.structure_info(view)
+        return info, shown, sentence
 
 
 def register_interpolation(app: Dash, settings: Settings) -> None:
@@ -318,14 +319,16 @@ def register_export(app: Dash, settings: Settings) -> None:
                   Input(ids.BASKET_EXPORT, "n_clicks"), Input(ids.PATH_EXPORT_EXTXYZ, "n_clicks"),
                   Input(ids.PATH_EXPORT_CIF, "n_clicks"), State(ids.EXPORT_FORMAT, "value"),
                   State(ids.STORE_CURRENT, "data"), State(ids.STORE_BASKET, "data"), State(ids.STORE_PATH, "data"),
-                  State(ids.VIEWER_SUPERCELL, "value"), State(ids.VIEWER_STYLE, "value"), prevent_initial_call=True)
-    def export(_s, _h, _b, _x, _c, fmt, current, basket, path, supercell, style):
+                  State(ids.VIEWER_SUPERCELL, "value"), State(ids.VIEWER_STYLE, "value"),
+                  State(ids.VIEWER_CELL, "value"), prevent_initial_call=True)
+    def export(_s, _h, _b, _x, _c, fmt, current, basket, path, supercell, style, cell):
         trigger = ctx.triggered_id
         try:
             if trigger == ids.EXPORT_BUTTON:
-                name, data = downloads.structure_file(current, fmt)
+                name, data = downloads.structure_file(current, fmt, cell=cell, symprec=settings.symprec)
             elif trigger == ids.EXPORT_HTML:
-                name, data = downloads.viewer_file(current, supercell=supercell, style=style)
+                name, data = downloads.viewer_file(current, supercell=supercell, style=style, cell=cell,
+                                                   symprec=settings.symprec)
             elif trigger == ids.BASKET_EXPORT:
                 name, data = downloads.basket_file(basket, fmt)
             elif trigger in (ids.PATH_EXPORT_EXTXYZ, ids.PATH_EXPORT_CIF):
@@ -378,4 +381,5 @@ def register(app: Dash, settings: Settings) -> None:
     register_export(app, settings)
     physics_panel.register(app, settings)
     motif_panel.register(app, settings)
+    viewer_panel.register(app, settings)
     link_panel.register(app, settings)

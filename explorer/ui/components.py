@@ -122,28 +122,6 @@ def color_legend(points: dict) -> list:
     return [html.Span(f"{colour['label']}: ", className="legend-title"), *chips, *more]
 
 
-def viewer_payload(view: dict | None) -> dict | None:
-    """What assets/viewer.js draws: lattice rows (Å), species symbols and fractional coordinates. An environment
-    of the motif map is drawn on its own ("cluster": no cell, no supercell, its centre (site 0) highlighted) with
-    its polyhedron."""
-    if not view:
-        return None
-    sites = view["structure"]["sites"]
-    payload = {"lattice": view["structure"]["lattice"]["matrix"], "frac": [s["abc"] for s in sites],
-               "species": [s["species"][0]["element"] for s in sites], "title": view["title"]}
-    if view["kind"] == "environment":
-        from explorer.motifs.environments import centre_polyhedron
-
-        coords = np.asarray(payload["frac"], dtype=float) @ np.asarray(payload["lattice"], dtype=float)
-        entry = view["environment"]
-        distances = np.linalg.norm(coords[1:] - coords[0], axis=1)
-        sites = [f"{payload['species'][0]} (centre): {entry['motif']}, CN {len(coords) - 1}",
-                 *(f"{element} {k + 1}: {d:.2f} Å from the centre"
-                   for k, (element, d) in enumerate(zip(payload["species"][1:], distances, strict=True)))]
-        payload.update(cluster=True, sites=sites, polyhedra=centre_polyhedron(payload["species"][0], coords[1:]))
-    return payload
-
-
 def _validity(validity: dict) -> html.Div:
     verdict = "valid" if validity.get("valid") else "not valid"
     rows = [html.Li(f"{k.replace('_', ' ')}: {_short(v)}") for k, v in validity.items()

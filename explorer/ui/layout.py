@@ -7,10 +7,8 @@ from dash import dcc, html
 
 from explorer.services.export import FORMATS
 from explorer.services.maps import KIND_LABELS
-from explorer.ui import ids, link_panel, motif_panel, physics_panel
+from explorer.ui import ids, link_panel, motif_panel, physics_panel, viewer_panel
 from explorer.ui.components import structure_info
-
-SUPERCELLS = ["1x1x1", "2x2x1", "2x2x2", "3x3x1", "3x3x3"]
 
 
 def _stores() -> list:
@@ -18,7 +16,7 @@ def _stores() -> list:
             dcc.Store(id=ids.STORE_ENDPOINTS, data={}), dcc.Store(id=ids.STORE_PATH),
             dcc.Store(id=ids.STORE_BASKET, data=[]), dcc.Store(id=ids.STORE_UPLOADS, data=[]),
             dcc.Store(id=ids.STORE_MAP_VERSION, data=0), dcc.Store(id=ids.STORE_SELECTION, data=[]),
-            dcc.Store(id=ids.STORE_POLYHEDRA),
+            dcc.Store(id=ids.STORE_POLYHEDRA), dcc.Store(id=ids.STORE_PICKS, data=[]),
             dcc.Download(id=ids.DOWNLOAD), dcc.Interval(id=ids.INTERP_TIMER, interval=700, disabled=True)]
 
 
@@ -56,7 +54,7 @@ def _map_panel(datasets: list[str], default: str | None) -> html.Div:
         html.Button("Add selection to basket", id=ids.SELECTION_ADD, disabled=True),
     ], className="controls")
     graph = dcc.Graph(id=ids.MAP, className="map", config={"displaylogo": False, "scrollZoom": True},
-                      style={"height": "68vh"})
+                      responsive=True)
     return html.Div([controls, filters, html.Div(id=ids.COLOR_LEGEND, className="legend"),
                      html.Span(id=ids.MAP_MARKS, hidden=True),
                      html.Div(id=ids.MAP_STATUS, className="status"),
@@ -67,25 +65,6 @@ def _map_panel(datasets: list[str], default: str | None) -> html.Div:
                      selection,
                      html.P("Click a point: known material. Click empty space: decode a hypothetical structure.",
                             className="hint")], className="left")
-
-
-def _viewer_panel() -> html.Div:
-    options = html.Div([
-        dcc.Dropdown(id=ids.VIEWER_SUPERCELL, options=SUPERCELLS, value="1x1x1", clearable=False,
-                     className="dropdown small"),
-        dcc.RadioItems(id=ids.VIEWER_STYLE, options=[{"label": " ball-and-stick", "value": "ball-and-stick"},
-                                                     {"label": " spheres", "value": "spheres"}],
-                       value="ball-and-stick", inline=True),
-        dcc.Checklist(id=ids.VIEWER_POLYHEDRA, options=[{"label": " polyhedra", "value": "on"}], value=[],
-                      inline=True),
-    ], className="controls")
-    return html.Div([options, html.Div(id=ids.VIEWER, className="viewer"),
-                     html.Div(id=ids.VIEWER_LEGEND, className="legend"),
-                     html.Div(id=ids.VIEWER_STATUS, className="status"),
-                     html.Div("Hover an atom for its site and environment; click it to keep them here.",
-                              id=ids.VIEWER_ATOM, className="hint viewer-atom"),
-                     html.Div(structure_info(None), id=ids.STRUCTURE_INFO, className="info"), motif_panel.panel(),
-                     physics_panel.panel()])
 
 
 def _interp_panel() -> html.Details:
@@ -136,7 +115,10 @@ def layout(datasets: list[str], default: str | None, *, max_upload_mb: float = 1
                           html.Span("loading…", id=ids.READY_STATUS, className="status ready"),
                           *link_panel.elements(),
                           dcc.Interval(id=ids.READY_TIMER, interval=1000)])
-    right = html.Div([_viewer_panel(), _interp_panel(), _export_panel(max_upload_mb)], className="right")
+    viewer = viewer_panel.panel(html.Div(structure_info(None), id=ids.STRUCTURE_INFO, className="info"),
+                                motif_panel.panel(), physics_panel.panel())
+    right = html.Div([viewer, _interp_panel(), viewer_panel.compare_panel(), _export_panel(max_upload_mb)],
+                     className="right")
     error = html.Div([html.Span(id=ids.APP_ERROR, role="alert"), html.Button("×", id=ids.APP_ERROR_CLOSE,
                                                                              title="dismiss", className="link")],
                      id=ids.APP_ERROR_ROW, className="error banner", style={"display": "none"})

@@ -22,7 +22,7 @@ FIELDS = [(ids.DATASET, "dataset"), (ids.MAP_KIND, "map"), (ids.COLOR_BY, "color
           (ids.FILTER_ELEMENTS, "el"), (ids.FILTER_SITES_MIN, "smin"), (ids.FILTER_SITES_MAX, "smax"),
           (ids.FILTER_PROPERTY, "prop"), (ids.FILTER_MIN, "pmin"), (ids.FILTER_MAX, "pmax"),
           (ids.INTERP_STEPS, "steps"), (ids.INTERP_METHOD, "method"), (ids.VIEWER_SUPERCELL, "cell"),
-          (ids.VIEWER_STYLE, "style")]
+          (ids.VIEWER_STYLE, "style"), (ids.VIEWER_CELL, "uc")]
 """The controls a link holds: (component id, link key); each one's ``value``."""
 RESET = {"q": "", "el": "", "smin": None, "smax": None, "prop": None, "pmin": None, "pmax": None}
 """What a control becomes when a link does not name it (the others keep their value)."""
@@ -106,7 +106,7 @@ def apply(search: str, values: dict, current: object, endpoints: object, setting
         ignored.append(f"dataset {state.pop('dataset')[:40]!r} is not on this server")
     dataset = state.get("dataset") or values.get("dataset") or (datasets[0] if datasets else None)
     new["dataset"] = dataset
-    for key in ("map", "color", "steps", "method", "cell", "style"):
+    for key in ("map", "color", "steps", "method", "cell", "style", "uc"):
         if key in state:
             new[key] = state[key]
     for key, empty in RESET.items():

@@ -10,6 +10,7 @@ from dash.exceptions import PreventUpdate
 
 from explorer.motifs.environments import describe, environments, polyhedra, site_labels
 from explorer.services import views
+from explorer.services.cells import check_cell, in_cell
 from explorer.settings import Settings
 from explorer.ui import ids
 
@@ -21,17 +22,17 @@ def panel() -> html.Div:
     return html.Div(id=ids.MOTIFS, className="info motifs")
 
 
-def motif_info(view: dict, settings: Settings) -> tuple[list, dict]:
+def motif_info(view: dict, settings: Settings, *, cell: str = "model") -> tuple[list, dict]:
     """The motif block of a checked view (one line per distinct environment, with the shape measure) and the
-    viewer's polyhedra and hover labels {"title": the view's title, "polyhedra": ``environments.polyhedra``,
-    "sites": ``environments.site_labels``}."""
+    viewer's polyhedra and hover labels {"title": the view's title, "cell": the cell they are of (the viewer's
+    choice, ``cells.in_cell``), "polyhedra": ``environments.polyhedra``, "sites": ``environments.site_labels``}."""
     start = time.perf_counter()
-    structure = views.structure_of(view)
+    structure, _ = in_cell(views.structure_of(view), cell, symprec=settings.symprec)
     found = environments(structure, symprec=settings.symprec)
     small = len(structure) <= MAX_ATOMS
     neighbours_of: dict = {}  # every site's neighbours per element, found once for the sentence and the polyhedra
     sentence = describe(structure, found, with_sharing=small, neighbours_of=neighbours_of)
-    shapes = {"title": view["title"], "sites": site_labels(structure, found),
+    shapes = {"title": view["title"], "cell": cell, "sites": site_labels(structure, found),
               "polyhedra": polyhedra(structure, found, neighbours_of=neighbours_of) if small else []}
     rows = [html.Tr([html.Th(f"{e.element} ({e.wyckoff})"),
                      html.Td(f"{e.motif}, CN {e.cn}" + ("" if e.csm is None else f", CShM {e.csm:.2f}") +
@@ -92,14 +93,14 @@ def register(app: Dash, settings: Settings) -> None:
     # After ``show`` has answered (it writes the viewer's store), as the physics panel.
     @app.callback(Output(ids.MOTIFS, "children"), Output(ids.STORE_POLYHEDRA, "data"),
                   Input(ids.STORE_VIEWER, "data"), State(ids.STORE_CURRENT, "data"))
-    def fill(_shown, view):
+    def fill(shown, view):
         if not view:
             return [], None
         try:
             view = views.check_view(view, settings)
             if view["kind"] == "environment":
                 return environment_info(view), None
-            return motif_info(view, settings)
+            return motif_info(view, settings, cell=check_cell(shown.get("cell") if isinstance(shown, dict) else None))
         except ValueError as exc:
             return [html.H4("Motifs"), html.P(str(exc)[:400], className="error")], None
 

@@ -113,9 +113,11 @@ def register(app: Dash, settings: Settings) -> None:
     # callback has answered, so it never competes with the click for the 2 cores.
     @app.callback(Output(ids.PHYSICS, "children"), Input(ids.STORE_VIEWER, "data"), State(ids.STORE_CURRENT, "data"),
                   State(ids.DATASET, "value"))
-    def fill(_shown, view, dataset):
+    def fill(shown, view, dataset):
         if not view or not dataset:
             return []
+        if isinstance(shown, dict) and shown.get("cause") == "cell":  # the same structure in another cell
+            raise PreventUpdate
         problem = physics.potential_problem(settings)
         if problem:
             return physics_info(None, f"The potential is not available, so there is no energy: {problem}")

@@ -33,6 +33,10 @@ def app_url(tiny_settings):
     from small_model import reconstruction_dataset
 
     reconstruction_dataset(tiny_settings)
+    # tetragonal and other perovskites, for the viewer's cells
+    from small_model import perovskite_dataset
+
+    perovskite_dataset(tiny_settings)
     app = create_app(tiny_settings)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -58,10 +58,20 @@ def click_known(page, settings, formula: str, *, dataset: str = "tiny") -> str:
     record_id = frame.loc[frame["reduced_formula"] == formula, "id"].iloc[0]
     points = materials.map_points(dataset, None, settings)
     k = points["ids"].index(record_id)
+    title = page.locator("#structure-info .info-title")
+    if title.count() and record_id in title.inner_text():  # a click on the point on screen would clear it
+        unselect(page)
     click_map(page, points["x"][k], points["y"][k], expect_id=record_id)
     expect(page.locator("#structure-info .info-title")).to_contain_text(record_id)
     wait_for_panels(page)
     return record_id
+
+
+def unselect(page) -> None:
+    """Escape: the structure on screen, its mark and panels are cleared."""
+    page.locator("header h1").click()  # the keyboard's focus on the page, not in an input
+    page.keyboard.press("Escape")
+    expect(page.locator("#structure-info")).to_contain_text("Click a point of the map")
 
 
 def wait_for_panels(page) -> None:
@@ -351,9 +361,9 @@ def test_physics_panel_relax_and_the_energy_along_a_path(page, tiny_settings):
     expect(physics).to_contain_text("known materials of Cl-Na on this map")
     expect(page.locator("#motif-sentence")).to_contain_text("Na: octahedral, CN 6, edge-sharing")
     choose(page, "viewer-supercell", "2x2x1")  # the page is shared by this module's tests: set the supercell
-    page.get_by_label("polyhedra").check()  # NaCl's primitive cell: one NaCl6 octahedron per cell
-    expect(page.locator("#viewer-status")).to_contain_text("1 polyhedron per cell")
-    expect(page.locator("#viewer")).to_have_attribute("data-polyhedra", "4")
+    page.get_by_label("polyhedra").check()  # NaCl's conventional cell: four NaCl6 octahedra per cell
+    expect(page.locator("#viewer-status")).to_contain_text("4 polyhedra per cell")
+    expect(page.locator("#viewer")).to_have_attribute("data-polyhedra", "16")
     page.get_by_label("polyhedra").uncheck()
     page.click("#relax")
     expect(page.locator("#structure-info .info-title")).to_contain_text("(relaxed)", timeout=120_000)

@@ -188,7 +188,7 @@ def test_bad_stores_for_frames_exports_and_the_panel(client, tiny_settings):
         status, answer = call(client, frame_out, {f"{ids.STORE_PATH}.data": path, f"{ids.INTERP_FRAME}.value": frame},
                               [f"{ids.INTERP_FRAME}.value"])
         assert status == 200 and page_error(answer), (path, frame, answer)
-    show = [f"{ids.STRUCTURE_INFO}.children", f"{ids.STORE_VIEWER}.data"]
+    show = [f"{ids.STRUCTURE_INFO}.children", f"{ids.STORE_VIEWER}.data", f"{ids.VIEWER_CELL_INFO}.children"]
     for view in ({"kind": "known"}, [1], {"kind": "known", "title": "t", "structure": {"lattice": [[1, 0, 0]] * 3,
                                                                                         "sites": "x"}}):
         status, answer = call(client, show, {f"{ids.STORE_CURRENT}.data": view}, [f"{ids.STORE_CURRENT}.data"])
@@ -199,6 +199,36 @@ def test_bad_stores_for_frames_exports_and_the_panel(client, tiny_settings):
                               [f"{ids.BASKET_EXPORT}.n_clicks"])
         assert status == 200 and (page_error(answer) or answer["response"][ids.EXPORT_ERROR]["children"])
     assert "this" not in sys.modules
+
+
+def test_bad_viewer_values_get_a_message(client, tiny_settings):
+    """A cell choice, picked atoms or a comparison the page never offers: a message, never a 500."""
+    from explorer.services import views
+
+    view = views.known_view("tiny", "tiny:00_NaCl.cif", tiny_settings)
+    show = [f"{ids.STRUCTURE_INFO}.children", f"{ids.STORE_VIEWER}.data", f"{ids.VIEWER_CELL_INFO}.children"]
+    for cell in ("../../etc/passwd", 5, ["conventional"]):
+        status, answer = call(client, show, {f"{ids.STORE_CURRENT}.data": view, f"{ids.VIEWER_CELL}.value": cell},
+                              [f"{ids.VIEWER_CELL}.value"])
+        assert status == 200 and "unknown cell choice" in page_error(answer), (cell, answer)
+    measure = [f"{ids.VIEWER_MEASURE}.children"]
+    for picks, words in (([{"site": 99, "cell": [0, 0, 0]}], "not a site"), ([{"site": 0, "cell": [0, 0, 9]}],
+                                                                               "not a cell"),
+                         ([{"site": True, "cell": [0, 0, 0]}], "not a site"), ("x" * 10, "at most 4"),
+                         ([{"site": 0, "cell": [0, 0, 0]}] * 5, "at most 4"), ([{"site": 0, "cell": [0, "a", 0]}],
+                                                                                "not a cell")):
+        values = {f"{ids.STORE_PICKS}.data": picks, f"{ids.STORE_CURRENT}.data": view,
+                  f"{ids.VIEWER_CELL}.value": "conventional"}
+        status, answer = call(client, measure, values, [f"{ids.STORE_PICKS}.data"])
+        assert status == 200 and words in json.dumps(answer), (picks, answer)
+    compare = [f"{ids.STORE_COMPARE}.data", f"{ids.COMPARE_TABLE}.children"]
+    for pair, endpoints, words in (("../x", {}, "unknown comparison"), ("ab", {"a": view}, "Set A and B first"),
+                                   ("ab", {"a": view, "b": {"kind": "known"}}, "B"),
+                                   ("relaxed", None, "Relax a structure first"), ("nearest", None, "Show a structure")):
+        values = {f"{ids.COMPARE_PAIR}.value": pair, f"{ids.STORE_ENDPOINTS}.data": endpoints,
+                  f"{ids.COMPARE_RUN}.n_clicks": 1}
+        status, answer = call(client, compare, values, [f"{ids.COMPARE_RUN}.n_clicks"])
+        assert status == 200 and words in json.dumps(answer), (pair, answer)
 
 
 def test_malformed_request_bodies_are_refused_with_400(client):

@@ -5,23 +5,24 @@ from __future__ import annotations
 import pytest
 from dash import no_update
 
-from explorer.services import links, materials, views
+from explorer.services import cells, links, materials, views
 from explorer.ui import link_panel
 
 
 def test_a_state_round_trips_through_its_query_string():
     state = {"dataset": "known", "map": "structure", "color": "density", "q": "Ti octahedral", "el": "Li O",
              "smin": 2.0, "pmax": 3.5, "show": "pt:crystals:1.5:-2", "ck": "0123456789ab", "a": "id:amcsd:0000008",
-             "b": "env:12", "steps": 12, "method": "slerp", "cell": "2x2x1", "style": "spheres"}
+             "b": "env:12", "steps": 12, "method": "slerp", "cell": "2x2x1", "style": "spheres", "uc": "primitive"}
     read, ignored = links.read(links.write(state))
     assert read == state and ignored == []
-    assert links.write({"map": "crystals", "steps": 10, "q": "", "show": None}) == ""  # defaults are left out
+    assert links.write({"map": "crystals", "steps": 10, "q": "", "show": None, "uc": cells.DEFAULT_CELL}) == ""
 
 
 @pytest.mark.parametrize("search, words", [
     ("?steps=999", "steps are whole numbers"), ("?steps=2.5", "steps are whole numbers"),
     ("?smin=nan", "not a finite number"), ("?pmax=inf", "not a finite number"), ("?map=../x", "not a map kind"),
     ("?method=cubic", "not a method"), ("?cell=9x9x9", "not a supercell"), ("?style=<script>", "not a style"),
+    ("?uc=../../etc", "not a cell choice"),
     ("?show=pt:crystals:nan:1", "finite numbers"), ("?show=file:/etc/passwd", "not a structure of the page"),
     ("?show=env:../1", "env:<number>"), ("?ck=zz", "short hash"), ("?zzz=1", "unknown"),
     ("?q=" + "x" * 300, "longer than 200"), ("?" + "&".join(f"k{i}=1" for i in range(50)), "more than 40"),

@@ -14,7 +14,7 @@ import pytest
 
 from explorer import motif_map
 from explorer.cli import main
-from explorer.services import downloads, maps, materials, motif_views, physics, views
+from explorer.services import cells, downloads, maps, materials, motif_views, physics, views
 from explorer.ui import components
 
 
@@ -85,7 +85,7 @@ def test_a_known_environment_view(tiny_settings, motifs):
     assert entry["motif"] == "octahedral" and entry["measures"]["octahedral"] < 0.01
     assert "SrTiO3" in [formula for _, formula in entry["crystals"]]
     assert view["map"] == "motifs" and view["xy"] == motifs.xy[motifs.index_of(view["id"])].tolist()
-    payload = components.viewer_payload(view)
+    payload = cells.viewer_payload(view)
     assert payload["cluster"] and len(payload["polyhedra"]) == 1 and len(payload["polyhedra"][0]["faces"]) == 8
     centre = np.asarray(payload["frac"][0]) @ np.asarray(payload["lattice"])
     assert np.allclose(np.asarray(payload["polyhedra"][0]["vertices"]).mean(0), centre, atol=1e-3)
