@@ -19,6 +19,7 @@
 (function () {
   "use strict";
 
+  var NO_SHOW = true;  // 3Dmol.js's addLabel renders the whole scene unless told not to: a draw renders once
   var BOUNDARY_TOLERANCE = 0.05;  // Å from a face of the (super)cell: the atom is repeated on the opposite face
   var MAX_LABELS = 400;
 
@@ -131,7 +132,7 @@
       f[d] = 1.08;
       var p = cartesian(lattice, f);
       viewer.addLabel(name, { position: { x: p[0], y: p[1], z: p[2] }, fontSize: 16, fontColor: AXIS_COLOURS[d],
-        backgroundOpacity: 0, inFront: true, alignment: "center" });
+        backgroundOpacity: 0, inFront: true, alignment: "center" }, undefined, NO_SHOW);
     });
   }
 
@@ -199,7 +200,7 @@
     var p = cartesian(data.lattice, data.frac[0]);
     viewer.addSphere({ center: { x: p[0], y: p[1], z: p[2] }, radius: 0.75, color: "#D55E00", opacity: 0.35 });
     viewer.addLabel("centre " + data.species[0], { position: { x: p[0], y: p[1], z: p[2] }, fontSize: 12,
-      fontColor: "black", backgroundColor: "white", backgroundOpacity: 0.7, inFront: true });
+      fontColor: "black", backgroundColor: "white", backgroundOpacity: 0.7, inFront: true }, undefined, NO_SHOW);
   }
 
   function drawAtomLabels(viewer, drawn, mode) {
@@ -207,7 +208,7 @@
     drawn.atoms.slice(0, MAX_LABELS).forEach(function (atom) {
       viewer.addLabel(mode === "element" ? atom.elem : String(atom.site), {
         position: { x: atom.pos[0], y: atom.pos[1], z: atom.pos[2] }, fontSize: 11, fontColor: "black",
-        backgroundColor: "white", backgroundOpacity: 0.6, inFront: true, alignment: "center" });
+        backgroundColor: "white", backgroundOpacity: 0.6, inFront: true, alignment: "center" }, undefined, NO_SHOW);
     });
   }
 
@@ -229,10 +230,10 @@
     viewer.setHoverable({}, true, function (atom, v) {
       if (!atom || atom.hoverLabel) { return; }
       atom.hoverLabel = v.addLabel(labelOf(atom), { position: { x: atom.x, y: atom.y, z: atom.z }, fontSize: 11,
-        fontColor: "white", backgroundColor: "black", backgroundOpacity: 0.75, inFront: true });
+        fontColor: "white", backgroundColor: "black", backgroundOpacity: 0.75, inFront: true }, undefined, NO_SHOW);
       v.render();
     }, function (atom, v) {
-      if (atom && atom.hoverLabel) { v.removeLabel(atom.hoverLabel); delete atom.hoverLabel; v.render(); }
+      if (atom && atom.hoverLabel) { v.removeLabel(atom.hoverLabel); delete atom.hoverLabel; }  // it renders
     });
     viewer.setClickable({}, true, function (atom) {
       var entry = atom && drawn.atoms[atom.index];
@@ -269,7 +270,8 @@
       element._pickShapes.push(viewer.addSphere({ center: { x: pos[0], y: pos[1], z: pos[2] }, radius: 0.6,
         color: "#CC79A7", opacity: 0.5 }));
       element._pickLabels.push(viewer.addLabel(String(n + 1), { position: { x: pos[0], y: pos[1], z: pos[2] },
-        fontSize: 13, fontColor: "white", backgroundColor: "#CC79A7", backgroundOpacity: 0.9, inFront: true }));
+        fontSize: 13, fontColor: "white", backgroundColor: "#CC79A7", backgroundOpacity: 0.9, inFront: true },
+        undefined, NO_SHOW));
     });
     element.setAttribute("data-picks", String(element._picks.length));
     viewer.render();
@@ -279,6 +281,7 @@
   /* Draws `data` into `element` (its own 3Dmol viewer). The camera is kept when the same structure in the same
    * cell is drawn again (another supercell, style or option); a new structure is framed. */
   function draw(element, data, opts) {
+    var started = window.performance.now();
     var cluster = data.cluster === true;
     var reps = cluster ? [1, 1, 1] : opts.reps;
     var shapes = cluster ? (Array.isArray(data.polyhedra) ? data.polyhedra : []) : opts.shapes;
@@ -292,7 +295,8 @@
     var viewer = element._viewer;
     var key = data.title + "|" + (data.cell || "");
     var keep = element._key === key && !opts.frame ? viewer.getView() : null;
-    viewer.clear();
+    viewer.removeAllModels();  // not clear(): it renders the emptied scene twice (software WebGL: ~0.3 s a render)
+    viewer.removeAllShapes();
     viewer.removeAllLabels();
     if (cluster) {
       viewer.addModel(drawn.atoms.length + "\nenvironment\n" + drawn.atoms.map(function (a) {
@@ -316,13 +320,15 @@
     element._pickShapes = [];
     element._pickLabels = [];
     if (keep) {
-      viewer.setView(keep);
+      applyView(viewer, keep);
     } else if (cluster) {  // the atoms alone (shapes and labels would widen the frame), turned off the axes
       viewer.zoomTo({ model: viewer.getModel() });
       viewer.rotate(25, "y");
       viewer.rotate(-20, "x");
       viewer.zoom(1.4);
     } else {
+      var q = defaultView(data.lattice);
+      applyView(viewer, [0, 0, 0, 0, q[0], q[1], q[2], q[3]]);
       viewer.zoomTo();
     }
     viewer.render();
@@ -330,7 +336,23 @@
     element.setAttribute("data-cluster", cluster ? "1" : "0");
     element.setAttribute("data-atoms", String(drawn.atoms.length));
     element.setAttribute("data-bonds", String(pairs.length));
+    element.setAttribute("data-draw-ms", String(Math.round(window.performance.now() - started)));
     return { atoms: drawn.atoms.length, bonds: pairs.length, polyhedra: drawnShapes, kept: !!keep };
+  }
+
+  /* The camera ``view`` (getView's 8 numbers) without a render of its own when 3Dmol.js's groups are reachable
+   * (setView renders the scene: the caller renders once at the end). */
+  function applyView(viewer, view) {
+    var model = viewer.modelGroup, rotation = viewer.rotationGroup;
+    if (!model || !rotation || !rotation.quaternion || !model.position) { viewer.setView(view); return; }
+    model.position.x = view[0];
+    model.position.y = view[1];
+    model.position.z = view[2];
+    rotation.position.z = view[3];
+    rotation.quaternion.x = view[4];
+    rotation.quaternion.y = view[5];
+    rotation.quaternion.z = view[6];
+    rotation.quaternion.w = view[7];
   }
 
   function optionsOf(supercell, style, polyhedraOn, polyhedra, options, atomLabels, data) {
@@ -349,7 +371,7 @@
   }
 
   function clearViewer(element) {
-    if (element._viewer) { element._viewer.clear(); element._viewer.removeAllLabels(); element._viewer.render(); }
+    if (element._viewer) { element._viewer.clear(); }
     element._key = null;
     element._data = null;
     element._drawn = null;
@@ -366,7 +388,7 @@
     var ticket = ++pending;
     if (!data) {
       clearViewer(element);
-      setPicks([]);
+      if (element._picks && element._picks.length) { element._picks = []; setPicks([]); }
       return "";
     }
     var opts = optionsOf(supercell, style, polyhedraOn, polyhedra, options, atomLabels, data);
@@ -377,7 +399,12 @@
         var done = draw(element, data, opts);
         element._opts = opts;
         drawLegend(data.species);
-        if (newStructure) { setPicks([]); } else { showPicks(element._picks); }
+        if (!newStructure) {
+          showPicks(element._picks);
+        } else if (element._picks && element._picks.length) {  // a new structure: its picks start empty
+          element._picks = [];
+          setPicks([]);
+        }
         var status;
         if (data.cluster === true) {
           status = done.atoms + " atoms drawn (the environment: centre " + data.species[0] + " and " +
@@ -419,8 +446,19 @@
   /* The rotation that shows the cell looking down axis `d` (0, 1, 2: a, b, c) — that axis points at the viewer —
    * with the next axis (c for a and b, b for c) upwards. */
   function alongAxis(lattice, d) {
-    var z = unit(lattice[d]);
-    var up = lattice[d === 2 ? 1 : 2];
+    return towards(lattice[d], lattice[d === 2 ? 1 : 2]);
+  }
+
+  /* The first view of a crystal: c up, looking down a direction between a and b (a little from above), so the
+   * cell's three edges and its depth show. */
+  function defaultView(lattice) {
+    var a = unit(lattice[0]), b = unit(lattice[1]), c = unit(lattice[2]);
+    return towards([0, 1, 2].map(function (k) { return a[k] - 0.35 * b[k] + 0.3 * c[k]; }), lattice[2]);
+  }
+
+  /* The rotation that makes `toward` point at the viewer and `up` (its part across `toward`) point up. */
+  function towards(toward, up) {
+    var z = unit(toward);
     var dot = up[0] * z[0] + up[1] * z[1] + up[2] * z[2];
     var y = unit([up[0] - dot * z[0], up[1] - dot * z[1], up[2] - dot * z[2]]);
     var x = cross(y, z);
@@ -434,7 +472,8 @@
     var triggered = window.dash_clientside.callback_context.triggered_id;
     if (!viewer || !element._data || element._data.cluster === true) { return "show a crystal first"; }
     if (triggered === "view-reset") {
-      viewer.setView([0, 0, 0, 0, 0, 0, 0, 1]);
+      var first = defaultView(element._data.lattice);
+      viewer.setView([0, 0, 0, 0, first[0], first[1], first[2], first[3]]);
       viewer.zoomTo();
       viewer.render();
       return "view reset";

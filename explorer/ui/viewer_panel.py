@@ -30,7 +30,7 @@ def _options() -> list:
                            value="ball-and-stick", inline=True)
     toggles = dcc.Checklist(id=ids.VIEWER_POLYHEDRA, options=[{"label": " polyhedra", "value": "on"}], value=[],
                             inline=True)
-    drawing = dcc.Checklist(id=ids.VIEWER_OPTIONS, inline=True, value=[], options=[
+    drawing = dcc.Checklist(id=ids.VIEWER_OPTIONS, inline=True, value=["boundary"], options=[
         {"label": html.Span(" atoms on the cell boundary", title="atoms on the faces, edges and corners of the cell "
                                                                  "drawn on every face they touch"),
          "value": "boundary"},

@@ -128,6 +128,7 @@ def test_click_a_point_shows_it_in_3d_with_details(page, tiny_settings):
     expect(info).to_contain_text("Pm-3m")
     expect(info).to_contain_text("Nearest known materials")
     expect(page.locator("#viewer canvas")).to_have_count(1)
+    page.get_by_label("atoms on the cell boundary").uncheck()  # the cell's own atoms, then the supercell's
     expect(page.locator("#viewer-status")).to_contain_text("5 atoms drawn")
     expect(page.locator("#viewer-legend")).to_contain_text("Ti")
     choose(page, "viewer-supercell", "2x2x2")

@@ -43,8 +43,10 @@ def test_the_conventional_cell_of_a_tetragonal_perovskite_in_the_panel_and_its_c
     cell = page.locator("#viewer-cell-info")
     expect(cell).to_contain_text("conventional standard cell of I4/mcm")
     expect(cell).to_contain_text("α=90.00° β=90.00° γ=90.00°, 20 atoms")
-    drawn(page)
-    assert page.locator("#viewer").get_attribute("data-atoms") == "20"
+    drawn(page)  # with the atoms on its faces, edges and corners, as VESTA draws it; 20 without them
+    page.get_by_label("atoms on the cell boundary").uncheck()
+    expect(page.locator("#viewer")).to_have_attribute("data-atoms", "20")
+    page.get_by_label("atoms on the cell boundary").check()
     choose(page, "export-format", "CIF")
     name, data = download(page, "export-button")
     structure = Structure.from_str(data.decode(), fmt="cif")
@@ -67,8 +69,10 @@ def test_picking_atoms_of_rock_salt_measures_them_and_the_camera_looks_along_an_
     show_tiny(page)
     click_known(page, tiny_settings, "NaCl")
     drawn(page)
-    # the frontmost Na (largest z: the camera looks down -z) and the nearest Cl beside it: real mouse clicks on them
+    # looking along c, the frontmost Na (largest z) and the nearest Cl beside it: real mouse clicks on them
     page.locator("#viewer").scroll_into_view_if_needed()
+    page.click("#view-c")
+    expect(page.locator("#viewer-camera")).to_contain_text("looking along c")
     targets = page.evaluate(
         "() => { const v = document.getElementById('viewer')._viewer;"
         " const atoms = v.getModel().selectedAtoms({});"
@@ -143,16 +147,17 @@ def test_the_view_saves_as_a_png_of_the_chosen_size_and_boundary_atoms_and_bonds
     # bonds are the server's (Na-Cl only, 2.82 Å), drawn only between drawn atoms; the boundary adds the atoms on
     # the faces, edges and corners (8 + 19 in rock salt's conventional cell) and the images toggle the bonds' ends
     viewer = page.locator("#viewer")
-    atoms, bonds = int(viewer.get_attribute("data-atoms")), int(viewer.get_attribute("data-bonds"))
-    assert atoms == 8 and 0 < bonds < 24
+    expect(viewer).to_have_attribute("data-atoms", "27")  # atoms on the boundary are drawn by default
+    page.get_by_label("atoms on the cell boundary").uncheck()
+    expect(viewer).to_have_attribute("data-atoms", "8")
+    assert 0 < int(viewer.get_attribute("data-bonds")) < 24
     page.get_by_label("atoms on the cell boundary").check()
     expect(viewer).to_have_attribute("data-atoms", "27")
     assert int(viewer.get_attribute("data-bonds")) == 54  # every Na-Cl contact inside the drawn cube
     page.get_by_label("bonds to periodic images").check()
     expect(viewer).not_to_have_attribute("data-atoms", "27")
-    page.get_by_label("atoms on the cell boundary").uncheck()
     page.get_by_label("bonds to periodic images").uncheck()
-    expect(viewer).to_have_attribute("data-atoms", "8")
+    expect(viewer).to_have_attribute("data-atoms", "27")
     assert not page.errors, page.errors
 
 
