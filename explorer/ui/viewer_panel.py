@@ -93,18 +93,17 @@ def compare_panel() -> html.Details:
 def _pair(which: str, endpoints: object, current: object, relax: object, dataset: object,
           settings: Settings) -> tuple[dict, dict]:
     """The two views of the comparison ``which`` (checked), or ValueError saying what is missing."""
-    if which == "ab":
-        endpoints = endpoints if isinstance(endpoints, dict) else {}
-        if not endpoints.get("a") or not endpoints.get("b"):
-            raise ValueError("Set A and B first (Interpolate: Set A, Set B), then compare them.")
-        return (views.check_view(endpoints["a"], settings, label="A"),
-                views.check_view(endpoints["b"], settings, label="B"))
-    if which == "relaxed":
-        relax = relax if isinstance(relax, dict) else {}
-        if not relax.get("source") or not relax.get("relaxed"):
-            raise ValueError("Relax a structure first (Physics: Relax), then compare it with what it was relaxed from.")
-        return (views.check_view(relax["source"], settings, label="the structure before relaxation"),
-                views.check_view(relax["relaxed"], settings, label="the relaxed structure"))
+    stored = {"ab": (endpoints, ("a", "A"), ("b", "B"), "Set A and B first (Interpolate: Set A, Set B), then compare "
+                                                         "them."),
+              "relaxed": (relax, ("source", "the structure before relaxation"), ("relaxed", "the relaxed structure"),
+                          "Relax a structure first (Physics: Relax), then compare it with what it was relaxed from.")}
+    if which in stored:
+        store, (first, first_label), (second, second_label), missing = stored[which]
+        store = store if isinstance(store, dict) else {}
+        if not store.get(first) or not store.get(second):
+            raise ValueError(missing)
+        return (views.check_view(store[first], settings, label=first_label),
+                views.check_view(store[second], settings, label=second_label))
     if not current:
         raise ValueError("Show a structure first (click the map), then compare it with its nearest known material.")
     first = views.check_view(current, settings)

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
@@ -41,15 +42,22 @@ def click_map(page, x: float, y: float, *, expect_id: str | None = None) -> None
     """A real mouse click at data coordinates (x, y) of the map, once no callback is pending and plotly's
     hover has caught up with the mouse (the point ``expect_id``, or the empty-space grid)."""
     page.wait_for_function("() => !document.querySelector('[data-dash-is-loading]')")
-    px, py = page.evaluate(
-        f"([x, y]) => {{ const g = document.querySelector('{GRAPH}'); const f = g._fullLayout;"
-        " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
-        " return [r.left + f.xaxis.l2p(x), r.top + f.yaxis.l2p(y)]; }", [x, y])
-    page.mouse.move(px - 3, py - 3)
-    page.mouse.move(px, py, steps=3)
-    page.wait_for_function(
-        f"(id) => {{ const h = document.querySelector('{GRAPH}')._hoverdata;"
-        " return h && h.length && (id === null ? h[0].curveNumber === 0 : h[0].customdata === id); }", arg=expect_id)
+    for attempt in range(3):  # the map may be resized meanwhile (a status line above it grows): aim again
+        px, py = page.evaluate(
+            f"([x, y]) => {{ const g = document.querySelector('{GRAPH}'); const f = g._fullLayout;"
+            " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
+            " return [r.left + f.xaxis.l2p(x), r.top + f.yaxis.l2p(y)]; }", [x, y])
+        page.mouse.move(px - 3, py - 3)
+        page.mouse.move(px, py, steps=3)
+        try:
+            page.wait_for_function(
+                f"(id) => {{ const h = document.querySelector('{GRAPH}')._hoverdata;"
+                " return h && h.length && (id === null ? h[0].curveNumber === 0 : h[0].customdata === id); }",
+                arg=expect_id, timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     page.mouse.click(px, py)
 
 
@@ -193,13 +201,17 @@ def test_empty_space_decodes_a_hypothetical_structure(page, tiny_settings):
     expect(page.locator("#viewer-status")).to_contain_text("atoms drawn")
 
 
+def set_endpoints(page, settings, a: str, b: str) -> None:
+    """The known materials of formulas ``a`` and ``b`` set as the interpolation's A and B."""
+    for formula, button in ((a, "#interp-set-a"), (b, "#interp-set-b")):
+        click_known(page, settings, formula)
+        page.click(button)
+    expect(page.locator("#interp-endpoints")).to_contain_text(f"B: {b}")
+
+
 def test_ten_step_interpolation_steps_through_frames(page, tiny_settings):
     wait_for_map(page)
-    click_known(page, tiny_settings, "NaCl")
-    page.click("#interp-set-a")
-    click_known(page, tiny_settings, "Al2O3")
-    page.click("#interp-set-b")
-    expect(page.locator("#interp-endpoints")).to_contain_text("B: Al2O3")
+    set_endpoints(page, tiny_settings, "NaCl", "Al2O3")
     page.fill("#interp-steps", "10")
     page.click("#interp-run")
     expect(page.locator("#interp-status")).to_contain_text("10 frames")

@@ -15,7 +15,16 @@ from playwright.sync_api import expect
 from pymatgen.core import Structure
 
 from explorer.services import materials
-from tests.browser.test_app import GRAPH, choose, click_known, click_map, download, unselect, wait_for_map
+from tests.browser.test_app import (
+    GRAPH,
+    choose,
+    click_known,
+    click_map,
+    download,
+    set_endpoints,
+    unselect,
+    wait_for_map,
+)
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,10 +172,7 @@ def test_the_view_saves_as_a_png_of_the_chosen_size_and_boundary_atoms_and_bonds
 
 def test_compare_two_known_materials_and_unselect(page, tiny_settings):
     show_tiny(page)
-    click_known(page, tiny_settings, "NaCl")
-    page.click("#interp-set-a")
-    click_known(page, tiny_settings, "CsCl")
-    page.click("#interp-set-b")
+    set_endpoints(page, tiny_settings, "NaCl", "CsCl")
     page.locator("summary", has_text="Compare two structures").click()
     page.click("#compare-run")
     table = page.locator("#compare-table")
