@@ -499,7 +499,9 @@
       return "choose a width and a height between 100 and 4000 pixels";
     }
     var clear = Array.isArray(transparent) && transparent.indexOf("on") >= 0;
-    var ratio = window.devicePixelRatio || 1;
+    // 3Dmol.js draws at twice the CSS size when antialiasing on a screen of ratio < 2 (else at the screen's
+    // ratio): a box of the requested size over that factor gives a canvas of about the requested pixels
+    var ratio = Math.max(2, window.devicePixelRatio || 1);
     var host = document.getElementById("png-host");
     if (!host) {
       host = document.createElement("div");
