@@ -237,7 +237,7 @@ def register_selection(app: Dash, settings: Settings) -> None:
         if view is not None:
             view = views.check_view(view, settings)
         shown, sentence = viewer_panel.show_outputs(view, cell, settings)
-        info = no_update if ctx.triggered_id == ids.VIEWER_CELL else components.structure_info(view)
+        info = no_update if shown and shown.get("cause") == "cell" else components.structure_info(view)
         return info, shown, sentence
 
 

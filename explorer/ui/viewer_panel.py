@@ -193,6 +193,7 @@ def show_outputs(view: dict | None, cell: object, settings: Settings) -> tuple:
     if not view:
         return None, ""
     shown = cells.viewer_payload(view, cell=cells.check_cell(cell), symprec=settings.symprec)
-    shown["cause"] = "cell" if ctx.triggered_id == ids.VIEWER_CELL else "view"
+    # only the cell changed (a link may change the view and the cell at once: then it is a new view)
+    shown["cause"] = "cell" if set(ctx.triggered_prop_ids) == {f"{ids.VIEWER_CELL}.value"} else "view"
     return shown, shown.get("cell_text", "")
 
