@@ -10,6 +10,7 @@ from dash.exceptions import PreventUpdate
 
 from explorer.services import cells, compare, views
 from explorer.services.links import SUPERCELLS
+from explorer.services.motif_views import require_crystal
 from explorer.settings import Settings
 from explorer.ui import ids
 
@@ -107,8 +108,7 @@ def _pair(which: str, endpoints: object, current: object, relax: object, dataset
     if not current:
         raise ValueError("Show a structure first (click the map), then compare it with its nearest known material.")
     first = views.check_view(current, settings)
-    if first["kind"] == "environment":
-        raise ValueError(f"{first['title'][:80]} is a local environment, not a crystal: compare crystals")
+    require_crystal(first, "the comparison")
     nearest = first.get("nearest") or []
     if not nearest:
         raise ValueError(f"{first['title'][:80]} has no nearest known material listed")
@@ -177,8 +177,7 @@ def register(app: Dash, settings: Settings) -> None:
             which, cell = compare.check_pair(which), cells.check_cell(cell)
             first, second = _pair(which, endpoints, current, relax, dataset, settings)
             for view in (first, second):
-                if view["kind"] == "environment":
-                    raise ValueError(f"{view['title'][:80]} is a local environment, not a crystal: compare crystals")
+                require_crystal(view, "the comparison")
             result = compare.compare(views.structure_of(first), views.structure_of(second), symprec=settings.symprec)
         except ValueError as exc:
             return None, html.P(str(exc)[:400], className="error")
