@@ -81,6 +81,7 @@ class Atlas:
     _positions: dict | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _spacing: float | None = field(default=None, repr=False)
+    _tree: object = field(default=None, repr=False)
 
     @property
     def reducer(self):
@@ -126,15 +127,31 @@ class Atlas:
         """Latent for the map point (x, y) by inverse-distance weighting of the nearest known latents."""
         if not (np.isfinite(x) and np.isfinite(y)):
             raise ValueError(f"map point ({x!r}, {y!r}) is not finite")
+        latents, distances, nearest = self._inverse(np.array([[x, y]], dtype=np.float64))
+        return InverseResult(latent=latents[0], distance_2d=float(distances[0, 0]),
+                             typical_spacing=self.typical_spacing(), method=INVERSE_METHOD.format(k=nearest.shape[1]),
+                             neighbours=[int(i) for i in nearest[0]])
+
+    def latents_at(self, points: np.ndarray) -> np.ndarray:
+        """(m, d) float32 latents of (m, 2) finite map points, as ``latent_at`` gives them one by one."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if not np.isfinite(points).all():
+            raise ValueError("map points must be finite")
+        return self._inverse(points)[0]
+
+    def _inverse(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(latents (m, d) float32, distances (m, k), indices (m, k)) of the k = ``inverse_k`` nearest known points
+        of each map point, nearest first; weights 1 / distance²."""
         k = min(self.inverse_k, len(self.ids))
-        d = np.linalg.norm(self.xy - np.array([x, y], dtype=np.float32), axis=1)
-        nearest = np.argpartition(d, k - 1)[:k]
-        nearest = nearest[np.argsort(d[nearest])]
-        weights = 1.0 / np.maximum(d[nearest], 1e-6) ** 2
-        latent = (weights[:, None] * self.latents[nearest]).sum(0) / weights.sum()
-        return InverseResult(latent=latent.astype(np.float32), distance_2d=float(d[nearest[0]]),
-                             typical_spacing=self.typical_spacing(), method=INVERSE_METHOD.format(k=k),
-                             neighbours=[int(i) for i in nearest])
+        if self._tree is None:
+            from scipy.spatial import cKDTree
+
+            self._tree = cKDTree(np.asarray(self.xy, dtype=np.float64))
+        distances, nearest = self._tree.query(points, k=k)
+        distances, nearest = distances.reshape(len(points), k), nearest.reshape(len(points), k)
+        weights = 1.0 / np.maximum(distances, 1e-6) ** 2
+        latents = np.einsum("mk,mkd->md", weights, self.latents[nearest]) / weights.sum(1, keepdims=True)
+        return latents.astype(np.float32), distances, nearest
 
     def nearest(self, latent: np.ndarray, k: int = 5, *, exclude: str | None = None) -> list[tuple[str, float]]:
         """The k known materials closest in latent space: [(id, euclidean distance)], nearest first."""
@@ -296,15 +313,23 @@ def is_built(dataset: str, settings) -> bool:
         return False
 
 
+def encode_partition(frame, settings) -> np.ndarray:
+    """(n, d) latents of table rows (their canonical cells; on a Dask worker, or here)."""
+    from explorer.datasets.records import canonical_structure
+    from explorer.services.model import encode
+
+    return encode([canonical_structure(row) for _, row in frame.iterrows()], settings, canonical=True)
+
+
 def build_atlas(dataset: str, settings, *, progress: bool = False,
-                on_progress: Callable[[int, int], None] | None = None) -> Atlas:
-    """The map of ``dataset``: loaded from the cache, or every material encoded (batched) and UMAP fitted.
+                on_progress: Callable[[int, int], None] | None = None, client=None) -> Atlas:
+    """The map of ``dataset``: loaded from the cache, or every material encoded (batched; in partitions on the Dask
+    cluster of ``client`` when given, see ``explorer.jobs``) and UMAP fitted.
 
     progress: show a progress bar on stderr; on_progress(encoded, total) is called after every batch.
     """
     from explorer.datasets.build import load_table
-    from explorer.datasets.records import canonical_structure
-    from explorer.services.model import encode
+    from explorer.jobs import run
 
     key = atlas_key(dataset, settings)
     table = load_table(dataset, settings)
@@ -312,17 +337,20 @@ def build_atlas(dataset: str, settings, *, progress: bool = False,
     def encode_all() -> np.ndarray:
         from tqdm import tqdm
 
-        size = settings.encode_batch_size
-        parts = []
+        size = settings.encode_batch_size * (1 if client is None else 8)
+        columns = ["lattice", "numbers", "frac_coords"]
+        parts: dict[int, np.ndarray] = {}
         with tqdm(total=len(table), desc=f"encoding {dataset}", unit="crystal", disable=not progress) as bar:
-            for start in range(0, len(table), size):
-                rows = table.iloc[start : start + size]
-                parts.append(encode([canonical_structure(row) for _, row in rows.iterrows()], settings,
-                                    canonical=True))
-                bar.update(len(rows))
+            def tick(items: int) -> None:
+                bar.update(items)
                 if on_progress is not None:
-                    on_progress(min(start + size, len(table)), len(table))
-        return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+                    on_progress(bar.n, len(table))
+
+            run(encode_partition, ((k, len(rows), (rows, settings)) for k, rows in
+                                   enumerate(table[columns].iloc[start : start + size]
+                                             for start in range(0, len(table), size))),
+                client=client, on_result=parts.__setitem__, on_progress=tick)
+        return np.concatenate([parts[k] for k in sorted(parts)]) if parts else np.zeros((0, 1), dtype=np.float32)
 
     if len(table) < 3:
         raise ValueError(f"dataset {dataset!r} has {len(table)} materials; a map needs at least 3")

@@ -56,7 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--n", type=int, required=True, help="how many latents to sample and decode")
     gen.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
     gen.add_argument("--relax", action="store_true", help="relax every valid unique crystal before the hull")
-    gen.add_argument("--out", type=Path, required=True, help="folder for cif/, generated.csv and summary.json")
+    gen.add_argument("--out", type=Path, required=True,
+                     help="folder for the partitions, generated.parquet/.csv, summary.json, cif/ and candidates.csv "
+                          "(run the same command again to go on with a stopped run)")
+    gen.add_argument("--skip-physics", action="store_true",
+                     help="decode, check and remove duplicates only (no CHGNet energy, hull or novelty)")
+    gen.add_argument("--keep", type=int, default=10_000,
+                     help="how many unique valid crystals (lowest energy above the hull first) to write as CIFs "
+                          "and to candidates.csv (default 10000)")
+    _where_arguments(gen)
     decode = commands.add_parser("decode", help="decode again the latent an exported decode carries (CIF, POSCAR, "
                                  "extended XYZ, pymatgen JSON) and say whether it gives the file's crystal")
     decode.add_argument("--from", dest="source", type=Path, required=True, help="the exported file")
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     maps.add_argument("--skip-motifs", action="store_true",
                       help="do not compute the environments of every site (motif search) nor the structure map; the "
                            "server then computes them in the background after it starts")
+    _where_arguments(maps)
     export_map = commands.add_parser("export-map", help="write a map (ids, coordinates, latents, colouring columns) "
                                                         "as CSV or Parquet for your own analysis")
     export_map.add_argument("--dataset", default="known", help="the dataset (default: known)")
@@ -97,41 +106,73 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped: the partitions already written are kept; run the same command again to go on",
+              file=sys.stderr)
+        return 130
+
+
+def _where_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None,
+                       help="run on a Dask cluster of N worker processes on this machine (default: in this process)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (what `dask scheduler` "
+                            "prints); its workers must see this folder and the checkpoint")
+
+
+def _where(args: argparse.Namespace):
+    from explorer.jobs import Where
+
+    return Where(workers=args.workers, scheduler=args.scheduler)
 
 
 def _run_build(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from explorer import motif_map, reconstruction, structure_map
+    from explorer import reconstruction
     from explorer.atlas import build_atlas
     from explorer.datasets import catalog
-    from explorer.motifs import table as motif_table
+    from explorer.jobs import client_for
 
     names = args.dataset or [r.dataset for r in catalog.reports(settings)]
     if not names:
         raise ValueError("no tables built yet: run `python -m explorer data build` first")
-    for name in names:
-        start = time.perf_counter()
-        atlas = build_atlas(name, settings, progress=True)
-        print(f"{name}: {len(atlas.ids)} materials on the map ({time.perf_counter() - start:.0f} s, "
-              f"cache {settings.atlas_dir / f'{name}-{atlas.key}'})")
-        if not args.skip_reconstruction:
+    where = _where(args)
+    with client_for(where) as client:
+        if client is not None:
+            print(f"encoding and reconstruction checks run on {where.describe()}")
+        for name in names:
             start = time.perf_counter()
-            print(f"{name}: {reconstruction.compute(name, settings, progress=True).sentence()} "
-                  f"({time.perf_counter() - start:.0f} s)")
-        if not args.skip_motifs:
-            start = time.perf_counter()
-            sites = motif_table.compute(name, settings, progress=True)
-            print(f"{name}: environments of {len(sites)} distinct sites of {sites['id'].nunique()} materials "
-                  f"({time.perf_counter() - start:.0f} s)")
-            start = time.perf_counter()
-            placed = structure_map.build(name, settings, progress=True)
-            print(f"{name}: {len(placed.ids)} materials on the structure map ({time.perf_counter() - start:.0f} s)")
-            start = time.perf_counter()
-            environments = motif_map.build(name, settings, progress=True)
-            print(f"{name}: {len(environments.ids)} distinct environments on the motif map "
-                  f"({time.perf_counter() - start:.0f} s)")
+            atlas = build_atlas(name, settings, progress=True, client=client)
+            print(f"{name}: {len(atlas.ids)} materials on the map ({time.perf_counter() - start:.0f} s, "
+                  f"cache {settings.atlas_dir / f'{name}-{atlas.key}'})")
+            if not args.skip_reconstruction:
+                start = time.perf_counter()
+                print(f"{name}: {reconstruction.compute(name, settings, progress=True, client=client).sentence()} "
+                      f"({time.perf_counter() - start:.0f} s)")
+            if not args.skip_motifs:
+                _build_motifs(name, settings)
     return 0
+
+
+def _build_motifs(name: str, settings: Settings) -> None:
+    import time
+
+    from explorer import motif_map, structure_map
+    from explorer.motifs import table as motif_table
+
+    start = time.perf_counter()
+    sites = motif_table.compute(name, settings, progress=True)
+    print(f"{name}: environments of {len(sites)} distinct sites of {sites['id'].nunique()} materials "
+          f"({time.perf_counter() - start:.0f} s)")
+    start = time.perf_counter()
+    placed = structure_map.build(name, settings, progress=True)
+    print(f"{name}: {len(placed.ids)} materials on the structure map ({time.perf_counter() - start:.0f} s)")
+    start = time.perf_counter()
+    environments = motif_map.build(name, settings, progress=True)
+    print(f"{name}: {len(environments.ids)} distinct environments on the motif map "
+          f"({time.perf_counter() - start:.0f} s)")
 
 
 def _run_decode(args: argparse.Namespace, settings: Settings) -> int:
@@ -218,7 +259,8 @@ def _run_generate(args: argparse.Namespace, settings: Settings) -> int:
         if done == total:
             bar.close()
 
-    summary = generate(args.dataset, settings, n=args.n, seed=args.seed, relax_it=args.relax, out=args.out,
+    summary = generate(args.dataset, settings, n=args.n, seed=args.seed, relax_it=args.relax,
+                       physics=not args.skip_physics, out=args.out, where=_where(args), keep=args.keep,
                        on_progress=progress)
     print(json.dumps(summary, indent=1))
     return 0

@@ -141,16 +141,26 @@ def load(dataset: str, settings) -> Reconstruction | None:
 _COMPUTING = threading.Lock()
 
 
+def check_partition(latents: np.ndarray, frame: pd.DataFrame, settings) -> list[dict]:
+    """``entries`` of table rows decoded from their latents (on a Dask worker, or here)."""
+    from explorer.datasets.records import canonical_structure
+    from explorer.services import model
+
+    decoded = model.decode_many(latents, settings)
+    return entries([d.structure for d in decoded], [canonical_structure(r) for _, r in frame.iterrows()])
+
+
 def compute(dataset: str, settings, *, progress: bool = False,
-            on_progress: Callable[[int, int], None] | None = None) -> Reconstruction:
+            on_progress: Callable[[int, int], None] | None = None, client=None) -> Reconstruction:
     """The reconstruction of ``dataset``'s map (stored, or computed now and stored): decode every material's
-    latent in chunks of ``CHUNK`` (through the model service, so users' decodes interleave), match each with
-    its canonical cell. ``progress``: a bar on stderr; ``on_progress(done, total)`` after every chunk."""
+    latent in chunks of ``CHUNK`` (through the model service, so users' decodes interleave; or as partitions on the
+    Dask cluster of ``client``), match each with its canonical cell. ``progress``: a bar on stderr;
+    ``on_progress(done, total)`` after every chunk."""
     from tqdm import tqdm
 
     from explorer.atlas import get_atlas
-    from explorer.datasets.records import canonical_structure
-    from explorer.services import materials, model
+    from explorer.jobs import run
+    from explorer.services import materials
     from explorer.storage import atomic_file
 
     with _COMPUTING:
@@ -162,16 +172,20 @@ def compute(dataset: str, settings, *, progress: bool = False,
         if the_map.ids != frame["id"].tolist():
             raise ValueError(f"the map of {dataset!r} does not match its table: rebuild with "
                              "`python -m explorer build`")
-        found: list[dict] = []
+        parts: dict[int, list[dict]] = {}
         total = len(frame)
+        cells = frame[["lattice", "numbers", "frac_coords"]]
         with tqdm(total=total, desc=f"reconstructing {dataset}", unit="crystal", disable=not progress) as bar:
-            for start in range(0, total, CHUNK):
-                rows = frame.iloc[start : start + CHUNK]
-                decoded = model.decode_many(the_map.latents[start : start + CHUNK], settings)
-                found += entries([d.structure for d in decoded], [canonical_structure(r) for _, r in rows.iterrows()])
-                bar.update(len(rows))
+            def tick(items: int) -> None:
+                bar.update(items)
                 if on_progress is not None:
-                    on_progress(min(start + CHUNK, total), total)
+                    on_progress(bar.n, total)
+
+            run(check_partition, ((k, len(cells.iloc[s : s + CHUNK]), (the_map.latents[s : s + CHUNK],
+                                                                     cells.iloc[s : s + CHUNK], settings))
+                                  for k, s in enumerate(range(0, total, CHUNK))),
+                client=client, on_result=parts.__setitem__, on_progress=tick)
+        found = [entry for k in sorted(parts) for entry in parts[k]]
         result = pd.DataFrame({"id": frame["id"].tolist(), **{k: [e[k] for e in found] for k in
                                                                ("matched", "rms", "decoded_formula",
                                                                 "decoded_spacegroup")}})

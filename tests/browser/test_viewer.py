@@ -203,9 +203,22 @@ def test_compare_two_known_materials_and_unselect(page, tiny_settings):
     assert not page.errors, page.errors
 
 
-@pytest.mark.parametrize("width, height", [(1280, 800), (1920, 1080)])
-def test_the_page_at_two_screen_sizes(browser, app_url, tiny_settings, width, height):
-    context = browser.new_context(viewport={"width": width, "height": height})
+def _check_layout(page, width: int, height: int) -> None:
+    """The map and viewer side by side, both inside the window, the map the larger; the map's plot drawn at the
+    map's new size; then the README's screenshot."""
+    page.wait_for_function("""() => { const box = document.getElementById('map').getBoundingClientRect();
+        const svg = document.querySelector('#map .main-svg');
+        return svg && Math.abs(Number(svg.getAttribute('width')) - box.width) < 2; }""")
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"page-{width}x{height}.png"))
+    the_map, viewer = page.locator("#map").bounding_box(), page.locator("#viewer").bounding_box()
+    assert the_map["x"] + the_map["width"] <= viewer["x"] and viewer["x"] + viewer["width"] <= width
+    assert the_map["y"] + the_map["height"] <= height and viewer["y"] + viewer["height"] <= height
+    assert the_map["width"] * the_map["height"] > viewer["width"] * viewer["height"]
+
+
+def test_the_page_at_two_screen_sizes(browser, app_url, tiny_settings):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -214,12 +227,8 @@ def test_the_page_at_two_screen_sizes(browser, app_url, tiny_settings, width, he
     click_known(page, tiny_settings, "SrTiO3")
     page.get_by_label("polyhedra").check()
     page.wait_for_function("() => Number(document.getElementById('viewer').getAttribute('data-polyhedra')) > 0")
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"page-{width}x{height}.png"))
-    the_map, viewer = page.locator("#map").bounding_box(), page.locator("#viewer").bounding_box()
-    # map and viewer side by side, both inside the window, the map the larger
-    assert the_map["x"] + the_map["width"] <= viewer["x"] and viewer["x"] + viewer["width"] <= width
-    assert the_map["y"] + the_map["height"] <= height and viewer["y"] + viewer["height"] <= height
-    assert the_map["width"] * the_map["height"] > viewer["width"] * viewer["height"]
+    _check_layout(page, 1280, 800)
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    _check_layout(page, 1920, 1080)
     context.close()
     assert not errors, errors

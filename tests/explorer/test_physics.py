@@ -136,7 +136,9 @@ def test_generate_writes_crystals_rows_and_a_consistent_summary(tiny_settings, t
     assert summary["stable_0"] <= summary["stable_0.1"]
     rows = pd.read_csv(tmp_path / "generated.csv")
     assert len(rows) == 6 and rows["valid"].sum() == summary["valid"]
-    assert len(list((tmp_path / "cif").glob("gen-*.cif"))) == summary["valid"]
+    kept = pd.read_csv(tmp_path / "candidates.csv")
+    assert len(list((tmp_path / "cif").glob("gen-*.cif"))) == len(kept) == summary["kept"] == summary["unique"]
+    assert set(kept["material_id"]) == set(rows.loc[rows["unique"], "id"]) and kept["cif"].str.contains("_cell").all()
     assert json.loads((tmp_path / "summary.json").read_text())["n"] == 6
     the_map = get_atlas("tiny", tiny_settings)
     first, _ = sample_latents(the_map, 6, seed=3)
