@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                           "(run the same command again to go on with a stopped run)")
     gen.add_argument("--skip-physics", action="store_true",
                      help="decode, check and remove duplicates only (no CHGNet energy, hull or novelty)")
+    gen.add_argument("--no-search", action="store_true",
+                     help="decode without the encoder's check of other candidate compositions and site labels: about "
+                          "15 times faster on a CPU (fewer decodes are right), for runs of 10^5 crystals and more")
     gen.add_argument("--keep", type=int, default=10_000,
                      help="how many unique valid crystals (lowest energy above the hull first) to write as CIFs "
                           "and to candidates.csv (default 10000)")
@@ -260,8 +263,8 @@ def _run_generate(args: argparse.Namespace, settings: Settings) -> int:
             bar.close()
 
     summary = generate(args.dataset, settings, n=args.n, seed=args.seed, relax_it=args.relax,
-                       physics=not args.skip_physics, out=args.out, where=_where(args), keep=args.keep,
-                       on_progress=progress)
+                       physics=not args.skip_physics, search=not args.no_search, out=args.out, where=_where(args),
+                       keep=args.keep, on_progress=progress)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -73,9 +73,9 @@ def sample_latents(the_map, n: int, *, seed: int, partition: int = 0) -> tuple[n
     return latents.astype(np.float32), origins
 
 
-def fingerprint(structure, symprec: float) -> tuple[str, int]:
-    """(reduced formula, spglib space group number at ``symprec``; 0 when spglib finds none): the bucket of the
-    duplicate search."""
+def fingerprint(structure, symprec: float) -> tuple[str, int, int]:
+    """(reduced formula, spglib space group number and atoms in the primitive cell at ``symprec``; 0, 0 when
+    spglib finds no symmetry): the bucket of the duplicate search."""
     import spglib
 
     cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
@@ -83,21 +83,29 @@ def fingerprint(structure, symprec: float) -> tuple[str, int]:
         found = spglib.get_symmetry_dataset(cell, symprec=symprec)
     except Exception:  # spglib raises on degenerate cells; such a decode gets a bucket of its own kind
         found = None
-    return structure.composition.reduced_formula, int(found.number) if found is not None else 0
+    if found is None:
+        return structure.composition.reduced_formula, 0, 0
+    return structure.composition.reduced_formula, int(found.number), int(len(set(found.mapping_to_primitive)))
 
 
-def decode_partition(latents: np.ndarray, origins: list[str], ids: list[str], settings: Settings) -> pd.DataFrame:
+BUCKET = ["formula", "spacegroup_number", "primitive_atoms"]
+
+
+def decode_partition(latents: np.ndarray, origins: list[str], ids: list[str], settings: Settings,
+                     search: bool = True) -> pd.DataFrame:
     """Decode one partition (on a worker): a row per latent with its checks, fingerprint, cell and latent."""
     from explorer.services import model
 
     rows = []
     for begin in range(0, len(latents), DECODE_BATCH):
-        for k, d in enumerate(model.decode_many(latents[begin : begin + DECODE_BATCH], settings), start=begin):
+        batch = model.decode_many(latents[begin : begin + DECODE_BATCH], settings, search=search)
+        for k, d in enumerate(batch, start=begin):
             structural, compositional = bool(d.validity["structurally_valid"]), bool(d.validity["charge_balanced"])
-            formula, number = fingerprint(d.structure, settings.symprec)
+            formula, number, primitive = fingerprint(d.structure, settings.symprec)
             rows.append({"id": ids[k], "formula": formula, "n_atoms": d.n_atoms, "origin": origins[k],
                          "structurally_valid": structural, "compositionally_valid": compositional,
                          "valid": structural and compositional, "spacegroup_number": number,
+                         "primitive_atoms": primitive,
                          "lattice": d.structure.lattice.matrix.ravel().tolist(),
                          "numbers": [site.specie.Z for site in d.structure],
                          "frac_coords": d.structure.frac_coords.ravel().tolist(),
@@ -115,7 +123,7 @@ def match_buckets(frame: pd.DataFrame) -> list[tuple[str, str]]:
     matcher, found = StructureMatcher(), []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _, bucket in frame.sort_values("id").groupby(["formula", "spacegroup_number"], sort=False):
+        for _, bucket in frame.sort_values("id").groupby(BUCKET, sort=False):
             distinct: list[tuple[str, object]] = []
             for _, row in bucket.iterrows():
                 structure = canonical_structure(row)
@@ -186,8 +194,8 @@ def summarise(rows: pd.DataFrame, *, relaxed: bool) -> dict:
 
 
 def generate(dataset: str, settings: Settings, *, n: int, seed: int = 0, relax_it: bool = False,
-             physics: bool = True, out: Path | None = None, where: Where | None = None, keep: int = KEEP,
-             on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+             physics: bool = True, search: bool = True, out: Path | None = None, where: Where | None = None,
+             keep: int = KEEP, on_progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Sample ``n`` latents of ``dataset``'s map, decode, check, remove duplicates and (``physics``) judge them,
     ``where`` the job runs; write ``out`` (a temporary folder when None). The summary: ``SUMMARY_KEYS``, the
     validity counts, "seconds", "seconds_per_crystal" and the seconds of each stage. ``on_progress(stage, done,
@@ -209,7 +217,8 @@ def generate(dataset: str, settings: Settings, *, n: int, seed: int = 0, relax_i
     where = where or Where()
     the_map = get_atlas(dataset, settings)
     manifest = {"dataset": dataset, "n": n, "seed": int(seed), "partition": PARTITION, "map": the_map.key,
-                "checkpoint_sha256": model.checkpoint_sha256(settings), "symprec": settings.symprec}
+                "checkpoint_sha256": model.checkpoint_sha256(settings), "symprec": settings.symprec,
+                "search": bool(search)}
     holder = tempfile.TemporaryDirectory() if out is None else contextlib.nullcontext(out)
     with holder as folder:
         folder = Path(folder)
@@ -218,7 +227,7 @@ def generate(dataset: str, settings: Settings, *, n: int, seed: int = 0, relax_i
         with client_for(where) as client:
             workers = n_workers(client)
             clock = time.perf_counter()
-            _decode_stage(the_map, n, int(seed), settings, crystals, client, progress)
+            _decode_stage(the_map, n, int(seed), settings, bool(search), crystals, client, progress)
             seconds["decode"], clock = round(time.perf_counter() - clock, 2), time.perf_counter()
             duplicates = _dedupe_stage(crystals, folder, client, progress)
             seconds["dedupe"], clock = round(time.perf_counter() - clock, 2), time.perf_counter()
@@ -231,7 +240,7 @@ def generate(dataset: str, settings: Settings, *, n: int, seed: int = 0, relax_i
             seconds["physics"] = round(time.perf_counter() - clock, 2)
         frame = _with_physics(frame, judged)
         summary = {**summarise(frame, relaxed=relax_it), "dataset": dataset, "seed": int(seed),
-                   "physics": physics, "where": where.describe(), "workers": workers,
+                   "physics": physics, "search": bool(search), "where": where.describe(), "workers": workers,
                    "stage_seconds": seconds, "seconds": round(time.perf_counter() - start, 1)}
         summary["seconds_per_crystal"] = round(summary["seconds"] / n, 5)
         summary["kept"] = _write_outputs(folder, frame, crystals, judged, keep=keep, relaxed=relax_it)
@@ -240,7 +249,7 @@ def generate(dataset: str, settings: Settings, *, n: int, seed: int = 0, relax_i
 
 
 ROW_COLUMNS = ["id", "formula", "n_atoms", "origin", "structurally_valid", "compositionally_valid", "valid",
-               "spacegroup_number"]
+               "spacegroup_number", "primitive_atoms"]
 
 
 def _claim(folder: Path, manifest: dict) -> None:
@@ -263,7 +272,8 @@ def _claim(folder: Path, manifest: dict) -> None:
     atomic_file(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
 
 
-def _decode_stage(the_map, n: int, seed: int, settings: Settings, store: PartStore, client, progress) -> None:
+def _decode_stage(the_map, n: int, seed: int, settings: Settings, search: bool, store: PartStore, client,
+                  progress) -> None:
     width, done = max(5, len(str(n - 1))), store.done()
     parts = range((n + PARTITION - 1) // PARTITION)
     counted = sum(min(PARTITION, n - p * PARTITION) for p in parts if p in done)
@@ -275,7 +285,7 @@ def _decode_stage(the_map, n: int, seed: int, settings: Settings, store: PartSto
                 size = min(PARTITION, n - p * PARTITION)
                 latents, origins = sample_latents(the_map, size, seed=seed, partition=p)
                 ids = [f"gen-{p * PARTITION + k:0{width}d}" for k in range(size)]
-                yield p, size, (latents, origins, ids, settings)
+                yield p, size, (latents, origins, ids, settings, search)
 
     def tick(items: int) -> None:
         nonlocal counted
@@ -290,13 +300,13 @@ def _dedupe_stage(store: PartStore, folder: Path, client, progress) -> pd.DataFr
     path = folder / "duplicates.parquet"
     if path.is_file():
         return pd.read_parquet(path)
-    keys = store.read(columns=["id", "formula", "spacegroup_number", "valid"])
+    keys = store.read(columns=["id", *BUCKET, "valid"])
     keys = keys[keys["valid"]]
-    shared = keys[keys.groupby(["formula", "spacegroup_number"])["id"].transform("size") > 1]
-    rows = store.read(columns=["id", "formula", "spacegroup_number", *STRUCTURE_COLUMNS])
+    shared = keys[keys.groupby(BUCKET)["id"].transform("size") > 1]
+    rows = store.read(columns=["id", *BUCKET, *STRUCTURE_COLUMNS])
     rows = rows[rows["id"].isin(set(shared["id"]))]
     tasks, current, size = [], [], 0
-    for _, bucket in rows.groupby(["formula", "spacegroup_number"], sort=True):
+    for _, bucket in rows.groupby(BUCKET, sort=True):
         current.append(bucket)
         size += len(bucket)
         if size >= BUCKETS_PER_TASK:

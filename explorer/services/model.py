@@ -180,15 +180,17 @@ def _batcher(model) -> DecodeBatcher:
         return _BATCHERS[id(model)]
 
 
-def decode_many(latents: np.ndarray, settings: Settings) -> list[Decoded]:
-    """Decode (n, d) latents in one batch (with other requests' decodes when ``settings.decode_batching``)."""
+def decode_many(latents: np.ndarray, settings: Settings, *, search: bool = True) -> list[Decoded]:
+    """Decode (n, d) latents in one batch (with other requests' decodes when ``settings.decode_batching``).
+    ``search=False``: the decoder's own guess, without the encoder's check of other candidates
+    (``models.search``): about 15 times faster on a CPU, for generation at scale."""
     z = _as_latents(latents, settings)
     model = loaded_checkpoint(settings).model
-    if settings.decode_batching:
+    if settings.decode_batching and search:
         crystals = _batcher(model).decode(z)
     else:
         with _MODEL_LOCK:
-            crystals = model.decode(z)
+            crystals = model.decode(z, search=search)
     return [Decoded(structure=c.structure, validity=c.validity.as_dict(), latent=z[k])
             for k, c in enumerate(crystals)]
 

@@ -102,11 +102,11 @@ def test_duplicates_are_found_within_a_fingerprint_bucket():
 
     rows = []
     for k, structure in enumerate([nacl(), silicon(), nacl().get_primitive_structure(), nacl() * (1, 1, 2)]):
-        formula, number = gen.fingerprint(structure, 0.1)
-        rows.append({"id": f"gen-{k}", "formula": formula, "spacegroup_number": number,
+        formula, number, primitive = gen.fingerprint(structure, 0.1)
+        rows.append({"id": f"gen-{k}", "formula": formula, "spacegroup_number": number, "primitive_atoms": primitive,
                      "lattice": structure.lattice.matrix.ravel().tolist(),
                      "numbers": [s.specie.Z for s in structure], "frac_coords": structure.frac_coords.ravel().tolist()})
-    assert gen.fingerprint(nacl(), 0.1) == ("NaCl", 225)
+    assert gen.fingerprint(nacl(), 0.1) == ("NaCl", 225, 2)
     assert gen.match_buckets(pd.DataFrame(rows)) == [("gen-2", "gen-0"), ("gen-3", "gen-0")]
 
 
@@ -185,10 +185,10 @@ def test_generate_and_build_through_a_scheduler_and_a_killed_worker_loses_nothin
     assert {k: summary[k] for k in gen.SUMMARY_KEYS} == {k: reference[k] for k in gen.SUMMARY_KEYS}
     assert np.abs(np.stack(rows["latent"]) - np.stack(_rows(tmp_path / "here")["latent"])).max() <= 1e-6
     # the CLI through the surviving worker, and the candidates it writes read back as a dataset
-    assert main(["generate", "--dataset", "tiny", "--n", "16", "--skip-physics", "--scheduler", address,
-                 "--out", str(tmp_path / "cli")]) == 0
+    assert main(["generate", "--dataset", "tiny", "--n", "16", "--skip-physics", "--no-search",
+                 "--scheduler", address, "--out", str(tmp_path / "cli")]) == 0
     written = json.loads((tmp_path / "cli" / "summary.json").read_text())
-    assert written["where"] == f"the Dask cluster at {address}" and written["n"] == 16
+    assert written["where"] == f"the Dask cluster at {address}" and written["n"] == 16 and not written["search"]
     candidates = pd.read_csv(tmp_path / "cli" / "candidates.csv")
     assert len(candidates) == written["kept"] == written["unique"]
     assert len(list((tmp_path / "cli" / "cif").glob("gen-*.cif"))) == written["kept"]
