@@ -161,14 +161,19 @@ class Atlas:
         return found[:k]
 
 
-def cache_key(*, model_hash: str, table_signature: str, params: UmapParams) -> str:
-    """Short hash of everything the map depends on."""
-    payload = json.dumps({"model": model_hash, "table": table_signature, "umap": params.__dict__}, sort_keys=True)
+def cache_key(*, model_hash: str, table_signature: str, params: UmapParams, sample: int | None = None) -> str:
+    """Short hash of everything the map depends on (``sample``: UMAP fitted on that many materials, see
+    ``fit_umap_sampled``; None: on all of them)."""
+    what = {"model": model_hash, "table": table_signature, "umap": params.__dict__}
+    if sample is not None:
+        what["sample"] = sample
+    payload = json.dumps(what, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
-                  encode: Callable[[], np.ndarray], params: UmapParams, inverse_k: int = 8) -> Atlas:
+                  encode: Callable[[], np.ndarray], params: UmapParams, inverse_k: int = 8,
+                  sample: int | None = None, client=None) -> Atlas:
     """The cached atlas for ``key``, or a new one: ``encode()`` gives (n, d) latents in ``ids`` order.
 
     The folder is named by the app alone (a checked dataset name and an alphanumeric key: ``cache_key``), so
@@ -183,7 +188,7 @@ def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
         latents = np.asarray(encode(), dtype=np.float32)
         if latents.shape[0] != len(ids):
             raise ValueError(f"{dataset}: encode() gave {latents.shape[0]} latents for {len(ids)} records")
-        reducer, xy = fit_umap(latents, params)
+        reducer, xy = fit_umap_sampled(latents, params, sample=sample, client=client)
         write_folder(folder, dataset=dataset, ids=ids, latents=latents, xy=xy, reducer=reducer)
     return load_folder(folder, dataset=dataset, kind="crystals", inverse_k=inverse_k)
 
@@ -286,6 +291,38 @@ def fit_umap(latents: np.ndarray, params: UmapParams):
     return reducer, np.asarray(xy, dtype=np.float32)
 
 
+PLACED_PER_TASK = 20_000
+
+
+def place_partition(reducer, latents: np.ndarray) -> np.ndarray:
+    """(m, 2) float32 map coordinates of (m, d) latents by a fitted reducer's ``transform`` (on a Dask worker)."""
+    return np.asarray(reducer.transform(latents), dtype=np.float32)
+
+
+def fit_umap_sampled(latents: np.ndarray, params: UmapParams, *, sample: int | None, client=None):
+    """``fit_umap`` on all latents, or, when there are more than ``sample``, on a seeded sample of ``sample`` of them
+    (``params.seed``), the others placed with the reducer's ``transform`` in partitions of ``PLACED_PER_TASK`` (on
+    the Dask cluster of ``client`` when given): the fit's cost grows faster than linearly with the points, while a
+    sample of 10^5 already fixes the shape of the map. Returns (reducer, (n, 2) float32)."""
+    from explorer.jobs import run
+
+    if sample is None or len(latents) <= sample:
+        return fit_umap(latents, params)
+    chosen = np.sort(np.random.default_rng(params.seed).choice(len(latents), size=sample, replace=False))
+    reducer, fitted = fit_umap(latents[chosen], params)
+    rest = np.setdiff1d(np.arange(len(latents)), chosen)
+    chunks = [rest[k : k + PLACED_PER_TASK] for k in range(0, len(rest), PLACED_PER_TASK)]
+    shared = reducer if client is None else client.scatter(reducer, broadcast=True)
+    placed: dict[int, np.ndarray] = {}
+    run(place_partition, ((k, len(c), (shared, latents[c])) for k, c in enumerate(chunks)), client=client,
+        on_result=placed.__setitem__)
+    xy = np.empty((len(latents), 2), dtype=np.float32)
+    xy[chosen] = fitted
+    for k, chunk in enumerate(chunks):
+        xy[chunk] = placed[k]
+    return reducer, xy
+
+
 # ------------------------------------------------------------------ the atlas of a dataset, per settings
 def umap_params(settings) -> UmapParams:
     """The UMAP parameters of ``settings``."""
@@ -302,7 +339,12 @@ def atlas_key(dataset: str, settings) -> str:
     if report is None:
         raise FileNotFoundError(f"dataset {dataset!r} has no built table: run `python -m explorer data build`")
     return cache_key(model_hash=checkpoint_sha256(settings), table_signature=report.signature,
-                     params=umap_params(settings))
+                     params=umap_params(settings), sample=umap_sample(report.kept, settings))
+
+
+def umap_sample(n: int, settings) -> int | None:
+    """How many of ``n`` materials the map's UMAP is fitted on: None (all) up to ``settings.umap_fit_max``."""
+    return settings.umap_fit_max if n > settings.umap_fit_max else None
 
 
 def is_built(dataset: str, settings) -> bool:
@@ -355,7 +397,8 @@ def build_atlas(dataset: str, settings, *, progress: bool = False,
     if len(table) < 3:
         raise ValueError(f"dataset {dataset!r} has {len(table)} materials; a map needs at least 3")
     return load_or_build(dataset=dataset, cache_dir=settings.atlas_dir, key=key, ids=table["id"].tolist(),
-                         encode=encode_all, params=umap_params(settings), inverse_k=settings.inverse_k)
+                         encode=encode_all, params=umap_params(settings), inverse_k=settings.inverse_k,
+                         sample=umap_sample(len(table), settings), client=client)
 
 
 _ATLASES: dict[tuple, Atlas] = {}

@@ -28,12 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     build = actions.add_parser("build", help="build the tables (reused when their inputs did not change)")
     build.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     build.add_argument("--force", action="store_true", help="rebuild even if the inputs did not change")
+    _where_arguments(build)
     info = actions.add_parser("info", help="per source: records read, kept and rejected by reason")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.add_argument("--rejections", metavar="DATASET", help="list every rejected record of DATASET")
     ingest = actions.add_parser("ingest", help="read your own structures (file or folder) into a new dataset")
     ingest.add_argument("path", type=Path, help="CIF/POSCAR folder, CDVAE-style CSV, extended XYZ or pymatgen JSON")
     ingest.add_argument("--name", required=True, help="name of the new dataset (shown in the app's map list)")
+    _where_arguments(ingest)
     check = actions.add_parser("check", help="say whether each structure of a file or folder would be kept, and "
                                              "why not (the verdict of an upload or an ingest), without building")
     check.add_argument("path", type=Path, help="a structure file, or a folder of them")
@@ -302,10 +304,12 @@ def _run_motifs(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_data(args: argparse.Namespace, settings: Settings) -> int:
     from explorer.datasets import catalog
+    from explorer.jobs import client_for
 
     if args.action == "build":
-        for report in catalog.build_all(settings, names=args.dataset, force=args.force):
-            print(f"{report.dataset}: {report.kept} structures kept ({report.seconds:.0f} s)")
+        with client_for(_where(args)) as client:
+            for report in catalog.build_all(settings, names=args.dataset, force=args.force, client=client):
+                print(f"{report.dataset}: {report.kept} structures kept ({report.seconds:.0f} s)")
         return 0
     if args.action == "check":
         verdicts = catalog.check(args.path, settings=settings)
@@ -317,7 +321,8 @@ def _run_data(args: argparse.Namespace, settings: Settings) -> int:
                       f"{v['id']}\t{v['reason']}\t{v['detail']}")
         return 0 if all(v["ok"] for v in verdicts) else 1
     if args.action == "ingest":
-        report = catalog.ingest(args.path, name=args.name, settings=settings)
+        with client_for(_where(args)) as client:
+            report = catalog.ingest(args.path, name=args.name, settings=settings, client=client)
         print(format_reports([report]))
         return 0
     reports = catalog.reports(settings)

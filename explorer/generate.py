@@ -1,6 +1,6 @@
 """Generate hypothetical crystals from a map and say how many are valid, unique, novel and stable.
 
-Latents are sampled in two equal halves (seeded, per partition of ``PARTITION`` latents, so the same seed gives
+Latents are sampled in two equal halves (seeded, per partition (``partition_size``), so the same seed gives
 the same crystals wherever the job runs): points of the 2D map drawn uniformly over the area the known materials
 cover (the occupied cells of a 64 × 64 grid over the map, a uniform point inside a random occupied cell, decoded
 as a click there decodes it: ``Atlas.latents_at``), and midpoints of random pairs of known materials in latent
@@ -42,7 +42,8 @@ from explorer.jobs import PartStore, Where, client_for, n_workers, run
 from explorer.settings import Settings
 
 GRID = 64
-PARTITION = 2000  # latents per decode task: about 10 s of one core, small enough to lose little to a dead worker
+PARTITION = 2000  # at most this many latents per decode task (about 25 s of one core without the encoder's check)
+MIN_PARTITION = 32
 DECODE_BATCH = 256
 BUCKETS_PER_TASK = 2000  # crystals per task of the duplicate search (whole buckets)
 JUDGED_PER_TASK = 16  # crystals per physics task: a CHGNet relaxation takes seconds per crystal
@@ -71,6 +72,13 @@ def sample_latents(the_map, n: int, *, seed: int, partition: int = 0) -> tuple[n
     origins = [f"map point ({x:.3f}, {y:.3f})" for x, y in points]
     origins += [f"midpoint of {the_map.ids[i]} and {the_map.ids[j]}" for i, j in zip(a, b, strict=True)]
     return latents.astype(np.float32), origins
+
+
+def partition_size(n: int) -> int:
+    """Latents per decode task for a run of ``n``: about 64 tasks (so that every worker of a small cluster stays busy
+    to the end), from ``MIN_PARTITION`` to ``PARTITION``. It depends on ``n`` alone, never on the cluster: each
+    partition is sampled with its own seed, so the same run gives the same crystals wherever it runs."""
+    return int(min(PARTITION, max(MIN_PARTITION, n // 64)))
 
 
 def fingerprint(structure, symprec: float) -> tuple[str, int, int]:
@@ -216,7 +224,7 @@ def generate(dataset: str, settings: Settings, *, n: int, seed: int = 0, relax_i
     progress = on_progress or (lambda stage, done, total: None)
     where = where or Where()
     the_map = get_atlas(dataset, settings)
-    manifest = {"dataset": dataset, "n": n, "seed": int(seed), "partition": PARTITION, "map": the_map.key,
+    manifest = {"dataset": dataset, "n": n, "seed": int(seed), "partition": partition_size(n), "map": the_map.key,
                 "checkpoint_sha256": model.checkpoint_sha256(settings), "symprec": settings.symprec,
                 "search": bool(search)}
     holder = tempfile.TemporaryDirectory() if out is None else contextlib.nullcontext(out)
@@ -237,13 +245,14 @@ def generate(dataset: str, settings: Settings, *, n: int, seed: int = 0, relax_i
             frame["unique"] = frame["valid"] & frame["duplicate_of"].isna()
             judged = (_physics_stage(crystals, frame.loc[frame["unique"], "id"].tolist(), dataset, settings,
                                      relax_it, folder, client, progress) if physics else None)
-            seconds["physics"] = round(time.perf_counter() - clock, 2)
-        frame = _with_physics(frame, judged)
+            seconds["physics"], clock = round(time.perf_counter() - clock, 2), time.perf_counter()
+            frame = _with_physics(frame, judged)
+            kept = _write_outputs(folder, frame, crystals, judged, keep=keep, relaxed=relax_it, client=client)
+            seconds["write"] = round(time.perf_counter() - clock, 2)
         summary = {**summarise(frame, relaxed=relax_it), "dataset": dataset, "seed": int(seed),
                    "physics": physics, "search": bool(search), "where": where.describe(), "workers": workers,
-                   "stage_seconds": seconds, "seconds": round(time.perf_counter() - start, 1)}
+                   "stage_seconds": seconds, "seconds": round(time.perf_counter() - start, 1), "kept": kept}
         summary["seconds_per_crystal"] = round(summary["seconds"] / n, 5)
-        summary["kept"] = _write_outputs(folder, frame, crystals, judged, keep=keep, relaxed=relax_it)
         (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -274,18 +283,18 @@ def _claim(folder: Path, manifest: dict) -> None:
 
 def _decode_stage(the_map, n: int, seed: int, settings: Settings, search: bool, store: PartStore, client,
                   progress) -> None:
-    width, done = max(5, len(str(n - 1))), store.done()
-    parts = range((n + PARTITION - 1) // PARTITION)
-    counted = sum(min(PARTITION, n - p * PARTITION) for p in parts if p in done)
+    width, done, size = max(5, len(str(n - 1))), store.done(), partition_size(n)
+    parts = range((n + size - 1) // size)
+    counted = sum(min(size, n - p * size) for p in parts if p in done)
     progress("decoded", counted, n)
 
     def partitions():
         for p in parts:
             if p not in done:
-                size = min(PARTITION, n - p * PARTITION)
-                latents, origins = sample_latents(the_map, size, seed=seed, partition=p)
-                ids = [f"gen-{p * PARTITION + k:0{width}d}" for k in range(size)]
-                yield p, size, (latents, origins, ids, settings, search)
+                items = min(size, n - p * size)
+                latents, origins = sample_latents(the_map, items, seed=seed, partition=p)
+                ids = [f"gen-{p * size + k:0{width}d}" for k in range(items)]
+                yield p, items, (latents, origins, ids, settings, search)
 
     def tick(items: int) -> None:
         nonlocal counted
@@ -369,34 +378,50 @@ def _with_physics(frame: pd.DataFrame, judged: pd.DataFrame | None) -> pd.DataFr
     return merged
 
 
-def _write_outputs(folder: Path, frame: pd.DataFrame, crystals: PartStore, judged: pd.DataFrame | None, *,
-                   keep: int, relaxed: bool) -> int:
-    """generated.parquet / .csv, and the best ``keep`` unique valid crystals as CIFs and candidates.csv; returns
-    how many were kept."""
+CIFS_PER_TASK = 500
+
+
+def cif_partition(cells: pd.DataFrame) -> list[tuple[str, bytes, bytes | None]]:
+    """(id, CIF of the decode, CIF of its relaxation or None) per row of ``id``, the cell columns and, after a
+    relaxation, ``relaxed_*`` cell columns (on a worker)."""
     from explorer.datasets.records import canonical_structure
     from explorer.services.export import structure_to_bytes
 
+    texts = []
+    for _, row in cells.iterrows():
+        decoded = structure_to_bytes(canonical_structure(row), fmt="cif", title=row["id"])
+        relaxed = None
+        if isinstance(row.get("relaxed_lattice"), list | tuple | np.ndarray):  # None or NaN: not relaxed
+            structure = canonical_structure({k: row[f"relaxed_{k}"] for k in STRUCTURE_COLUMNS})
+            relaxed = structure_to_bytes(structure, fmt="cif", title=f"{row['id']} relaxed")
+        texts.append((row["id"], decoded, relaxed))
+    return texts
+
+
+def _write_outputs(folder: Path, frame: pd.DataFrame, crystals: PartStore, judged: pd.DataFrame | None, *,
+                   keep: int, relaxed: bool, client) -> int:
+    """generated.parquet / .csv, and the best ``keep`` unique valid crystals as CIFs (written on the cluster's
+    workers when there is one) and candidates.csv; returns how many were kept."""
     frame.to_parquet(folder / "generated.parquet", index=False)
     frame.to_csv(folder / "generated.csv", index=False)
     above = pd.to_numeric(frame["relaxed_e_above_hull" if relaxed else "e_above_hull"], errors="coerce")
     best = frame.assign(_above=above)[frame["unique"]].sort_values(["_above", "id"], na_position="last").head(keep)
-    cells = crystals.read(columns=["id", *STRUCTURE_COLUMNS]).set_index("id")
-    after = judged.set_index("id") if judged is not None and not judged.empty else None
+    cells = crystals.read(columns=["id", *STRUCTURE_COLUMNS]).set_index("id").loc[best["id"]].reset_index()
+    if judged is not None and not judged.empty:
+        cells = cells.merge(judged[["id", *(f"relaxed_{k}" for k in STRUCTURE_COLUMNS)]], on="id", how="left")
+    chunks = [cells.iloc[k : k + CIFS_PER_TASK] for k in range(0, len(cells), CIFS_PER_TASK)]
+    texts: dict[int, list] = {}
+    run(cif_partition, ((k, len(c), (c,)) for k, c in enumerate(chunks)), client=client,
+        on_result=texts.__setitem__)
     (folder / "cif").mkdir(exist_ok=True)
-    candidates = []
-    for _, row in best.iterrows():
-        structure = canonical_structure(cells.loc[row["id"]])
-        text = structure_to_bytes(structure, fmt="cif", title=row["id"])
-        (folder / "cif" / f"{row['id']}.cif").write_bytes(text)
-        if after is not None and after.loc[row["id"], "relaxed_lattice"] is not None:
-            relaxed_structure = canonical_structure({k: after.loc[row["id"], f"relaxed_{k}"]
-                                                     for k in STRUCTURE_COLUMNS})
-            text = structure_to_bytes(relaxed_structure, fmt="cif", title=f"{row['id']} relaxed")
-            (folder / "cif" / f"{row['id']}-relaxed.cif").write_bytes(text)
-        candidates.append({"material_id": row["id"], "cif": text.decode(), "origin": row["origin"],
-                           **{k: row[k] for k in ("energy_per_atom", "e_above_hull", "relaxed_e_above_hull",
-                                                  "novel", "match_id")}})
-    pd.DataFrame(candidates, columns=["material_id", "cif", "origin", "energy_per_atom", "e_above_hull",
-                                      "relaxed_e_above_hull", "novel", "match_id"]).to_csv(
-        folder / "candidates.csv", index=False)
+    written = {}
+    for rid, decoded, relaxed_text in (t for k in sorted(texts) for t in texts[k]):
+        (folder / "cif" / f"{rid}.cif").write_bytes(decoded)
+        if relaxed_text is not None:
+            (folder / "cif" / f"{rid}-relaxed.cif").write_bytes(relaxed_text)
+        written[rid] = (relaxed_text or decoded).decode()
+    columns = ["origin", "energy_per_atom", "e_above_hull", "relaxed_e_above_hull", "novel", "match_id"]
+    candidates = best[["id", *columns]].rename(columns={"id": "material_id"})
+    candidates.insert(1, "cif", candidates["material_id"].map(written))
+    candidates.to_csv(folder / "candidates.csv", index=False)
     return len(candidates)

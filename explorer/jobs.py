@@ -68,12 +68,15 @@ def client_for(where: Where) -> Iterator[Any]:
     if where.in_process:
         yield None
         return
+    import dask
     from dask.distributed import Client, LocalCluster
 
     cluster = None
     if where.workers is not None:
-        cluster = LocalCluster(n_workers=where.workers, threads_per_worker=where.threads, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        # not daemons: a worker that parses untrusted files starts limited parser processes of its own
+        with dask.config.set({"distributed.worker.daemon": False}):
+            cluster = LocalCluster(n_workers=where.workers, threads_per_worker=where.threads, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         try:

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     umap_min_dist: float = Field(default=0.1, ge=0, description="UMAP min_dist of the 2D map.")
     umap_metric: str = Field(default="euclidean", description="UMAP distance metric in latent space.")
     umap_seed: int = Field(default=42, description="UMAP random_state: the same inputs give the same map.")
+    umap_fit_max: int = Field(default=100_000, ge=10, description="A map of more materials fits UMAP on a seeded "
+                              "sample of this many and places the rest with its transform (in partitions, on the "
+                              "Dask cluster of `build --workers/--scheduler` when given).")
     inverse_k: int = Field(
         default=8, ge=1, description="Known latents averaged (inverse-distance weighted) to decode an empty map point."
     )

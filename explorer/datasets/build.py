@@ -134,8 +134,9 @@ def load_table(dataset: str, settings: Settings) -> pd.DataFrame:
 
 
 def build_table(dataset: str, sources: list[Source], *, settings: Settings, force: bool = False,
-                progress: bool = True) -> DatasetReport:
-    """Build (or reuse) the table of ``dataset`` from ``sources``."""
+                progress: bool = True, client: Any = None) -> DatasetReport:
+    """Build (or reuse) the table of ``dataset`` from ``sources`` (records parsed on the Dask cluster of ``client``
+    when given, see ``explorer.jobs``; here otherwise)."""
     limits = limits_of(settings)
     clean_stale_temporaries(settings.tables_dir)
     signature = signature_of(sources, limits)
@@ -152,7 +153,7 @@ def build_table(dataset: str, sources: list[Source], *, settings: Settings, forc
             else:
                 jobs.append((item, source.name, source.origin, limits))
     records = []
-    for source_name, result in _run(jobs, desc=dataset, settings=settings, progress=progress):
+    for source_name, result in _run(jobs, desc=dataset, settings=settings, progress=progress, client=client):
         report = reports[source_name]
         if isinstance(result, Rejected):
             _reject(report, rejections, source_name, result)
@@ -185,18 +186,45 @@ def _process(item: RawItem, source: str, origin: str, limits: Limits) -> Any:
         return Rejected("parse_error", f"{item.key}: {describe(exc)}")
 
 
-def _run(jobs: list, *, desc: str, settings: Settings, progress: bool):
+PARSED_PER_TASK = 256
+
+
+def parse_partition(jobs: list, seconds: float, memory_mb: int) -> list:
+    """``_process`` of each job in a limited process of this Dask worker (time and memory limits as here)."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        raise RuntimeError("the Dask workers run as daemon processes, which may not start the limited parser "
+                           "processes: start `dask worker` with DASK_DISTRIBUTED__WORKER__DAEMON=False")
+    return list(map_limited(_process, ((job[0].key, job) for job in jobs), seconds=seconds, memory_mb=memory_mb,
+                            workers=1))
+
+
+def _run(jobs: list, *, desc: str, settings: Settings, progress: bool, client: Any = None):
     """(source, record or Rejected) per job, in order; each record is read in a worker with the time and
-    memory limits of ``settings``, so one bad file costs at most ``parse_seconds`` and never the build."""
+    memory limits of ``settings``, so one bad file costs at most ``parse_seconds`` and never the build. With a
+    ``client``, partitions of ``PARSED_PER_TASK`` records go to the Dask cluster's workers."""
     from tqdm import tqdm
+
+    from explorer.jobs import run
 
     bar = tqdm(total=len(jobs), desc=f"building {desc}", unit="crystal", disable=not progress, file=sys.stderr,
                mininterval=1.0)
-    results = map_limited(_process, ((job[0].key, job) for job in jobs), seconds=settings.parse_seconds,
-                          memory_mb=settings.parse_memory_mb, workers=settings.workers)
     try:
+        if client is None:
+            results = map_limited(_process, ((job[0].key, job) for job in jobs), seconds=settings.parse_seconds,
+                                  memory_mb=settings.parse_memory_mb, workers=settings.workers)
+            for job, result in zip(jobs, results, strict=True):
+                bar.update()
+                yield job[1], result
+            return
+        parts: dict[int, list] = {}
+        chunks = [jobs[k : k + PARSED_PER_TASK] for k in range(0, len(jobs), PARSED_PER_TASK)]
+        run(parse_partition, ((k, len(c), (c, settings.parse_seconds, settings.parse_memory_mb))
+                              for k, c in enumerate(chunks)), client=client, on_result=parts.__setitem__,
+            on_progress=bar.update)
+        results = [result for k in sorted(parts) for result in parts[k]]
         for job, result in zip(jobs, results, strict=True):
-            bar.update()
             yield job[1], result
     finally:
         bar.close()

@@ -55,18 +55,19 @@ def datasets(settings: Settings) -> dict[str, list[Source]]:
 
 
 def build_all(settings: Settings, *, names: list[str] | None = None, force: bool = False,
-              progress: bool = True) -> list[DatasetReport]:
-    """Build every dataset (or only ``names``); unchanged ones are reused."""
+              progress: bool = True, client=None) -> list[DatasetReport]:
+    """Build every dataset (or only ``names``); unchanged ones are reused (``client``: see ``build_table``)."""
     available = datasets(settings)
     unknown = sorted(set(names or []) - set(available))
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; available: {sorted(available)}")
-    return [build_table(name, sources, settings=settings, force=force, progress=progress)
+    return [build_table(name, sources, settings=settings, force=force, progress=progress, client=client)
             for name, sources in available.items() if not names or name in names]
 
 
-def ingest(path: Path, *, name: str, settings: Settings, progress: bool = True) -> DatasetReport:
-    """Read a user's file or folder into dataset ``name`` (the user's files are only read)."""
+def ingest(path: Path, *, name: str, settings: Settings, progress: bool = True, client=None) -> DatasetReport:
+    """Read a user's file or folder into dataset ``name`` (the user's files are only read here; with a Dask
+    ``client``, their records are parsed on the cluster's workers)."""
     if not is_dataset_name(name):
         raise ValueError(f"dataset name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
     if name == DEFAULT_DATASET or name in {s.name for s in shared_sources(settings)}:
@@ -74,7 +75,8 @@ def ingest(path: Path, *, name: str, settings: Settings, progress: bool = True) 
     path = Path(path).resolve()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    report = build_table(name, [user_source(name, path, settings)], settings=settings, progress=progress)
+    report = build_table(name, [user_source(name, path, settings)], settings=settings, progress=progress,
+                         client=client)
     _manifest_dir(settings).mkdir(parents=True, exist_ok=True)
     (_manifest_dir(settings) / f"{name}.json").write_text(json.dumps({"name": name, "path": str(path)}))
     return report

@@ -49,6 +49,29 @@ def test_load_or_build_encodes_only_once(tmp_path):
     assert not list(tmp_path.glob(".d-k1.*")), "no temporary folder left behind"
 
 
+def test_a_big_map_fits_umap_on_a_seeded_sample_and_places_the_rest(tmp_path):
+    from explorer.atlas import fit_umap_sampled
+
+    latents = np.random.default_rng(1).normal(size=(40, 4)).astype(np.float32)
+    params = UmapParams(n_neighbors=5)
+    reducer, xy = fit_umap_sampled(latents, params, sample=25)
+    again, xy_again = fit_umap_sampled(latents, params, sample=25)
+    assert xy.shape == (40, 2) and np.isfinite(xy).all()
+    np.testing.assert_array_equal(xy, xy_again)  # the same seed, the same sample and map
+    chosen = np.sort(np.random.default_rng(params.seed).choice(40, size=25, replace=False))
+    rest = np.setdiff1d(np.arange(40), chosen)
+    np.testing.assert_allclose(xy[rest], reducer.transform(latents[rest]), atol=1e-4)
+    assert cache_key(model_hash="m", table_signature="t", params=params, sample=25) != cache_key(
+        model_hash="m", table_signature="t", params=params)
+    # the batched inverse of the map gives what a click gives, point by point
+    atlas = load_or_build(dataset="d", cache_dir=tmp_path, key="big", ids=[f"x:{k}" for k in range(40)],
+                          encode=lambda: latents, params=params, sample=25)
+    points = xy[:5] + 0.1
+    batch = atlas.latents_at(points)
+    for k, (x, y) in enumerate(points):
+        np.testing.assert_allclose(batch[k], atlas.latent_at(float(x), float(y)).latent, atol=1e-6)
+
+
 def test_old_maps_of_a_dataset_are_pruned(tmp_path):
     latents = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
     ids = [f"x:{k}" for k in range(12)]

@@ -117,7 +117,8 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}  # the README's advice: workers that may parse files
     return subprocess.Popen([str(DASK), *args], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -153,14 +154,20 @@ def test_generate_and_build_through_a_scheduler_and_a_killed_worker_loses_nothin
         tiny_settings, tmp_path, loopback_cluster, small_partitions, monkeypatch, capsys):
     address, workers = loopback_cluster
     monkeypatch.setattr("explorer.cli.Settings", lambda: tiny_settings)
-    # `build` of a new dataset through the scheduler: its map holds the latents the workers encoded
+    # `data ingest` and `build` of a new dataset through the scheduler: its records parsed (in limited processes)
+    # and its map's latents encoded by the workers
     from conftest import graphite, nacl, silicon, srtio3
-    from small_model import ingest_crystals
 
     from explorer.atlas import encode_partition, get_atlas
     from explorer.datasets.build import load_table
+    from explorer.services.export import structure_to_bytes
 
-    ingest_crystals(tiny_settings, "tiny-dask", [nacl(), silicon(), srtio3(), graphite()], tmp_path / "cifs")
+    (tmp_path / "cifs").mkdir()
+    for k, crystal in enumerate([nacl(), silicon(), srtio3(), graphite()]):
+        (tmp_path / "cifs" / f"{k}.cif").write_bytes(structure_to_bytes(crystal, fmt="cif"))
+    (tmp_path / "cifs" / "broken.cif").write_text("data_broken\n_cell_length_a 4\nloop_\n_atom_site_label\n")
+    assert main(["data", "ingest", str(tmp_path / "cifs"), "--name", "tiny-dask", "--scheduler", address]) == 0
+    assert load_table("tiny-dask", tiny_settings)["reduced_formula"].tolist() == ["NaCl", "Si", "SrTiO3", "C"]
     assert main(["build", "--dataset", "tiny-dask", "--skip-motifs", "--scheduler", address]) == 0
     printed = capsys.readouterr().out
     assert f"run on the Dask cluster at {address}" in printed and "tiny-dask: 4 materials on the map" in printed
