@@ -97,6 +97,23 @@ def test_generate_on_a_local_cluster_gives_the_crystals_of_the_in_process_run(ti
         gen.generate("tiny", tiny_settings, n=30, seed=6, physics=False, out=tmp_path / "here")
 
 
+def test_a_stopped_run_goes_on_from_the_partitions_it_wrote(tiny_settings, tmp_path, small_partitions):
+    def stop(stage: str, done: int, total: int) -> None:
+        if stage == "decoded" and done >= 16:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate("tiny", tiny_settings, n=40, seed=9, physics=False, out=tmp_path / "run", on_progress=stop)
+    assert PartStore(tmp_path / "run" / "crystals").done() == {0, 1}
+    decoded: list[int] = []
+    summary = gen.generate("tiny", tiny_settings, n=40, seed=9, physics=False, out=tmp_path / "run",
+                           on_progress=lambda stage, done, total: decoded.append(done) if stage == "decoded" else None)
+    assert decoded[0] == 16 and decoded[-1] == 40  # the first two partitions were not decoded again
+    whole = gen.generate("tiny", tiny_settings, n=40, seed=9, physics=False, out=tmp_path / "whole")
+    assert {k: summary[k] for k in gen.SUMMARY_KEYS} == {k: whole[k] for k in gen.SUMMARY_KEYS}
+    assert _rows(tmp_path / "run")["id"].tolist() == _rows(tmp_path / "whole")["id"].tolist()
+
+
 def test_duplicates_are_found_within_a_fingerprint_bucket():
     from conftest import nacl, silicon
 
@@ -199,6 +216,8 @@ def test_generate_and_build_through_a_scheduler_and_a_killed_worker_loses_nothin
     candidates = pd.read_csv(tmp_path / "cli" / "candidates.csv")
     assert len(candidates) == written["kept"] == written["unique"]
     assert len(list((tmp_path / "cli" / "cif").glob("gen-*.cif"))) == written["kept"]
+    assert main(["data", "ingest", str(tmp_path / "cli" / "candidates.csv"), "--name", "tiny-generated"]) == 0
+    assert len(load_table("tiny-generated", tiny_settings)) == written["kept"]
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(tiny_settings, tmp_path, monkeypatch, capsys):
