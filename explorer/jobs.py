@@ -79,8 +79,8 @@ def client_for(where: Where) -> Iterator[Any]:
                                    dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
-        try:
-            client = Client(where.scheduler, timeout="10s")
+        try:  # Dask's connect timeout (distributed.comm.timeouts.connect, 30 s unless configured)
+            client = Client(where.scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
         except OSError as exc:
             raise RuntimeError(f"could not reach the Dask scheduler at {where.scheduler}: {exc}") from None
     try:
