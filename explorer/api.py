@@ -16,6 +16,7 @@
     ex.decode_at(x, y, kind="motifs")           # a hypothetical environment -> Molecule
     ex.interpolate_motifs("env:12", "env:40", steps=8)   # environments along a path -> [Molecule]
     ex.assess(structure, relax=True)            # energy, energy above the known hull, novelty (CHGNet)
+    ex.generate(1000, out="run1", workers=2)    # hypotheticals sampled, decoded, checked, on Dask -> (summary, rows)
     ex.table                                    # the dataset as a pandas DataFrame
 
 Every method takes the same inputs and raises ``ValueError`` with the app's messages (an unknown id, a file that
@@ -282,6 +283,22 @@ class Explorer:
         _require_potential(self.settings)
         row, relaxed = physics.assess_candidate(self.structure(item), self.dataset, self.settings, relax_it=relax)
         return {**row, **({"relaxed_structure": relaxed} if relaxed is not None else {})}
+
+    def generate(self, n: int, *, out: str | Path, seed: int = 0, relax: bool = False, physics: bool = True,
+                 search: bool = True, keep: int = 10_000, workers: int | None = None,
+                 scheduler: str | None = None) -> tuple[dict, pd.DataFrame]:
+        """``python -m explorer generate`` from Python: ``n`` hypotheticals of this map sampled (``seed``), decoded,
+        checked, their duplicates removed and (``physics``) judged by CHGNet, in this process, on a Dask cluster of
+        ``workers`` processes here, or on the cluster at ``scheduler``; written to ``out`` (run it again to go on
+        with a stopped run). Returns (the summary, one row per crystal: ``out/generated.parquet``)."""
+        from explorer.generate import generate
+        from explorer.jobs import Where
+
+        if physics:
+            _require_potential(self.settings)
+        summary = generate(self.dataset, self.settings, n=n, seed=seed, relax_it=relax, physics=physics,
+                           search=search, out=Path(out), keep=keep, where=Where(workers=workers, scheduler=scheduler))
+        return summary, pd.read_parquet(Path(out) / "generated.parquet")
 
     def relax(self, item: Any) -> Structure:
         """The structure relaxed by the potential (FIRE, cell and positions); ``.properties["relaxation"]`` holds

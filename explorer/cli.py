@@ -3,12 +3,14 @@
 material, fit UMAP, then check which materials the model gives back, ``explorer.reconstruction``, and find the
 environment of every site, ``explorer.motifs.table``), ``python -m explorer
 assess PATH [--relax] [--dataset NAME] [--json]`` (energy, stability and novelty of structure files) and
-``python -m explorer generate --dataset NAME --n N [--relax] --out DIR`` (``explorer.generate``) and
+``python -m explorer generate --dataset NAME --n N [--relax] [--skip-physics] [--no-search] [--keep K] --out DIR``
+(``explorer.generate``) and
 ``python -m explorer motifs PATH [--json]`` (the environment of every distinct site: ``explorer.motifs``),
 ``python -m explorer decode --from FILE [--checkpoint PATH] [--json]`` (decode again the latent an exported decode
 carries, ``services.provenance``) and
 ``python -m explorer export-map --dataset NAME --kind crystals|structure|motifs --out FILE`` (a map as CSV or
-Parquet)."""
+Parquet). ``generate``, ``build``, ``data build`` and ``data ingest`` take ``--workers N`` (a Dask cluster of N
+processes here) or ``--scheduler ADDRESS`` (an existing one): ``explorer.jobs``."""
 
 from __future__ import annotations
 

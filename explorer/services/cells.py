@@ -58,6 +58,13 @@ def in_cell(structure: Structure, cell: str, *, symprec: float) -> tuple[Structu
     return shown, f"{CELLS[cell]} of {group}, symmetrised by spglib at {symprec:g} Å"
 
 
+def view_in_cell(view: dict, cell: object, *, symprec: float) -> tuple[Structure, str]:
+    """The crystal of a view (``views.structure_of``) in the cell ``cell`` (checked: ``check_cell``): ``in_cell``."""
+    from explorer.services.views import structure_of
+
+    return in_cell(structure_of(view), check_cell(cell), symprec=symprec)
+
+
 def cell_sentence(structure: Structure) -> str:
     a, b, c, alpha, beta, gamma = structure.lattice.parameters
     return (f"a={a:.3f} b={b:.3f} c={c:.3f} Å, α={alpha:.2f}° β={beta:.2f}° γ={gamma:.2f}°, "
@@ -113,10 +120,10 @@ def viewer_payload(view: dict | None, *, cell: str = DEFAULT_CELL, symprec: floa
         return None
     from explorer.services.views import structure_of
 
-    structure = structure_of(view)
     if view["kind"] != "environment":
-        shown, sentence = in_cell(structure, cell, symprec=symprec)
+        shown, sentence = view_in_cell(view, cell, symprec=symprec)
         return payload(shown, title=view["title"], cell=cell, sentence=sentence)
+    structure = structure_of(view)
     from explorer.motifs.environments import centre_polyhedron
 
     species = [site.specie.symbol for site in structure]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from explorer.services import provenance
-from explorer.services.cells import check_cell, in_cell
+from explorer.services.cells import view_in_cell
 from explorer.services.export import (
     FORMATS,
     BasketItem,
@@ -55,7 +55,7 @@ def structure_file(view: dict, fmt: str, *, cell: object = "model", symprec: flo
                              "extended XYZ (no cell); choose that format")
         return (export_filename(record_id=view["id"], formula=view["formula"], fmt="extxyz"),
                 environments_extxyz([points_of(view)], [_environment_info(view)]))
-    structure, _ = in_cell(structure_of(view), check_cell(cell), symprec=symprec)
+    structure, _ = view_in_cell(view, cell, symprec=symprec)
     data = structure_to_bytes(structure, fmt=fmt, title=view["title"],
                               properties=_properties(view) if fmt in ("json", "extxyz") else None,
                               provenance=provenance.of_view(view))
@@ -117,7 +117,7 @@ def viewer_file(view: dict, *, supercell: str, style: str, cell: object = "model
     require_crystal(view, "the 3D page export")
     script = viewer_script()
     repeats = tuple(int(n) for n in supercell.split("x"))
-    structure, _ = in_cell(structure_of(view), check_cell(cell), symprec=symprec)
+    structure, _ = view_in_cell(view, cell, symprec=symprec)
     page = viewer_html(structure, title=view["title"], supercell=repeats,
                        style="spacefill" if style == "spheres" else "ball-and-stick",
                        inline_js=script)

@@ -10,7 +10,7 @@ from dash.exceptions import PreventUpdate
 
 from explorer.motifs.environments import describe, environments, polyhedra, site_labels
 from explorer.services import views
-from explorer.services.cells import check_cell, in_cell
+from explorer.services.cells import check_cell, view_in_cell
 from explorer.settings import Settings
 from explorer.ui import ids
 
@@ -27,7 +27,7 @@ def motif_info(view: dict, settings: Settings, *, cell: str = "model") -> tuple[
     viewer's polyhedra and hover labels {"title": the view's title, "cell": the cell they are of (the viewer's
     choice, ``cells.in_cell``), "polyhedra": ``environments.polyhedra``, "sites": ``environments.site_labels``}."""
     start = time.perf_counter()
-    structure, _ = in_cell(views.structure_of(view), cell, symprec=settings.symprec)
+    structure, _ = view_in_cell(view, cell, symprec=settings.symprec)
     found = environments(structure, symprec=settings.symprec)
     small = len(structure) <= MAX_ATOMS
     neighbours_of: dict = {}  # every site's neighbours per element, found once for the sentence and the polyhedra

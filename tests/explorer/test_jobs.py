@@ -112,6 +112,15 @@ def test_a_stopped_run_goes_on_from_the_partitions_it_wrote(tiny_settings, tmp_p
     assert _rows(tmp_path / "run")["id"].tolist() == _rows(tmp_path / "whole")["id"].tolist()
 
 
+def test_generate_from_python(tiny_settings, tmp_path):
+    from explorer.api import Explorer
+
+    summary, rows = Explorer("tiny", settings=tiny_settings).generate(12, out=tmp_path / "api", seed=4,
+                                                                     physics=False)
+    assert summary["n"] == len(rows) == 12 and rows["unique"].sum() == summary["unique"]
+    assert {"id", "formula", "valid", "duplicate_of", "origin"} <= set(rows.columns)
+
+
 def test_duplicates_are_found_within_a_fingerprint_bucket():
     from conftest import nacl, silicon
 
