@@ -163,15 +163,11 @@ def label(record) -> str:
     return f"{record['element']} {record['motif']} (CN {int(record['cn'])})"
 
 
-def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
-    """The motif map's points as ``materials.map_points`` gives a crystal map's (x, y, ids, hover, colour)."""
+def map_points(dataset: str, color_by: str | None, settings: Settings, *, hover: bool = True) -> dict:
+    """The motif map's points as ``materials.map_points`` gives a crystal map's (x, y, ids, hover, colour);
+    ``hover=False``: numpy arrays, no hover texts (``hover_of``)."""
     the_map = get_motif_map(dataset, settings)
     frame = environments_of(dataset, settings)
-    others = frame["count"] - 1
-    hover = ("<b>" + frame["element"] + " " + frame["motif"] + "</b> (CN " + frame["cn"].astype(str) + ")<br>in "
-             + frame["formula"] + np.where(others > 0, " (and " + others.astype(str) + " other crystal"
-                                           + np.where(others > 1, "s", "") + ")", "")
-             + "<br>" + frame["neighbours"].map(_shell_text)).tolist()
     options = {o["value"]: o for o in COLOR_OPTIONS}
     color_by = color_by if color_by in options else "motif"
     option = options[color_by]
@@ -183,16 +179,32 @@ def map_points(dataset: str, color_by: str | None, settings: Settings) -> dict:
             categories.append("other")
         else:
             categories = values.value_counts().index.tolist()
-        lookup = {c: k for k, c in enumerate(categories)}
-        colour = {"kind": "categorical", "codes": [lookup[v] for v in values], "categories": categories,
+        codes = pd.Categorical(values, categories=categories).codes.astype(np.int64)
+        colour = {"kind": "categorical", "codes": codes.tolist() if hover else codes, "categories": categories,
                   "label": option["label"]}
     else:
         numbers = pd.to_numeric(frame[color_by], errors="coerce").to_numpy(dtype=float)
-        colour = {"kind": "continuous", "values": [float(v) if np.isfinite(v) else None for v in numbers],
-                  "label": option["label"]}
-    return {"x": the_map.xy[:, 0].tolist(), "y": the_map.xy[:, 1].tolist(), "ids": list(the_map.ids),
-            "rows": list(range(len(the_map.ids))), "kind": "motifs", "hover": hover, "colour": colour,
-            "color_by": color_by, "reconstruction": None}
+        colour = {"kind": "continuous", "label": option["label"],
+                  "values": [float(v) if np.isfinite(v) else None for v in numbers] if hover else numbers}
+    x, y, rows = the_map.xy[:, 0], the_map.xy[:, 1], np.arange(len(the_map.ids))
+    return {"x": x.tolist() if hover else x, "y": y.tolist() if hover else y, "ids": list(the_map.ids),
+            "rows": rows.tolist() if hover else rows, "kind": "motifs",
+            "hover": _hover(frame) if hover else None, "colour": colour, "color_by": color_by,
+            "reconstruction": None}
+
+
+def _hover(frame: pd.DataFrame) -> list[str]:
+    """'Ti octahedral (CN 6) in SrTiO3 (and 3 other crystals)' and the shell of each environment of ``frame``."""
+    others = frame["count"] - 1
+    return ("<b>" + frame["element"] + " " + frame["motif"] + "</b> (CN " + frame["cn"].astype(str) + ")<br>in "
+            + frame["formula"] + np.where(others > 0, " (and " + others.astype(str) + " other crystal"
+                                          + np.where(others > 1, "s", "") + ")", "")
+            + "<br>" + frame["neighbours"].map(_shell_text)).tolist()
+
+
+def hover_of(dataset: str, index: np.ndarray, settings: Settings) -> list[str]:
+    """Hover texts of the motif map's points at ``index``."""
+    return _hover(environments_of(dataset, settings).iloc[index])
 
 
 def _shell_text(neighbours: str) -> str:

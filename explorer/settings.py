@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     umap_fit_max: int = Field(default=100_000, ge=10, description="A map of more materials fits UMAP on a seeded "
                               "sample of this many and places the rest with its transform (in partitions, on the "
                               "Dask cluster of `build --workers/--scheduler` when given).")
+    map_markers_max: int = Field(default=100_000, ge=1, description="A map of more points is drawn as a density "
+                                 "image rendered by the server for the window on screen (clicks, lasso and search "
+                                 "still reach every point); fewer are WebGL markers.")
+    map_window_max: int = Field(default=50_000, ge=1, description="On a density-image map, the points of the window "
+                                "on screen are also drawn as markers (hover, click) once there are at most this many.")
     inverse_k: int = Field(
         default=8, ge=1, description="Known latents averaged (inverse-distance weighted) to decode an empty map point."
     )

@@ -47,6 +47,11 @@ def get_map(dataset: str, kind: str, settings: Settings) -> atlas.Atlas:
     return motif_map.get_motif_map(dataset, settings)
 
 
+def size(dataset: str, kind: str, settings: Settings) -> int:
+    """Points on the built map of ``kind`` (materials, or environments on the motif map)."""
+    return len(get_map(dataset, kind, settings).ids)
+
+
 def place(dataset: str, kind: str, structures: list, latents: np.ndarray, settings: Settings) -> np.ndarray:
     """(m, 2) positions of new crystals (with their (m, d) crystal latents) on the crystal or structure map;
     ValueError for the motif map (its points are environments, not crystals)."""

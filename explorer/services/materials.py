@@ -24,6 +24,8 @@ _BASE_COLUMNS = {"id", "source", "origin", "source_key", "formula", "reduced_for
                  "frac_coords", "original_lattice", "original_species", "original_frac_coords", "split"}
 _CONTINUOUS_FIRST = ("density", "volume_per_atom", "nsites", "a", "c")
 _SEARCH_LIMIT = 20000
+SELECTION_KEPT = 20000
+"""Most ids of a lasso or box selection kept in the browser's store (the summary gives the full count)."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,7 +76,7 @@ def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
     return frame.iloc[index[record_id]]
 
 
-def known_ids(frame: pd.DataFrame, ids: list, *, limit: int = 20000) -> list[str]:
+def known_ids(frame: pd.DataFrame, ids: list, *, limit: int = SELECTION_KEPT) -> list[str]:
     """The entries of ``ids`` that are ids of ``frame`` (in order, at most ``limit``): a selection sent by a
     browser may hold anything."""
     present = set(frame["id"])
@@ -203,33 +205,28 @@ def map_problem(dataset: str, settings: Settings, kind: str = "crystals") -> str
     return None
 
 
-def map_points(dataset: str, color_by: str | None, settings: Settings, kind: str = "crystals") -> dict:
+def map_points(dataset: str, color_by: str | None, settings: Settings, kind: str = "crystals", *,
+               hover: bool = True) -> dict:
     """Every known material of ``dataset`` on the map of ``kind``: x, y, ids, hover texts and colour values (the
     structure map leaves out the materials whose environments could not be found, and names each one's type).
 
     colour: {"kind": "continuous", "values", "label"} (NaN as None) or {"kind": "categorical",
-    "codes": per point, "categories": [names], "label"}.
+    "codes": per point, "categories": [names], "label"}. ``hover=False`` (a big map, ``services.lod``): numpy
+    arrays instead of lists, no hover texts (``hover_of`` makes them for the points sent).
     """
     from explorer.services import maps
 
     if maps.check_kind(kind) == "motifs":
         from explorer import motif_map
 
-        return motif_map.map_points(dataset, color_by, settings)
+        return motif_map.map_points(dataset, color_by, settings, hover=hover)
     frame = table(dataset, settings)
     atlas = maps.get_map(dataset, kind, settings)
-    rows = np.array([_index_of(dataset, settings).get(i, -1) for i in atlas.ids], dtype=int)
+    index = _index_of(dataset, settings)
+    rows = np.fromiter((index.get(i, -1) for i in atlas.ids), dtype=np.int64, count=len(atlas.ids))
     if (rows < 0).any() or (kind == "crystals" and len(rows) != len(frame)):
         raise ValueError(f"the map of {dataset!r} does not match its table: rebuild with `python -m explorer build`")
     frame = frame.iloc[rows]
-    hover = ("<b>" + frame["reduced_formula"] + "</b><br>" + frame["spacegroup_symbol"].astype(str) + " ("
-             + frame["spacegroup_number"].astype(str) + ")<br>" + frame["id"] + "<br>" + frame["source"])
-    if kind == "structure":
-        from explorer import structure_map
-
-        types = structure_map.types_of(dataset, settings)
-        hover = hover + "<br>structure type " + frame["id"].map(lambda i: types.get(i) or "undetermined")
-    hover = hover.tolist()
     rebuilt = reconstruction.load(dataset, settings)
     options = {o["value"]: o for o in color_options(frame, reconstructed=rebuilt is not None)}
     color_by = color_by if color_by in options else "source"
@@ -239,17 +236,40 @@ def map_points(dataset: str, color_by: str | None, settings: Settings, kind: str
     if option["kind"] == "categorical":
         values = column.astype(str)
         categories = sorted(values.unique(), key=lambda v: (len(v), v) if v.isdigit() else (0, v))
-        lookup = {c: k for k, c in enumerate(categories)}
-        colour = {"kind": "categorical", "codes": [lookup[v] for v in values], "categories": categories,
+        codes = pd.Categorical(values, categories=categories).codes.astype(np.int64)
+        colour = {"kind": "categorical", "codes": codes.tolist() if hover else codes, "categories": categories,
                   "label": option["label"]}
     else:
-        numbers = pd.to_numeric(column, errors="coerce")
-        colour = {"kind": "continuous", "values": [None if not math.isfinite(v) else float(v) for v in numbers],
-                  "label": option["label"]}
-    return {"x": atlas.xy[:, 0].tolist(), "y": atlas.xy[:, 1].tolist(), "ids": frame["id"].tolist(),
-            "rows": rows.tolist(), "kind": kind,
-            "hover": hover, "colour": colour, "color_by": color_by,
-            "reconstruction": rebuilt.sentence() if rebuilt is not None else None}
+        numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+        colour = {"kind": "continuous", "label": option["label"],
+                  "values": [None if not math.isfinite(v) else float(v) for v in numbers] if hover else numbers}
+    x, y = atlas.xy[:, 0], atlas.xy[:, 1]
+    return {"x": x.tolist() if hover else x, "y": y.tolist() if hover else y, "ids": frame["id"].tolist(),
+            "rows": rows.tolist() if hover else rows, "kind": kind,
+            "hover": _hover(dataset, kind, frame, settings) if hover else None, "colour": colour,
+            "color_by": color_by, "reconstruction": rebuilt.sentence() if rebuilt is not None else None}
+
+
+def _hover(dataset: str, kind: str, frame: pd.DataFrame, settings: Settings) -> list[str]:
+    """The hover text of each material of ``frame`` (rows of the table) on the map of ``kind``."""
+    hover = ("<b>" + frame["reduced_formula"] + "</b><br>" + frame["spacegroup_symbol"].astype(str) + " ("
+             + frame["spacegroup_number"].astype(str) + ")<br>" + frame["id"] + "<br>" + frame["source"])
+    if kind == "structure":
+        from explorer import structure_map
+
+        types = structure_map.types_of(dataset, settings)
+        hover = hover + "<br>structure type " + frame["id"].map(lambda i: types.get(i) or "undetermined")
+    return hover.tolist()
+
+
+def hover_of(dataset: str, kind: str, points: dict, index, settings: Settings) -> list[str]:
+    """Hover texts of the points at ``index`` of ``map_points(..., hover=False)`` output."""
+    index = np.asarray(index, dtype=np.int64)
+    if kind == "motifs":
+        from explorer import motif_map
+
+        return motif_map.hover_of(dataset, index, settings)
+    return _hover(dataset, kind, table(dataset, settings).iloc[np.asarray(points["rows"])[index]], settings)
 
 
 def filter_mask(frame: pd.DataFrame, *, elements: str | None = None, sites: tuple | None = None,

@@ -9,10 +9,10 @@ from dash import ALL, ClientsideFunction, Dash, Input, Output, Patch, State, ctx
 from dash.exceptions import PreventUpdate
 
 from explorer import atlas, motif_map, structure_map
-from explorer.services import downloads, maps, materials, motif_views, readiness, views
+from explorer.services import downloads, lod, maps, materials, motif_views, readiness, views
 from explorer.settings import Settings
 from explorer.ui import components, ids, link_panel, motif_panel, physics_panel, viewer_panel
-from explorer.ui.components import KNOWN, MATCHES, PATH
+from explorer.ui.components import GRID, KNOWN, MATCHES, PATH
 
 LOG = logging.getLogger("explorer")
 SELECTION_LIMIT = 100
@@ -25,6 +25,47 @@ def _matches(dataset: str | None, query: str | None, settings: Settings, kind: s
     found = materials.search_points(dataset, query, settings, kind)
     status = f"{found['count']} match{'es' if found['count'] != 1 else ''} for {query.strip()!r}"
     return found, status + (f" ({found['note']})" if found["note"] else "")
+
+
+_FILTERS = (ids.FILTER_ELEMENTS, ids.FILTER_SITES_MIN, ids.FILTER_SITES_MAX, ids.FILTER_PROPERTY, ids.FILTER_MIN,
+            ids.FILTER_MAX)
+
+
+def _filter_states() -> list[State]:
+    return [State(name, "value") for name in _FILTERS]
+
+
+def _filters(elements, sites_min, sites_max, prop, prop_min, prop_max) -> dict:
+    """The filter values as ``materials.filter_mask`` keywords."""
+    return {"elements": elements, "sites": (sites_min, sites_max), "prop": prop, "prop_range": (prop_min, prop_max)}
+
+
+def _big_map(dataset: str, kind: str, color_by, filters: dict, window: object,
+             settings: Settings) -> tuple[lod.Layer, object, tuple, str] | None:
+    """(layer, filter mask, window on screen, note) when the map is drawn as a density image, else None."""
+    if not lod.is_big(maps.size(dataset, kind, settings), settings):
+        return None
+    layer = lod.layer(dataset, kind, color_by, settings)
+    try:
+        keep, note = lod.keep_mask(dataset, kind, layer, filters, settings), ""
+    except ValueError as exc:
+        keep, note = None, f"; filter not applied: {exc}"
+    mine = isinstance(window, dict) and window.get("key") == f"{dataset}-{kind}"
+    return layer, keep, lod.check_window(window if mine else None, layer.extent), note
+
+
+def _nearest_on_big_map(dataset: str, kind: str, color_by, rest: tuple, xy: tuple[float, float],
+                        settings: Settings) -> str | None:
+    """The id of the point a click on a big map's density image means, or None (not big, or empty space)."""
+    *filter_values, window = rest
+    if materials.map_problem(dataset, settings, kind):
+        return None
+    big = _big_map(dataset, kind, color_by, _filters(*filter_values), window, settings)
+    if big is None:
+        return None
+    layer, keep, window, _ = big
+    found = lod.nearest(layer, keep, xy[0], xy[1], lod.click_radius(window))
+    return None if found is None else str(layer.ids[found])
 
 
 def _path_on(path: object, kind: str) -> dict | None:
@@ -52,19 +93,26 @@ def register_map(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.MAP, "figure"), Output(ids.COLOR_LEGEND, "children"), Output(ids.MAP_STATUS, "children"),
                   Output(f"{ids.MAP_BUILD}-row", "style"),
                   Input(ids.DATASET, "value"), Input(ids.MAP_KIND, "value"), Input(ids.COLOR_BY, "value"),
-                  Input(ids.STORE_MAP_VERSION, "data"),
-                  Input(ids.FILTER_ELEMENTS, "value"), Input(ids.FILTER_SITES_MIN, "value"),
-                  Input(ids.FILTER_SITES_MAX, "value"), Input(ids.FILTER_PROPERTY, "value"),
-                  Input(ids.FILTER_MIN, "value"), Input(ids.FILTER_MAX, "value"),
-                  State(ids.SEARCH, "value"), State(ids.STORE_PATH, "data"))
+                  Input(ids.STORE_MAP_VERSION, "data"), *[Input(name, "value") for name in _FILTERS],
+                  State(ids.SEARCH, "value"), State(ids.STORE_PATH, "data"), State(ids.STORE_WINDOW, "data"))
     def render_map(dataset, kind, color_by, _version, elements, sites_min, sites_max, prop, prop_min, prop_max, query,
-                   path):
+                   path, window):
         if not dataset:
             raise PreventUpdate
         dataset, kind = materials.check_dataset(dataset, settings), maps.check_kind(kind)
         problem = materials.map_problem(dataset, settings, kind)
         if problem:
             return {}, [], problem, {} if "not built" in problem else {"display": "none"}
+        filters = _filters(elements, sites_min, sites_max, prop, prop_min, prop_max)
+        big = _big_map(dataset, kind, color_by, filters, window, settings)
+        if big is not None:
+            layer, keep, window, note = big
+            shown = lod.window_view(dataset, kind, layer, keep, window, settings)
+            matches, _ = _matches(dataset, query, settings, kind)
+            figure = components.map_figure(shown["points"], matches=matches, path=_path_on(path, kind),
+                                           revision=f"{dataset}-{kind}", kind=kind, window=window,
+                                           image=shown["image"])
+            return figure, components.color_legend(layer.points), shown["status"] + note, {"display": "none"}
         points = materials.map_points(dataset, color_by, settings, kind)
         total = len(materials.table(dataset, settings))
         status, shown = f"{len(points['ids'])} materials", None
@@ -80,9 +128,7 @@ def register_map(app: Dash, settings: Settings) -> None:
         if points["reconstruction"]:
             status += f"; {points['reconstruction']}"
         try:
-            keep = materials.filter_mask(materials.table(dataset, settings), elements=elements,
-                                         sites=(sites_min, sites_max), prop=prop,
-                                         prop_range=(prop_min, prop_max))[points["rows"]]
+            keep = materials.filter_mask(materials.table(dataset, settings), **filters)[points["rows"]]
             if not keep.all():
                 shown = materials.filtered_points(points, keep)
                 status = f"{int(keep.sum())} of {len(points['ids'])} materials shown (filters)"
@@ -93,20 +139,63 @@ def register_map(app: Dash, settings: Settings) -> None:
                                        revision=f"{dataset}-{kind}", kind=kind)
         return figure, components.color_legend(points), status, {"display": "none"}
 
+    # plotly's relayout events become whole windows in the browser (assets/window.js): a later "autosize" event
+    # must not supersede a zoom before the server has drawn it
+    app.clientside_callback(ClientsideFunction(namespace="explorer_window", function_name="windowOf"),
+                            Output(ids.STORE_WINDOW_REQUEST, "data"), Input(ids.MAP, "relayoutData"),
+                            prevent_initial_call=True)
+
+    @app.callback(Output(ids.MAP, "figure", allow_duplicate=True), Output(ids.STORE_WINDOW, "data"),
+                  Output(ids.MAP_STATUS, "children", allow_duplicate=True), Input(ids.STORE_WINDOW_REQUEST, "data"),
+                  State(ids.DATASET, "value"), State(ids.MAP_KIND, "value"), State(ids.COLOR_BY, "value"),
+                  *_filter_states(), State(ids.STORE_WINDOW, "data"), prevent_initial_call=True)
+    def on_window(request, dataset, kind, color_by, *rest):
+        """A zoom or pan of a big map: the density image and the markers of the new window (patched: the
+        overlays stay as they are)."""
+        *filter_values, window = rest
+        if not dataset:
+            raise PreventUpdate
+        dataset, kind = materials.check_dataset(dataset, settings), maps.check_kind(kind)
+        if materials.map_problem(dataset, settings, kind):
+            raise PreventUpdate
+        big = _big_map(dataset, kind, color_by, _filters(*filter_values), window, settings)
+        moved = big and lod.requested_window(request, big[0].extent)
+        if not moved:
+            raise PreventUpdate
+        layer, keep, _, note = big
+        shown = lod.window_view(dataset, kind, layer, keep, moved, settings)
+        patch = Patch()
+        patch["layout"]["images"] = [shown["image"]]
+        patch["data"][GRID] = components.grid_trace(*moved)
+        patch["data"][KNOWN] = components.known_trace(shown["points"])
+        return patch, {"key": f"{dataset}-{kind}", "x": moved[0], "y": moved[1]}, shown["status"] + note
+
     @app.callback(Output(ids.STORE_SELECTION, "data"), Output(ids.SELECTION_STATUS, "children"),
                   Output(ids.SELECTION_ADD, "disabled"), Input(ids.MAP, "selectedData"), State(ids.DATASET, "value"),
-                  prevent_initial_call=True)
-    def on_select(selected, dataset):
-        points = selected.get("points") if isinstance(selected, dict) else None
-        chosen = [p["customdata"] for p in (points if isinstance(points, list) else [])
-                  if isinstance(p, dict) and p.get("curveNumber") == KNOWN and isinstance(p.get("customdata"), str)]
-        if not chosen or not dataset:
+                  State(ids.MAP_KIND, "value"), State(ids.COLOR_BY, "value"), *_filter_states(),
+                  State(ids.STORE_WINDOW, "data"), prevent_initial_call=True)
+    def on_select(selected, dataset, kind, color_by, *rest):
+        """The known materials in a lasso or box: on a big map every point inside it (tested on the server),
+        else the markers plotly reports."""
+        *filter_values, window = rest
+        if not dataset:
             return [], "Nothing selected.", True
-        frame = materials.table(materials.check_dataset(dataset, settings), settings)
-        chosen = materials.known_ids(frame, chosen)
+        dataset, kind = materials.check_dataset(dataset, settings), maps.check_kind(kind)
+        frame, count = materials.table(dataset, settings), None
+        big = None if materials.map_problem(dataset, settings, kind) or kind == "motifs" else \
+            _big_map(dataset, kind, color_by, _filters(*filter_values), window, settings)
+        if big is not None:
+            inside = lod.selected(big[0], big[1], selected)
+            chosen = [] if inside is None else big[0].ids[inside[:materials.SELECTION_KEPT]].tolist()
+            count = 0 if inside is None else len(inside)
+        else:
+            points = selected.get("points") if isinstance(selected, dict) else None
+            chosen = materials.known_ids(frame, [
+                p["customdata"] for p in (points if isinstance(points, list) else [])
+                if isinstance(p, dict) and p.get("curveNumber") == KNOWN and isinstance(p.get("customdata"), str)])
         if not chosen:
             return [], "Nothing selected.", True
-        return chosen, components.selection_summary(frame, chosen), False
+        return chosen, components.selection_summary(frame, chosen, count=count), False
 
     @app.callback(Output(ids.STORE_MAP_VERSION, "data"), Input(ids.MAP_BUILD, "n_clicks"),
                   State(ids.DATASET, "value"), State(ids.MAP_KIND, "value"), background=True, prevent_initial_call=True,
@@ -156,17 +245,23 @@ def register_map(app: Dash, settings: Settings) -> None:
 def register_selection(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_CURRENT, "data"), Input(ids.MAP, "clickData"),
                   State(ids.DATASET, "value"), State(ids.MAP_KIND, "value"), State(ids.STORE_PATH, "data"),
-                  State(ids.STORE_CURRENT, "data"), prevent_initial_call=True)
-    def on_map_click(click, dataset, kind, path, current):
-        """The structure of the point clicked; a second click on the point on screen clears it (as Escape does)."""
+                  State(ids.STORE_CURRENT, "data"), State(ids.COLOR_BY, "value"), *_filter_states(),
+                  State(ids.STORE_WINDOW, "data"), prevent_initial_call=True)
+    def on_map_click(click, dataset, kind, path, current, color_by, *rest):
+        """The structure of the point clicked; a second click on the point on screen clears it (as Escape does).
+        On a big map a click on the density image opens the nearest point within a few pixels (empty space
+        beyond)."""
         points = click.get("points") if isinstance(click, dict) else None
         if not points or not isinstance(points, list) or not isinstance(points[0], dict) or not dataset:
             raise PreventUpdate
         point = points[0]
         tag = point.get("customdata")
+        kind = maps.check_kind(kind)
+        if tag is None and point.get("curveNumber") == GRID:
+            tag = _nearest_on_big_map(materials.check_dataset(dataset, settings), kind, color_by, rest,
+                                      views.map_point(point.get("x"), point.get("y")), settings)
         if isinstance(tag, str) and isinstance(current, dict) and current.get("id") == tag:
             return None
-        kind = maps.check_kind(kind)
         if isinstance(tag, str) and tag.startswith("frame:"):
             return views.path_frame(path, tag.split(":", 1)[1])
         if isinstance(tag, str) and kind == "motifs":

@@ -13,58 +13,36 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import html
 
+from explorer.services.colours import CONTINUOUS_SCALE, palette_of
+from explorer.services.lod import GRID_SIZE, map_extent
 from explorer.ui import ids
 
 GRID, KNOWN, MATCHES, PATH = range(4)
-GRID_SIZE = 150
-# Okabe-Ito: distinguishable with every common colour-vision deficiency
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
-CONTINUOUS_SCALE = "Viridis"
 
 
-def category_colors(n: int) -> list[str]:
-    """n colour-blind-safe colours: Okabe-Ito up to 8, else samples of Cividis."""
-    if n <= len(OKABE_ITO):
-        return OKABE_ITO[:n]
-    from plotly.colors import sample_colorscale
-
-    return sample_colorscale("Cividis", [k / max(n - 1, 1) for k in range(n)])
-
-
-OTHER_COLOUR = "#BBBBBB"
-
-
-def palette_of(categories: list[str]) -> list[str]:
-    """A colour per category (``category_colors``), light grey for a last category "other" (the rest of them)."""
-    palette = list(category_colors(len(categories)))
-    if categories and categories[-1] == "other":
-        palette[-1] = OTHER_COLOUR
-    return palette
-
-
-def map_extent(x: list[float], y: list[float]) -> tuple[list[float], list[float]]:
-    """([x0, x1], [y0, y1]): the known points with a margin of empty space around them."""
-    x0, x1, y0, y1 = min(x), max(x), min(y), max(y)
-    pad_x, pad_y = 0.25 * (x1 - x0) + 1.0, 0.25 * (y1 - y0) + 1.0
-    return [x0 - pad_x, x1 + pad_x], [y0 - pad_y, y1 + pad_y]
-
-
-def _grid_trace(x: list[float], y: list[float]) -> go.Heatmap:
-    (x0, x1), (y0, y1) = map_extent(x, y)
-    xs = np.linspace(x0, x1, GRID_SIZE)
-    ys = np.linspace(y0, y1, GRID_SIZE)
-    return go.Heatmap(x=xs.round(4).tolist(), y=ys.round(4).tolist(), z=np.zeros((GRID_SIZE, GRID_SIZE), np.int8),
+def grid_trace(x_range: list[float], y_range: list[float]) -> go.Heatmap:
+    """The transparent click grid over a window: a click on empty space gives the (x, y) of its cell."""
+    cell = max(x_range[1] - x_range[0], y_range[1] - y_range[0]) / GRID_SIZE
+    decimals = max(4, 3 - int(np.floor(np.log10(cell)))) if cell > 0 else 4
+    xs = np.linspace(x_range[0], x_range[1], GRID_SIZE)
+    ys = np.linspace(y_range[0], y_range[1], GRID_SIZE)
+    return go.Heatmap(x=xs.round(decimals).tolist(), y=ys.round(decimals).tolist(),
+                      z=np.zeros((GRID_SIZE, GRID_SIZE), np.int8),
                       colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]], showscale=False,
                       hoverinfo="none", name="empty space")
 
 
-def _known_trace(points: dict) -> go.Scattergl:
+def known_trace(points: dict) -> go.Scattergl:
+    """The known points as WebGL markers (on a big map, those of the window: a continuous colouring then has the
+    whole map's ``range``, so markers and density image agree)."""
     colour = points["colour"]
     marker = {"size": 5 if len(points["x"]) > 2000 else 10, "opacity": 0.8, "line": {"width": 0}}
     if colour["kind"] == "continuous":
         marker.update(color=[v if v is not None else float("nan") for v in colour["values"]],
                       colorscale=CONTINUOUS_SCALE, showscale=True,
                       colorbar={"title": {"text": colour["label"]}, "thickness": 12})
+        if colour.get("range"):
+            marker.update(cmin=colour["range"][0], cmax=colour["range"][1])
     else:
         palette = palette_of(colour["categories"])
         marker["color"] = [palette[c] for c in colour["codes"]]
@@ -94,16 +72,21 @@ def path_trace(path: dict | None) -> go.Scatter:
 
 
 def map_figure(points: dict, *, shown: dict | None = None, matches: dict | None = None, path: dict | None = None,
-               revision: str = "", kind: str = "crystals") -> go.Figure:
+               revision: str = "", kind: str = "crystals", window: tuple | None = None,
+               image: dict | None = None) -> go.Figure:
     """The map: every known point (no down-sampling; ``shown``: the points that pass the filters) over a
     transparent click grid spanning all of them, plus overlays. ``kind`` goes into the layout's ``meta`` (the
-    marks of assets/marks.js are drawn only on the map they were placed on)."""
-    figure = go.Figure([_grid_trace(points["x"], points["y"]), _known_trace(shown or points),
-                        matches_trace(matches), path_trace(path)])
-    x_range, y_range = map_extent(points["x"], points["y"])
+    marks of assets/marks.js are drawn only on the map they were placed on).
+
+    A big map (``services.lod``) passes the points of its ``window`` ((x range, y range) on screen) and the
+    density ``image`` of all of them; the grid then spans the window."""
+    x_range, y_range = window or map_extent(points["x"], points["y"])
+    figure = go.Figure([grid_trace(x_range, y_range), known_trace(shown or points), matches_trace(matches),
+                        path_trace(path)])
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "title": None, "autorange": False}
     figure.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, clickmode="event",
-                         hovermode="closest", uirevision=revision, plot_bgcolor="white", meta={"kind": kind},
+                         hovermode="closest", uirevision=revision, plot_bgcolor="white",
+                         meta={"kind": kind, "big": image is not None}, images=[image] if image else [],
                          xaxis={**axis, "range": x_range}, yaxis={**axis, "range": y_range})
     return figure
 
@@ -223,9 +206,12 @@ def basket_list(items: list[dict] | None) -> list:
                                                                 title=i["id"]) for i in items]]
 
 
-def selection_summary(frame, chosen: list[str]) -> list:
-    """'N materials selected: formulas…' for the lasso/box selection of known ids ``chosen``."""
+def selection_summary(frame, chosen: list[str], *, count: int | None = None) -> list:
+    """'N materials selected: formulas…' for the lasso/box selection of known ids ``chosen`` (``count``: how
+    many were inside it, when more than ``chosen`` holds)."""
+    count = max(count or 0, len(chosen))
     formulas = frame.set_index("id").loc[chosen[:8], "reduced_formula"].tolist()
-    more = f" … and {len(chosen) - len(formulas)} more" if len(chosen) > len(formulas) else ""
-    return [html.B(f"{len(chosen)} material{'s' if len(chosen) != 1 else ''} selected: "),
-            ", ".join(formulas) + more]
+    more = f" … and {count - len(formulas):,} more" if count > len(formulas) else ""
+    kept = [html.Span(f" (the first {len(chosen):,} are kept for the basket)", className="hint")] \
+        if count > len(chosen) else []
+    return [html.B(f"{count:,} material{'s' if count != 1 else ''} selected: "), ", ".join(formulas) + more, *kept]

@@ -16,6 +16,7 @@ def _stores() -> list:
             dcc.Store(id=ids.STORE_ENDPOINTS, data={}), dcc.Store(id=ids.STORE_PATH),
             dcc.Store(id=ids.STORE_BASKET, data=[]), dcc.Store(id=ids.STORE_UPLOADS, data=[]),
             dcc.Store(id=ids.STORE_MAP_VERSION, data=0), dcc.Store(id=ids.STORE_SELECTION, data=[]),
+            dcc.Store(id=ids.STORE_WINDOW), dcc.Store(id=ids.STORE_WINDOW_REQUEST),
             dcc.Store(id=ids.STORE_POLYHEDRA), dcc.Store(id=ids.STORE_PICKS, data=[]),
             dcc.Download(id=ids.DOWNLOAD), dcc.Interval(id=ids.INTERP_TIMER, interval=700, disabled=True)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import expect
@@ -19,9 +20,6 @@ expect.set_options(timeout=30_000)
 
 @pytest.fixture(scope="session")
 def app_url(tiny_settings):
-    from werkzeug.serving import make_server
-
-    from app import create_app
     from explorer.atlas import build_atlas
 
     build_atlas("tiny", tiny_settings)
@@ -37,13 +35,25 @@ def app_url(tiny_settings):
     from small_model import perovskite_dataset
 
     perovskite_dataset(tiny_settings)
-    app = create_app(tiny_settings)
-    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    with serving(tiny_settings) as url:
+        yield url
+
+
+@contextmanager
+def serving(settings):
+    """The app of ``settings`` served on a free port of 127.0.0.1 (werkzeug, in a thread): its address."""
+    from werkzeug.serving import make_server
+
+    from app import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(settings).server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
