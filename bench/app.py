@@ -222,13 +222,14 @@ def _serve(command: list[str], env: dict, dataset: str, timeout: float, *, first
         if not first_decode:
             return serving
         url = f"http://127.0.0.1:{port}"
-        while not _post(url, ready_body())["response"]["ready-status"]["children"].startswith("ready"):
+        while not _post(url, ready_body(url))["response"]["ready-status"]["children"].startswith("ready"):
             if time.perf_counter() - start > timeout:
                 raise TimeoutError("the page never said 'ready'")
             time.sleep(0.2)
         ready = time.perf_counter() - start
         t0 = time.perf_counter()
-        view = _post(url, click_body(dataset, {"x": -1e3, "y": -1e3}))["response"]["store-current"]["data"]
+        answer = _post(url, click_body(url, dataset, {"x": -1e3, "y": -1e3, "curveNumber": 0}))
+        view = answer["response"]["store-current"]["data"]
         assert view["kind"] == "hypothetical", view["kind"]
         return serving, ready, 1000 * (time.perf_counter() - t0)
     finally:

@@ -19,6 +19,7 @@ throughput >= 2x the old path. The sessions share the 2 cores with the server, a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -54,32 +55,45 @@ def _post(url: str, body: dict, timeout: float = 120) -> dict:
         return json.loads(answer.read())
 
 
-def click_body(dataset: str, point: dict) -> dict:
-    return {"output": "store-current.data", "outputs": {"id": "store-current", "property": "data"},
-            "inputs": [{"id": "map", "property": "clickData", "value": {"points": [point]}}],
-            "state": [{"id": "dataset", "property": "value", "value": dataset},
-                      {"id": "store-path", "property": "data", "value": None}],
-            "changedPropIds": ["map.clickData"]}
+@functools.lru_cache(maxsize=8)
+def _dependencies(url: str) -> tuple:
+    """The callbacks the server declares (``GET /_dash-dependencies``, as the page reads them)."""
+    with urllib.request.urlopen(f"{url}/_dash-dependencies", timeout=60) as answer:
+        return tuple(json.loads(answer.read()))
 
 
-def interpolation_body(dataset: str, a: dict, b: dict, steps: int = 10) -> dict:
-    outputs = [("store-path", "data"), ("interp-status", "children"), ("interp-frame", "max"),
-               ("interp-frame", "value"), ("interp-frame", "disabled")]
-    return {"output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
-            "outputs": [{"id": i, "property": p} for i, p in outputs],
-            "inputs": [{"id": "interp-run", "property": "n_clicks", "value": 1}],
-            "state": [{"id": "store-endpoints", "property": "data", "value": {"a": a, "b": b}},
-                      {"id": "interp-steps", "property": "value", "value": steps},
-                      {"id": "interp-method", "property": "value", "value": "slerp"},
-                      {"id": "dataset", "property": "value", "value": dataset}],
-            "changedPropIds": ["interp-run.n_clicks"]}
+def dash_body(url: str, output: str, values: dict, changed: str) -> dict:
+    """The request body the page sends for the callback of ``output``: every input and state the server declares
+    for it, valued from ``values`` ({"id.property": value}, None for the others), so that a callback that gains
+    an argument does not break the bench."""
+    spec = next(d for d in _dependencies(url) if d["output"] == output)
+
+    def valued(items: list[dict]) -> list[dict]:
+        return [{**item, "value": values.get(f"{item['id']}.{item['property']}")} for item in items]
+
+    names = output.strip(".").split("...") if output.startswith("..") else [output]
+    outputs = [{"id": n.rsplit(".", 1)[0], "property": n.rsplit(".", 1)[1]} for n in names]
+    return {"output": output, "outputs": outputs if output.startswith("..") else outputs[0],
+            "inputs": valued(spec["inputs"]), "state": valued(spec["state"]), "changedPropIds": [changed]}
 
 
-def ready_body() -> dict:
-    return {"output": "..ready-status.children...ready-timer.disabled..",
-            "outputs": [{"id": "ready-status", "property": "children"}, {"id": "ready-timer", "property": "disabled"}],
-            "inputs": [{"id": "ready-timer", "property": "n_intervals", "value": 1}], "state": [],
-            "changedPropIds": ["ready-timer.n_intervals"]}
+def click_body(url: str, dataset: str, point: dict) -> dict:
+    return dash_body(url, "store-current.data", {"map.clickData": {"points": [point]}, "dataset.value": dataset,
+                                                 "map-kind.value": "crystals", "color-by.value": "source"},
+                     "map.clickData")
+
+
+def interpolation_body(url: str, dataset: str, a: dict, b: dict, steps: int = 10) -> dict:
+    output = next(d["output"] for d in _dependencies(url) if "..store-path.data..." in d["output"]
+                  and any(i["id"] == "interp-run" for i in d["inputs"]))
+    return dash_body(url, output, {"interp-run.n_clicks": 1, "store-endpoints.data": {"a": a, "b": b},
+                                   "interp-steps.value": steps, "interp-method.value": "slerp",
+                                   "dataset.value": dataset, "map-kind.value": "crystals"}, "interp-run.n_clicks")
+
+
+def ready_body(url: str) -> dict:
+    output = next(d["output"] for d in _dependencies(url) if "ready-status.children" in d["output"])
+    return dash_body(url, output, {"ready-timer.n_intervals": 1}, "ready-timer.n_intervals")
 
 
 def start_server(args: list[str], env: dict, timeout: float = 600) -> tuple[subprocess.Popen, str, float]:
@@ -94,7 +108,7 @@ def start_server(args: list[str], env: dict, timeout: float = 600) -> tuple[subp
             raise RuntimeError(f"the server exited with code {process.returncode}")
         try:
             urllib.request.urlopen(url, timeout=5).read()
-            status = _post(url, ready_body())["response"]["ready-status"]["children"]
+            status = _post(url, ready_body(url))["response"]["ready-status"]["children"]
             if status.startswith("ready"):
                 return process, url, time.perf_counter() - start
         except (OSError, KeyError):
@@ -139,8 +153,9 @@ def run_load(url: str, dataset: str, plans: list, endpoints: list[dict]) -> tupl
 
     def session(plan):
         for kind, item in plan:
-            body = (interpolation_body(dataset, endpoints[item["pair"][0]], endpoints[(item["pair"][1] + 1) % 8])
-                    if kind == "interpolation" else click_body(dataset, item))
+            body = (interpolation_body(url, dataset, endpoints[item["pair"][0]],
+                                       endpoints[(item["pair"][1] + 1) % 8])
+                    if kind == "interpolation" else click_body(url, dataset, item))
             t0 = time.perf_counter()
             try:
                 answer = _post(url, body)["response"]
@@ -190,7 +205,7 @@ def measure(label: str, server_args: list[str], env: dict, dataset: str, plans: 
     try:
         print(f"\n{label}: ready {ready:.1f} s after start")
         picks = np.random.default_rng(0).choice(len(atlas.ids), size=8, replace=False)
-        endpoints = [_post(url, click_body(dataset, {"x": float(atlas.xy[k, 0]), "y": float(atlas.xy[k, 1]),
+        endpoints = [_post(url, click_body(url, dataset, {"x": float(atlas.xy[k, 0]), "y": float(atlas.xy[k, 1]),
                                                      "customdata": atlas.ids[k]}))["response"]["store-current"]["data"]
                      for k in picks]
         times, wall, errors = run_load(url, dataset, plans, endpoints)

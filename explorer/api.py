@@ -234,14 +234,25 @@ class Explorer:
 
     # ------------------------------------------------------------------------------------------ pictures
     def map(self, *, color_by: str = "source", kind: str = "crystals"):
-        """The map as a plotly Figure (every material, coloured as in the app; hover for formula and id)."""
-        from explorer.services import maps, materials
+        """The map as a plotly Figure (every material, coloured as in the app; hover for formula and id). A map of
+        more than ``settings.map_markers_max`` points is its density image, as the app draws it."""
+        import plotly.graph_objects as go
+
+        from explorer.services import lod, maps, materials
         from explorer.ui import components
 
-        points = materials.map_points(self.dataset, color_by, self.settings, maps.check_kind(kind))
-        figure = components.map_figure(points, revision=self.dataset, kind=kind)
+        kind = maps.check_kind(kind)
+        if lod.is_big(maps.size(self.dataset, kind, self.settings), self.settings):
+            layer = lod.layer(self.dataset, kind, color_by, self.settings)
+            shown = lod.window_view(self.dataset, kind, layer, None, layer.extent, self.settings)
+            points = {**layer.points, "ids": layer.ids}
+            figure = go.Figure(components.map_figure(shown["points"], revision=self.dataset, kind=kind,
+                                                     window=layer.extent, image=shown["image"]))
+        else:
+            points = materials.map_points(self.dataset, color_by, self.settings, kind)
+            figure = go.Figure(components.map_figure(points, revision=self.dataset, kind=kind))
         what = "distinct environments" if kind == "motifs" else "materials"
-        figure.update_layout(height=600, title=f"{self.dataset}: {len(points['ids'])} {what} "
+        figure.update_layout(height=600, title=f"{self.dataset}: {len(points['ids']):,} {what} "
                                                f"({maps.KIND_LABELS[kind]} map), colour: {points['colour']['label']}")
         return figure
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from explorer import neighbours
 from explorer.storage import atomic_folder, clean_stale_temporaries
 
 MAPS_KEPT = 2
@@ -82,6 +83,8 @@ class Atlas:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _spacing: float | None = field(default=None, repr=False)
     _tree: object = field(default=None, repr=False)
+    folder: Path | None = None
+    _index: object = field(default=None, repr=False)
 
     @property
     def reducer(self):
@@ -154,11 +157,25 @@ class Atlas:
         return latents.astype(np.float32), distances, nearest
 
     def nearest(self, latent: np.ndarray, k: int = 5, *, exclude: str | None = None) -> list[tuple[str, float]]:
-        """The k known materials closest in latent space: [(id, euclidean distance)], nearest first."""
-        d = np.linalg.norm(self.latents - np.asarray(latent, dtype=np.float32).reshape(1, -1), axis=1)
+        """The k known materials closest in latent space: [(id, euclidean distance)], nearest first (through the
+        map's approximate index when it has one: ``explorer.neighbours``)."""
+        latent = np.asarray(latent, dtype=np.float32).reshape(-1)
+        index = self.neighbour_index()
+        if index is not None and k + 1 < len(self.ids):
+            order, d = neighbours.query(index, latent, k + 1)
+            found = [(self.ids[i], float(dist)) for i, dist in zip(order, d, strict=True) if self.ids[i] != exclude]
+            return found[:k]
+        d = np.linalg.norm(self.latents - latent.reshape(1, -1), axis=1)
         order = np.argsort(d)
         found = [(self.ids[i], float(d[i])) for i in order[: k + 1] if self.ids[i] != exclude]
         return found[:k]
+
+    def neighbour_index(self):
+        """The approximate nearest-neighbour index stored with a big map (loaded on first use), or None."""
+        with self._lock:
+            if self._index is None and self.folder is not None and (self.folder / neighbours.INDEX_FILE).is_file():
+                self._index = neighbours.load_index(self.folder)
+            return self._index
 
 
 def cache_key(*, model_hash: str, table_signature: str, params: UmapParams, sample: int | None = None) -> str:
@@ -189,14 +206,16 @@ def load_or_build(*, dataset: str, cache_dir: Path, key: str, ids: list[str],
         if latents.shape[0] != len(ids):
             raise ValueError(f"{dataset}: encode() gave {latents.shape[0]} latents for {len(ids)} records")
         reducer, xy = fit_umap_sampled(latents, params, sample=sample, client=client)
-        write_folder(folder, dataset=dataset, ids=ids, latents=latents, xy=xy, reducer=reducer)
+        index = None if sample is None else neighbours.build_index(latents, seed=params.seed)
+        write_folder(folder, dataset=dataset, ids=ids, latents=latents, xy=xy, reducer=reducer, index=index)
     return load_folder(folder, dataset=dataset, kind="crystals", inverse_k=inverse_k)
 
 
 def write_folder(folder: Path, *, dataset: str, ids, latents, xy, reducer,
-                 extra: Callable[[Path], None] | None = None) -> None:
-    """A map written to ``folder`` at once (ids.json, latents.npy, xy.npy, reducer.pkl and ``extra(tmp)``'s files,
-    then 'done'): its cache's stale temporaries are cleaned first, the dataset's older maps there pruned after."""
+                 extra: Callable[[Path], None] | None = None, index=None) -> None:
+    """A map written to ``folder`` at once (ids.json, latents.npy, xy.npy, reducer.pkl, the latents' ``index`` when
+    given and ``extra(tmp)``'s files, then 'done'): its cache's stale temporaries are cleaned first, the dataset's
+    older maps there pruned after."""
     cache = folder.parent
     cache.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(cache)
@@ -207,6 +226,8 @@ def write_folder(folder: Path, *, dataset: str, ids, latents, xy, reducer,
         np.save(tmp / "xy.npy", xy)
         with open(tmp / "reducer.pkl", "wb") as handle:
             pickle.dump(reducer, handle)
+        if index is not None:
+            neighbours.write_index(tmp, index)
         if extra is not None:
             extra(tmp)
         (tmp / "done").write_text("ok")
@@ -219,7 +240,7 @@ def load_folder(folder: Path, *, dataset: str, kind: str, inverse_k: int) -> Atl
     """The map ``write_folder`` wrote to ``folder`` ('<dataset>-<key>', a name the app made)."""
     return Atlas(dataset=dataset, key=folder.name.rsplit("-", 1)[1], ids=json.loads((folder / "ids.json").read_text()),
                  latents=np.load(folder / "latents.npy"), xy=np.load(folder / "xy.npy"),
-                 reducer_path=folder / "reducer.pkl", inverse_k=inverse_k, kind=kind)
+                 reducer_path=folder / "reducer.pkl", inverse_k=inverse_k, kind=kind, folder=folder)
 
 
 class BuiltMaps:

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
                                  "still reach every point); fewer are WebGL markers.")
     map_window_max: int = Field(default=50_000, ge=1, description="On a density-image map, the points of the window "
                                 "on screen are also drawn as markers (hover, click) once there are at most this many.")
+    background_checks_max: int = Field(default=100_000, ge=0, description="The server computes a dataset's "
+                                       "missing reconstruction check, environments, structure and motif maps in the "
+                                       "background only up to this many materials; bigger ones are built by "
+                                       "`python -m explorer build` (with --workers/--scheduler).")
     inverse_k: int = Field(
         default=8, ge=1, description="Known latents averaged (inverse-distance weighted) to decode an empty map point."
     )

@@ -38,7 +38,7 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
     A failure (no checkpoint, a map not built) is recorded and logged, never raised: the page says why.
     """
     from explorer import atlas
-    from explorer.services import materials, model
+    from explorer.services import lod, materials, model
 
     start = time.perf_counter()
     with _LOCK:
@@ -50,6 +50,9 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             _step(f"the map of {name}")
             materials.table(name, settings)
             the_map = atlas.get_atlas(name, settings)
+            if lod.is_big(len(the_map.ids), settings):  # a density-image map: its points as arrays, once
+                _step(f"the points of {name}'s map ({len(the_map.ids):,})")
+                lod.layer(name, "crystals", "source", settings)
             if k == 0:
                 _step("the model (one decode)")
                 x, y = (float(v) + 0.5 for v in the_map.xy[0])
@@ -96,9 +99,25 @@ def checks_in_background(datasets: list[str], settings: Settings) -> threading.T
     """In one daemon thread, one job after the other (2 cores): the reconstruction check of each map, then the
     environments of each dataset's sites, then its structure map and its motif map, where they are missing
     (``explorer.reconstruction``, ``explorer.motifs.table``, ``explorer.structure_map``, ``explorer.motif_map``);
-    failures are logged, never raised."""
+    failures are logged, never raised. Datasets of more than ``settings.background_checks_max`` materials are left
+    to ``python -m explorer build`` (hours on one machine: a cluster's job)."""
     from explorer import motif_map, reconstruction, structure_map
     from explorer.motifs import table as motif_table
+    from explorer.services import materials
+
+    def small(name: str) -> bool:
+        try:
+            n = len(materials.table(name, settings))
+        except (FileNotFoundError, ValueError):
+            return True  # the jobs themselves say what is missing
+        if n > settings.background_checks_max:
+            LOG.info("%s: %d materials, more than EXPLORER_BACKGROUND_CHECKS_MAX (%d): its checks and maps are built "
+                     "by `python -m explorer build --dataset %s` (with --workers or --scheduler), not by the server",
+                     name, n, settings.background_checks_max, name)
+            return False
+        return True
+
+    datasets = [name for name in datasets if small(name)]
 
     def run() -> None:
         reconstruction.compute_in_background(datasets, settings).join()

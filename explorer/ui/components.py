@@ -10,7 +10,6 @@ redraw every WebGL point (0.3-0.6 s on the 11k map after each click).
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 from dash import html
 
 from explorer.services.colours import CONTINUOUS_SCALE, palette_of
@@ -20,21 +19,21 @@ from explorer.ui import ids
 GRID, KNOWN, MATCHES, PATH = range(4)
 
 
-def grid_trace(x_range: list[float], y_range: list[float]) -> go.Heatmap:
+def grid_trace(x_range: list[float], y_range: list[float]) -> dict:
     """The transparent click grid over a window: a click on empty space gives the (x, y) of its cell."""
     cell = max(x_range[1] - x_range[0], y_range[1] - y_range[0]) / GRID_SIZE
     decimals = max(4, 3 - int(np.floor(np.log10(cell)))) if cell > 0 else 4
     xs = np.linspace(x_range[0], x_range[1], GRID_SIZE)
     ys = np.linspace(y_range[0], y_range[1], GRID_SIZE)
-    return go.Heatmap(x=xs.round(decimals).tolist(), y=ys.round(decimals).tolist(),
-                      z=np.zeros((GRID_SIZE, GRID_SIZE), np.int8),
-                      colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]], showscale=False,
-                      hoverinfo="none", name="empty space")
+    return {"type": "heatmap", "x": xs.round(decimals).tolist(), "y": ys.round(decimals).tolist(),
+            "z": [[0] * GRID_SIZE] * GRID_SIZE, "colorscale": [[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
+            "showscale": False, "hoverinfo": "none", "name": "empty space"}
 
 
-def known_trace(points: dict) -> go.Scattergl:
+def known_trace(points: dict) -> dict:
     """The known points as WebGL markers (on a big map, those of the window: a continuous colouring then has the
-    whole map's ``range``, so markers and density image agree)."""
+    whole map's ``range``, so markers and density image agree). A plain plotly.js trace: plotly.py's validation of
+    a go.Scattergl costs 15 ms per thousand points, which a zoom into 50k points should not wait for."""
     colour = points["colour"]
     marker = {"size": 5 if len(points["x"]) > 2000 else 10, "opacity": 0.8, "line": {"width": 0}}
     if colour["kind"] == "continuous":
@@ -46,49 +45,50 @@ def known_trace(points: dict) -> go.Scattergl:
     else:
         palette = palette_of(colour["categories"])
         marker["color"] = [palette[c] for c in colour["codes"]]
-    return go.Scattergl(x=points["x"], y=points["y"], mode="markers", marker=marker, customdata=points["ids"],
-                        hovertext=points["hover"], hovertemplate="%{hovertext}<extra></extra>",
-                        name="known materials", meta="known")
+    return {"type": "scattergl", "x": points["x"], "y": points["y"], "mode": "markers", "marker": marker,
+            "customdata": points["ids"], "hovertext": points["hover"], "hovertemplate": "%{hovertext}<extra></extra>",
+            "name": "known materials", "meta": "known"}
 
 
-def matches_trace(matches: dict | None) -> go.Scattergl:
+def matches_trace(matches: dict | None) -> dict:
     """Rings around the search matches."""
     matches = matches or {"x": [], "y": [], "ids": []}
-    return go.Scattergl(x=matches["x"], y=matches["y"], mode="markers", customdata=matches["ids"],
-                        marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "#D55E00"}},
-                        hoverinfo="skip", name="search matches", meta="matches")
+    return {"type": "scattergl", "x": matches["x"], "y": matches["y"], "mode": "markers",
+            "customdata": matches["ids"],
+            "marker": {"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "#D55E00"}},
+            "hoverinfo": "skip", "name": "search matches", "meta": "matches"}
 
 
-def path_trace(path: dict | None) -> go.Scatter:
+def path_trace(path: dict | None) -> dict:
     """The interpolation path on the map, frames numbered (the shown frame is marked by ``marks``)."""
     xy = (path or {}).get("xy") or []
-    return go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="lines+markers+text",
-                      text=[str(k) for k in range(len(xy))], textposition="top center",
-                      customdata=[f"frame:{k}" for k in range(len(xy))],
-                      hovertext=[f["title"] for f in (path or {}).get("frames", [])],
-                      hovertemplate="%{hovertext}<extra></extra>",
-                      line={"color": "#0072B2", "width": 2}, marker={"size": 9, "color": "#0072B2"},
-                      name="interpolation path", meta="path")
+    return {"type": "scatter", "x": [p[0] for p in xy], "y": [p[1] for p in xy], "mode": "lines+markers+text",
+            "text": [str(k) for k in range(len(xy))], "textposition": "top center",
+            "customdata": [f"frame:{k}" for k in range(len(xy))],
+            "hovertext": [f["title"] for f in (path or {}).get("frames", [])],
+            "hovertemplate": "%{hovertext}<extra></extra>",
+            "line": {"color": "#0072B2", "width": 2}, "marker": {"size": 9, "color": "#0072B2"},
+            "name": "interpolation path", "meta": "path"}
 
 
 def map_figure(points: dict, *, shown: dict | None = None, matches: dict | None = None, path: dict | None = None,
                revision: str = "", kind: str = "crystals", window: tuple | None = None,
-               image: dict | None = None) -> go.Figure:
+               image: dict | None = None) -> dict:
     """The map: every known point (no down-sampling; ``shown``: the points that pass the filters) over a
     transparent click grid spanning all of them, plus overlays. ``kind`` goes into the layout's ``meta`` (the
     marks of assets/marks.js are drawn only on the map they were placed on).
 
     A big map (``services.lod``) passes the points of its ``window`` ((x range, y range) on screen) and the
-    density ``image`` of all of them; the grid then spans the window."""
+    density ``image`` of all of them; the grid then spans the window. A plain plotly.js figure (no plotly.py
+    validation of every point on each render; ``go.Figure(...)`` of it for a notebook)."""
     x_range, y_range = window or map_extent(points["x"], points["y"])
-    figure = go.Figure([grid_trace(x_range, y_range), known_trace(shown or points), matches_trace(matches),
-                        path_trace(path)])
+    data = [grid_trace(x_range, y_range), known_trace(shown or points), matches_trace(matches), path_trace(path)]
     axis = {"showgrid": False, "zeroline": False, "showticklabels": False, "title": None, "autorange": False}
-    figure.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False, clickmode="event",
-                         hovermode="closest", uirevision=revision, plot_bgcolor="white",
-                         meta={"kind": kind, "big": image is not None}, images=[image] if image else [],
-                         xaxis={**axis, "range": x_range}, yaxis={**axis, "range": y_range})
-    return figure
+    layout = {"margin": {"l": 10, "r": 10, "t": 10, "b": 10}, "showlegend": False, "clickmode": "event",
+              "hovermode": "closest", "uirevision": revision, "plot_bgcolor": "white",
+              "meta": {"kind": kind, "big": image is not None}, "images": [image] if image else [],
+              "xaxis": {**axis, "range": x_range}, "yaxis": {**axis, "range": y_range}}
+    return {"data": data, "layout": layout}
 
 
 def color_legend(points: dict) -> list:

@@ -70,6 +70,17 @@ def test_a_big_map_fits_umap_on_a_seeded_sample_and_places_the_rest(tmp_path):
     batch = atlas.latents_at(points)
     for k, (x, y) in enumerate(points):
         np.testing.assert_allclose(batch[k], atlas.latent_at(float(x), float(y)).latent, atol=1e-6)
+    # its nearest known materials come from an approximate index stored with it, and agree with a full search
+    assert atlas.neighbour_index() is not None and (atlas.folder / "neighbours.pkl").is_file()
+    for k in (0, 7, 33):
+        d = np.linalg.norm(latents - latents[k], axis=1)
+        exact = [f"x:{i}" for i in np.argsort(d)[1:4]]
+        found = atlas.nearest(latents[k], k=3, exclude=f"x:{k}")
+        assert [i for i, _ in found] == exact
+        np.testing.assert_allclose([dist for _, dist in found], np.sort(d)[1:4], rtol=1e-4)
+    small = load_or_build(dataset="d", cache_dir=tmp_path, key="small", ids=[f"x:{k}" for k in range(40)],
+                          encode=lambda: latents, params=params)
+    assert small.neighbour_index() is None  # all of them fit UMAP: searched exhaustively
 
 
 def test_old_maps_of_a_dataset_are_pruned(tmp_path):
