@@ -48,10 +48,11 @@ ZOOMS = (4, 10, 100, 1000)
 
 
 def synthetic_dataset(data_dir: Path, n: int) -> float:
-    """Write dataset ``SYNTHETIC`` of ``n`` rows into ``data_dir`` (table, report, map); seconds it took."""
+    """Write dataset ``SYNTHETIC`` of ``n`` rows into ``data_dir`` (table, report, map with its neighbour index when
+    it has more than ``umap_fit_max`` points, as ``build`` makes it); seconds it took."""
     import pandas as pd
 
-    from explorer import atlas
+    from explorer import atlas, neighbours
     from explorer.datasets.build import DatasetReport, SourceReport, _write
     from explorer.services import materials
     from explorer.settings import Settings
@@ -72,9 +73,16 @@ def synthetic_dataset(data_dir: Path, n: int) -> float:
     rng = np.random.default_rng(0)
     spread = 3.0 * known_map.typical_spacing()
     xy = known_map.xy[origin] + rng.normal(scale=spread, size=(n, 2)).astype(np.float32) * (copy > 0)[:, None]
+    latents = known_map.latents[origin] + rng.normal(scale=0.01, size=(n, known_map.latents.shape[1])).astype(
+        np.float32) * (copy > 0)[:, None]
+    index = None
+    if atlas.umap_sample(n, settings) is not None:
+        began = time.perf_counter()
+        index = neighbours.build_index(latents, seed=settings.umap_seed)
+        print(f"neighbour index of {n:,} latents built in {time.perf_counter() - began:.0f} s", flush=True)
     folder = settings.atlas_dir / f"{SYNTHETIC}-{atlas.atlas_key(SYNTHETIC, settings)}"
-    atlas.write_folder(folder, dataset=SYNTHETIC, ids=frame["id"].tolist(), latents=known_map.latents[origin],
-                       xy=xy.astype(np.float32), reducer=known_map.reducer)
+    atlas.write_folder(folder, dataset=SYNTHETIC, ids=frame["id"].tolist(), latents=latents,
+                       xy=xy.astype(np.float32), reducer=known_map.reducer, index=index)
     return time.perf_counter() - start
 
 
@@ -131,7 +139,7 @@ def _click(page, x: float, y: float) -> float:
     return 1000 * (time.perf_counter() - start)
 
 
-def bench_map(browser, data_dir: Path | None, dataset: str, runs: int) -> dict:
+def bench_map(browser, data_dir: Path | None, dataset: str, runs: int, screenshots: Path | None = None) -> dict:
     from explorer import atlas
     from explorer.services.lod import map_extent
     from explorer.settings import Settings
@@ -149,6 +157,14 @@ def bench_map(browser, data_dir: Path | None, dataset: str, runs: int) -> dict:
         _drawn(page)
         first_paint = time.perf_counter() - start
         extent = map_extent(the_map.xy[:, 0], the_map.xy[:, 1])
+        if screenshots is not None:
+            screenshots.mkdir(parents=True, exist_ok=True)
+            page.locator("#map").screenshot(path=str(screenshots / f"map-{dataset}.png"))
+            x, y = (float(v) for v in np.median(the_map.xy, axis=0))
+            half_x, half_y = (extent[0][1] - extent[0][0]) / 60, (extent[1][1] - extent[1][0]) / 60
+            _zoom(page, ([x - half_x, x + half_x], [y - half_y, y + half_y]), big)
+            page.locator("#map").screenshot(path=str(screenshots / f"map-{dataset}-zoomed.png"))
+            _zoom(page, extent, big)
         rng = np.random.default_rng(1)
         zooms: dict[int, list[float]] = {z: [] for z in ZOOMS}
         clicks: list[float] = []
@@ -179,18 +195,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="points of the synthetic map")
     parser.add_argument("--runs", type=int, default=5, help="rounds of zooms and clicks per map")
-    parser.add_argument("--keep-data", type=Path, help="write the synthetic dataset here and keep it")
+    parser.add_argument("--keep-data", type=Path, help="write the synthetic dataset here and keep it (a second "
+                        "run with the same folder and --n reuses it)")
+    parser.add_argument("--only-data", action="store_true", help="write the synthetic dataset, measure nothing")
+    parser.add_argument("--screenshots", type=Path, help="save the maps (whole and zoomed in) as PNGs here")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
+    from explorer import atlas
+    from explorer.settings import Settings
+
     with tempfile.TemporaryDirectory(prefix="explorer-big-map-") as scratch:
         data_dir = (args.keep_data or Path(scratch)) / "data"
-        print(f"synthetic map of {args.n:,} points written in {synthetic_dataset(data_dir, args.n):.0f} s",
-              flush=True)
+        settings = Settings(data_dir=data_dir)
+        if atlas.is_built(SYNTHETIC, settings) and len(atlas.get_atlas(SYNTHETIC, settings).ids) == args.n:
+            print(f"reusing the synthetic map of {args.n:,} points in {data_dir}", flush=True)
+        else:
+            print(f"synthetic map of {args.n:,} points written in {synthetic_dataset(data_dir, args.n):.0f} s",
+                  flush=True)
+        if args.only_data:
+            return
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            small = bench_map(browser, None, "known", args.runs)
-            large = bench_map(browser, data_dir, SYNTHETIC, args.runs)
+            small = bench_map(browser, None, "known", args.runs, args.screenshots)
+            large = bench_map(browser, data_dir, SYNTHETIC, args.runs, args.screenshots)
             browser.close()
     for key in ("first_paint_s", "click_to_formula_ms_median", "zoom_1/10_ms_median", "server_rss_mb"):
         print(f"{key}: {small['points']:,} points {small[key]}, {large['points']:,} points {large[key]}, "

@@ -269,7 +269,8 @@ def hover_of(dataset: str, kind: str, points: dict, index, settings: Settings) -
         from explorer import motif_map
 
         return motif_map.hover_of(dataset, index, settings)
-    return _hover(dataset, kind, table(dataset, settings).iloc[np.asarray(points["rows"])[index]], settings)
+    columns = ["id", "reduced_formula", "spacegroup_symbol", "spacegroup_number", "source"]
+    return _hover(dataset, kind, table(dataset, settings)[columns].iloc[np.asarray(points["rows"])[index]], settings)
 
 
 def filter_mask(frame: pd.DataFrame, *, elements: str | None = None, sites: tuple | None = None,

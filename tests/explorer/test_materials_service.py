@@ -73,6 +73,22 @@ def test_map_points_cover_every_material(tiny_settings):
     json.dumps(points)
 
 
+@pytest.mark.parametrize("color_by", ["density", "crystal_system"])
+def test_map_points_as_arrays_agree_with_the_lists_and_hover_texts_come_for_any_points(tiny_settings, color_by):
+    import numpy as np
+
+    lists = materials.map_points("tiny", color_by, tiny_settings)
+    arrays = materials.map_points("tiny", color_by, tiny_settings, hover=False)
+    assert arrays["hover"] is None and arrays["ids"] == lists["ids"]
+    np.testing.assert_array_equal(arrays["x"], lists["x"])
+    np.testing.assert_array_equal(arrays["rows"], lists["rows"])
+    key = "codes" if lists["colour"]["kind"] == "categorical" else "values"
+    expected = np.array([np.nan if v is None else v for v in lists["colour"][key]], dtype=float)
+    np.testing.assert_array_equal(np.asarray(arrays["colour"][key], dtype=float), expected)
+    some = [7, 0, 3]
+    assert materials.hover_of("tiny", "crystals", arrays, some, tiny_settings) == [lists["hover"][k] for k in some]
+
+
 def test_map_problem_names_what_is_missing(tiny_settings, tmp_path):
     assert materials.map_problem("tiny", tiny_settings) is None
     missing = tiny_settings.model_copy(update={"checkpoint": tmp_path / "none.pt"})
