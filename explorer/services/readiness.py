@@ -14,6 +14,8 @@ import logging
 import threading
 import time
 
+import numpy as np
+
 from explorer.settings import Settings
 
 LOG = logging.getLogger("explorer")
@@ -53,6 +55,8 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             if lod.is_big(len(the_map.ids), settings):  # a density-image map: its points as arrays, once
                 _step(f"the points of {name}'s map ({len(the_map.ids):,})")
                 lod.layer(name, "crystals", "source", settings)
+                _step(f"the latent index of {name}'s map")
+                the_map.nearest(np.asarray(the_map.latents[0]), k=1)  # loads the index, compiles its search
             if k == 0:
                 _step("the model (one decode)")
                 x, y = (float(v) + 0.5 for v in the_map.xy[0])

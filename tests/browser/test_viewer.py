@@ -117,6 +117,7 @@ def test_picking_atoms_of_rock_salt_measures_them_and_the_camera_looks_along_an_
     expect(page.locator("#viewer-camera")).to_contain_text("view reset")
     # the camera stays when only the supercell changes
     page.click("#view-b")
+    expect(page.locator("#viewer-camera")).to_contain_text("looking along b")  # the click's effect, not before it
     kept = page.evaluate("() => document.getElementById('viewer')._viewer.getView()")
     choose(page, "viewer-supercell", "2x2x1")
     expect(page.locator("#viewer-status")).to_contain_text("2×2×1 cell")
