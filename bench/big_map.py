@@ -38,11 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from browser import CHROMIUM_ARGS, GRAPH  # noqa: E402  (bench/browser.py: the same Chromium)
 from load import start_server, stop_server  # noqa: E402
 
-GRAPH = "#map .js-plotly-plot"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 SYNTHETIC = "million"
 ZOOMS = (4, 10, 100, 1000)
 

@@ -66,14 +66,23 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def page(browser, app_url):
+@contextmanager
+def opened(browser, url: str):
+    """A page of a new browser context at ``url``; ``page.errors`` collects the page's JavaScript errors."""
     context = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(30_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(app_url)
+    page.goto(url)
     page.errors = errors
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    with opened(browser, app_url) as page:
+        yield page

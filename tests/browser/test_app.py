@@ -61,6 +61,15 @@ def click_map(page, x: float, y: float, *, expect_id: str | None = None) -> None
     page.mouse.click(px, py)
 
 
+def drag_box(page) -> None:
+    """A real mouse drag over the whole plot (a box selection once plotly's drag mode is 'select')."""
+    box = page.locator(f"{GRAPH} .nsewdrag").bounding_box()
+    page.mouse.move(box["x"] + 3, box["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=12)
+    page.mouse.up()
+
+
 def click_known(page, settings, formula: str, *, dataset: str = "tiny") -> str:
     frame = materials.table(dataset, settings)
     record_id = frame.loc[frame["reduced_formula"] == formula, "id"].iloc[0]
@@ -176,11 +185,7 @@ def test_filters_hide_points_and_a_box_selection_fills_the_basket(page, tiny_set
 
     in_basket = basket_count(page)
     page.evaluate(f"() => Plotly.relayout(document.querySelector('{GRAPH}'), {{dragmode: 'select'}})")
-    box = page.locator(f"{GRAPH} .nsewdrag").bounding_box()
-    page.mouse.move(box["x"] + 3, box["y"] + 3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=12)
-    page.mouse.up()
+    drag_box(page)
     expect(page.locator("#selection-status")).to_contain_text(f"{len(frame)} materials selected")
     page.click("#selection-add")
     expect(page.locator("#basket")).to_contain_text(f"{in_basket + len(frame)} in basket")

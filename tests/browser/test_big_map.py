@@ -9,8 +9,8 @@ from playwright.sync_api import expect
 
 from explorer.atlas import build_atlas
 from explorer.services import materials
-from tests.browser.conftest import serving
-from tests.browser.test_app import GRAPH, click_map
+from tests.browser.conftest import opened, serving
+from tests.browser.test_app import GRAPH, click_map, drag_box
 
 pytestmark = pytest.mark.browser
 
@@ -23,15 +23,8 @@ def big_settings(tiny_settings):
 
 @pytest.fixture(scope="module")
 def big_page(browser, big_settings):
-    with serving(big_settings) as url:
-        context = browser.new_context(viewport={"width": 1500, "height": 950})
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(url)
-        page.errors = errors
+    with serving(big_settings) as url, opened(browser, url) as page:
         yield page
-        context.close()
 
 
 def markers(page) -> list[str]:
@@ -93,11 +86,7 @@ def test_a_box_on_a_big_map_selects_every_point_inside_it_and_filters_apply(big_
     expect(page.locator("#map-status")).to_contain_text(f"{with_oxygen} materials of 12 (filters)")
 
     relayout(page, {"dragmode": "select"})
-    box = page.locator(f"{GRAPH} .nsewdrag").bounding_box()
-    page.mouse.move(box["x"] + 3, box["y"] + 3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=12)
-    page.mouse.up()
+    drag_box(page)
     expect(page.locator("#selection-status")).to_contain_text(f"{with_oxygen} materials selected")
     page.fill("#filter-elements", "")
     page.press("#filter-elements", "Enter")
