@@ -54,7 +54,8 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             the_map = atlas.get_atlas(name, settings)
             if lod.is_big(len(the_map.ids), settings):  # a density-image map: its points as arrays, once
                 _step(f"the points of {name}'s map ({len(the_map.ids):,})")
-                lod.layer(name, "crystals", "source", settings)
+                lod.layer(name, "crystals", "source", settings).tree()  # and the KD-tree a click on it uses
+                the_map.index_of(the_map.ids[0])  # the row of each id, for the nearest materials' formulas
                 _step(f"the latent index of {name}'s map")
                 the_map.nearest(np.asarray(the_map.latents[0]), k=1)  # loads the index, compiles its search
             if k == 0:

@@ -54,9 +54,8 @@ def structure_details(structure: Structure) -> list[list[str]]:
 def _nearest(dataset: str, latent: np.ndarray, settings: Settings, *, exclude: str | None = None) -> list[list]:
     atlas = get_atlas(dataset, settings)
     frame = materials.table(dataset, settings)
-    positions = {record_id: k for k, record_id in enumerate(atlas.ids)}
-    found = atlas.nearest(latent, k=settings.n_nearest, exclude=exclude)
-    return [[record_id, frame.iloc[positions[record_id]]["reduced_formula"], round(distance, 4)]
+    found = atlas.nearest(latent, k=settings.n_nearest, exclude=exclude)  # rows of the map are rows of the table
+    return [[record_id, frame.iloc[atlas.index_of(record_id)]["reduced_formula"], round(distance, 4)]
             for record_id, distance in found]
 
 
