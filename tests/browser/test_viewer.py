@@ -108,6 +108,8 @@ def test_picking_atoms_of_rock_salt_measures_them_and_the_camera_looks_along_an_
     for axis in "ca":
         page.click(f"#view-{axis}")
         expect(page.locator("#viewer-camera")).to_contain_text(f"looking along {axis}")
+        page.wait_for_function("(b) => document.getElementById('viewer')._viewer.getView().slice(4)"
+                               ".some((v, i) => Math.abs(v - b[i]) > 1e-3)", arg=before[4:])
         after = page.evaluate("() => document.getElementById('viewer')._viewer.getView()")
         assert not np.allclose(before[4:], after[4:], atol=1e-3)
         toward = rotate(after[4:], lattice["abc".index(axis)])
