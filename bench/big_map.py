@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from browser import CHROMIUM_ARGS, GRAPH  # noqa: E402  (bench/browser.py: the same Chromium)
+from browser import CHROMIUM_ARGS, GRAPH, _pixel  # noqa: E402  (bench/browser.py: the same Chromium)
 from load import start_server, stop_server  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
@@ -133,10 +133,7 @@ def _click(page, x: float, y: float) -> float:
     page.keyboard.press("Escape")
     page.wait_for_function("() => !document.querySelector('#structure-info .info-title')"
                            " && !document.querySelector('#map[data-dash-is-loading]')")
-    px, py = page.evaluate(
-        f"([x, y]) => {{ const g = document.querySelector('{GRAPH}'); const f = g._fullLayout;"
-        " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
-        " return [r.left + f.xaxis.l2p(x), r.top + f.yaxis.l2p(y)]; }", [x, y])
+    px, py = _pixel(page, x, y)
     page.mouse.move(px - 3, py - 3)
     page.mouse.move(px, py, steps=3)
     page.wait_for_function(f"() => {{ const h = document.querySelector('{GRAPH}')._hoverdata; return h && h.length; }}")

@@ -120,27 +120,28 @@ def _value_colours(values: np.ndarray, value_range: list[float]) -> np.ndarray:
     return rgb
 
 
-class _Layers:
-    """The last few layers built, by (dataset, kind, colouring, map key, table version)."""
+class _Recent:
+    """The last few values built, by key (the layers of the maps, the filter masks of a layer)."""
 
     def __init__(self) -> None:
-        self._layers: OrderedDict = OrderedDict()
+        self._values: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple, build) -> Layer:
+    def get(self, key: tuple, build):
+        """The value of ``key``, built by ``build()`` when missing (the oldest of more than a few is dropped)."""
         with self._lock:
-            if key in self._layers:
-                self._layers.move_to_end(key)
-                return self._layers[key]
-        layer = build()
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = build()
         with self._lock:
-            self._layers[key] = layer
-            while len(self._layers) > _LAYERS_KEPT:
-                self._layers.popitem(last=False)
-        return layer
+            self._values[key] = value
+            while len(self._values) > _LAYERS_KEPT:
+                self._values.popitem(last=False)
+        return value
 
 
-_LAYERS = _Layers()
+_LAYERS = _Recent()
 
 
 def layer(dataset: str, kind: str, color_by: str | None, settings: Settings) -> Layer:
@@ -305,8 +306,7 @@ def _vertices(x: object, y: object) -> np.ndarray | None:
 
 # --- what the page shows of a big map ------------------------------------------------------------------------------
 
-_KEEP: OrderedDict = OrderedDict()
-_KEEP_LOCK = threading.Lock()
+_KEEP = _Recent()
 
 
 def keep_mask(dataset: str, kind: str, layer: Layer, filters: dict, settings: Settings) -> np.ndarray | None:
@@ -316,17 +316,11 @@ def keep_mask(dataset: str, kind: str, layer: Layer, filters: dict, settings: Se
 
     if kind == "motifs" or not any(v not in (None, "", [], (None, None)) for v in filters.values()):
         return None
-    key = (dataset, kind, id(layer), repr(sorted(filters.items())))
-    with _KEEP_LOCK:
-        if key in _KEEP:
-            return _KEEP[key]
-    keep = materials.filter_mask(materials.table(dataset, settings), **filters)[np.asarray(layer.points["rows"])]
-    keep = None if keep.all() else keep
-    with _KEEP_LOCK:
-        _KEEP[key] = keep
-        while len(_KEEP) > _LAYERS_KEPT:
-            _KEEP.popitem(last=False)
-    return keep
+    def build() -> np.ndarray | None:
+        keep = materials.filter_mask(materials.table(dataset, settings), **filters)[np.asarray(layer.points["rows"])]
+        return None if keep.all() else keep
+
+    return _KEEP.get((dataset, kind, id(layer), repr(sorted(filters.items()))), build)
 
 
 def window_view(dataset: str, kind: str, layer: Layer, keep: np.ndarray | None,
