@@ -20,7 +20,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from models.motif.data import Environments, canonical_frame
-from models.motif.model import MotifAutoencoder
+from models.motif.model import MotifAutoencoder, shell_of, shell_slots
 
 ITERATIONS = 8
 SPECIES_PENALTY = 100.0
@@ -57,12 +57,27 @@ def align(p: np.ndarray, p_species: np.ndarray, q: np.ndarray, q_species: np.nda
 
 
 def decoded_points(out: dict[str, torch.Tensor]) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Per environment: (centre atomic number, (m,) neighbour atomic numbers, (m, 3) positions Å): the slots whose
-    most likely species is not 'empty'."""
-    centre = out["centre"].argmax(-1).cpu().numpy()
-    species = out["species"].argmax(-1).cpu().numpy()
+    """Per environment: (centre atomic number, (m,) neighbour atomic numbers, (m, 3) positions Å).
+
+    A version-2 decode (its latent carries the shell: ``model.shell_of``) has the shell's centre and neighbour
+    elements, plus one more when the count head asks for more than the shell holds (an input that misses a
+    neighbour), placed on the slots that best fit them (``model.shell_slots``). A version-1 decode: the most likely centre, and the slots whose most likely species is
+    not 'empty'."""
     positions = out["positions"].detach().cpu().numpy()
-    return [(int(c), s[s > 0], x[s > 0]) for c, s, x in zip(centre, species, positions, strict=True)]
+    species_logits = out["species"].detach().cpu().numpy()
+    if "shell_counts" not in out:
+        centre = out["centre"].argmax(-1).cpu().numpy()
+        species = species_logits.argmax(-1)
+        return [(int(c), s[s > 0], x[s > 0]) for c, s, x in zip(centre, species, positions, strict=True)]
+    counted = out["count"].argmax(-1).cpu().numpy() + 1
+    found = []
+    for i, (centre_part, counts_part) in enumerate(zip(out["shell_centre"].detach().cpu().numpy(),
+                                                       out["shell_counts"].detach().cpu().numpy(), strict=True)):
+        centre, counts = shell_of(centre_part, counts_part)
+        n = min(int(counts.sum()) + int(counted[i] > counts.sum()), positions.shape[1])
+        slots, species = shell_slots(species_logits[i], counts, n)
+        found.append((centre, species, positions[i, slots]))
+    return found
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ import torch
 
 from models.device import resolve_device
 from models.motif.data import Environments, canonical, held_out, read_table
-from models.motif.model import MODEL_VERSION, MotifAutoencoder, MotifConfig, loss
+from models.motif.model import MODEL_VERSION, READABLE_VERSIONS, MotifAutoencoder, MotifConfig, loss
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ def save(path: Path, model: MotifAutoencoder, metrics: dict, training: dict | No
 def load(path: str | Path, device: str | torch.device | None = None) -> tuple[MotifAutoencoder, dict]:
     """(model on ``device``, the checkpoint dict) of a motif checkpoint; ValueError naming a wrong file."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("version") != MODEL_VERSION or "config" not in payload:
-        raise ValueError(f"{path}: not a motif autoencoder checkpoint of version {MODEL_VERSION}")
+    if not isinstance(payload, dict) or payload.get("version") not in READABLE_VERSIONS or "config" not in payload:
+        raise ValueError(f"{path}: not a motif autoencoder checkpoint (versions "
+                         f"{', '.join(map(str, READABLE_VERSIONS))})")
     model = MotifAutoencoder(config=MotifConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(resolve_device(device)).eval(), payload
@@ -158,9 +159,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{field}", type=type(default), default=default)
     parser.add_argument("--device", default="")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--latent-dim", type=int, default=MotifConfig.latent_dim, help="learned latent numbers")
+    parser.add_argument("--hidden", type=int, default=MotifConfig.hidden, help="width of the MLPs (the decoder's "
+                                                                              "layers are twice this)")
+    parser.add_argument("--no-composition-in-latent", dest="composition_in_latent", action="store_false",
+                        help="the version-1 latent: learned numbers only (the decoder guesses centre and shell)")
     args = vars(parser.parse_args(argv))
+    model_fields = {"composition_in_latent": args.pop("composition_in_latent"), "latent_dim": args.pop("latent_dim"),
+                    "hidden": args.pop("hidden")}
     config = MotifTrainConfig(**{k.replace("-", "_"): v for k, v in args.items()})
-    run(config, MotifConfig())
+    run(config, MotifConfig(**model_fields))
 
 
 if __name__ == "__main__":

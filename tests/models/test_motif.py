@@ -14,8 +14,8 @@ from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
 from models.motif.data import MAX_NEIGHBOURS, canonical, canonical_frame, concat, from_points, read_table
-from models.motif.evaluate import _orthogonal, align, missing_neighbour, reconstruction
-from models.motif.model import MotifAutoencoder, MotifConfig, loss
+from models.motif.evaluate import _orthogonal, align, decoded_points, missing_neighbour, reconstruction
+from models.motif.model import MotifAutoencoder, MotifConfig, loss, shell_of, shell_slots
 from models.motif.train import MotifTrainConfig, batch_of, load, run
 
 
@@ -46,9 +46,10 @@ def tensors(envs):
     return (torch.as_tensor(envs.centre), torch.as_tensor(envs.species), torch.as_tensor(envs.vectors))
 
 
-def test_the_latent_ignores_rotation_reflection_and_neighbour_order():
+@pytest.mark.parametrize("shell", [True, False], ids=["version 2", "version 1"])
+def test_the_latent_ignores_rotation_reflection_and_neighbour_order(shell):
     torch.manual_seed(0)
-    model = MotifAutoencoder(config=MotifConfig()).double()
+    model = MotifAutoencoder(config=MotifConfig(composition_in_latent=shell)).double()
     centre, species, vectors = tensors(real_environments())
     vectors = vectors.double()
     z = model.encode(centre, species, vectors)
@@ -92,7 +93,7 @@ def trained():
     torch.manual_seed(0)
     envs = real_environments()
     targets = canonical(envs)
-    model = MotifAutoencoder(config=MotifConfig(hidden=128))
+    model = MotifAutoencoder(config=MotifConfig(hidden=128, composition_in_latent=True))
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     rng = np.random.default_rng(0)
     for _ in range(400):
@@ -109,6 +110,33 @@ def test_a_small_model_reconstructs_the_motifs_it_learned(trained):
     found = reconstruction(model, envs)
     assert found["n"] == len(envs) and found["reconstructed"] == 1.0 and found["rms_median"] < 0.2
     assert 0.0 <= missing_neighbour(model, envs)["recovered"] <= 1.0
+
+
+def test_the_shell_part_of_the_latent_gives_the_elements_and_reads_mixtures_as_whole_counts():
+    envs = real_environments()
+    torch.manual_seed(0)
+    model = MotifAutoencoder(config=MotifConfig(hidden=64, composition_in_latent=True)).eval()
+    with torch.no_grad():
+        z = model.encode(*tensors(envs))
+        out = model.decode(z)
+        decoded = decoded_points({**out, "count": torch.zeros_like(out["count"])})  # a count head with no opinion
+        out["count"][:, -1] = 1e3  # a count head that wants 16 adds one neighbour to the shell, no more
+        more = decoded_points(out)
+    assert [len(s) for _, s, _ in more] == [n + 1 for n in envs.count]
+    assert z.shape == (len(envs), model.latent_size) and model.latent_size == 32 + 2 * 95
+    for k, (centre, species, points) in enumerate(decoded):  # untrained: the geometry is noise, the elements exact
+        n = envs.count[k]
+        assert centre == envs.centre[k] and sorted(species) == sorted(envs.species[k, :n]) and points.shape == (n, 3)
+    octahedron, tetrahedron = np.zeros(95), np.zeros(95)
+    octahedron[8], tetrahedron[8] = 6, 4  # O6 and O4 shells: halfway is O5
+    assert shell_of(np.eye(95)[22], (octahedron + tetrahedron) / 2)[1][8] == 5
+    one_o, one_s = np.eye(95)[8], np.eye(95)[16]
+    centre, counts = shell_of(0.4 * np.eye(95)[22] + 0.6 * np.eye(95)[14], (one_o + one_s) / 2)
+    assert centre == 14 and counts.sum() == 1 and counts[8] + counts[16] == 1
+    logits = np.full((16, 95), -5.0)
+    logits[3, 8] = logits[7, 8] = logits[9, 11] = 5.0  # two slots like O, one likes Na
+    slots, species = shell_slots(logits, counts=np.bincount([8, 8], minlength=95), n=3)
+    assert slots.tolist() == [3, 7, 9] and species.tolist() == [8, 8, 11]  # one more than the shell: the best other
 
 
 def test_training_is_resumable_and_its_checkpoint_loads_safely(tmp_path, capsys):
