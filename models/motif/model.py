@@ -52,6 +52,8 @@ class MotifConfig:
     cutoff: float = 6.0
     hidden: int = 256
     composition_in_latent: bool = False  # version 1 checkpoints have none; new runs set it (train.py)
+    refine_layers: int = 0  # transformer layers over the 16 slots after the MLP (0: the MLP's slots as they are)
+    refine_width: int = 128
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +93,16 @@ class MotifAutoencoder(nn.Module):
                                      nn.SiLU(), nn.Linear(2 * c.hidden, 2 * c.hidden), nn.SiLU(),
                                      nn.Linear(2 * c.hidden, N_SPECIES + MAX_NEIGHBOURS
                                                + MAX_NEIGHBOURS * (3 + N_SPECIES)))
+        if c.refine_layers:
+            self.slot_context = nn.Linear(2 * c.hidden, c.refine_width)
+            self.slot_position = nn.Linear(3, c.refine_width)
+            self.slot_index = nn.Parameter(torch.randn(MAX_NEIGHBOURS, c.refine_width) * 0.02)
+            layer = nn.TransformerEncoderLayer(c.refine_width, nhead=4, dim_feedforward=2 * c.refine_width,
+                                               dropout=0.0, batch_first=True, norm_first=True)
+            self.refine = nn.TransformerEncoder(layer, c.refine_layers, enable_nested_tensor=False)
+            self.refine_out = nn.Linear(c.refine_width, 3 + N_SPECIES)
+            nn.init.zeros_(self.refine_out.weight)
+            nn.init.zeros_(self.refine_out.bias)
         self.register_buffer("frequencies", torch.arange(1, c.n_radial + 1, dtype=torch.float32) * np.pi / c.cutoff)
         self.register_buffer("position_scale", torch.tensor(2.5))
 
@@ -138,9 +150,13 @@ class MotifAutoencoder(nn.Module):
     def decode(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"centre": (n, N_SPECIES) logits, "count": (n, MAX_NEIGHBOURS) logits of 1..16 neighbours,
         "species": (n, 16, N_SPECIES) logits, "positions": (n, 16, 3) Å in the canonical frame}."""
-        out = self.decoder(latent)
+        hidden = self.decoder[:-1](latent)
+        out = self.decoder[-1](hidden)
         k = MAX_NEIGHBOURS
         slots = out[:, N_SPECIES + k:].view(-1, k, 3 + N_SPECIES)
+        if self.config.refine_layers:  # the slots see each other: crowded shells sort out who goes where
+            tokens = self.slot_context(hidden)[:, None] + self.slot_position(slots[..., :3]) + self.slot_index
+            slots = slots + self.refine_out(self.refine(tokens))
         decoded = {"centre": out[:, :N_SPECIES], "count": out[:, N_SPECIES:N_SPECIES + k],
                    "positions": slots[..., :3] * self.position_scale, "species": slots[..., 3:]}
         if self.config.composition_in_latent:
@@ -217,12 +233,15 @@ def _align_target(predicted: torch.Tensor, target: torch.Tensor, assigned: np.nd
     return torch.einsum("nij,nkj->nki", u @ vt, target)
 
 
-def loss(model: MotifAutoencoder, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def loss(model: MotifAutoencoder, batch: dict[str, torch.Tensor], *,
+         per_environment: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Training loss of a batch {"centre", "species", "vectors" (the encoder's input), "target" (canonical
     positions), "target_species", "count"}: cross-entropies of centre, count and matched slot species, and the mean
     squared distance (Å²) of matched slots; unmatched slots are pushed towards "empty" (species 0). Slots and
     neighbours are matched in the canonical frame, the target is turned onto the matched slots (``_align_target``)
-    and matched again, so a frame that the canonical rules fix only up to a symmetry costs nothing."""
+    and matched again, so a frame that the canonical rules fix only up to a symmetry costs nothing.
+    ``per_environment``: the squared distances are averaged per environment first, then over the batch, so a shell
+    of 12 weighs as much as a shell of 2 (default: every matched neighbour of the batch weighs the same)."""
     _, out = model(batch["centre"], batch["species"], batch["vectors"])
     count = batch["count"]
     target = batch["target"]
@@ -234,7 +253,12 @@ def loss(model: MotifAutoencoder, batch: dict[str, torch.Tensor]) -> tuple[torch
     real = assigned >= 0
     rows = torch.arange(len(count), device=count.device)[:, None].expand_as(assigned)[real]
     slots = assigned[real]
-    position = ((out["positions"][rows, slots] - target[real]) ** 2).sum(-1).mean()
+    squared = ((out["positions"][rows, slots] - target[real]) ** 2).sum(-1)
+    if per_environment:
+        per = torch.zeros(len(count), dtype=squared.dtype, device=squared.device).index_add_(0, rows, squared)
+        position = (per / count.clamp(min=1).to(squared.dtype)).mean()
+    else:
+        position = squared.mean()
     slot_species = torch.zeros_like(batch["target_species"])  # empty unless a neighbour was matched to the slot
     slot_species[rows, slots] = batch["target_species"][real]
     species = nn.functional.cross_entropy(out["species"].reshape(-1, N_SPECIES), slot_species.reshape(-1))

@@ -41,6 +41,7 @@ class MotifTrainConfig:
     limit: int = 0
     device: str = ""
     resume: bool = False
+    per_environment: bool = False
 
 
 def save(path: Path, model: MotifAutoencoder, metrics: dict, training: dict | None = None) -> None:
@@ -113,7 +114,7 @@ def run(config: MotifTrainConfig, model_config: MotifConfig) -> dict[str, float]
             order, parts = rng.permutation(len(train)), []
             for first in range(0, len(order), config.batch_size):
                 batch = batch_of(train, targets_train, order[first:first + config.batch_size], rng, config.drop, device)
-                total, parts_batch = loss(model, batch)
+                total, parts_batch = loss(model, batch, per_environment=config.per_environment)
                 optimizer.zero_grad()
                 total.backward()
                 optimizer.step()
@@ -159,14 +160,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{field}", type=type(default), default=default)
     parser.add_argument("--device", default="")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--per-environment", action="store_true", help="average squared distances per environment "
+                                                                       "first (every shell weighs the same)")
     parser.add_argument("--latent-dim", type=int, default=MotifConfig.latent_dim, help="learned latent numbers")
     parser.add_argument("--hidden", type=int, default=MotifConfig.hidden, help="width of the MLPs (the decoder's "
                                                                               "layers are twice this)")
+    parser.add_argument("--refine-layers", type=int, default=0, help="transformer layers over the decoded slots")
+    parser.add_argument("--lmax", type=int, default=MotifConfig.lmax, help="highest degree of the encoder's "
+                                                                          "density on the sphere")
     parser.add_argument("--no-composition-in-latent", dest="composition_in_latent", action="store_false",
                         help="the version-1 latent: learned numbers only (the decoder guesses centre and shell)")
     args = vars(parser.parse_args(argv))
     model_fields = {"composition_in_latent": args.pop("composition_in_latent"), "latent_dim": args.pop("latent_dim"),
-                    "hidden": args.pop("hidden")}
+                    "hidden": args.pop("hidden"), "refine_layers": args.pop("refine_layers"),
+                    "lmax": args.pop("lmax")}
     config = MotifTrainConfig(**{k.replace("-", "_"): v for k, v in args.items()})
     run(config, MotifConfig(**model_fields))
 
