@@ -82,7 +82,8 @@ def main() -> None:
     latents = motif_model.encode(motif_map.as_environments(rows), settings)
     t_encode = time.perf_counter() - start
     start = time.perf_counter()
-    _, xy = fit_umap(latents, umap_params(settings))
+    placed = motif_map.placed_by(settings) or latents.shape[1]
+    _, xy = fit_umap(latents[:, :placed], umap_params(settings))
     t_umap = time.perf_counter() - start
     print(f"{args.dataset}: {len(environments)} symmetry-distinct sites of {environments['id'].nunique()} crystals -> "
           f"{len(rows)} distinct environments (1-16 neighbours, distances within {motif_map.DISTINCT_TOLERANCE} Å)")
@@ -94,8 +95,10 @@ def main() -> None:
     both = (rows["element"] + " " + rows["motif"]).to_numpy()
     chemistry = chemistry_baseline(rows)
     print(f"\n{args.k} nearest neighbours with the same ...   motif   centre element and motif")
-    for name, features in (("motif latent (32-d)", latents), ("motif map (2-D)", xy),
-                           ("shell chemistry only (baseline)", chemistry)):
+    spaces = [(f"motif latent ({latents.shape[1]}-d)", latents)]
+    if placed < latents.shape[1]:
+        spaces.append((f"learned part + centre ({placed}-d, placed)", latents[:, :placed]))
+    for name, features in (*spaces, ("motif map (2-D)", xy), ("shell chemistry only (baseline)", chemistry)):
         print(f"  {name:<34} {100 * knn_agreement(features, motif, args.k):5.1f} %   "
               f"{100 * knn_agreement(features, both, args.k):5.1f} %")
 

@@ -85,6 +85,9 @@ class Atlas:
     _tree: object = field(default=None, repr=False)
     folder: Path | None = None
     _index: object = field(default=None, repr=False)
+    place_columns: int = 0
+    """How many leading latent numbers UMAP saw (0: all): the motif map is placed by the learned part of its
+    latents, without the shell counts that follow it."""
 
     @property
     def reducer(self):
@@ -111,6 +114,8 @@ class Atlas:
         if self.kind == "structure":
             raise TypeError(f"the {self.kind} map places structures, not latents")
         latents = np.asarray(latents, dtype=np.float32).reshape(-1, self.latents.shape[1])
+        if self.place_columns:
+            latents = latents[:, : self.place_columns]
         return np.asarray(self.reducer.transform(latents), dtype=np.float32)
 
     def typical_spacing(self) -> float:
@@ -236,12 +241,13 @@ def write_folder(folder: Path, *, dataset: str, ids, latents, xy, reducer,
     prune_cache(cache, dataset=dataset, keep=folder)
 
 
-def load_folder(folder: Path, *, dataset: str, kind: str, inverse_k: int) -> Atlas:
+def load_folder(folder: Path, *, dataset: str, kind: str, inverse_k: int, place_columns: int = 0) -> Atlas:
     """The map ``write_folder`` wrote to ``folder`` ('<dataset>-<key>', a name the app made). The latents are
     memory-mapped (a million of them are 0.9 GB; a click reads a few rows)."""
     return Atlas(dataset=dataset, key=folder.name.rsplit("-", 1)[1], ids=json.loads((folder / "ids.json").read_text()),
                  latents=np.load(folder / "latents.npy", mmap_mode="r"), xy=np.load(folder / "xy.npy"),
-                 reducer_path=folder / "reducer.pkl", inverse_k=inverse_k, kind=kind, folder=folder)
+                 reducer_path=folder / "reducer.pkl", inverse_k=inverse_k, kind=kind, folder=folder,
+                 place_columns=place_columns)
 
 
 class BuiltMaps:

@@ -200,9 +200,12 @@ def decode(latent: np.ndarray, settings: Settings) -> Decoded:
     return decode_many(np.asarray(latent).reshape(1, -1), settings)[0]
 
 
-def path_latents(a: np.ndarray, b: np.ndarray, *, steps: int, method: str = "linear") -> np.ndarray:
+def path_latents(a: np.ndarray, b: np.ndarray, *, steps: int, method: str = "linear",
+                 linear_tail: int = 0) -> np.ndarray:
     """(steps, d) latents from ``a`` to ``b`` inclusive: straight line, or great-circle arc (``slerp``)
-    with the norm interpolated linearly (so slerp between latents of different norms stays sensible)."""
+    with the norm interpolated linearly (so slerp between latents of different norms stays sensible).
+    ``linear_tail``: the last that many numbers always go in a straight line (counts, such as the motif latent's
+    shell, which an arc would inflate halfway)."""
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or not MIN_STEPS <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be an integer from {MIN_STEPS} to {MAX_STEPS}, got {steps!r}")
     if method not in METHODS:
@@ -211,18 +214,22 @@ def path_latents(a: np.ndarray, b: np.ndarray, *, steps: int, method: str = "lin
     if a.shape != b.shape:
         raise ValueError(f"endpoints have different sizes: {a.shape[0]} and {b.shape[0]}")
     t = np.linspace(0.0, 1.0, int(steps))[:, None]
+    line = (1 - t) * a + t * b
+    head = len(a) - max(0, min(int(linear_tail), len(a)))
     if method == "linear":
-        return ((1 - t) * a + t * b).astype(np.float32)
+        return line.astype(np.float32)
+    a, b = a[:head], b[:head]
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na < 1e-12 or nb < 1e-12:
-        return ((1 - t) * a + t * b).astype(np.float32)
+        return line.astype(np.float32)
     ua, ub = a / na, b / nb
     omega = np.arccos(np.clip(ua @ ub, -1.0, 1.0))
     if omega < 1e-6:
         direction = (1 - t) * ua + t * ub
     else:
         direction = (np.sin((1 - t) * omega) * ua + np.sin(t * omega) * ub) / np.sin(omega)
-    return (direction * ((1 - t) * na + t * nb)).astype(np.float32)
+    line[:, :head] = direction * ((1 - t) * na + t * nb)
+    return line.astype(np.float32)
 
 
 def interpolate(a: np.ndarray, b: np.ndarray, settings: Settings, *, steps: int = 10,

@@ -100,7 +100,8 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
 
     start = time.perf_counter()
     the_map = motif_map.get_motif_map(dataset, settings)
-    z = path_latents(np.asarray(a["latent"]), np.asarray(b["latent"]), steps=steps, method=method)
+    z = path_latents(np.asarray(a["latent"]), np.asarray(b["latent"]), steps=steps, method=method,
+                     linear_tail=motif_model.shell_size(settings))
     decoded = motif_model.decode_many(z, settings)
     xy = the_map.place(z)
     t = np.linspace(0.0, 1.0, len(z))

@@ -119,7 +119,7 @@ def test_the_motif_map_from_python(ex):
     ti = f"env:{frame.index[(frame['element'] == 'Ti') & (frame['motif'] == 'octahedral')][0]}"
     octahedron = ex.environment(ti)
     assert [str(s.specie) for s in octahedron] == ["Ti"] + ["O"] * 6 and np.allclose(octahedron[0].coords, 0)
-    assert octahedron.properties["motif"] == "octahedral" and len(octahedron.properties["latent"]) == 32
+    assert octahedron.properties["motif"] == "octahedral" and len(octahedron.properties["latent"]) == 222
     hypothetical = ex.decode_at(-50.0, -50.0, kind="motifs")
     assert hypothetical.properties["map"] == "motifs" and "hypothetical" in hypothetical.properties["title"]
     frames = ex.interpolate_motifs(ti, "env:0", steps=4)

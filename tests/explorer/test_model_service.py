@@ -67,6 +67,10 @@ def test_slerp_interpolates_the_norm_and_stays_on_the_arc():
     np.testing.assert_allclose(angles, np.linspace(0, np.pi / 2, 5), atol=1e-5)
     linear = model.path_latents(a, b, steps=3, method="linear")
     np.testing.assert_allclose(linear[1], [1.5, 0.5])
+    counts = model.path_latents(np.array([3.0, 0.0, 6.0]), np.array([0.0, 1.0, 4.0]), steps=5, method="slerp",
+                                linear_tail=1)  # a count at the end goes straight: 6 to 4 is 5 halfway
+    np.testing.assert_allclose(counts[:, :2], path, atol=1e-5)
+    np.testing.assert_allclose(counts[:, 2], np.linspace(6, 4, 5), atol=1e-5)
 
 
 @pytest.mark.parametrize("steps", [1, 31, 2.5, True])

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from pymatgen.core import Element
 
 from explorer import motif_map
 from explorer.cli import main
@@ -39,7 +40,11 @@ def test_every_distinct_environment_is_one_point_that_knows_its_crystals(tiny_se
     sites = motif_table.load("tiny", tiny_settings)
     frame = motif_map.environments_of("tiny", tiny_settings)
     assert len(motifs.ids) == len(frame) == len(motifs.xy) == len(motifs.latents)
-    assert motifs.kind == "motifs" and motifs.latents.shape[1] == 32
+    assert motifs.kind == "motifs" and motifs.latents.shape[1] == 32 + 95 + 95  # learned, centre, neighbour counts
+    assert motifs.place_columns == 32 + 95  # placed without the counts
+    centres = motifs.latents[:, 32:127].argmax(1)
+    elements = frame["element"].map(lambda e: Element(e).Z).to_numpy()
+    assert (centres == elements).all() and motifs.place(motifs.latents[:2]).shape == (2, 2)
     assert len(frame) <= len(sites)
     # every site of every crystal is a point, or a copy of one (same centre, motif and shell within 0.05 Å)
     held = {i for ids in frame["crystals"] for i in json.loads(ids)}
@@ -167,8 +172,8 @@ def test_views_move_between_maps_only_where_they_belong(tiny_settings, motifs):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"latent": [0.0] * 3}, "motif latent must be 32"),
-    ({"latent": [float("nan")] * 32}, "motif latent must be 32"),
+    ({"latent": [0.0] * 3}, "motif latent must be 222"),
+    ({"latent": [float("nan")] * 222}, "motif latent must be 222"),
     ({"map": "crystals"}, "not an environment|unknown map kind"),
     ({"environment": {"source": "known", "crystals": "x", "measures": {}}}, "list of crystals"),
     ({"environment": {"source": "elsewhere"}}, "not an environment"),
@@ -191,5 +196,5 @@ def test_export_map_of_the_motifs(tiny_settings, motifs, tmp_path, monkeypatch):
     assert main(["export-map", "--dataset", "tiny", "--kind", "motifs", "--out", str(out)]) == 0
     frame = pd.read_csv(out)
     assert len(frame) == len(motifs.ids) and frame["id"].tolist() == motifs.ids
-    assert {"x", "y", "m0", "m31", "element", "cn", "motif", "csm", "count", "formula", "crystal"} <= set(frame)
+    assert {"x", "y", "m0", "m31", "m221", "element", "cn", "motif", "csm", "count", "formula", "crystal"} <= set(frame)
     assert np.allclose(frame[["x", "y"]].to_numpy(), motifs.xy, atol=1e-5)
