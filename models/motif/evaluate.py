@@ -61,8 +61,8 @@ def decoded_points(out: dict[str, torch.Tensor]) -> list[tuple[int, np.ndarray, 
 
     A version-2 decode (its latent carries the shell: ``model.shell_of``) has the shell's centre and neighbour
     elements, plus one more when the count head asks for more than the shell holds (an input that misses a
-    neighbour), placed on the slots that best fit them (``model.shell_slots``). A version-1 decode: the most likely centre, and the slots whose most likely species is
-    not 'empty'."""
+    neighbour), placed on the slots that best fit them (``model.shell_slots``). A version-1 decode: the most likely
+    centre, and the slots whose most likely species is not 'empty'."""
     positions = out["positions"].detach().cpu().numpy()
     species_logits = out["species"].detach().cpu().numpy()
     if "shell_counts" not in out:

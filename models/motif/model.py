@@ -89,8 +89,9 @@ class MotifAutoencoder(nn.Module):
         n_power = c.channels * (c.channels + 1) // 2 * (c.lmax + 1)
         self.to_latent = nn.Sequential(nn.Linear(n_power + c.hidden // 4 + c.embed, c.hidden), nn.SiLU(),
                                        nn.Linear(c.hidden, c.latent_dim))
-        self.decoder = nn.Sequential(nn.Linear(self.latent_size, c.hidden), nn.SiLU(), nn.Linear(c.hidden, 2 * c.hidden),
-                                     nn.SiLU(), nn.Linear(2 * c.hidden, 2 * c.hidden), nn.SiLU(),
+        self.decoder = nn.Sequential(nn.Linear(self.latent_size, c.hidden), nn.SiLU(),
+                                     nn.Linear(c.hidden, 2 * c.hidden), nn.SiLU(),
+                                     nn.Linear(2 * c.hidden, 2 * c.hidden), nn.SiLU(),
                                      nn.Linear(2 * c.hidden, N_SPECIES + MAX_NEIGHBOURS
                                                + MAX_NEIGHBOURS * (3 + N_SPECIES)))
         if c.refine_layers:
