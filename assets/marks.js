@@ -80,18 +80,35 @@
     }
   });
 
+  var waiting = null;
+
+  /* Hook the plot once it exists: follow every redraw, zoom, pan and resize. The marks may change before the
+   * first figure is plotted (an address opened with an upload's mark, on a busy server): then look again every
+   * 100 ms, for at most 30 s, instead of leaving the marks undrawn until the next change. */
+  function attach(triesLeft) {
+    var gd = document.querySelector("#map .js-plotly-plot");
+    if (gd && gd.on && gd._fullLayout && gd._fullLayout.xaxis) {
+      if (!gd._explorerMarks) {
+        gd._explorerMarks = true;
+        gd.on("plotly_afterplot", place);
+        gd.on("plotly_relayout", place);
+      }
+      place();
+      return;
+    }
+    if (triesLeft > 0) {
+      waiting = window.setTimeout(function () { attach(triesLeft - 1); }, 100);
+    }
+  }
+
+  window.addEventListener("resize", place);
+
   /* Each mark was placed on one kind of map (its "map"); the figure says which map it shows (layout.meta). */
   function drawMarks(current, uploads, figure) {
     var meta = figure && figure.layout && figure.layout.meta;
     latest = marksOf(current, uploads, (meta && meta.kind) || "crystals");
-    var gd = document.querySelector("#map .js-plotly-plot");
-    if (gd && gd.on && !gd._explorerMarks) {  // follow every redraw, zoom, pan and resize of the plot
-      gd._explorerMarks = true;
-      gd.on("plotly_afterplot", place);
-      gd.on("plotly_relayout", place);
-      window.addEventListener("resize", place);
-    }
-    place();
+    if (waiting !== null) { window.clearTimeout(waiting); waiting = null; }
+    attach(300);
     return String(latest.length);
   }
 
