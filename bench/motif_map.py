@@ -82,7 +82,7 @@ def main() -> None:
     latents = motif_model.encode(motif_map.as_environments(rows), settings)
     t_encode = time.perf_counter() - start
     start = time.perf_counter()
-    placed = motif_map.placed_by(settings) or latents.shape[1]
+    placed = motif_map.placed_by(settings)
     _, xy = fit_umap(latents[:, :placed], umap_params(settings))
     t_umap = time.perf_counter() - start
     print(f"{args.dataset}: {len(environments)} symmetry-distinct sites of {environments['id'].nunique()} crystals -> "

@@ -35,7 +35,7 @@ from explorer.atlas import (
 )
 from explorer.settings import Settings
 
-MAP_VERSION = 1
+MAP_VERSION = 2  # 2: placed by the leading part of the motif latent (``placed_by``)
 DISTINCT_TOLERANCE = 0.05
 """Å: neighbour distances rounded to this decide whether two environments are the same point."""
 COLOR_OPTIONS = [{"value": "motif", "label": "motif", "kind": "categorical"},
@@ -60,8 +60,7 @@ def motif_key(dataset: str, settings: Settings) -> str:
 
     payload = json.dumps({"table": table_stem(dataset, settings), "table version": TABLE_VERSION,
                           "model": checkpoint_sha256(settings), "umap": umap_params(settings).__dict__,
-                          "version": MAP_VERSION, "tolerance": DISTINCT_TOLERANCE, "placed by": placed_by(settings)},
-                         sort_keys=True)
+                          "version": MAP_VERSION, "tolerance": DISTINCT_TOLERANCE}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -133,7 +132,7 @@ def build(dataset: str, settings: Settings, *, progress: bool = False,
         say(f"encoding {len(rows)} environments")
         latents = motif_model.encode(as_environments(rows), settings)
         say("projecting")
-        reducer, xy = fit_umap(latents[:, : placed_by(settings) or None], umap_params(settings))
+        reducer, xy = fit_umap(latents[:, : placed_by(settings)], umap_params(settings))
         write_folder(folder, dataset=dataset, ids=[f"env:{k}" for k in range(len(rows))], latents=latents, xy=xy,
                      reducer=reducer, extra=lambda tmp: rows.to_parquet(tmp / "environments.parquet", index=False))
     return load_folder(folder, dataset=dataset, kind="motifs", inverse_k=settings.inverse_k,
@@ -141,15 +140,14 @@ def build(dataset: str, settings: Settings, *, progress: bool = False,
 
 
 def placed_by(settings: Settings) -> int:
-    """How many leading numbers of a motif latent place it on the map: the learned part and the centre's element
-    when the latent also carries its shell (version 2), else all (0). The neighbour counts after them would group
-    the map by the shell's chemistry: among each distinct known environment's 10 nearest, 70.1 % share its motif
-    in the whole version-2 latent, 71.8 % in the placed part (and 67.1 % instead of 54.3 % its centre element too;
-    session 13, ``bench/motif_map.py``)."""
+    """How many leading numbers of a motif latent place it on the map (the model's ``placed_size``): with the shell
+    in the latent (version 2), the learned part and the centre's element; the neighbour counts after them would
+    group the map by the shell's chemistry. Among each distinct known environment's 10 nearest, 70.1 % share its
+    motif in the whole version-2 latent, 71.8 % in the placed part (and 67.1 % instead of 54.3 % its centre element
+    too; session 13, ``bench/motif_map.py``)."""
     from explorer.services import motif_model
-    from models.motif.data import N_SPECIES
 
-    return motif_model.learned_size(settings) + N_SPECIES if motif_model.shell_size(settings) else 0
+    return int(motif_model.loaded(settings).placed_size)
 
 
 @functools.lru_cache(maxsize=4)

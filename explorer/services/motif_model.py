@@ -115,13 +115,7 @@ def latent_dim(settings: Settings) -> int:
 
 def shell_size(settings: Settings) -> int:
     """How many numbers at the end of a motif latent are its shell (centre and neighbour counts; 0 in version 1)."""
-    model = loaded(settings)
-    return int(model.latent_size - model.config.latent_dim)
-
-
-def learned_size(settings: Settings) -> int:
-    """How many numbers at the start of a motif latent the encoder learned (the rest is the shell)."""
-    return int(loaded(settings).config.latent_dim)
+    return int(loaded(settings).shell_size)
 
 
 def encode(environments, settings: Settings, *, batch_size: int = 1024) -> np.ndarray:

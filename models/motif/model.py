@@ -108,9 +108,20 @@ class MotifAutoencoder(nn.Module):
         self.register_buffer("position_scale", torch.tensor(2.5))
 
     @property
+    def shell_size(self) -> int:
+        """How many numbers at the end of a latent are its shell (centre one-hot, neighbour counts; 0 in version 1)."""
+        return 2 * N_SPECIES if self.config.composition_in_latent else 0
+
+    @property
     def latent_size(self) -> int:
-        """Learned numbers, plus the shell part (centre one-hot and neighbour counts) when the config has it."""
-        return self.config.latent_dim + (2 * N_SPECIES if self.config.composition_in_latent else 0)
+        """Learned numbers, plus the shell part when the config has it."""
+        return self.config.latent_dim + self.shell_size
+
+    @property
+    def placed_size(self) -> int:
+        """How many leading numbers of a latent say where it sits on a map: the learned ones and the centre's
+        element; the neighbour counts after them are the shell's chemistry."""
+        return self.config.latent_dim + (N_SPECIES if self.shell_size else 0)
 
     def _radial_basis(self, r: torch.Tensor) -> torch.Tensor:
         """(..., n_radial) sine basis of distances r (Å) with a smooth cut-off."""
