@@ -44,7 +44,7 @@
   function place() {
     var container = document.getElementById("map");
     var gd = container && container.querySelector(".js-plotly-plot");
-    if (!gd || !gd._fullLayout || !gd._fullLayout.xaxis) { return; }
+    if (!gd || !gd._fullLayout || !gd._fullLayout.xaxis) { return false; }  // not plotted yet
     var overlay = layer(container);
     var xaxis = gd._fullLayout.xaxis, yaxis = gd._fullLayout.yaxis;
     var box = gd.getBoundingClientRect(), outer = container.getBoundingClientRect();
@@ -63,6 +63,7 @@
       item.appendChild(label);
       overlay.appendChild(item);
     });
+    return true;
   }
 
   /* Clear the structure on screen: its mark, the viewer and the panels (a clean map for a figure). */
@@ -86,14 +87,13 @@
    * first figure is plotted (an address opened with an upload's mark, on a busy server): then look again every
    * 100 ms, for at most 30 s, instead of leaving the marks undrawn until the next change. */
   function attach(triesLeft) {
-    var gd = document.querySelector("#map .js-plotly-plot");
-    if (gd && gd.on && gd._fullLayout && gd._fullLayout.xaxis) {
-      if (!gd._explorerMarks) {
+    if (place()) {
+      var gd = document.querySelector("#map .js-plotly-plot");
+      if (gd.on && !gd._explorerMarks) {
         gd._explorerMarks = true;
         gd.on("plotly_afterplot", place);
         gd.on("plotly_relayout", place);
       }
-      place();
       return;
     }
     if (triesLeft > 0) {
