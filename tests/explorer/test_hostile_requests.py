@@ -238,3 +238,23 @@ def test_malformed_request_bodies_are_refused_with_400(client):
                  b'{"output": "store-current.data", "outputs": {}, "inputs": [1, 2]}'):
         response = test_client.post("/_dash-update-component", data=body, content_type="application/json")
         assert response.status_code in (400, 204), (body, response.status_code)
+
+
+def test_input_and_state_lists_of_the_wrong_length_are_refused_with_400(client):
+    """Dash's dispatcher indexes inputs and states by position: a body with fewer (or more) than the callback
+    declares made it fail with HTTP 500 before any of our code ran."""
+    app, test_client = client
+    key = next(k for k, e in app.callback_map.items() if _outputs(k) == RUN_OUTPUTS)
+    entry = app.callback_map[key]
+    out = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in _outputs(key)]
+    inputs = [{"id": i["id"], "property": i["property"], "value": None} for i in entry["inputs"]]
+    state = [{"id": i["id"], "property": i["property"], "value": None} for i in entry["state"]]
+    assert state, "the interpolation's run callback has states"
+    for inputs_sent, state_sent in ((inputs, state[:-1]), (inputs, []), (inputs[:0], state), (inputs, state + state[:1])):
+        body = {"output": key, "outputs": out, "inputs": inputs_sent, "state": state_sent,
+                "changedPropIds": [f"{ids.INTERP_RUN}.n_clicks"]}
+        response = test_client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
+        assert response.status_code == 400, (len(inputs_sent), len(state_sent), response.status_code)
+    body = {"output": key, "outputs": out, "inputs": inputs, "state": state, "changedPropIds": []}
+    response = test_client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
+    assert response.status_code in (200, 204), response.status_code
