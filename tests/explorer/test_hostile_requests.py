@@ -250,7 +250,8 @@ def test_input_and_state_lists_of_the_wrong_length_are_refused_with_400(client):
     inputs = [{"id": i["id"], "property": i["property"], "value": None} for i in entry["inputs"]]
     state = [{"id": i["id"], "property": i["property"], "value": None} for i in entry["state"]]
     assert state, "the interpolation's run callback has states"
-    for inputs_sent, state_sent in ((inputs, state[:-1]), (inputs, []), (inputs[:0], state), (inputs, state + state[:1])):
+    wrong = ((inputs, state[:-1]), (inputs, []), (inputs[:0], state), (inputs, state + state[:1]))
+    for inputs_sent, state_sent in wrong:
         body = {"output": key, "outputs": out, "inputs": inputs_sent, "state": state_sent,
                 "changedPropIds": [f"{ids.INTERP_RUN}.n_clicks"]}
         response = test_client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
