@@ -34,6 +34,9 @@ MAPS_KEPT = 2
 SPECTRAL_MIN_POINTS = 10
 """Smallest map fitted from UMAP's spectral start (smaller ones start from a seeded random layout)."""
 
+NEAREST_MARGIN = 32
+"""Extra candidates that ``Atlas.nearest`` measures exactly after ranking by a float32 matrix-vector product."""
+
 INVERSE_METHOD = "distance-weighted average of the {k} nearest known latents on the map"
 
 
@@ -85,6 +88,8 @@ class Atlas:
     _tree: object = field(default=None, repr=False)
     folder: Path | None = None
     _index: object = field(default=None, repr=False)
+    _index_looked_for: bool = field(default=False, repr=False)
+    _squared_norms: np.ndarray | None = field(default=None, repr=False)
     place_columns: int = 0
     """How many leading latent numbers UMAP saw (0: all): the motif map is placed by the learned part of its
     latents, without the shell counts that follow it."""
@@ -170,16 +175,29 @@ class Atlas:
             order, d = neighbours.query(index, latent, k + 1)
             found = [(self.ids[i], float(dist)) for i, dist in zip(order, d, strict=True) if self.ids[i] != exclude]
             return found[:k]
-        d = np.linalg.norm(self.latents - latent.reshape(1, -1), axis=1)
-        order = np.argsort(d)
-        found = [(self.ids[i], float(d[i])) for i in order[: k + 1] if self.ids[i] != exclude]
+        # |a - x|^2 = |a|^2 - 2 a.x + |x|^2 ranks every material with one matrix-vector product; the few best (with a
+        # margin for float32 rounding) are then measured exactly and sorted
+        if self._squared_norms is None:
+            self._squared_norms = np.einsum("nd,nd->n", self.latents, self.latents, dtype=np.float64)
+        approximate = self._squared_norms - 2.0 * (self.latents @ latent)
+        shortlist = min(len(self.ids), k + 1 + NEAREST_MARGIN)
+        rows = np.argpartition(approximate, shortlist - 1)[:shortlist] if shortlist < len(self.ids) \
+            else np.arange(len(self.ids))
+        d = np.linalg.norm(self.latents[rows] - latent.reshape(1, -1), axis=1)
+        ranked = np.lexsort((rows, d))  # equal distances (duplicate materials) in table order
+        order, d = rows[ranked], d[ranked]
+        found = [(self.ids[i], float(dist)) for i, dist in zip(order[: k + 1], d[: k + 1], strict=True)
+                 if self.ids[i] != exclude]
         return found[:k]
 
     def neighbour_index(self):
-        """The approximate nearest-neighbour index stored with a big map (loaded on first use), or None."""
+        """The approximate nearest-neighbour index stored with a big map (loaded on first use), or None (looked
+        for once: a map without one is not asked again on every click)."""
         with self._lock:
-            if self._index is None and self.folder is not None and (self.folder / neighbours.INDEX_FILE).is_file():
-                self._index = neighbours.load_index(self.folder)
+            if not self._index_looked_for:
+                if self.folder is not None and (self.folder / neighbours.INDEX_FILE).is_file():
+                    self._index = neighbours.load_index(self.folder)
+                self._index_looked_for = True
             return self._index
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from explorer.atlas import UmapParams, build_atlas, cache_key, is_built, load_or_build
+from explorer.atlas import Atlas, UmapParams, build_atlas, cache_key, is_built, load_or_build
 from explorer.cli import main
 from explorer.datasets.build import load_table
 from explorer.services import model
@@ -117,3 +117,22 @@ def test_cli_build_prints_the_map(tiny_settings, monkeypatch, capsys):
     assert "tiny: 12 materials on the map" in out and "reconstructs" not in out
     assert main(["build", "--dataset", "tiny"]) == 0
     assert "tiny: the autoencoder reconstructs " in capsys.readouterr().out
+
+
+def test_nearest_without_an_index_agrees_with_a_full_search(tmp_path):
+    """A map without an approximate index ranks by one matrix-vector product and measures a shortlist exactly:
+    the same materials and distances as measuring every one, duplicates in table order."""
+    rng = np.random.default_rng(3)
+    latents = rng.normal(size=(600, 16)).astype(np.float32) * 5 + 40  # large norms: float32 rounding matters
+    latents[100] = latents[7]  # a duplicate material
+    atlas = Atlas(dataset="d", key="k", ids=[f"x:{k}" for k in range(600)], latents=latents,
+                  xy=np.zeros((600, 2), dtype=np.float32), reducer_path=tmp_path / "none.pkl", folder=tmp_path)
+    for k in (0, 7, 100, 599):
+        query = latents[k] + rng.normal(scale=0.01, size=16).astype(np.float32)
+        d = np.linalg.norm(latents - query, axis=1)
+        exact = [f"x:{i}" for i in np.lexsort((np.arange(600), d)) if i != k][:6]
+        found = atlas.nearest(query, k=6, exclude=f"x:{k}")
+        assert [i for i, _ in found] == exact
+        np.testing.assert_allclose([dist for _, dist in found], sorted(d[[int(i[2:]) for i in exact]]), rtol=1e-6)
+    assert atlas.nearest(latents[7], k=2)[:2] == [("x:7", 0.0), ("x:100", 0.0)]
+    assert atlas.neighbour_index() is None
