@@ -1,16 +1,21 @@
 """Many users at once: N concurrent sessions x M requests against the server that `make run` starts.
 
-    .venv/bin/python bench/load.py [--dataset known] [--sessions 50] [--requests 40] [--skip-old]
+    .venv/bin/python bench/load.py [--dataset known] [--sessions 50] [--requests 40] [--endpoints 100] [--skip-old]
 
 Each session is a thread on this machine that sends, over loopback HTTP to ``python app.py``, M requests in
-turn: a click on a known point, a decode of empty space, a 10-step interpolation between two known
-materials (one third each; points seeded per session). Each request is the callback the browser sends
-(``POST /_dash-update-component``: on_map_click, or the interpolation's run), timed from send to answer.
+turn: a click on a known point, a decode of empty space, a 10-step interpolation between two different known
+materials of ``--endpoints`` (one third each; points seeded per session). The server keeps recent decodes
+(``EXPLORER_DECODE_CACHE``): a path's first and last frames are decodes of its ends, so they repeat when an end
+is used again, as they would for a user who tries several paths from one material; a whole path repeats rarely
+(13 of the 666 paths of the default run), and points of empty space never. Each request is the callback the
+browser sends (``POST /_dash-update-component``: on_map_click, or the interpolation's run), timed from send to
+answer.
 
 Two servers are measured in the same run, one after the other, on the same requests:
-- new: ``python app.py`` (waitress, 64 threads; decodes of concurrent requests batched into one pass);
-- old: ``python app.py --dev`` with ``EXPLORER_DECODE_BATCHING=false`` (Flask's development server, every
-  model call alone behind one lock: the path before this change).
+- new: ``python app.py`` (waitress, 64 threads; decodes of concurrent requests batched into one pass, the
+  smallest requests first; recent decodes kept);
+- old: ``python app.py --dev`` with ``EXPLORER_DECODE_BATCHING=false EXPLORER_DECODE_CACHE=0`` (Flask's
+  development server, every model call alone behind one lock, no decode kept: the server as #12 found it).
 Printed: errors, p50 / p95 / max per request kind and requests per second, then new/old ratios.
 Targets on 2 cores: 0 errors; clicks p95 <= 200 ms; decode p95 <= 2 s; interpolation p95 <= 4 s;
 throughput >= 2x the old path. The sessions share the 2 cores with the server, as a browser would not.
@@ -123,8 +128,8 @@ def stop_server(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def session_plan(atlas, n_sessions: int, n_requests: int) -> list[list[tuple[str, dict]]]:
-    """Per session, its requests: (kind, click point or (a index, b index))."""
+def session_plan(atlas, n_sessions: int, n_requests: int, n_endpoints: int = 100) -> list[list[tuple[str, dict]]]:
+    """Per session, its requests: (kind, click point or (a, b): two different indices of ``n_endpoints``)."""
     low, high = atlas.xy.min(axis=0), atlas.xy.max(axis=0)
     plans = []
     for s in range(n_sessions):
@@ -140,7 +145,7 @@ def session_plan(atlas, n_sessions: int, n_requests: int) -> list[list[tuple[str
                 x, y = low + rng.random(2) * (high - low)
                 plan.append((kind, {"x": float(x), "y": float(y)}))
             else:
-                plan.append((kind, {"pair": [int(v) for v in rng.integers(8, size=2)]}))
+                plan.append((kind, {"pair": [int(v) for v in rng.choice(n_endpoints, size=2, replace=False)]}))
         plans.append(plan)
     return plans
 
@@ -153,8 +158,7 @@ def run_load(url: str, dataset: str, plans: list, endpoints: list[dict]) -> tupl
 
     def session(plan):
         for kind, item in plan:
-            body = (interpolation_body(url, dataset, endpoints[item["pair"][0]],
-                                       endpoints[(item["pair"][1] + 1) % 8])
+            body = (interpolation_body(url, dataset, endpoints[item["pair"][0]], endpoints[item["pair"][1]])
                     if kind == "interpolation" else click_body(url, dataset, item))
             t0 = time.perf_counter()
             try:
@@ -204,7 +208,8 @@ def measure(label: str, server_args: list[str], env: dict, dataset: str, plans: 
     process, url, ready = start_server(server_args, env)
     try:
         print(f"\n{label}: ready {ready:.1f} s after start")
-        picks = np.random.default_rng(0).choice(len(atlas.ids), size=8, replace=False)
+        n_endpoints = 1 + max(max(item["pair"]) for plan in plans for kind, item in plan if kind == "interpolation")
+        picks = np.random.default_rng(0).choice(len(atlas.ids), size=n_endpoints, replace=False)
         endpoints = [_post(url, click_body(url, dataset, {"x": float(atlas.xy[k, 0]), "y": float(atlas.xy[k, 1]),
                                                      "customdata": atlas.ids[k]}))["response"]["store-current"]["data"]
                      for k in picks]
@@ -219,20 +224,23 @@ def main() -> None:
     parser.add_argument("--dataset", default="known", help="map to load (default: known; built if missing)")
     parser.add_argument("--sessions", type=int, default=50, help="concurrent sessions (default 50)")
     parser.add_argument("--requests", type=int, default=40, help="requests per session (default 40)")
+    parser.add_argument("--endpoints", type=int, default=100, help="known materials the paths run between "
+                                                                       "(default 100)")
     parser.add_argument("--skip-old", action="store_true", help="measure only the new server")
     args = parser.parse_args()
     from explorer.atlas import build_atlas
     from explorer.settings import Settings
 
     atlas = build_atlas(args.dataset, Settings(), progress=True)
-    plans = session_plan(atlas, args.sessions, args.requests)
+    plans = session_plan(atlas, args.sessions, args.requests, args.endpoints)
     print(f"{args.sessions} sessions x {args.requests} requests on {args.dataset} ({len(atlas.ids)} materials), "
           f"{os.cpu_count()} CPU cores")
     env = dict(os.environ)
     new = measure("new: waitress, batched decodes", [], env, args.dataset, plans, atlas)
     if args.skip_old:
         return
-    old = measure("old: Flask development server, one lock", ["--dev"], {**env, "EXPLORER_DECODE_BATCHING": "false"},
+    old = measure("old: Flask development server, one lock", ["--dev"],
+                  {**env, "EXPLORER_DECODE_BATCHING": "false", "EXPLORER_DECODE_CACHE": "0"},
                   args.dataset, plans, atlas)
     print("\nnew / old:")
     print(f"  throughput {new['rps'] / old['rps']:.2f}x (target >= 2x: "

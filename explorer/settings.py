@@ -74,6 +74,13 @@ class Settings(BaseSettings):
                                      "whose decode waits for the model holds no CPU, and a click must not queue "
                                      "behind it.")
     connection_limit: int = Field(default=200, ge=1, description="Most open connections the server accepts at once.")
+    decode_cache: int = Field(default=4096, ge=0, description="Decoded latents kept in memory (least recently used "
+                                                           "go first; 0: none). A decode is deterministic, so a path "
+                                                           "from the same material or a re-opened link is not "
+                                                           "decoded again.")
+    decode_workers: int = Field(default=2, ge=1, le=16, description="Threads that run batched decodes at once (each "
+                                                                "takes its share of the cores while the others "
+                                                                "decode).")
     decode_batching: bool = Field(
         default=True,
         description="Decodes that arrive while the model is busy run together in one forward pass (many users at "

@@ -3,13 +3,17 @@
 The checkpoint is loaded once per process (cached by path, size and modification time, so a new file
 at the same path is picked up) on the device chosen by ``models.device.resolve_device``. Plain data
 in and out: pymatgen structures and numpy arrays in; numpy latents, structures and dicts out.
-Calls into the model are serialised by a lock (the server runs callbacks in several threads); decodes of
-concurrent requests are batched into one forward pass (``DecodeBatcher``).
+Encodes are serialised by a lock (the server runs callbacks in several threads); decodes of concurrent requests
+are batched into forward passes on a few worker threads (``DecodeBatcher``), and recent decodes are kept
+(``DecodeCache``).
 """
 
 from __future__ import annotations
 
+import collections
+import copy
 import functools
+import itertools
 import queue
 import threading
 from collections.abc import Sequence
@@ -117,47 +121,98 @@ def _as_latents(latents: np.ndarray, settings: Settings) -> np.ndarray:
 
 
 class DecodeBatcher:
-    """Decodes of concurrent requests in one forward pass.
+    """Decodes of concurrent requests in one forward pass, clicks first, on ``workers`` threads.
 
-    A request's latents go to a queue; one thread takes everything waiting, decodes it as one batch and hands
-    each request its crystals. Alone, a decode runs at once (nothing waits for company); under load, the
-    decodes that arrive while the model is busy run together next (a batch of 256 costs a fraction of 256
-    single decodes), so requests stop queueing one by one behind the model's lock.
+    A request's latents go to a queue; a worker thread takes what is waiting, decodes up to ``max_batch`` latents of
+    it as one batch and hands each request its crystals. Alone, a decode runs at once (nothing waits for company);
+    under load, the decodes that arrived while the model was busy run together next.
+
+    Which requests go first: one-latent requests (a click on empty space), together and without paths, so a click
+    waits for no path's latents; then paths, the smallest first, except that a path passed over ``max_skips``
+    times goes first (oldest first), so paths are never starved. The encoder's check costs about the same per
+    latent in a batch of 10 as of 200, so small batches lose little throughput.
+
+    Workers: the model runs in ``workers`` threads at once (no gradient: its forward pass only reads the weights).
+    Each sets its own torch thread count to the process's count divided by the workers decoding at that moment, so
+    a lone decode uses every core, and under load two workers overlap one's Python (neighbour graphs, candidates)
+    with the other's tensor work (``settings.decode_workers``; ``bench/load.py`` measures it).
     """
 
-    def __init__(self, model, *, max_batch: int = 256) -> None:
-        self.model, self.max_batch = model, max_batch
+    def __init__(self, model, *, max_batch: int = 32, max_skips: int = 2, workers: int = 1) -> None:
+        import torch
+
+        self.model, self.max_batch, self.max_skips, self.workers = model, max_batch, max_skips, workers
+        self._taking, self._counting = threading.Lock(), threading.Lock()
+        self._busy, self._threads_each = 0, max(1, torch.get_num_threads())
         self.largest_batch = 0  # most requests decoded in one pass so far (for tests and benchmarks)
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="decode-batcher", daemon=True)
-        self._thread.start()
+        self._backlog: list[dict] = []  # taken from the queue, not decoded yet (one worker at a time: ``_taking``)
+        self._arrivals = itertools.count()
+        self._threads = [threading.Thread(target=self._loop, name=f"decode-batcher-{k}", daemon=True)
+                         for k in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def decode(self, z: np.ndarray) -> list:
         """Crystals (``model.decode`` results) of (n, d) latents ``z``, decoded with whatever else is waiting."""
-        request = {"z": z, "done": threading.Event(), "result": None, "error": None}
+        request = {"z": z, "done": threading.Event(), "result": None, "error": None, "skips": 0,
+                   "arrival": next(self._arrivals)}
         self._pending.put(request)
         request["done"].wait()
         if request["error"] is not None:
             raise request["error"]
         return request["result"]
 
+    def next_batch(self) -> list[dict]:
+        """The requests of the next pass (blocks until there is one): see the class docstring."""
+        if not self._backlog:
+            self._backlog.append(self._pending.get())
+        while True:
+            try:
+                self._backlog.append(self._pending.get_nowait())
+            except queue.Empty:
+                break
+        waiting = sorted(self._backlog, key=lambda r: r["arrival"])
+        singles = [r for r in waiting if len(r["z"]) == 1]
+        if singles:  # one-latent requests (clicks) go together, without any path's latents to wait for
+            batch = singles[: self.max_batch]
+        else:
+            overdue = [r for r in waiting if r["skips"] >= self.max_skips]
+            rest = sorted((r for r in waiting if r["skips"] < self.max_skips), key=lambda r: len(r["z"]))
+            batch, size = [], 0
+            for request in overdue + rest:
+                if not batch or size + len(request["z"]) <= self.max_batch:
+                    batch.append(request)
+                    size += len(request["z"])
+        chosen = {id(r) for r in batch}
+        self._backlog = [r for r in waiting if id(r) not in chosen]
+        for request in self._backlog:
+            request["skips"] += 1
+        return batch
+
     def _loop(self) -> None:
         while True:
-            batch = [self._pending.get()]
-            size = len(batch[0]["z"])
-            while size < self.max_batch:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
-                size += len(batch[-1]["z"])
+            with self._taking:
+                batch = self.next_batch()
             self._run(batch)
 
     def _run(self, batch: list[dict]) -> None:
+        import torch
+
         self.largest_batch = max(self.largest_batch, len(batch))
+        with self._counting:
+            self._busy += 1
+            busy = self._busy
         try:
-            with _MODEL_LOCK:
-                crystals = self.model.decode(np.concatenate([r["z"] for r in batch]))
+            # the cores are shared out between the workers decoding now (with OpenMP, as in the CPU wheels, torch's
+            # thread count belongs to the calling thread)
+            torch.set_num_threads(max(1, self._threads_each // busy))
+            z = np.concatenate([r["z"] for r in batch])
+            if self.workers > 1:
+                crystals = self.model.decode(z)
+            else:
+                with _MODEL_LOCK:
+                    crystals = self.model.decode(z)
             start = 0
             for request in batch:
                 request["result"] = crystals[start : start + len(request["z"])]
@@ -166,6 +221,8 @@ class DecodeBatcher:
             for request in batch:
                 request["error"] = exc
         finally:
+            with self._counting:
+                self._busy -= 1
             for request in batch:
                 request["done"].set()
 
@@ -173,26 +230,80 @@ class DecodeBatcher:
 _BATCHERS: dict[int, DecodeBatcher] = {}
 
 
-def _batcher(model) -> DecodeBatcher:
+def _batcher(model, workers: int) -> DecodeBatcher:
     with _BATCHERS_LOCK:
         if id(model) not in _BATCHERS:
-            _BATCHERS[id(model)] = DecodeBatcher(model)
+            _BATCHERS[id(model)] = DecodeBatcher(model, workers=workers)
         return _BATCHERS[id(model)]
 
 
+class DecodeCache:
+    """The last ``size`` decodes, keyed by the checkpoint and the latent's bytes (least recently used go first).
+
+    A decode is a deterministic function of the latent, so a latent decoded again (the first frame of every path
+    from one material, a link opened twice, "show the decode") is not. Each caller gets its own copy of the
+    structure (views may change theirs)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.hits, self.misses = size, 0, 0
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> tuple[Structure, dict] | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+        return item[0].copy(), copy.deepcopy(item[1])
+
+    def put(self, key: bytes, structure: Structure, validity: dict) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = (structure.copy(), copy.deepcopy(validity))
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_CACHES: dict[tuple, DecodeCache] = {}
+
+
+def decode_cache(settings: Settings) -> DecodeCache:
+    """The decode cache of ``settings``' checkpoint file version and size (one per process)."""
+    key = (*_stamp(_checkpoint_path(settings)), settings.device, settings.decode_cache)
+    with _BATCHERS_LOCK:
+        if key not in _CACHES:
+            _CACHES.clear()  # a new checkpoint file: the old decodes are of another model
+            _CACHES[key] = DecodeCache(settings.decode_cache)
+        return _CACHES[key]
+
+
 def decode_many(latents: np.ndarray, settings: Settings, *, search: bool = True) -> list[Decoded]:
-    """Decode (n, d) latents in one batch (with other requests' decodes when ``settings.decode_batching``).
+    """Decode (n, d) latents in one batch (with other requests' decodes when ``settings.decode_batching``); a
+    latent decoded lately is taken from ``decode_cache``.
     ``search=False``: the decoder's own guess, without the encoder's check of other candidates
-    (``models.search``): about 15 times faster on a CPU, for generation at scale."""
+    (``models.search``): about 15 times faster on a CPU, for generation at scale (never cached)."""
     z = _as_latents(latents, settings)
     model = loaded_checkpoint(settings).model
-    if settings.decode_batching and search:
-        crystals = _batcher(model).decode(z)
-    else:
-        with _MODEL_LOCK:
-            crystals = model.decode(z, search=search)
-    return [Decoded(structure=c.structure, validity=c.validity.as_dict(), latent=z[k])
-            for k, c in enumerate(crystals)]
+    cache = decode_cache(settings) if search and settings.decode_cache else None
+    found = [cache.get(row.tobytes()) for row in z] if cache is not None else [None] * len(z)
+    todo = [k for k, item in enumerate(found) if item is None]
+    if todo:
+        if settings.decode_batching and search:
+            crystals = _batcher(model, settings.decode_workers).decode(z[todo])
+        else:
+            with _MODEL_LOCK:
+                crystals = model.decode(z[todo], search=search)
+        for k, crystal in zip(todo, crystals, strict=True):
+            found[k] = (crystal.structure, crystal.validity.as_dict())
+            if cache is not None:
+                cache.put(z[k].tobytes(), *found[k])
+    return [Decoded(structure=structure, validity=validity, latent=z[k])
+            for k, (structure, validity) in enumerate(found)]
 
 
 def decode(latent: np.ndarray, settings: Settings) -> Decoded:

@@ -90,6 +90,7 @@ def test_concurrent_decodes_are_batched_and_equal_to_decoding_alone(tiny_setting
     z = model.encode([nacl(), silicon(), srtio3(), nacl().get_primitive_structure()], tiny_settings)
     rng = np.random.default_rng(0)
     latents = np.concatenate([z, z + 0.05 * rng.normal(size=z.shape).astype(np.float32)])
+    tiny_settings = tiny_settings.model_copy(update={"decode_cache": 0})  # every decode goes to the model
     alone = [model.decode(latent, tiny_settings.model_copy(update={"decode_batching": False})) for latent in latents]
     batched: list = [None] * len(latents)
     barrier = threading.Barrier(len(latents))
@@ -103,9 +104,101 @@ def test_concurrent_decodes_are_batched_and_equal_to_decoding_alone(tiny_setting
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    batcher = model._batcher(model.loaded_checkpoint(tiny_settings).model)
+    batcher = model._batcher(model.loaded_checkpoint(tiny_settings).model, tiny_settings.decode_workers)
     assert batcher.largest_batch > 1  # at least two requests shared a forward pass
     for one, many in zip(alone, batched, strict=True):
         assert [s.specie.symbol for s in one.structure] == [s.specie.symbol for s in many.structure]
         np.testing.assert_allclose(one.structure.frac_coords, many.structure.frac_coords, atol=1e-4)
         np.testing.assert_allclose(one.structure.lattice.matrix, many.structure.lattice.matrix, atol=1e-4)
+
+
+class _CountingModel:
+    """Stands in for the autoencoder in the batcher: records the latents of every pass, decodes to their sums."""
+
+    def __init__(self) -> None:
+        self.passes: list[list[float]] = []
+
+    def decode(self, z):
+        self.passes.append([float(v) for v in z[:, 0]])
+        return [float(v) for v in z.sum(axis=1)]
+
+
+def _request(z: np.ndarray, arrival: int) -> dict:
+    import threading
+
+    return {"z": z, "done": threading.Event(), "result": None, "error": None, "skips": 0, "arrival": arrival}
+
+
+def test_the_batcher_takes_clicks_first_then_the_smallest_paths_and_never_starves_one():
+    batcher = model.DecodeBatcher(_CountingModel(), max_batch=12, max_skips=2)
+    path = _request(np.full((10, 2), 1.0, dtype=np.float32), 0)
+    clicks = [_request(np.full((1, 2), 2.0 + k, dtype=np.float32), 1 + k) for k in range(4)]
+    batcher._backlog = [path, *clicks]  # as if all five arrived while the model was busy
+    first = batcher.next_batch()
+    assert [r["arrival"] for r in first] == [1, 2, 3, 4]  # the clicks, in order of arrival, without the path
+    assert path["skips"] == 1 and batcher._backlog == [path]
+    smaller = [_request(np.full((8, 2), 3.0, dtype=np.float32), 5 + k) for k in range(2)]
+    batcher._backlog += smaller
+    assert batcher.next_batch() == [smaller[0]]  # the smallest path first (8 + 8 or 8 + 10 would not fit in 12)
+    assert path["skips"] == 2 and smaller[1]["skips"] == 1
+    third = batcher.next_batch()  # passed over twice: the older path goes before the smaller one
+    assert third == [path] and batcher._backlog == [smaller[1]]
+    batcher._run(third)
+    assert path["done"].is_set() and path["result"] == [2.0] * 10
+
+
+def test_a_request_larger_than_a_batch_still_runs_alone():
+    batcher = model.DecodeBatcher(_CountingModel(), max_batch=4)
+    batcher._backlog = [_request(np.ones((30, 2), dtype=np.float32), 0), _request(np.ones((1, 2), dtype=np.float32), 1)]
+    assert [r["arrival"] for r in batcher.next_batch()] == [1]
+    assert [len(r["z"]) for r in batcher.next_batch()] == [30]
+
+
+def test_two_workers_decode_concurrent_requests_as_one_would(tiny_settings):
+    import threading
+
+    z = model.encode([nacl(), silicon(), srtio3()], tiny_settings)
+    latents = np.concatenate([z + 0.02 * k for k in range(4)]).astype(np.float32)
+    net = model.loaded_checkpoint(tiny_settings).model
+    alone = [net.decode(latents[k : k + 1])[0] for k in range(len(latents))]
+    batcher = model.DecodeBatcher(net, workers=2, max_batch=2)
+    found: list = [None] * len(latents)
+    barrier = threading.Barrier(len(latents))
+
+    def decode(k: int) -> None:
+        barrier.wait()
+        found[k] = batcher.decode(latents[k : k + 1])[0]
+
+    threads = [threading.Thread(target=decode, args=(k,)) for k in range(len(latents))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for one, got in zip(alone, found, strict=True):
+        assert [s.specie.symbol for s in one.structure] == [s.specie.symbol for s in got.structure]
+        np.testing.assert_allclose(one.structure.frac_coords, got.structure.frac_coords, atol=1e-4)
+
+
+def test_a_latent_decoded_again_comes_from_the_cache_as_a_copy(tiny_settings):
+    settings = tiny_settings.model_copy(update={"decode_cache": 8})
+    z = model.encode([nacl(), srtio3()], settings)
+    cache = model.decode_cache(settings)
+    fresh = model.decode_many(z, settings.model_copy(update={"decode_cache": 0}))[::-1]  # the cache is not used
+    first = model.decode_many(z, settings)
+    hits = cache.hits
+    first[0].structure.replace_species({first[0].structure[0].specie: "Xe"})  # a caller changes its copy
+    again = model.decode_many(z[::-1], settings)
+    assert cache.hits == hits + 2
+    for cached, new in zip(again, fresh, strict=True):
+        assert cached.structure == new.structure and cached.validity == new.validity
+        np.testing.assert_array_equal(cached.latent, new.latent)
+    assert "Xe" not in again[1].structure.composition
+
+
+def test_the_decode_cache_forgets_the_least_recently_used():
+    cache = model.DecodeCache(2)
+    for key in (b"a", b"b"):
+        cache.put(key, nacl(), {"valid": True})
+    assert cache.get(b"a") is not None  # a is now the most recent
+    cache.put(b"c", silicon(), {"valid": True})
+    assert cache.get(b"b") is None and cache.get(b"a") is not None and cache.get(b"c") is not None
