@@ -98,17 +98,21 @@ class EdgeTensorProduct(nn.Module):
         Returns:
             (n_edges, irreps_out.dim).
         """
-        n_edges = x.shape[0]
+        n_edges, n_sh = x.shape[0], sh.shape[-1]
         features = x.split([mul * d1 for mul, d1, _ in self.blocks], dim=-1)
         weights = weight.split([mul * len(dims) for mul, _, dims in self.blocks], dim=-1)
         outputs = []
         for i, (mul, d1, dims) in enumerate(self.blocks):
             if not dims:
                 continue
-            outer = features[i].reshape(n_edges, mul, d1, 1) * sh.reshape(n_edges, 1, 1, sh.shape[-1])
-            product = outer.reshape(n_edges * mul, d1 * sh.shape[-1]) @ getattr(self, f"coupling{i}")
+            coupling = getattr(self, f"coupling{i}")  # (d1 * n_sh, total): rows (input component, harmonic)
+            total = coupling.shape[-1]
+            # the harmonics first: per edge a (d1, total) matrix, then every channel through it (no
+            # (edge, channel, d1 x n_sh) outer product in memory)
+            per_edge = sh @ coupling.view(d1, n_sh, total).transpose(0, 1).reshape(n_sh, d1 * total)
+            product = torch.bmm(features[i].reshape(n_edges, mul, d1), per_edge.view(n_edges, d1, total))
             spread = weights[i].reshape(n_edges * mul, len(dims)) @ getattr(self, f"spread{i}")
-            product = (product * spread).reshape(n_edges, mul, product.shape[-1])
+            product = product * spread.view(n_edges, mul, total)
             outputs += [part.flatten(1) for part in product.split(dims, dim=-1)]
         return torch.cat(outputs, dim=-1)
 
