@@ -44,6 +44,30 @@ def test_edge_tensor_product_matches_e3nn_for_scalar_inputs():
     torch.testing.assert_close(ours(x, sh, weight), reference(x, sh, reference_weight))
 
 
+def test_edge_tensor_product_is_the_clebsch_gordan_sum_of_every_path():
+    """Every block (scalars, vectors, l = 2) against the tensor product written out path by path: output block of
+    path (input block i, harmonic j, l3) = weight x sqrt(2 l3 + 1) x sum over m1, m2 of x_m1 Y_m2 C(m1, m2, m3)."""
+    irreps = hidden_irreps(mul_scalar=4, mul_vector=3, mul_tensor=2, lmax=2, both_parities=True)
+    tp = EdgeTensorProduct(irreps_in=irreps, irreps_sh=IRREPS_SH, filter_irreps=irreps)
+    n_edges = 6
+    x, sh = irreps.randn(n_edges, -1), IRREPS_SH.randn(n_edges, -1)
+    weight = torch.randn(n_edges, tp.weight_numel)
+    wanted = {ir for _, ir in irreps}
+    expected, x_start, w_start = [], 0, 0
+    for mul, ir_in in irreps:
+        block = x[:, x_start : x_start + mul * ir_in.dim].reshape(n_edges, mul, ir_in.dim)
+        x_start += mul * ir_in.dim
+        paths = [(j, ir_out) for j, (_, ir_sh) in enumerate(IRREPS_SH) for ir_out in ir_in * ir_sh if ir_out in wanted]
+        w = weight[:, w_start : w_start + mul * len(paths)].reshape(n_edges, mul, len(paths))
+        w_start += mul * len(paths)
+        for p, (j, ir_out) in enumerate(paths):
+            y = sh[:, IRREPS_SH.slices()[j]]
+            cg = o3.wigner_3j(ir_in.l, IRREPS_SH[j].ir.l, ir_out.l) * ir_out.dim ** 0.5
+            out = torch.einsum("eua,eb,abc->euc", block, y, cg) * w[:, :, p, None]
+            expected.append(out.reshape(n_edges, -1))
+    torch.testing.assert_close(tp(x, sh, weight), torch.cat(expected, dim=-1))
+
+
 def test_gate_is_equivariant():
     irreps = hidden_irreps(mul_scalar=4, mul_vector=2, mul_tensor=2, lmax=2, both_parities=True)
     gate = make_gate(irreps)
