@@ -135,20 +135,21 @@ def encode(environments, settings: Settings, *, batch_size: int = 1024) -> np.nd
 
 
 def decode_many(latents: np.ndarray, settings: Settings) -> list[DecodedEnvironment]:
-    """Decode (m, d) latents: the centre's and every non-empty slot's most likely element, positions in Å."""
+    """Decode (m, d) latents: the centre and the shell's elements, positions in Å as the decoder gives them and the
+    encoder then corrects them (``models.motif.refine``)."""
     import torch
     from pymatgen.core import Element
 
-    from models.motif.evaluate import decoded_points
+    from models.motif import refine
 
     model = loaded(settings)
     latents = np.asarray(latents, dtype=np.float32).reshape(-1, model.latent_size)
     if not np.isfinite(latents).all():
         raise ValueError("a motif latent holds a value that is not a finite number")
-    with _LOCK, torch.no_grad():
-        out = model.decode(torch.as_tensor(latents, device=next(model.parameters()).device))
+    with _LOCK:
+        decoded = refine.decode(model, torch.as_tensor(latents, device=next(model.parameters()).device))
     found = []
-    for latent, (centre, species, points) in zip(latents, decoded_points(out), strict=True):
+    for latent, (centre, species, points) in zip(latents, decoded, strict=True):
         vectors = np.asarray(points, dtype=float).reshape(-1, 3)
         motif, csm, measures = shape_of(vectors)
         found.append(DecodedEnvironment(element=Element.from_Z(max(int(centre), 1)).symbol,

@@ -80,24 +80,28 @@ def decoded_points(out: dict[str, torch.Tensor]) -> list[tuple[int, np.ndarray, 
     return found
 
 
-@torch.no_grad()
-def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512) -> list:
+def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512, *, refine_steps: int = 0) -> list:
+    """Encode and decode ``envs``; ``refine_steps``: the encoder's correction of the geometry (``refine.decode``)."""
+    from models.motif import refine
+
     model.eval()
     device = next(model.parameters()).device
     found = []
     for start in range(0, len(envs), batch_size):
         rows = slice(start, start + batch_size)
-        _, out = model(torch.as_tensor(envs.centre[rows], device=device),
-                       torch.as_tensor(envs.species[rows], device=device),
-                       torch.as_tensor(envs.vectors[rows], device=device))
-        found += decoded_points(out)
+        with torch.no_grad():
+            latents = model.encode(torch.as_tensor(envs.centre[rows], device=device),
+                                   torch.as_tensor(envs.species[rows], device=device),
+                                   torch.as_tensor(envs.vectors[rows], device=device))
+        found += refine.decode(model, latents, steps=refine_steps)
     return found
 
 
-def reconstruction(model: MotifAutoencoder, envs: Environments, *, tolerance: float = 0.2) -> dict[str, float]:
+def reconstruction(model: MotifAutoencoder, envs: Environments, *, tolerance: float = 0.2,
+                   refine_steps: int = 0) -> dict[str, float]:
     """{"n", "reconstructed" (share), "species_right" (share with centre, count and every element right),
-    "rms_median" Å over those}."""
-    decoded = _decode(model, envs)
+    "rms_median" Å over those}; ``refine_steps``: decodes corrected by the encoder (``models.motif.refine``)."""
+    decoded = _decode(model, envs, refine_steps=refine_steps)
     right, good, rms_all = 0, 0, []
     for i, (centre, species, points) in enumerate(decoded):
         n = int(envs.count[i])
@@ -116,8 +120,9 @@ def reconstruction(model: MotifAutoencoder, envs: Environments, *, tolerance: fl
 
 
 def missing_neighbour(model: MotifAutoencoder, envs: Environments, *, seed: int = 0,
-                      tolerance: float = 0.5) -> dict[str, float]:
-    """{"n" (environments with at least 2 neighbours), "recovered" (share)}: one seeded neighbour removed each."""
+                      tolerance: float = 0.5, refine_steps: int = 0) -> dict[str, float]:
+    """{"n" (environments with at least 2 neighbours), "recovered" (share)}: one seeded neighbour removed each
+    (``refine_steps``: as in ``reconstruction``; a decode with the added neighbour is never refined)."""
     rng = np.random.default_rng(seed)
     keep = np.flatnonzero(envs.count >= 2)
     envs = envs.subset(keep)
@@ -128,7 +133,7 @@ def missing_neighbour(model: MotifAutoencoder, envs: Environments, *, seed: int 
         species[i, k:n - 1], vectors[i, k:n - 1] = envs.species[i, k + 1:n], envs.vectors[i, k + 1:n]
         species[i, n - 1], vectors[i, n - 1] = 0, 0.0
     partial = Environments(centre=envs.centre, species=species, vectors=vectors, count=envs.count - 1, ids=envs.ids)
-    decoded = _decode(model, partial)
+    decoded = _decode(model, partial, refine_steps=refine_steps)
     hits = 0
     for i, (_, found_species, points) in enumerate(decoded):
         n = int(partial.count[i])

@@ -159,3 +159,63 @@ def test_training_is_resumable_and_its_checkpoint_loads_safely(tmp_path, capsys)
     assert payload["training"]["epoch"] == 2 and isinstance(model, MotifAutoencoder)
     held = set(json.loads((tmp_path / "run" / "split.json").read_text())["val_ids"])
     assert held and held < {f"tiny:{k}" for k in range(7)}
+
+
+def test_the_encoder_pulls_a_shaken_shell_back_to_the_environment(trained):
+    """``refine`` moves points so that their latent meets z: shells shaken by 0.15 Å go back towards the true ones
+    (the true shell has z's latent exactly), elements untouched, the model's weights untouched."""
+    from models.motif.refine import refine
+
+    model, envs = trained
+    centre, species, vectors = tensors(envs)
+    with torch.no_grad():
+        z = model.encode(centre, species, vectors)
+    rng = np.random.default_rng(1)
+    shaken = [(int(envs.centre[i]), envs.species[i, :n].copy(),
+               envs.vectors[i, :n] + rng.normal(scale=0.15, size=(n, 3)).astype(np.float32))
+              for i, n in enumerate(envs.count)]
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moved = refine(model, z, shaken, steps=150, learning_rate=0.02)
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
+    def rms(points_of):
+        return np.array([align(points_of(i).astype(np.float64), shaken[i][1], envs.vectors[i, :n].astype(np.float64),
+                               envs.species[i, :n])[0] for i, n in enumerate(envs.count)])
+
+    def latent_gap(points_of):
+        padded = torch.zeros_like(vectors)
+        for i, n in enumerate(envs.count):
+            padded[i, :n] = torch.as_tensor(points_of(i))
+        with torch.no_grad():
+            return float(((model.encode(centre, species, padded) - z)[:, : model.config.latent_dim] ** 2).sum())
+
+    before, after = rms(lambda i: shaken[i][2]), rms(lambda i: moved[i])
+    assert [len(m) for m in moved] == list(envs.count)
+    assert latent_gap(lambda i: moved[i]) < 0.5 * latent_gap(lambda i: shaken[i][2])
+    assert after.mean() < 0.8 * before.mean(), (before.mean(), after.mean())
+    assert (after < before).mean() >= 0.75, (before, after)  # most shells, not one or two, come closer
+
+
+def test_decode_refines_only_shells_of_the_latent_size(trained):
+    """A decode that the count head grew by one neighbour (an input missing one) is left as the decoder gave it."""
+    from models.motif import refine
+
+    model, envs = trained
+    centre, species, vectors = tensors(envs)
+    with torch.no_grad():
+        z = model.encode(centre, species, vectors)
+        plain = decoded_points(model.decode(z))
+    refined = refine.decode(model, z, steps=20)
+    assert [(c, list(s)) for c, s, _ in refined] == [(c, list(s)) for c, s, _ in plain]
+    assert any(not np.allclose(p, q) for (_, _, p), (_, _, q) in zip(plain, refined, strict=True))
+    partial = species.clone()
+    partial[:, 0] = 0  # every shell loses its first neighbour: the latent's shell is one smaller
+    keep = envs.count >= 2
+    with torch.no_grad():
+        z_partial = model.encode(centre[keep], partial[keep], vectors[keep])
+        plain = decoded_points(model.decode(z_partial))
+    refined = refine.decode(model, z_partial, steps=20)
+    shell = z_partial[:, model.config.latent_dim + model.shell_size // 2:].sum(-1).round().long().tolist()
+    for (_, s, p), (_, _, q), total in zip(plain, refined, shell, strict=True):
+        if len(s) > total:  # a neighbour was added: not refined
+            np.testing.assert_array_equal(p, q)
