@@ -307,7 +307,7 @@ def _reproduces(decoded: Structure, view: dict, dataset: str, settings: Settings
     (``models.metrics.rms_if_match``). For a known material of ``dataset`` whose view carries its latent unchanged,
     the map's stored reconstruction check already holds the answer (the same decode, matched with the same cell), so
     the StructureMatcher does not run again on every path."""
-    if view["kind"] == "known":
+    if view["kind"] == "known" and isinstance(view.get("id"), str):
         atlas = get_atlas(dataset, settings)
         k = atlas.index_of(view["id"])
         if k is not None and np.array_equal(np.asarray(view["latent"], dtype=np.float32), atlas.latents[k]):

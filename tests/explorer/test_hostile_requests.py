@@ -161,6 +161,10 @@ def test_bad_interpolations_get_a_message(client, tiny_settings):
     status, answer = call(client, RUN_OUTPUTS, values, [f"{ids.INTERP_RUN}.n_clicks"])
     assert status == 200 and len(answer["response"][ids.STORE_PATH]["data"]["frames"]) == 3
     assert "this" not in sys.modules  # the site property naming a module was never imported
+    for odd_id in ([1, 2], None, {"x": 1}):  # a known view's id that is no id: its end is matched, not looked up
+        values[f"{ids.STORE_ENDPOINTS}.data"] = {"a": {**view, "id": odd_id}, "b": view}
+        status, answer = call(client, RUN_OUTPUTS, values, [f"{ids.INTERP_RUN}.n_clicks"])
+        assert status == 200 and len(answer["response"][ids.STORE_PATH]["data"]["frames"]) == 3, (odd_id, answer)
 
 
 UPLOAD = [f"{ids.STORE_CURRENT}.data", f"{ids.UPLOAD_ERROR}.children", f"{ids.STORE_UPLOADS}.data"]
