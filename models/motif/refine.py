@@ -11,7 +11,7 @@ its latent is a smooth, invariant function of the positions, so the decoded poin
 The same idea as the crystal model's search (``models.search``: the encoder checks the decoder's candidates), here
 continuous, as the motif encoder is cheap. On the 2,000 held-out environments of ``bench/motif.py`` it takes the
 reconstructed share from 56.7 to 68.5 % (median RMS 0.152 -> 0.064 Å) with ``STEPS`` = 50; 300 steps gave 74.6 %,
-but each step costs about 8 ms on 2 cores whatever the batch (the encoder's e3nn tensor products are hundreds of
+but each step costs 5-9 ms on 2 cores whatever the batch (the encoder's e3nn tensor products are hundreds of
 small operations), and the app decodes on every click.
 
 Only decodes whose neighbour count is the shell's are refined: when the count head adds a neighbour (an input that
