@@ -26,7 +26,7 @@ import torch
 
 from models.motif.data import MAX_NEIGHBOURS
 from models.motif.evaluate import decoded_points
-from models.motif.model import MotifAutoencoder
+from models.motif.model import MotifAutoencoder, shell_of
 
 STEPS = 50
 LEARNING_RATE = 0.03
@@ -41,18 +41,17 @@ def decode(model: MotifAutoencoder, latents: torch.Tensor, *, steps: int = STEPS
         found = decoded_points(model.decode(latents))
     if steps <= 0 or not model.shell_size:
         return found
-    shell_counts = latents[:, model.config.latent_dim + model.shell_size // 2:].detach().cpu().numpy()
-    rows = [i for i, (_, species, _) in enumerate(found) if len(species) == _shell_total(shell_counts[i])]
+    first = model.config.latent_dim
+    shell = latents[:, first:first + model.shell_size].detach().cpu().numpy()
+    half = model.shell_size // 2  # the centre's one-hot, then the neighbour counts
+    rows = [i for i, (_, species, _) in enumerate(found)
+            if len(species) == shell_of(shell[i, :half], shell[i, half:])[1].sum()]
     if not rows:
         return found
     refined = refine(model, latents[rows], [found[i] for i in rows], steps=steps, learning_rate=learning_rate)
     for i, points in zip(rows, refined, strict=True):
         found[i] = (found[i][0], found[i][1], points)
     return found
-
-
-def _shell_total(counts: np.ndarray) -> int:
-    return int(min(round(float(np.clip(np.nan_to_num(counts[1:]), 0, MAX_NEIGHBOURS).sum())), MAX_NEIGHBOURS))
 
 
 def refine(model: MotifAutoencoder, latents: torch.Tensor, decoded: list[tuple[int, np.ndarray, np.ndarray]], *,
