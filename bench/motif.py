@@ -3,13 +3,15 @@ and speed.
 
     .venv/bin/python bench/motif.py --checkpoint models/checkpoints/motif.pt \
         --table data/motifs/known-<signature>-v2.parquet [--split runs/motif-1/split.json] [--n 2000] \
-        [--refine-steps 300]
+        [--refine-steps 300] [--starts 4]
 
 The held-out environments are those of the crystals in the run's ``split.json`` (never trained on); ``--n`` of
 them (seeded) are scored with ``models.motif.evaluate``: reconstructed (right centre, count and every element, RMS
 <= 0.2 Å after the best rotation or reflection and assignment), and the missing neighbour put back (right element
-within 0.5 Å); each for the decoder alone and for its decodes refined by the encoder (``models.motif.refine``,
-what the app shows). Invariance is the largest latent change under a random rotation, a reflection and a shuffle of the
+within 0.5 Å); for the decoder alone, for its decodes refined by the encoder, for the best of the decoder's guess
+and the ``--starts`` nearest known shells unrefined (the known shells: the training environments of the table, a
+``models.motif.refine.Library``), and for all of them refined (what the app shows, with the dataset's environments
+as its library). Invariance is the largest latent change under a random rotation, a reflection and a shuffle of the
 neighbours (float64). Speed is encode + decode per environment on this machine.
 """
 
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.motif.data import MAX_NEIGHBOURS, read_table  # noqa: E402
 from models.motif.evaluate import missing_neighbour, reconstruction  # noqa: E402
-from models.motif.refine import STEPS  # noqa: E402
+from models.motif.refine import STARTS, STEPS, Library  # noqa: E402
 from models.motif.train import load  # noqa: E402
 
 
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refine-steps", type=int, default=STEPS, help="the encoder's correction of the decoded "
                                                                         f"geometry (default {STEPS}; 0: none)")
+    parser.add_argument("--starts", type=int, default=STARTS, help="known shells refined beside the decoder's guess "
+                                                                   f"(default {STARTS}; 0: none)")
     args = parser.parse_args()
     split = args.split or args.checkpoint.with_suffix(".split.json")
     held = set(json.loads(split.read_text())["val_ids"])
@@ -70,18 +74,33 @@ def main() -> None:
           f"{args.checkpoint.stat().st_size / 1e6:.1f} MB; {len(rows)} held-out environments of {len(held)} crystals, "
           f"{len(test)} scored")
     start = time.perf_counter()
-    runs = [("decoder alone", 0)]
-    if args.refine_steps:
-        runs.append((f"refined by the encoder ({args.refine_steps} steps, as the app decodes)", args.refine_steps))
-    for label, steps in runs:
+    library = None
+    if args.starts:
         begin = time.perf_counter()
-        found = reconstruction(model, test, refine_steps=steps)
+        library = Library.encode(model, envs.subset(np.flatnonzero([i not in held for i in envs.ids])))
+        print(f"library of known shells: the {len(library)} training environments "
+              f"({time.perf_counter() - begin:.0f} s)")
+    runs = [("decoder alone", 0, None, True)]
+    if args.refine_steps:
+        runs.append((f"decoder's guess refined by the encoder ({args.refine_steps} steps)", args.refine_steps, None,
+                     library is None))
+    if library is not None:
+        runs.append((f"best of the decoder's guess and {args.starts} known shells, unrefined", 0, library, False))
+        if args.refine_steps:
+            runs.append((f"decoder's guess and {args.starts} known shells refined ({args.refine_steps} steps, as the "
+                         "app decodes)", args.refine_steps, library, True))
+    for label, steps, known, with_missing in runs:
+        begin = time.perf_counter()
+        found = reconstruction(model, test, refine_steps=steps, library=known)
         print(f"{label}: reconstructed (elements right, RMS <= 0.2 Å): {100 * found['reconstructed']:.1f} %   "
               f"elements and count right: {100 * found['species_right']:.1f} %   median RMS "
               f"{found['rms_median']:.3f} Å   ({time.perf_counter() - begin:.0f} s)")
-        missing = missing_neighbour(model, test, refine_steps=steps)
-        print(f"{label}: missing neighbour put back (right element within 0.5 Å): {100 * missing['recovered']:.1f} "
-              f"% of {missing['n']}")
+        print("    by number of neighbours: " + ", ".join(f"CN {cn} {100 * good / max(total, 1):.0f} % of {total}"
+                                                     for cn, (good, total) in found["by_cn"].items()))
+        if with_missing:
+            missing = missing_neighbour(model, test, refine_steps=steps, library=known)
+            print(f"{label}: missing neighbour put back (right element within 0.5 Å): "
+                  f"{100 * missing['recovered']:.1f} % of {missing['n']}")
     seconds = time.perf_counter() - start
     print(f"invariance (rotation + reflection + neighbour order, float64): {invariance(model, test):.2e}")
     with torch.no_grad():

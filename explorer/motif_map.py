@@ -170,6 +170,31 @@ def environment(dataset: str, env_id: object, settings: Settings) -> tuple[int, 
     return row, environments_of(dataset, settings).iloc[row]
 
 
+_LIBRARIES: dict[tuple[str, int], object] = {}
+_LIBRARIES_LOCK = threading.Lock()
+
+
+def library(dataset: str, settings: Settings):
+    """The distinct environments of the built motif map of ``dataset`` as known shells from which its decodes start
+    (``models.motif.refine.Library``; about 1 s for the 30,599 known ones, then kept per map folder and version)."""
+    from explorer.services import motif_model
+    from models.motif.refine import Library
+
+    path = _folder(dataset, settings) / "environments.parquet"
+    key = (str(path), path.stat().st_mtime_ns)
+    with _LIBRARIES_LOCK:
+        found = _LIBRARIES.get(key)
+    if found is None:
+        learned = get_motif_map(dataset, settings).latents[:, : motif_model.loaded(settings).config.latent_dim]
+        found = Library(learned=np.ascontiguousarray(learned, dtype=np.float32),
+                        environments=as_environments(environments_of(dataset, settings)))
+        with _LIBRARIES_LOCK:
+            while len(_LIBRARIES) >= 4:
+                _LIBRARIES.pop(next(iter(_LIBRARIES)))
+            _LIBRARIES[key] = found
+    return found
+
+
 def label(record) -> str:
     """'Ti octahedral (CN 6)' of a ``distinct`` row."""
     return f"{record['element']} {record['motif']} (CN {int(record['cn'])})"

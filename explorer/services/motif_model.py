@@ -134,9 +134,10 @@ def encode(environments, settings: Settings, *, batch_size: int = 1024) -> np.nd
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, latent_dim(settings)), np.float32)
 
 
-def decode_many(latents: np.ndarray, settings: Settings) -> list[DecodedEnvironment]:
+def decode_many(latents: np.ndarray, settings: Settings, *, library=None) -> list[DecodedEnvironment]:
     """Decode (m, d) latents: the centre and the shell's elements, positions in Å as the decoder gives them and the
-    encoder then corrects them (``models.motif.refine``)."""
+    encoder then corrects them (``models.motif.refine``), starting also from the nearest known shells of ``library``
+    (a ``models.motif.refine.Library``, e.g. ``motif_map.library``) when given."""
     import torch
     from pymatgen.core import Element
 
@@ -147,7 +148,8 @@ def decode_many(latents: np.ndarray, settings: Settings) -> list[DecodedEnvironm
     if not np.isfinite(latents).all():
         raise ValueError("a motif latent holds a value that is not a finite number")
     with _LOCK:
-        decoded = refine.decode(model, torch.as_tensor(latents, device=next(model.parameters()).device))
+        decoded = refine.decode(model, torch.as_tensor(latents, device=next(model.parameters()).device),
+                                library=library)
     found = []
     for latent, (centre, species, points) in zip(latents, decoded, strict=True):
         vectors = np.asarray(points, dtype=float).reshape(-1, 3)

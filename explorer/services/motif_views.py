@@ -81,7 +81,7 @@ def hypothetical_environment_view(dataset: str, x: object, y: object, settings: 
     dataset = materials.check_dataset(dataset, settings)
     x, y = map_point(x, y)
     inverse = motif_map.get_motif_map(dataset, settings).latent_at(x, y)
-    decoded = motif_model.decode_many(inverse.latent[None], settings)[0]
+    decoded = motif_model.decode_many(inverse.latent[None], settings, library=motif_map.library(dataset, settings))[0]
     ratio = inverse.distance_2d / inverse.typical_spacing if inverse.typical_spacing > 0 else float("inf")
     note = (f"hypothetical environment: decoded at map point ({x:.2f}, {y:.2f}), {inverse.distance_2d:.2f} map "
             f"units from the nearest known environment ({ratio:.1f}× the typical spacing). Inverse used: "
@@ -102,7 +102,7 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
     the_map = motif_map.get_motif_map(dataset, settings)
     z = path_latents(np.asarray(a["latent"]), np.asarray(b["latent"]), steps=steps, method=method,
                      linear_tail=motif_model.shell_size(settings))
-    decoded = motif_model.decode_many(z, settings)
+    decoded = motif_model.decode_many(z, settings, library=motif_map.library(dataset, settings))
     xy = the_map.place(z)
     t = np.linspace(0.0, 1.0, len(z))
     frames = []

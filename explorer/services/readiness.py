@@ -97,6 +97,19 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             _STATE["errors"].append(f"file reader: {exc}")
     with _LOCK:
         _STATE.update(ready=True, step="ready", seconds=round(time.perf_counter() - start, 1))
+    _warm_motif_library(datasets, settings)
+
+
+def _warm_motif_library(datasets: list[str], settings: Settings) -> None:
+    """After the page is ready: the first dataset's motif map and its known shells, from which every motif decode
+    starts (a few seconds, once; otherwise the first decode on the motif map would wait for them)."""
+    from explorer import motif_map
+
+    try:
+        if datasets and motif_map.is_built(datasets[0], settings):
+            motif_map.library(datasets[0], settings)
+    except Exception as exc:  # the motif map's own requests say why
+        LOG.warning("loading the known shells of the motif map failed: %s", exc)
     checks_in_background(datasets, settings)  # after a build outside `python -m explorer build`
 
 

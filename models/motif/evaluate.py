@@ -80,8 +80,10 @@ def decoded_points(out: dict[str, torch.Tensor]) -> list[tuple[int, np.ndarray, 
     return found
 
 
-def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512, *, refine_steps: int = 0) -> list:
-    """Encode and decode ``envs``; ``refine_steps``: the encoder's correction of the geometry (``refine.decode``)."""
+def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512, *, refine_steps: int = 0,
+            library=None) -> list:
+    """Encode and decode ``envs``; ``refine_steps`` and ``library``: the encoder's correction of the geometry, from
+    the decoder's guess and from known shells (``refine.decode``)."""
     from models.motif import refine
 
     model.eval()
@@ -93,18 +95,22 @@ def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512, 
             latents = model.encode(torch.as_tensor(envs.centre[rows], device=device),
                                    torch.as_tensor(envs.species[rows], device=device),
                                    torch.as_tensor(envs.vectors[rows], device=device))
-        found += refine.decode(model, latents, steps=refine_steps)
+        found += refine.decode(model, latents, steps=refine_steps, library=library)
     return found
 
 
 def reconstruction(model: MotifAutoencoder, envs: Environments, *, tolerance: float = 0.2,
-                   refine_steps: int = 0) -> dict[str, float]:
+                   refine_steps: int = 0, library=None) -> dict[str, float]:
     """{"n", "reconstructed" (share), "species_right" (share with centre, count and every element right),
-    "rms_median" Å over those}; ``refine_steps``: decodes corrected by the encoder (``models.motif.refine``)."""
-    decoded = _decode(model, envs, refine_steps=refine_steps)
+    "rms_median" Å over those, "by_cn" {1, ..., 6, "7-16": [reconstructed, environments]}}; ``refine_steps`` and
+    ``library``: decodes corrected by the encoder (``models.motif.refine``; the library must not hold ``envs``)."""
+    decoded = _decode(model, envs, refine_steps=refine_steps, library=library)
     right, good, rms_all = 0, 0, []
+    by_cn: dict[object, list[int]] = {}
     for i, (centre, species, points) in enumerate(decoded):
         n = int(envs.count[i])
+        tally = by_cn.setdefault(n if n <= 6 else "7-16", [0, 0])
+        tally[1] += 1
         true_species = envs.species[i, :n]
         if centre != envs.centre[i] or len(species) != n:
             continue
@@ -114,13 +120,15 @@ def reconstruction(model: MotifAutoencoder, envs: Environments, *, tolerance: fl
         right += 1
         rms_all.append(rms)
         good += rms <= tolerance
+        tally[0] += rms <= tolerance
     n = max(len(envs), 1)
     return {"n": len(envs), "reconstructed": good / n, "species_right": right / n,
-            "rms_median": float(np.median(rms_all)) if rms_all else float("nan")}
+            "rms_median": float(np.median(rms_all)) if rms_all else float("nan"),
+            "by_cn": dict(sorted(by_cn.items(), key=lambda item: 7 if isinstance(item[0], str) else item[0]))}
 
 
 def missing_neighbour(model: MotifAutoencoder, envs: Environments, *, seed: int = 0,
-                      tolerance: float = 0.5, refine_steps: int = 0) -> dict[str, float]:
+                      tolerance: float = 0.5, refine_steps: int = 0, library=None) -> dict[str, float]:
     """{"n" (environments with at least 2 neighbours), "recovered" (share)}: one seeded neighbour removed each
     (``refine_steps``: as in ``reconstruction``; a decode with the added neighbour is never refined)."""
     rng = np.random.default_rng(seed)
@@ -133,7 +141,7 @@ def missing_neighbour(model: MotifAutoencoder, envs: Environments, *, seed: int 
         species[i, k:n - 1], vectors[i, k:n - 1] = envs.species[i, k + 1:n], envs.vectors[i, k + 1:n]
         species[i, n - 1], vectors[i, n - 1] = 0, 0.0
     partial = Environments(centre=envs.centre, species=species, vectors=vectors, count=envs.count - 1, ids=envs.ids)
-    decoded = _decode(model, partial, refine_steps=refine_steps)
+    decoded = _decode(model, partial, refine_steps=refine_steps, library=library)
     hits = 0
     for i, (_, found_species, points) in enumerate(decoded):
         n = int(partial.count[i])

@@ -219,3 +219,62 @@ def test_decode_refines_only_shells_of_the_latent_size(trained):
     for (_, s, p), (_, _, q), total in zip(plain, refined, shell, strict=True):
         if len(s) > total:  # a neighbour was added: not refined
             np.testing.assert_array_equal(p, q)
+
+
+def test_known_shells_are_offered_with_the_shells_elements():
+    """``Library.starts``: known shells with the same pattern of counts, nearest first, renamed to the shell's
+    elements (most numerous to most numerous); no start for a pattern the library lacks."""
+    from models.motif.data import atomic_number
+    from models.motif.refine import Library
+
+    envs = real_environments()  # Na, Cl, Si, Sr, Ti, O (SrTiO3), C, Zn, O (wurtzite)
+    learned = np.eye(len(envs), 4, dtype=np.float32)
+    library = Library(learned=learned, environments=envs)
+    ti = next(i for i in range(len(envs)) if envs.centre[i] == atomic_number("Ti"))
+    o_perovskite = next(i for i in range(len(envs)) if envs.centre[i] == atomic_number("O"))  # O8 Sr4 Ti2
+    counts = np.zeros(119, dtype=np.int64)
+    counts[atomic_number("S")] = 6
+    starts = library.starts(learned[ti], counts, k=2)
+    assert len(starts) == 2  # the O6 of Ti first (nearest), then another shell of six of one element
+    species, points = starts[0]
+    assert species.tolist() == [atomic_number("S")] * 6
+    np.testing.assert_allclose(points, envs.vectors[ti, :6])
+    mixed = np.zeros(119, dtype=np.int64)
+    mixed[atomic_number("Se")], mixed[atomic_number("Ba")], mixed[atomic_number("Zr")] = 8, 4, 2
+    starts = library.starts(learned[o_perovskite], mixed, k=5)
+    assert len(starts) == 3  # the three O of SrTiO3 hold the pattern 8, 4, 2
+    species, points = starts[0]
+    distance = np.linalg.norm(points, axis=1)
+    assert species[distance < 2.2].tolist() == [atomic_number("Zr")] * 2  # Ti's places, 1.95 Å
+    far = species[distance > 2.2].tolist()
+    assert far.count(atomic_number("Ba")) == 4 and far.count(atomic_number("Se")) == 8
+    three_three = np.zeros(119, dtype=np.int64)
+    three_three[8], three_three[16] = 3, 3
+    assert library.starts(learned[ti], three_three) == []
+    with pytest.raises(ValueError, match="latents for"):
+        Library(learned=learned[:3], environments=envs)
+
+
+def test_a_decode_that_starts_from_known_shells_gives_a_known_environment_back(trained):
+    """With the environments themselves in the library, each latent decodes to its own shell (the exact shell has z's
+    latent, so refining it moves nothing and it is the closest); the decoder's guess alone is not that exact."""
+    from models.motif import refine
+
+    model, envs = trained
+    centre, species, vectors = tensors(envs)
+    with torch.no_grad():
+        z = model.encode(centre, species, vectors)
+    library = refine.Library.encode(model, envs)
+    started = refine.decode(model, z, steps=5, library=library)
+    alone = refine.decode(model, z, steps=5)
+
+    def rms(decoded):
+        return np.array([align(points.astype(np.float64), found, envs.vectors[i, :n].astype(np.float64),
+                               envs.species[i, :n])[0]
+                         for i, ((_, found, points), n) in enumerate(zip(decoded, envs.count, strict=True))])
+
+    assert [c for c, _, _ in started] == list(envs.centre)
+    assert (rms(started) < 1e-4).all(), rms(started)
+    assert (rms(alone) > 1e-3).any()
+    assert all(sorted(s.tolist()) == sorted(envs.species[i, :n].tolist())
+               for i, ((_, s, _), n) in enumerate(zip(started, envs.count, strict=True)))
