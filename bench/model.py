@@ -5,8 +5,9 @@
 Prints encode throughput (crystals/s, batches of 64 real crystals from the known-materials table or,
 without it, the tiny crystals below), decode latency for one crystal and for a batch of 256 (p50/p95
 over repeated runs, each run on the next of 256 latents of real crystals), both for the default decode
-(with the encoder's check of compositions and sublattices, ``models.search``) and for the plain one-pass
-decode, and, as a baseline measured in the same process, the time pymatgen takes to write one decoded
+(with the encoder's check of compositions and sublattices, ``models.search``), the decode as the app runs it
+(also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built)
+and the plain one-pass decode, and, as a baseline measured in the same process, the time pymatgen takes to write one decoded
 crystal as CIF (what every click must do anyway), with the ratios to it.
 """
 
@@ -81,6 +82,12 @@ def main() -> None:
     next_one = lambda: z[[next(cycle) % len(z)]]  # noqa: E731
     one = timings(lambda: model.decode(next_one(), validate=False), repeat=256)
     one_plain = timings(lambda: model.decode(next_one(), validate=False, search=False), repeat=256)
+    from explorer.services.model import known_cells
+    from explorer.settings import Settings
+
+    found = known_cells(Settings()) if args.checkpoint == Settings().checkpoint else None
+    known = found[1] if found else None
+    one_known = timings(lambda: model.decode(next_one(), validate=False, known=known), repeat=256) if known else None
     one_valid = timings(lambda: model.decode(next_one()), repeat=128)
     batch = timings(lambda: model.decode_arrays(z), repeat=5, warmup=1)
     batch_plain = timings(lambda: model.decode_arrays(z, search=False), repeat=20)
@@ -92,6 +99,8 @@ def main() -> None:
     per = lambda t: f"({np.median(t) / len(z) * 1e3:.3f} ms/crystal)"  # noqa: E731
     print(f"decode 1 crystal -> Structure:            {p(one)}")
     print(f"  plain one-pass decode (search=False):  {p(one_plain)}")
+    if one_known is not None:
+        print(f"  as the app decodes ({known.k} of {len(known)} known crystals offered): {p(one_known)}")
     print(f"decode 1 crystal + validity report:      {p(one_valid)}")
     print(f"decode batch of 256 -> arrays:           {p(batch)} {per(batch)}")
     print(f"  plain one-pass decode (search=False):  {p(batch_plain)} {per(batch_plain)}")

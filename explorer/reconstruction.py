@@ -3,11 +3,13 @@
 Every known material's latent (the one on the map) is decoded the way a click decodes it (with the encoder's
 check, ``models.search``) and matched to the material's canonical cell with pymatgen's StructureMatcher at the
 reconstruction tolerances of the model card (``models.metrics.MATCHER_TOLERANCES``, as CDVAE). The result is
-stored beside the map, in its cache folder (``reconstruction.parquet``: id, matched, rms, decoded formula and
-space group), because it depends on the same checkpoint and table: a new checkpoint makes a new map and a new
-check. ``python -m explorer build`` computes it after the map (about 15 minutes for the 11k known materials on
-2 cores: the matching dominates); the server computes a missing one in the background after its warm-up, so
-``make run`` builds the maps with ``--skip-reconstruction`` and the app is usable at once.
+stored beside the map, in its cache folder (``reconstruction-known<n>.parquet``: id, matched, rms, decoded formula
+and space group), because it depends on the same checkpoint and table: a new checkpoint makes a new map and a new
+check; ``<n>`` is ``settings.known_starts``, the known crystals each decode is also offered (never the material
+itself: ``models.search.KnownCells``). ``python -m explorer build`` computes it after the map (about 15 minutes
+for the 11k known materials on 2 cores: the matching dominates); the server computes a missing one in the
+background after its warm-up, so ``make run`` builds the maps with ``--skip-reconstruction`` and the app is usable
+at once.
 
 The app shows it in three places: the info panel of a known material ("the autoencoder reconstructs this
 material" or "decodes it as <formula, space group>"), the map's colour option "reconstruction", and the end
@@ -28,7 +30,7 @@ import pandas as pd
 from pymatgen.core import Structure
 
 LOG = logging.getLogger("explorer")
-FILE_NAME = "reconstruction.parquet"
+FILE_NAME = "reconstruction-known{n}.parquet"
 CHUNK = 64
 """Latents decoded per request: small enough that a user's click is never queued behind seconds of this job."""
 
@@ -118,7 +120,8 @@ def path_of(dataset: str, settings) -> Path:
     from explorer.atlas import atlas_key
     from explorer.datasets.build import check_dataset_name
 
-    return Path(settings.atlas_dir) / f"{check_dataset_name(dataset)}-{atlas_key(dataset, settings)}" / FILE_NAME
+    return (Path(settings.atlas_dir) / f"{check_dataset_name(dataset)}-{atlas_key(dataset, settings)}"
+            / FILE_NAME.format(n=settings.known_starts))
 
 
 @functools.lru_cache(maxsize=16)

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
                                        "missing reconstruction check, environments, structure and motif maps in the "
                                        "background only up to this many materials; bigger ones are built by "
                                        "`python -m explorer build` (with --workers/--scheduler).")
+    known_starts: int = Field(default=8, ge=0, le=32, description="A decode also offers the encoder this many known "
+                              "crystals of its stoichiometry, nearest to its latent (renamed and rescaled; "
+                              "models.search.KnownCells); 0: the decoder's candidates only.")
+    known_starts_dataset: str = Field(default="known", description="The dataset whose built map gives those known "
+                                      "crystals (when it is not built, decodes use the decoder's candidates only).")
     inverse_k: int = Field(
         default=8, ge=1, description="Known latents averaged (inverse-distance weighted) to decode an empty map point."
     )

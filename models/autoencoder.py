@@ -26,7 +26,7 @@ from models.decoder import CrystalDecoder, DecoderOutput, element_fractions
 from models.encoder import CrystalEncoder
 from models.lattice import lattice_parameters
 from models.losses import LossWeights, autoencoder_loss
-from models.search import Cell, cells_from_output, search_decode
+from models.search import Cell, KnownCells, cells_from_output, search_decode
 from models.validity import ValidityReport, check_validity
 
 MODEL_VERSION = 4
@@ -258,26 +258,28 @@ class CrystalAutoencoder(nn.Module):
         return total, report, mu
 
     @torch.no_grad()
-    def decode_arrays(self, z: torch.Tensor | np.ndarray, *, search: bool = True) -> DecodedArrays:
+    def decode_arrays(self, z: torch.Tensor | np.ndarray, *, search: bool = True,
+                      known: KnownCells | None = None) -> DecodedArrays:
         """Decode latents (n_crystals, latent_size) in batched passes to numpy arrays.
 
-        With ``search`` (the default) the decoder's few best compositions and sublattice labellings are
-        checked against z by the encoder (``models.search``); ``search=False`` is the plain one-pass decode.
+        With ``search`` (the default) the decoder's few best compositions and sublattice labellings, and the
+        nearest ``known`` crystals of the chosen stoichiometry when given, are checked against z by the encoder
+        (``models.search``); ``search=False`` is the plain one-pass decode.
         """
         z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
         if z.ndim != 2 or z.shape[1] != self.latent_size:
             raise ValueError(f"z must have shape (n, {self.latent_size}), got {tuple(z.shape)}")
-        cells = search_decode(self, z) if search else cells_from_output(self.decoder(z))
+        cells = search_decode(self, z, known=known) if search else cells_from_output(self.decoder(z))
         return DecodedArrays.from_cells(cells)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor | np.ndarray, *, validate: bool = True,
-               search: bool = True) -> list[DecodedCrystal]:
+    def decode(self, z: torch.Tensor | np.ndarray, *, validate: bool = True, search: bool = True,
+               known: KnownCells | None = None) -> list[DecodedCrystal]:
         """Decode latents (n_crystals, latent_size), or one latent (latent_size,), to crystals with validity
-        reports (``search``: see ``decode_arrays``)."""
+        reports (``search`` and ``known``: see ``decode_arrays``)."""
         z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
         z = z.unsqueeze(0) if z.ndim == 1 else z
-        arrays = self.decode_arrays(z, search=search)
+        arrays = self.decode_arrays(z, search=search, known=known)
         latents = z.to(torch.float64).cpu().numpy()
         bound = float(self.latent_norm_bound)
         decoded = []

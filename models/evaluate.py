@@ -89,14 +89,14 @@ def structurally_valid(structure: Structure) -> bool:
 
 
 def decode_all(model: CrystalAutoencoder, latents: np.ndarray, *, batch_size: int = 256,
-               search: bool = True) -> list[Structure | None]:
-    """Decoded structures of finite latents (None for NaN rows); ``search``: see
+               search: bool = True, known=None) -> list[Structure | None]:
+    """Decoded structures of finite latents (None for NaN rows); ``search`` and ``known``: see
     ``CrystalAutoencoder.decode_arrays``."""
     decoded: list[Structure | None] = [None] * len(latents)
     finite = np.flatnonzero(np.isfinite(latents).all(axis=1))
     for start in range(0, len(finite), batch_size):
         chunk = finite[start : start + batch_size]
-        arrays = model.decode_arrays(latents[chunk], search=search)
+        arrays = model.decode_arrays(latents[chunk], search=search, known=known)
         for j, k in enumerate(chunk):
             decoded[k] = arrays.structure(j)
     return decoded
@@ -137,7 +137,8 @@ def reconstruction_metrics(rows: list[InputCrystal], decoded: list[Structure | N
 
 def interpolation_metrics(model: CrystalAutoencoder, latents: np.ndarray, *, seed: int = 0,
                           n_pairs: int = N_INTERPOLATION_PAIRS,
-                          n_frames: int = N_INTERPOLATION_FRAMES, search: bool = True) -> dict[str, float]:
+                          n_frames: int = N_INTERPOLATION_FRAMES, search: bool = True,
+                          known=None) -> dict[str, float]:
     """Share of interpolation frames (linear, strictly between two crystals) that are valid."""
     finite = np.flatnonzero(np.isfinite(latents).all(axis=1))
     if len(finite) < 2:
@@ -146,21 +147,22 @@ def interpolation_metrics(model: CrystalAutoencoder, latents: np.ndarray, *, see
     pairs = [rng.choice(finite, size=2, replace=False) for _ in range(n_pairs)]
     t = np.linspace(0.0, 1.0, n_frames + 2)[1:-1]
     frames = np.concatenate([(1 - t)[:, None] * latents[a] + t[:, None] * latents[b] for a, b in pairs])
-    decoded = decode_all(model, frames, search=search)
+    decoded = decode_all(model, frames, search=search, known=known)
     return {"interp_struct_validity": float(np.mean([structurally_valid(s) for s in decoded])),
             "interp_comp_validity": float(np.mean([charge_balanced(s.composition) for s in decoded])),
             "interp_pairs": len(pairs), "interp_frames": len(decoded)}
 
 
 def evaluate(model: CrystalAutoencoder, rows: list[InputCrystal], *, seed: int = 0,
-             search: bool = True) -> dict[str, float]:
-    """Every metric of the module docstring for the given rows (``search=False``: the plain one-pass decode)."""
+             search: bool = True, known=None) -> dict[str, float]:
+    """Every metric of the module docstring for the given rows (``search=False``: the plain one-pass decode;
+    ``known``: a ``models.search.KnownCells`` of crystals the search also offers, never ones of ``rows``)."""
     start = time.perf_counter()
     with torch.no_grad():
         latents = encode_inputs(model, rows)
-        decoded = decode_all(model, latents, search=search)
+        decoded = decode_all(model, latents, search=search, known=known)
         metrics = reconstruction_metrics(rows, decoded)
-        metrics.update(interpolation_metrics(model, latents, seed=seed, search=search))
+        metrics.update(interpolation_metrics(model, latents, seed=seed, search=search, known=known))
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     return metrics
 

@@ -33,7 +33,7 @@ no gradient steps, no sampling chain.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,6 +67,20 @@ tried: the encoder could otherwise prefer a poorly decoded crystal with an eleme
 out (a held-out carbon allotrope came back as C7Pr, 29.6 nats below). The held-out compositions that the search
 picked were within 0.6 nats of the plain one for perovskites and 12.1 for mp_20 (10 gave away one mp_20 match)."""
 
+KNOWN_STARTS = 8
+"""Known crystals offered per latent when the search has a ``KnownCells`` library (4 gave 95.9 / 86.6 / 49.4 % on
+the held-out perov_5 / carbon_24 / mp_20_subset crystals, 8 gave 96.4 / 86.6 / 50.0 %)."""
+
+KNOWN_ACCEPT_RATIO = 1.0
+"""A known crystal replaces the decode when it is closer to z (the closest wins: with 0.5, as for the decoder's own
+candidates, 94.4 / 84.5 / 45.0 % with 4 known crystals, against 95.9 / 86.6 / 49.4 % with 1.0)."""
+
+KNOWN_SCALES = SCALES
+"""Scales at which known crystals (already at the decode's volume per atom) are encoded."""
+
+SAME_LATENT = 1e-10
+"""A known crystal whose latent is within this squared distance of z is z's own crystal: not offered."""
+
 MIN_VOLUME_PER_ATOM = 1.5
 """Å^3. Denser decodes are not checked by the encoder (their neighbour graphs would hold hundreds of edges per
 atom); the densest crystal of the known-materials table has 3.2 Å^3 per atom, diamond 5.7."""
@@ -85,6 +99,59 @@ class Cell:
     numbers: np.ndarray
     frac: np.ndarray
     lattice: np.ndarray
+
+
+def _reduced_pattern(numbers: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(elements ordered by count, most first, then atomic number; their counts divided by their gcd)."""
+    elements, counts = np.unique(numbers, return_counts=True)
+    order = np.lexsort((elements, -counts))
+    counts = counts[order] // np.gcd.reduce(counts)
+    return elements[order], tuple(int(c) for c in counts)
+
+
+@dataclass(frozen=True, eq=False)
+class KnownCells:
+    """Known crystals the search offers to the encoder as further candidates: ``latents`` (n, latent_dim) their
+    posterior means under the model that decodes, ``cells`` their structures, ``k`` how many per latent."""
+
+    latents: np.ndarray
+    cells: list[Cell]
+    k: int = KNOWN_STARTS
+    _groups: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.latents) != len(self.cells):
+            raise ValueError(f"{len(self.latents)} latents for {len(self.cells)} crystals")
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for row, cell in enumerate(self.cells):
+            groups.setdefault(_reduced_pattern(cell.numbers)[1], []).append(row)
+        object.__setattr__(self, "_groups", {key: np.asarray(rows) for key, rows in groups.items()})
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def starts(self, z: np.ndarray, cell: Cell, k: int | None = None) -> list[Cell]:
+        """Up to ``k`` (default ``self.k``) known crystals of ``cell``'s reduced stoichiometry (AB2, ABC3, ...),
+        nearest to latent ``z`` first, their elements renamed to ``cell``'s (most numerous to most numerous) and their
+        lattice scaled to ``cell``'s volume per atom. A known crystal is never offered for its own latent (a
+        distance of zero): the decode of a known material's latent is the model's, not a copy."""
+        k = self.k if k is None else k
+        elements, pattern = _reduced_pattern(cell.numbers)
+        rows = self._groups.get(pattern)
+        if rows is None or k <= 0 or not len(cell.numbers):
+            return []
+        distance = ((self.latents[rows] - np.asarray(z, dtype=self.latents.dtype)[None]) ** 2).sum(-1)
+        order = np.argsort(distance, kind="stable")
+        order = order[distance[order] > SAME_LATENT]
+        volume = abs(np.linalg.det(cell.lattice)) / len(cell.numbers)
+        found = []
+        for row in rows[order[:k]]:
+            known = self.cells[row]
+            renamed = dict(zip(_reduced_pattern(known.numbers)[0].tolist(), elements.tolist(), strict=True))
+            scale = (volume / (abs(np.linalg.det(known.lattice)) / len(known.numbers))) ** (1 / 3)
+            found.append(Cell(numbers=np.array([renamed[n] for n in known.numbers.tolist()], dtype=np.int64),
+                              frac=known.frac, lattice=known.lattice * scale))
+        return found
 
 
 def composition_score(counts: np.ndarray, *, log_fractions: np.ndarray, presence_logits: np.ndarray,
@@ -247,9 +314,12 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
 
 @torch.no_grad()
 def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_compositions: int = MAX_COMPOSITIONS,
-                  accept_ratio: float = ACCEPT_RATIO) -> list[Cell]:
+                  accept_ratio: float = ACCEPT_RATIO, known: KnownCells | None = None,
+                  known_accept_ratio: float = KNOWN_ACCEPT_RATIO) -> list[Cell]:
     """Decode latents (n, latent_dim) with the composition and sublattice search of the module docstring;
-    one ``Cell`` per latent (non-finite latents are made finite as the decoder does, see ``finite_latents``)."""
+    one ``Cell`` per latent (non-finite latents are made finite as the decoder does, see ``finite_latents``).
+    ``known``: after the compositions, the nearest known crystals of the chosen stoichiometry are candidates too
+    (``KnownCells.starts``)."""
     z = finite_latents(z)
     decoder = model.decoder
     output = decoder(z)
@@ -267,6 +337,9 @@ def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_composition
         for k, cell in zip(owners, forced, strict=True):
             by_latent[k].append(cell)
     chosen = _pick(model, z_np, plain, by_latent, accept_ratio=accept_ratio, scales=COMPOSITION_SCALES)
+    if known is not None and known.k > 0:
+        offered = [known.starts(z_np[k], cell) for k, cell in enumerate(chosen)]
+        chosen = _pick(model, z_np, chosen, offered, accept_ratio=known_accept_ratio, scales=KNOWN_SCALES)
     # 2. sublattice swaps of the chosen crystals (same geometry: their graphs are shared)
     swaps = [[Cell(numbers=numbers, frac=cell.frac, lattice=cell.lattice) for numbers in sublattice_swaps(cell.numbers)]
              for cell in chosen]

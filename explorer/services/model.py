@@ -120,6 +120,55 @@ def _as_latents(latents: np.ndarray, settings: Settings) -> np.ndarray:
     return z
 
 
+KNOWN_MAX = 100_000
+"""At most this many crystals of the known-starts dataset's map are offered to decodes (a seeded sample beyond)."""
+_KNOWN: dict[tuple, object] = {}
+
+
+def known_cells(settings: Settings):
+    """(token, ``models.search.KnownCells``) of the map of ``settings.known_starts_dataset``: its crystals and latents,
+    from which every decode also starts (``settings.known_starts`` per latent); None when that map is not built or
+    ``known_starts`` is 0. ``token`` names the map's version (part of the decode cache's keys)."""
+    from explorer import atlas
+    from explorer.services import materials
+    from models.search import Cell, KnownCells
+
+    dataset = settings.known_starts_dataset
+    if settings.known_starts <= 0:
+        return None
+    try:
+        if not atlas.is_built(dataset, settings):
+            return None
+        key = (str(settings.atlas_dir), dataset, atlas.atlas_key(dataset, settings), settings.known_starts)
+    except (FileNotFoundError, ValueError):
+        return None
+    with _BATCHERS_LOCK:
+        found = _KNOWN.get(key)
+    if found is None:
+        the_map = atlas.get_atlas(dataset, settings)
+        table = materials.table(dataset, settings)
+        rows = np.arange(len(the_map.ids))
+        if len(rows) > KNOWN_MAX:
+            rows = np.sort(np.random.default_rng(0).choice(rows, size=KNOWN_MAX, replace=False))
+        position = {record_id: k for k, record_id in enumerate(table["id"])}
+        numbers, frac, lattice = (table[c].to_numpy() for c in ("numbers", "frac_coords", "lattice"))
+        cells, kept = [], []
+        for row in rows:
+            k = position.get(the_map.ids[row])
+            if k is None:
+                continue
+            cells.append(Cell(numbers=np.asarray(numbers[k], dtype=np.int64),
+                              frac=np.asarray(frac[k], dtype=np.float64).reshape(-1, 3) % 1.0,
+                              lattice=np.asarray(lattice[k], dtype=np.float64).reshape(3, 3)))
+            kept.append(row)
+        latents = np.asarray(the_map.latents, dtype=np.float32)[np.asarray(kept, dtype=np.int64)]
+        found = ("|".join(map(str, key)), KnownCells(latents=latents, cells=cells, k=settings.known_starts))
+        with _BATCHERS_LOCK:
+            _KNOWN.clear()  # one version of one map at a time
+            _KNOWN[key] = found
+    return found
+
+
 class DecodeBatcher:
     """Decodes of concurrent requests in one forward pass, clicks first, on ``workers`` threads.
 
@@ -153,9 +202,10 @@ class DecodeBatcher:
         for thread in self._threads:
             thread.start()
 
-    def decode(self, z: np.ndarray) -> list:
-        """Crystals (``model.decode`` results) of (n, d) latents ``z``, decoded with whatever else is waiting."""
-        request = {"z": z, "done": threading.Event(), "result": None, "error": None, "skips": 0,
+    def decode(self, z: np.ndarray, known=None) -> list:
+        """Crystals (``model.decode`` results) of (n, d) latents ``z``, decoded with whatever else is waiting (with the
+        same ``known`` crystals, ``models.search.KnownCells``)."""
+        request = {"z": z, "known": known, "done": threading.Event(), "result": None, "error": None, "skips": 0,
                    "arrival": next(self._arrivals)}
         self._pending.put(request)
         request["done"].wait()
@@ -172,7 +222,9 @@ class DecodeBatcher:
                 self._backlog.append(self._pending.get_nowait())
             except queue.Empty:
                 break
-        waiting = sorted(self._backlog, key=lambda r: r["arrival"])
+        everyone = sorted(self._backlog, key=lambda r: r["arrival"])
+        first = next((r for r in everyone if len(r["z"]) == 1), everyone[0])
+        waiting = [r for r in everyone if r["known"] is first["known"]]  # one library per pass
         singles = [r for r in waiting if len(r["z"]) == 1]
         if singles:  # one-latent requests (clicks) go together, without any path's latents to wait for
             batch = singles[: self.max_batch]
@@ -185,7 +237,7 @@ class DecodeBatcher:
                     batch.append(request)
                     size += len(request["z"])
         chosen = {id(r) for r in batch}
-        self._backlog = [r for r in waiting if id(r) not in chosen]
+        self._backlog = [r for r in everyone if id(r) not in chosen]
         for request in self._backlog:
             request["skips"] += 1
         return batch
@@ -208,11 +260,12 @@ class DecodeBatcher:
             # thread count belongs to the calling thread)
             torch.set_num_threads(max(1, self._threads_each // busy))
             z = np.concatenate([r["z"] for r in batch])
+            known = batch[0]["known"]
             if self.workers > 1:
-                crystals = self.model.decode(z)
+                crystals = self.model.decode(z, known=known)
             else:
                 with _MODEL_LOCK:
-                    crystals = self.model.decode(z)
+                    crystals = self.model.decode(z, known=known)
             start = 0
             for request in batch:
                 request["result"] = crystals[start : start + len(request["z"])]
@@ -283,25 +336,28 @@ def decode_cache(settings: Settings) -> DecodeCache:
 
 
 def decode_many(latents: np.ndarray, settings: Settings, *, search: bool = True) -> list[Decoded]:
-    """Decode (n, d) latents in one batch (with other requests' decodes when ``settings.decode_batching``); a
-    latent decoded lately is taken from ``decode_cache``.
+    """Decode (n, d) latents in one batch (with other requests' decodes when ``settings.decode_batching``), the
+    encoder checking the decoder's candidates and the nearest crystals of the known map (``known_cells``); a latent
+    decoded lately is taken from ``decode_cache``.
     ``search=False``: the decoder's own guess, without the encoder's check of other candidates
     (``models.search``): about 15 times faster on a CPU, for generation at scale (never cached)."""
     z = _as_latents(latents, settings)
     model = loaded_checkpoint(settings).model
+    token, known = (known_cells(settings) or ("", None)) if search else ("", None)
     cache = decode_cache(settings) if search and settings.decode_cache else None
-    found = [cache.get(row.tobytes()) for row in z] if cache is not None else [None] * len(z)
+    prefix = token.encode()
+    found = [cache.get(prefix + row.tobytes()) for row in z] if cache is not None else [None] * len(z)
     todo = [k for k, item in enumerate(found) if item is None]
     if todo:
         if settings.decode_batching and search:
-            crystals = _batcher(model, settings.decode_workers).decode(z[todo])
+            crystals = _batcher(model, settings.decode_workers).decode(z[todo], known)
         else:
             with _MODEL_LOCK:
-                crystals = model.decode(z[todo], search=search)
+                crystals = model.decode(z[todo], search=search, known=known)
         for k, crystal in zip(todo, crystals, strict=True):
             found[k] = (crystal.structure, crystal.validity.as_dict())
             if cache is not None:
-                cache.put(z[k].tobytes(), *found[k])
+                cache.put(prefix + z[k].tobytes(), *found[k])
     return [Decoded(structure=structure, validity=validity, latent=z[k])
             for k, (structure, validity) in enumerate(found)]
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import nacl, silicon, srtio3
 from pymatgen.core import Structure
 
-from explorer.services import model
+from explorer.services import materials, model
 
 
 def test_checkpoint_is_loaded_once(tiny_settings):
@@ -118,15 +118,17 @@ class _CountingModel:
     def __init__(self) -> None:
         self.passes: list[list[float]] = []
 
-    def decode(self, z):
+    def decode(self, z, known=None):
         self.passes.append([float(v) for v in z[:, 0]])
+        self.known = known
         return [float(v) for v in z.sum(axis=1)]
 
 
-def _request(z: np.ndarray, arrival: int) -> dict:
+def _request(z: np.ndarray, arrival: int, known=None) -> dict:
     import threading
 
-    return {"z": z, "done": threading.Event(), "result": None, "error": None, "skips": 0, "arrival": arrival}
+    return {"z": z, "known": known, "done": threading.Event(), "result": None, "error": None, "skips": 0,
+            "arrival": arrival}
 
 
 def test_the_batcher_takes_clicks_first_then_the_smallest_paths_and_never_starves_one():
@@ -145,6 +147,47 @@ def test_the_batcher_takes_clicks_first_then_the_smallest_paths_and_never_starve
     assert third == [path] and batcher._backlog == [smaller[1]]
     batcher._run(third)
     assert path["done"].is_set() and path["result"] == [2.0] * 10
+
+
+def test_one_pass_decodes_requests_of_one_set_of_known_crystals():
+    """Requests offered different known crystals (two settings' maps) never share a pass; the pass gets theirs."""
+    batcher = model.DecodeBatcher(_CountingModel(), max_batch=12)
+    mine, theirs = object(), object()
+    batcher._backlog = [_request(np.ones((3, 2), dtype=np.float32), 0, mine),
+                        _request(np.ones((1, 2), dtype=np.float32), 1, theirs),
+                        _request(np.ones((1, 2), dtype=np.float32), 2, mine),
+                        _request(np.ones((2, 2), dtype=np.float32), 3, theirs)]
+    first = batcher.next_batch()
+    assert [r["arrival"] for r in first] == [1]  # the oldest click, alone: the other click has other known crystals
+    second = batcher.next_batch()
+    assert [r["arrival"] for r in second] == [2]
+    third = batcher.next_batch()
+    assert [r["arrival"] for r in third] == [0] and batcher._backlog[0]["arrival"] == 3
+    batcher._run(third)
+    assert batcher.model.known is mine and third[0]["result"] == [2.0] * 3
+
+
+def test_known_cells_are_the_crystals_of_the_known_map(tiny_settings):
+    """``known_cells``: the map's crystals with their map latents, once per map version; none when the map is not
+    built or known starts are off; a known material's own latent decodes without being offered itself."""
+    from explorer import atlas
+
+    settings = tiny_settings.model_copy(update={"known_starts_dataset": "tiny", "known_starts": 3})
+    the_map = atlas.get_atlas("tiny", settings)  # built here when no test before built it
+    token, known = model.known_cells(settings)
+    assert len(known) == len(the_map.ids) and known.k == 3 and "tiny" in token
+    np.testing.assert_array_equal(known.latents, np.asarray(the_map.latents, dtype=np.float32))
+    table = materials.table("tiny", settings).set_index("id")
+    first = known.cells[0]
+    assert first.numbers.tolist() == list(table.loc[the_map.ids[0], "numbers"])
+    assert model.known_cells(settings)[1] is known
+    assert model.known_cells(settings.model_copy(update={"known_starts": 0})) is None
+    assert model.known_cells(settings.model_copy(update={"known_starts_dataset": "nothing-built"})) is None
+    z = np.asarray(the_map.latents[0], dtype=np.float64)
+    assert all(not np.array_equal(c.numbers, first.numbers) or c.frac is not first.frac
+               for c in known.starts(z, first))  # never the material itself
+    decoded = model.decode_many(np.asarray(the_map.latents[:2]), settings)
+    assert len(decoded) == 2 and all(d.structure.num_sites >= 1 for d in decoded)
 
 
 def test_a_request_larger_than_a_batch_still_runs_alone():

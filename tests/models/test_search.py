@@ -112,3 +112,48 @@ def test_search_never_moves_away_from_the_latent(trained):
     assert (after <= before + 1e-6).all()
     for k in range(len(z)):
         assert np.isfinite(searched.frac_coords[k]).all() and searched.n_atoms[k] >= 1
+
+
+def test_known_crystals_are_offered_renamed_and_rescaled_never_for_their_own_latent():
+    """``KnownCells.starts``: crystals of the decode's reduced stoichiometry, nearest first, with the decode's
+    elements (most numerous to most numerous) at the decode's volume per atom; not the one whose latent is z."""
+    from pymatgen.core import Lattice, Structure
+
+    salt, silicon, perovskite = (TINY_CRYSTALS[name]() for name in ("NaCl", "Si", "SrTiO3"))
+    latents = np.eye(3, 4, dtype=np.float32)
+    known = search.KnownCells(latents=latents, cells=[_cell(salt), _cell(silicon), _cell(perovskite)], k=2)
+    kbr = Structure(Lattice.cubic(4.0), ["K", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])  # a 2-atom AB decode
+    (offered,) = known.starts(latents[1], _cell(kbr))  # AB: only rock salt (its 8-atom cell)
+    assert offered.numbers.tolist().count(19) == offered.numbers.tolist().count(35) == len(salt) // 2
+    np.testing.assert_allclose(abs(np.linalg.det(offered.lattice)) / len(salt), kbr.volume / 2)
+    k_site = offered.frac[offered.numbers == 19][0]
+    np.testing.assert_allclose(k_site, salt.frac_coords[[s.specie.symbol for s in salt].index("Na")] % 1.0)
+    bazro3 = perovskite.copy()
+    bazro3.replace_species({"Sr": "Ba", "Ti": "Zr"})
+    (offered,) = known.starts(latents[0], _cell(bazro3))
+    assert sorted(offered.numbers.tolist()) == sorted(s.specie.Z for s in bazro3)
+    assert known.starts(latents[0], _cell(salt)) == []  # NaCl's own latent: the only AB crystal is NaCl itself
+    assert known.starts(latents[0], _cell(Structure(Lattice.cubic(4.0), ["Al", "O", "O", "O"],
+                                                    [[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]]))) == []
+    with pytest.raises(ValueError, match="latents for"):
+        search.KnownCells(latents=latents[:2], cells=known.cells)
+
+
+def test_a_known_crystal_is_taken_only_when_the_encoder_puts_it_closer_to_z(trained):
+    """With a known perovskite of other elements on offer, the decode of SrTiO3's latent is never farther from z than
+    the decode without it, and it is still SrTiO3."""
+    from models.metrics import rms_if_match
+
+    perovskite = TINY_CRYSTALS["SrTiO3"]()
+    batio3 = perovskite.copy()
+    batio3.replace_species({"Sr": "Ba"})
+    batio3.scale_lattice(batio3.volume * 1.05)
+    z = _latent(trained, perovskite)
+    known = search.KnownCells(latents=_latent(trained, batio3).astype(np.float32), cells=[_cell(batio3)])
+    z_t = torch.as_tensor(z, dtype=trained.dtype)
+    alone, offered = search.search_decode(trained, z_t)[0], search.search_decode(trained, z_t, known=known)[0]
+    distance = search.latent_distances(trained, z, [alone, offered], np.array([0, 0]))
+    assert distance[1] <= distance[0] + 1e-9
+    from models.autoencoder import DecodedArrays
+
+    assert rms_if_match(DecodedArrays.from_cells([offered]).structure(0), perovskite) is not None
