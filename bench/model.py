@@ -7,8 +7,8 @@ without it, the tiny crystals below), decode latency for one crystal and for a b
 over repeated runs, each run on the next of 256 latents of real crystals), both for the default decode
 (with the encoder's check of compositions and sublattices, ``models.search``), the decode as the app runs it
 (also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built)
-and the plain one-pass decode, and, as a baseline measured in the same process, the time pymatgen takes to write one decoded
-crystal as CIF (what every click must do anyway), with the ratios to it.
+and the plain one-pass decode, and, as a baseline measured in the same process, the time pymatgen takes to write one
+decoded crystal as CIF (what every click must do anyway), with the ratios to it.
 """
 
 from __future__ import annotations
