@@ -26,8 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.checkpoint import load_checkpoint  # noqa: E402
-from models.evaluate import InputCrystal, encode_inputs, evaluate, read_cdvae_csv, reconstruction_metrics  # noqa: E402
-from models.search import KNOWN_STARTS, Cell, KnownCells  # noqa: E402
+from models.evaluate import (  # noqa: E402
+    InputCrystal,
+    encode_inputs,
+    evaluate,
+    known_training_cells,
+    read_cdvae_csv,
+    reconstruction_metrics,
+)
+from models.search import KnownCells  # noqa: E402
 
 SHARED_FAMILIES = ("perov_5", "carbon_24", "mp_20_subset")
 COLUMNS = ("n", "match_rate", "rmse", "composition_match_rate", "atom_count_accuracy", "struct_validity",
@@ -51,26 +58,6 @@ def known_rows(held_out: set[str], source: str) -> list[InputCrystal]:
     table = pd.read_parquet(ROOT / "data" / "tables" / "known.parquet")
     table = table[table["id"].isin(held_out) & (table["source"] == source)]
     return [InputCrystal(row["id"], original_structure(row)) for _, row in table.iterrows()]
-
-
-def training_cells(model, split: dict, *, k: int = KNOWN_STARTS) -> KnownCells:
-    """The training crystals of a run (its split's tables, without the held-out ids and the cells too large for
-    the model) with their latents under ``model``."""
-    import numpy as np
-    import torch
-
-    from models.data import build_graph, collate, read_tables
-
-    held_out = set(split["val_ids"])
-    data = read_tables([ROOT / p for p in split["tables"]], max_atoms=model.config.max_atoms)
-    train = [c for c in data.crystals if c.id not in held_out]
-    parts = []
-    with torch.no_grad():
-        for start in range(0, len(train), 256):
-            graphs = [build_graph(c, cutoff=model.config.cutoff) for c in train[start : start + 256]]
-            parts.append(model.encode(collate(graphs))[0].double().cpu().numpy())
-    return KnownCells(latents=np.concatenate(parts).astype(np.float32), k=k,
-                      cells=[Cell(numbers=c.numbers, frac=c.frac_coords % 1.0, lattice=c.lattice) for c in train])
 
 
 def nearest_known_alone(model, rows: list[InputCrystal], known: KnownCells) -> dict:
@@ -107,7 +94,7 @@ def main() -> None:
     model = load_checkpoint(args.checkpoint).model
     split = json.loads(args.split.read_text())
     held_out = set(split["val_ids"])
-    known = None if args.no_known or args.plain else training_cells(model, split)
+    known = None if args.no_known or args.plain else known_training_cells(model, args.split)
     if known is not None:
         print(f"known crystals offered to the search: the run's {len(known)} training crystals, {known.k} per decode")
     families = {}

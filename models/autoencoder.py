@@ -146,6 +146,8 @@ class DecodedArrays:
     numbers: np.ndarray
     frac_coords: np.ndarray
     lattice: np.ndarray
+    origins: tuple[str, ...] = ()
+    """Per crystal, the id of the known crystal the search took it from (``models.search.KnownCells``), or ''."""
 
     @classmethod
     def from_cells(cls, cells: Sequence[Cell]) -> DecodedArrays:
@@ -158,13 +160,18 @@ class DecodedArrays:
             numbers[k, : n_atoms[k]] = cell.numbers
             frac[k, : n_atoms[k]] = cell.frac
         return cls(n_atoms=n_atoms, numbers=numbers, frac_coords=frac,
-                   lattice=np.stack([c.lattice for c in cells]).astype(np.float64))
+                   lattice=np.stack([c.lattice for c in cells]).astype(np.float64),
+                   origins=tuple(c.origin for c in cells))
 
     def structure(self, index: int) -> Structure:
-        """Crystal ``index`` as a pymatgen Structure."""
+        """Crystal ``index`` as a pymatgen Structure (``properties["decoded_from"]``: the known crystal it was
+        made from, when the search took one)."""
         n = int(self.n_atoms[index])
-        return Structure(Lattice(self.lattice[index]), self.numbers[index, :n].tolist(),
-                         self.frac_coords[index, :n], validate_proximity=False)
+        structure = Structure(Lattice(self.lattice[index]), self.numbers[index, :n].tolist(),
+                              self.frac_coords[index, :n], validate_proximity=False)
+        if index < len(self.origins) and self.origins[index]:
+            structure.properties["decoded_from"] = self.origins[index]
+        return structure
 
 
 class CrystalAutoencoder(nn.Module):

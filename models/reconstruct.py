@@ -3,6 +3,7 @@
     python -m models.reconstruct --checkpoint C --data PATH --out decoded.csv
 
 Decoding is the default one (the encoder checks the decoder's best few candidates, ``models.search``);
+``--known SPLIT_JSON`` also offers it the training crystals of that run (as the app offers its known map's);
 ``--plain`` writes the decoder's one-pass decode. One output row per input row: ``material_id`` and
 ``cif`` (the decoded crystal as a P1 CIF; empty when the input could not be read or encoded).
 
@@ -19,7 +20,7 @@ import sys
 
 from pymatgen.io.cif import CifWriter
 
-from models.evaluate import command_parser, decode_all, encode_inputs, load_inputs
+from models.evaluate import command_parser, decode_all, encode_inputs, known_of, load_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     if loaded is None:
         return 2
     model, rows = loaded
-    decoded = decode_all(model, encode_inputs(model, rows), search=not args.plain)
+    try:
+        known = known_of(args, model)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    decoded = decode_all(model, encode_inputs(model, rows), search=not args.plain, known=known)
     errors = [""] * len(decoded)
     if args.relax:
         from models.potential import relax

@@ -162,7 +162,8 @@ def known_cells(settings: Settings):
                               lattice=np.asarray(lattice[k], dtype=np.float64).reshape(3, 3)))
             kept.append(row)
         latents = np.asarray(the_map.latents, dtype=np.float32)[np.asarray(kept, dtype=np.int64)]
-        found = ("|".join(map(str, key)), KnownCells(latents=latents, cells=cells, k=settings.known_starts))
+        found = ("|".join(map(str, key)), KnownCells(latents=latents, cells=cells, k=settings.known_starts,
+                                                      ids=[the_map.ids[row] for row in kept]))
         with _BATCHERS_LOCK:
             _KNOWN.clear()  # one version of one map at a time
             _KNOWN[key] = found
@@ -360,6 +361,24 @@ def decode_many(latents: np.ndarray, settings: Settings, *, search: bool = True)
                 cache.put(prefix + z[k].tobytes(), *found[k])
     return [Decoded(structure=structure, validity=validity, latent=z[k])
             for k, (structure, validity) in enumerate(found)]
+
+
+def origin_note(structure: Structure, settings: Settings) -> str:
+    """'' for the decoder's own crystal; for one the search took from the known map (``known_cells``): which known
+    crystal it was made from, in words (its formula from ``settings.known_starts_dataset``'s table)."""
+    origin = structure.properties.get("decoded_from") if isinstance(structure.properties, dict) else None
+    if not isinstance(origin, str) or not origin:
+        return ""
+    from explorer.services import materials
+
+    try:
+        table = materials.table(settings.known_starts_dataset, settings)
+        formula = table["reduced_formula"].to_numpy()[table["id"].to_numpy() == origin]
+    except (FileNotFoundError, ValueError, KeyError):
+        formula = []
+    named = f"{origin[:80]} ({formula[0]})" if len(formula) else origin[:80]
+    return (f"The encoder chose the geometry of known crystal {named} of {settings.known_starts_dataset}, with this "
+            "decode's elements and volume per atom: it is that structure type, not a new one.")
 
 
 def decode(latent: np.ndarray, settings: Settings) -> Decoded:

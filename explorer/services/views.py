@@ -137,6 +137,8 @@ def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: 
     map_kind = crystal_kind(map_kind)
     if map_kind != "crystals":
         xy = maps.place(dataset, map_kind, [decoded.structure], decoded.latent[None], settings)[0]
+    origin = model.origin_note(decoded.structure, settings)
+    note = f"{note} {origin}" if origin else note
     return {"kind": kind, "map": map_kind, "id": record_id, "title": f"{decoded.formula} ({kind})",
             "formula": decoded.formula,
             "dataset": dataset, "structure": decoded.structure.as_dict(), "latent": decoded.latent.tolist(),
@@ -293,8 +295,9 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
                       "structure": frame.structure.as_dict(), "latent": frame.latent.tolist(),
                       "xy": point.tolist(), "map": kind, "validity": frame.validity,
                       "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
-                      "nearest": [], "note": f"hypothetical: frame {frame.index} of a {method} path from "
-                                             f"{a['title']} to {b['title']}", "ms": 0.0, "checkpoint": sha,
+                      "nearest": [], "note": " ".join(filter(None, (
+                          f"hypothetical: frame {frame.index} of a {method} path from {a['title']} to {b['title']}.",
+                          model.origin_note(frame.structure, settings)))), "ms": 0.0, "checkpoint": sha,
                       "made": f"path {a['title']} → {b['title']}, frame {frame.index} of {len(frames) - 1} ({method})"})
     ends = {"a": _reproduces(frames[0].structure, a, dataset, settings),
             "b": _reproduces(frames[-1].structure, b, dataset, settings)}

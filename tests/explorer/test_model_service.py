@@ -190,6 +190,24 @@ def test_known_cells_are_the_crystals_of_the_known_map(tiny_settings):
     assert len(decoded) == 2 and all(d.structure.num_sites >= 1 for d in decoded)
 
 
+def test_a_decode_made_from_a_known_crystal_says_which_one(tiny_settings):
+    """The search's known crystal travels with the decode (``properties["decoded_from"]``, kept by exports) and the
+    view's note names it with its formula; the decoder's own crystal has no such note."""
+    from models.autoencoder import DecodedArrays
+    from models.search import Cell
+
+    settings = tiny_settings.model_copy(update={"known_starts_dataset": "tiny"})
+    table = materials.table("tiny", settings)
+    record_id, formula = str(table["id"].iloc[0]), str(table["reduced_formula"].iloc[0])
+    cell = Cell(numbers=np.array([11, 17]), frac=np.array([[0, 0, 0], [0.5, 0.5, 0.5]]), lattice=np.eye(3) * 3.0)
+    arrays = DecodedArrays.from_cells([cell, Cell(cell.numbers, cell.frac, cell.lattice, origin=record_id)])
+    plain, taken = arrays.structure(0), arrays.structure(1)
+    assert "decoded_from" not in plain.properties and model.origin_note(plain, settings) == ""
+    assert taken.properties["decoded_from"] == record_id
+    note = model.origin_note(Structure.from_dict(taken.as_dict()), settings)
+    assert record_id in note and formula in note and "structure type" in note
+
+
 def test_a_request_larger_than_a_batch_still_runs_alone():
     batcher = model.DecodeBatcher(_CountingModel(), max_batch=4)
     batcher._backlog = [_request(np.ones((30, 2), dtype=np.float32), 0), _request(np.ones((1, 2), dtype=np.float32), 1)]

@@ -122,3 +122,28 @@ def test_reconstruct_can_relax_every_decode_with_the_potential(tmp_path):
             assert "the relaxation was stopped" in new["relax_error"] and last == first
         else:
             assert potential.energies([last])[0] <= potential.energies([first])[0] + 1e-3
+
+
+def test_a_runs_training_crystals_are_offered_to_the_search_never_its_held_out_ones(tmp_path):
+    """``--known SPLIT``: the tables of the split without its held-out ids, encoded by the model; a bad split file
+    is an error in words, exit 2."""
+    from tiny_tables import write_table
+
+    table = write_table(tmp_path / "t.parquet", [nacl(), silicon(), srtio3(), graphite()], prefix="t")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"tables": [str(table)], "val_ids": ["t:1"]}))
+    model = CrystalAutoencoder(config=SMALL)
+    known = evaluate.known_training_cells(model, split)
+    assert len(known) == 3 and known.latents.shape == (3, model.latent_size)
+    assert sorted(len(c.numbers) for c in known.cells) == sorted([len(nacl()), len(srtio3()), len(graphite())])
+    checkpoint = save_checkpoint(tmp_path / "small.pt", model=model, data_hash="test", metrics={})
+    data = tmp_path / "set.csv.gz"
+    pd.DataFrame({"material_id": ["si"], "cif": [str(CifWriter(silicon()))]}).to_csv(data, index=False,
+                                                                                       compression="gzip")
+    out = tmp_path / "m.json"
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
+                          "--known", str(split)]) == 0
+    assert json.loads(out.read_text())["n"] == 1
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert reconstruct.main(["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
+                             "--known", str(tmp_path / "bad.json")]) == 2
