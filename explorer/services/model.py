@@ -121,7 +121,9 @@ def _as_latents(latents: np.ndarray, settings: Settings) -> np.ndarray:
 
 
 KNOWN_MAX = 100_000
-"""At most this many crystals of the known-starts dataset's map are offered to decodes (a seeded sample beyond)."""
+"""At most this many crystals of the known-starts dataset's map are offered to decodes (a seeded sample beyond); only
+those of at most the model's ``max_atoms`` (a decode is never larger than the decoder can make, and the held-out
+benchmark offers the same: the run's training crystals)."""
 _KNOWN: dict[tuple, object] = {}
 
 
@@ -152,10 +154,11 @@ def known_cells(settings: Settings):
             rows = np.sort(np.random.default_rng(0).choice(rows, size=KNOWN_MAX, replace=False))
         position = {record_id: k for k, record_id in enumerate(table["id"])}
         numbers, frac, lattice = (table[c].to_numpy() for c in ("numbers", "frac_coords", "lattice"))
+        largest = loaded_checkpoint(settings).model.config.max_atoms
         cells, kept = [], []
         for row in rows:
             k = position.get(the_map.ids[row])
-            if k is None:
+            if k is None or len(numbers[k]) > largest:
                 continue
             cells.append(Cell(numbers=np.asarray(numbers[k], dtype=np.int64),
                               frac=np.asarray(frac[k], dtype=np.float64).reshape(-1, 3) % 1.0,
