@@ -120,18 +120,8 @@ def shell_size(settings: Settings) -> int:
 
 def encode(environments, settings: Settings, *, batch_size: int = 1024) -> np.ndarray:
     """(n, d) float32 latents of ``models.motif.data.Environments``."""
-    import torch
-
-    model = loaded(settings)
-    device = next(model.parameters()).device
-    parts = []
-    with _LOCK, torch.no_grad():
-        for start in range(0, len(environments), batch_size):
-            rows = slice(start, start + batch_size)
-            parts.append(model.encode(torch.as_tensor(environments.centre[rows], device=device),
-                                      torch.as_tensor(environments.species[rows], device=device),
-                                      torch.as_tensor(environments.vectors[rows], device=device)).cpu().numpy())
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, latent_dim(settings)), np.float32)
+    with _LOCK:
+        return loaded(settings).encode_environments(environments, batch_size=batch_size)
 
 
 def decode_many(latents: np.ndarray, settings: Settings, *, library=None) -> list[DecodedEnvironment]:

@@ -159,6 +159,16 @@ class MotifAutoencoder(nn.Module):
         counts.scatter_add_(1, species, (species > 0).to(dtype))
         return torch.cat([learned, centre_part, counts], dim=-1)
 
+    @torch.no_grad()
+    def encode_environments(self, environments, *, batch_size: int = 1024) -> np.ndarray:
+        """(n, latent_size) float32 latents of ``models.motif.data.Environments``, in batches on the model's device."""
+        device = next(self.parameters()).device
+        parts = [self.encode(torch.as_tensor(environments.centre[rows], device=device),
+                             torch.as_tensor(environments.species[rows], device=device),
+                             torch.as_tensor(environments.vectors[rows], device=device)).cpu().numpy()
+                 for rows in (slice(start, start + batch_size) for start in range(0, len(environments), batch_size))]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.latent_size), np.float32)
+
     def decode(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"centre": (n, N_SPECIES) logits, "count": (n, MAX_NEIGHBOURS) logits of 1..16 neighbours,
         "species": (n, 16, N_SPECIES) logits, "positions": (n, 16, 3) Å in the canonical frame}."""

@@ -85,16 +85,8 @@ class Library:
     @classmethod
     def encode(cls, model: MotifAutoencoder, environments: Environments, *, batch_size: int = 1024) -> Library:
         """The library of ``environments``, their latents computed with ``model``."""
-        device = next(model.parameters()).device
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(environments), batch_size):
-                rows = slice(start, start + batch_size)
-                parts.append(model.encode(torch.as_tensor(environments.centre[rows], device=device),
-                                          torch.as_tensor(environments.species[rows], device=device),
-                                          torch.as_tensor(environments.vectors[rows], device=device)).cpu().numpy())
-        latents = np.concatenate(parts) if parts else np.zeros((0, model.latent_size), np.float32)
-        return cls(learned=latents[:, : model.config.latent_dim].astype(np.float32), environments=environments)
+        latents = model.encode_environments(environments, batch_size=batch_size)
+        return cls(learned=latents[:, : model.config.latent_dim], environments=environments)
 
     def starts(self, learned: np.ndarray, counts: np.ndarray, k: int = STARTS) -> list[tuple[np.ndarray, np.ndarray]]:
         """Up to ``k`` (neighbour atomic numbers, (m, 3) positions Å) of the known shells with the pattern of
