@@ -77,6 +77,50 @@ def test_the_encoded_crystal_is_at_distance_zero(small_model, tiny_crystal):
     assert search.latent_distances(small_model, z, [scaled], np.array([0]))[0] > 1e-6
 
 
+def test_scales_per_cell_give_the_smallest_distance_over_them(small_model):
+    """``latent_distances`` with one tuple of scales per cell equals the smallest of one call per scale; a cell
+    given no scales is not encoded (inf)."""
+    srtio3 = TINY_CRYSTALS["SrTiO3"]()
+    z = _latent(small_model, srtio3)
+    cell = _cell(srtio3)
+    stretched = search.Cell(numbers=cell.numbers, frac=cell.frac, lattice=cell.lattice * 1.05)
+    one_by_one = [search.latent_distances(small_model, z, [stretched], np.array([0]), scales=(s,))[0]
+                  for s in search.SCALES]
+    together = search.latent_distances(small_model, z, [stretched, stretched, cell], np.zeros(3, dtype=np.int64),
+                                       scales=[search.SCALES, (), (1.0,)])
+    np.testing.assert_allclose(together[0], min(one_by_one), rtol=1e-9)
+    assert together[1] == np.inf and together[2] < 1e-9
+    with pytest.raises(ValueError, match="tuples of scales"):
+        search.latent_distances(small_model, z, [cell], np.array([0]), scales=[(1.0,), (1.0,)])
+
+
+def test_prefiltered_choice_keeps_the_closest_candidate_and_reports_its_distance(small_model):
+    """``_pick`` with a pre-filter encodes the candidates at scale 1 first and only the best at every scale: when the
+    candidate closest to z is also closest at scale 1, the choice is the one without the pre-filter; the distance it
+    returns is the chosen cell's at every scale, and a distance passed in for the plain cell is not measured again."""
+    srtio3 = TINY_CRYSTALS["SrTiO3"]()
+    z = _latent(small_model, srtio3)
+    right = _cell(srtio3)
+    noise = np.random.default_rng(0).normal(size=right.frac.shape)
+    plain = search.Cell(numbers=right.numbers, frac=(right.frac + 0.02 * noise) % 1.0, lattice=right.lattice * 1.08)
+    others = [search.Cell(numbers=right.numbers, frac=(right.frac + shift * noise) % 1.0, lattice=right.lattice)
+              for shift in (0.05, 0.1, 0.15)]
+    candidates = [[others[0], right, others[1], others[2]]]
+    full, full_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES)
+    pre, pre_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
+                              prefilter=1)
+    assert full[0] is right and pre[0] is right
+    np.testing.assert_allclose(pre_d, full_d, atol=1e-9)
+    np.testing.assert_allclose(pre_d, search.latent_distances(small_model, z, [right], np.array([0])), atol=1e-9)
+    # the plain cell's distance given: a plain cell said to be at distance 0 is never replaced
+    kept, kept_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
+                                plain_distance=np.zeros(1), prefilter=1)
+    assert kept[0] is plain and kept_d[0] == 0.0
+    # without candidates nothing is encoded and no distance is known
+    alone, alone_d = search._pick(small_model, z, [plain], [[]], accept_ratio=1.0, scales=search.SCALES)
+    assert alone[0] is plain and np.isnan(alone_d[0])
+
+
 def test_cells_denser_than_any_crystal_are_not_checked(small_model):
     srtio3 = TINY_CRYSTALS["SrTiO3"]()
     z = _latent(small_model, srtio3)
