@@ -52,6 +52,7 @@ from models.data import CrystalGraph, collate, make_crystal
 from models.decoder import NUM_SPECIES, DecoderOutput, element_counts, finite_latents, slot_species
 from models.graph import periodic_neighbor_graph
 from models.lattice import matrix_from_parameters
+from models.patterns import PatternIndex, count_pattern, renamed
 
 if TYPE_CHECKING:  # models.autoencoder imports this module
     from models.autoencoder import CrystalAutoencoder
@@ -91,12 +92,9 @@ SWAP_PREFILTER = 2
 """Sublattice swaps per latent encoded at all ``SCALES`` when a crystal has more (a quaternary A B C D has six): all are
 encoded at scale 1 first and only the closest two at the other scales. On the held-out sets this changed no result
 (96.4 / 86.6 / 50.0 / 66.0 / 83.2 %, perov_5 / carbon_24 / mp_20_subset / matbench_dielectric / AMCSD) and saved
-about a sixth of a batched decode. The same pre-filter on the known crystals as well (2 of 8 at every scale) lost 1.5 / 4.1 /
-0.6 / 1.7 / 1.0 points: their lattices are only scaled to the decode's volume per atom, and the best scale differs
-between them."""
-
-SAME_LATENT = 1e-10
-"""A known crystal whose latent is within this squared distance of z is z's own crystal: not offered."""
+about a sixth of a batched decode. The same pre-filter on the known crystals as well (2 of 8 at every scale) lost
+1.5 / 4.1 / 0.6 / 1.7 / 1.0 points: their lattices are only scaled to the decode's volume per atom, and the best
+scale differs between them."""
 
 MIN_VOLUME_PER_ATOM = 1.5
 """Å^3. Denser decodes are not checked by the encoder (their neighbour graphs would hold hundreds of edges per
@@ -120,14 +118,6 @@ class Cell:
     """The id of the known crystal this cell was made from (``KnownCells.starts``); empty for the decoder's own."""
 
 
-def _reduced_pattern(numbers: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """(elements ordered by count, most first, then atomic number; their counts divided by their gcd)."""
-    elements, counts = np.unique(numbers, return_counts=True)
-    order = np.lexsort((elements, -counts))
-    counts = counts[order] // np.gcd.reduce(counts)
-    return elements[order], tuple(int(c) for c in counts)
-
-
 @dataclass(frozen=True, eq=False)
 class KnownCells:
     """Known crystals the search offers to the encoder as further candidates: ``latents`` (n, latent_dim) their
@@ -137,16 +127,14 @@ class KnownCells:
     cells: list[Cell]
     k: int = KNOWN_STARTS
     ids: list[str] | None = None
-    _groups: dict = field(init=False, repr=False)
+    _index: PatternIndex = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.latents) != len(self.cells) or (self.ids is not None and len(self.ids) != len(self.cells)):
             raise ValueError(f"{len(self.latents)} latents for {len(self.cells)} crystals"
                              + ("" if self.ids is None else f" and {len(self.ids)} ids"))
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for row, cell in enumerate(self.cells):
-            groups.setdefault(_reduced_pattern(cell.numbers)[1], []).append(row)
-        object.__setattr__(self, "_groups", {key: np.asarray(rows) for key, rows in groups.items()})
+        patterns = [count_pattern(cell.numbers, reduced=True)[1] for cell in self.cells]
+        object.__setattr__(self, "_index", PatternIndex(latents=self.latents, patterns=patterns))
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -154,24 +142,18 @@ class KnownCells:
     def starts(self, z: np.ndarray, cell: Cell, k: int | None = None) -> list[Cell]:
         """Up to ``k`` (default ``self.k``) known crystals of ``cell``'s reduced stoichiometry (AB2, ABC3, ...),
         nearest to latent ``z`` first, their elements renamed to ``cell``'s (most numerous to most numerous) and their
-        lattice scaled to ``cell``'s volume per atom. A known crystal is never offered for its own latent (a
-        distance of zero): the decode of a known material's latent is the model's, not a copy."""
+        lattice scaled to ``cell``'s volume per atom (``models.patterns``). A known crystal is never offered for its
+        own latent (a distance of zero): the decode of a known material's latent is the model's, not a copy."""
         k = self.k if k is None else k
-        elements, pattern = _reduced_pattern(cell.numbers)
-        rows = self._groups.get(pattern)
-        if rows is None or k <= 0 or not len(cell.numbers):
+        if not len(cell.numbers):
             return []
-        distance = ((self.latents[rows] - np.asarray(z, dtype=self.latents.dtype)[None]) ** 2).sum(-1)
-        order = np.argsort(distance, kind="stable")
-        order = order[distance[order] > SAME_LATENT]
+        elements, pattern = count_pattern(cell.numbers, reduced=True)
         volume = abs(np.linalg.det(cell.lattice)) / len(cell.numbers)
         found = []
-        for row in rows[order[:k]]:
+        for row in self._index.nearest(z, pattern, k):
             known = self.cells[row]
-            renamed = dict(zip(_reduced_pattern(known.numbers)[0].tolist(), elements.tolist(), strict=True))
             scale = (volume / (abs(np.linalg.det(known.lattice)) / len(known.numbers))) ** (1 / 3)
-            found.append(Cell(numbers=np.array([renamed[n] for n in known.numbers.tolist()], dtype=np.int64),
-                              frac=known.frac, lattice=known.lattice * scale,
+            found.append(Cell(numbers=renamed(known.numbers, elements), frac=known.frac, lattice=known.lattice * scale,
                               origin=self.ids[row] if self.ids is not None else f"known crystal {row}"))
         return found
 

@@ -56,13 +56,16 @@ def align(p: np.ndarray, p_species: np.ndarray, q: np.ndarray, q_species: np.nda
     return best
 
 
-def decoded_points(out: dict[str, torch.Tensor]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+def decoded_points(out: dict[str, torch.Tensor], *,
+                   missing: int | None = 0) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Per environment: (centre atomic number, (m,) neighbour atomic numbers, (m, 3) positions Å).
 
     A version-2 decode (its latent carries the shell: ``model.shell_of``) has the shell's centre and neighbour
-    elements, plus one more when the count head asks for more than the shell holds (an input that misses a
-    neighbour), placed on the slots that best fit them (``model.shell_slots``). A version-1 decode: the most likely
-    centre, and the slots whose most likely species is not 'empty'."""
+    elements, placed on the slots that best fit them (``model.shell_slots``), and ``missing`` more neighbours of the
+    elements the decoder's slots favour: 0 (a complete environment, as every point of a motif map is), k (the caller
+    says the input missed k: the task of putting a removed neighbour back), or None (one more when the decoder's count
+    head asks for more than the shell holds: the model guesses whether the input missed one). A version-1 decode: the
+    most likely centre, and the slots whose most likely species is not 'empty'."""
     positions = out["positions"].detach().cpu().numpy()
     species_logits = out["species"].detach().cpu().numpy()
     if "shell_counts" not in out:
@@ -74,16 +77,17 @@ def decoded_points(out: dict[str, torch.Tensor]) -> list[tuple[int, np.ndarray, 
     for i, (centre_part, counts_part) in enumerate(zip(out["shell_centre"].detach().cpu().numpy(),
                                                        out["shell_counts"].detach().cpu().numpy(), strict=True)):
         centre, counts = shell_of(centre_part, counts_part)
-        n = min(int(counts.sum()) + int(counted[i] > counts.sum()), positions.shape[1])
+        extra = int(counted[i] > counts.sum()) if missing is None else max(int(missing), 0)
+        n = min(int(counts.sum()) + extra, positions.shape[1])
         slots, species = shell_slots(species_logits[i], counts, n)
         found.append((centre, species, positions[i, slots]))
     return found
 
 
 def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512, *, refine_steps: int = 0,
-            library=None) -> list:
+            library=None, missing: int | None = 0) -> list:
     """Encode and decode ``envs``; ``refine_steps`` and ``library``: the encoder's correction of the geometry, from
-    the decoder's guess and from known shells (``refine.decode``)."""
+    the decoder's guess and from known shells (``refine.decode``); ``missing``: as in ``decoded_points``."""
     from models.motif import refine
 
     model.eval()
@@ -95,7 +99,7 @@ def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512, 
             latents = model.encode(torch.as_tensor(envs.centre[rows], device=device),
                                    torch.as_tensor(envs.species[rows], device=device),
                                    torch.as_tensor(envs.vectors[rows], device=device))
-        found += refine.decode(model, latents, steps=refine_steps, library=library)
+        found += refine.decode(model, latents, steps=refine_steps, library=library, missing=missing)
     return found
 
 
@@ -127,10 +131,12 @@ def reconstruction(model: MotifAutoencoder, envs: Environments, *, tolerance: fl
             "by_cn": dict(sorted(by_cn.items(), key=lambda item: 7 if isinstance(item[0], str) else item[0]))}
 
 
-def missing_neighbour(model: MotifAutoencoder, envs: Environments, *, seed: int = 0,
-                      tolerance: float = 0.5, refine_steps: int = 0, library=None) -> dict[str, float]:
-    """{"n" (environments with at least 2 neighbours), "recovered" (share)}: one seeded neighbour removed each
-    (``refine_steps``: as in ``reconstruction``; a decode with the added neighbour is never refined)."""
+def missing_neighbour(model: MotifAutoencoder, envs: Environments, *, seed: int = 0, tolerance: float = 0.5,
+                      refine_steps: int = 0, library=None, told: bool = True) -> dict[str, float]:
+    """{"n" (environments with at least 2 neighbours), "recovered" (share)}: one seeded neighbour removed each and
+    the model asked to put one back (``told``, as in the tensor field network paper; False: the decoder's count head
+    must notice that one is missing). ``refine_steps``: as in ``reconstruction``; a decode with the added neighbour
+    is never refined."""
     rng = np.random.default_rng(seed)
     keep = np.flatnonzero(envs.count >= 2)
     envs = envs.subset(keep)
@@ -141,7 +147,7 @@ def missing_neighbour(model: MotifAutoencoder, envs: Environments, *, seed: int 
         species[i, k:n - 1], vectors[i, k:n - 1] = envs.species[i, k + 1:n], envs.vectors[i, k + 1:n]
         species[i, n - 1], vectors[i, n - 1] = 0, 0.0
     partial = Environments(centre=envs.centre, species=species, vectors=vectors, count=envs.count - 1, ids=envs.ids)
-    decoded = _decode(model, partial, refine_steps=refine_steps, library=library)
+    decoded = _decode(model, partial, refine_steps=refine_steps, library=library, missing=1 if told else None)
     hits = 0
     for i, (_, found_species, points) in enumerate(decoded):
         n = int(partial.count[i])

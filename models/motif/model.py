@@ -16,7 +16,8 @@ decoder is told what the environment is made of and the learned numbers are left
 guessed the count from 32 learned numbers and got it right for 71 % of held-out environments; the count was its
 largest failure. Between two environments (map points, interpolation frames) the shell part is a mixture, read as
 counts by ``shell_of`` (largest remainders to a whole total). The decoder's own count head still says when an
-input looks incomplete (``--drop`` trains it): a count above the shell's adds the missing neighbours.
+input looks incomplete (``--drop`` trains it); a decode adds neighbours to the shell only when asked to
+(``evaluate.decoded_points``, ``missing``: putting back a removed neighbour), as every environment of a map is whole.
 
 Decoder (plain MLP): the latent to the centre's species, the number of neighbours and 16 slots of (species,
 position Å) in the canonical frame of ``data.canonical_frame``. The loss matches slots to neighbours without order

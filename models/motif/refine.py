@@ -14,8 +14,10 @@ reconstructed share from 56.7 to 68.5 % (median RMS 0.152 -> 0.064 Å) with ``ST
 but each step costs 5-9 ms on 2 cores whatever the batch (the encoder's e3nn tensor products are hundreds of
 small operations), and the app decodes on every click.
 
-Only decodes whose neighbour count is the shell's are refined: when the count head adds a neighbour (an input that
-misses one), the latent says nothing of where the added one goes, and pulling the points towards it would push the
+A decode is of a complete environment by default: the latent's shell part says how many neighbours of each element
+it holds (before, a neighbour was added whenever the count head asked for one more, which it did for 5.1 % of
+complete held-out environments). A decode asked to add neighbours (``missing``: an input that misses one) is not
+refined: the latent says nothing of where the added one goes, and pulling the points towards it would push the
 added neighbour away. Version-1 checkpoints (no shell in the latent) are decoded as they are.
 
 **Known shells as further starts** (``Library``): the decoder's guess is one start; a ``Library`` of known
@@ -41,25 +43,15 @@ import torch
 from models.motif.data import MAX_NEIGHBOURS, Environments
 from models.motif.evaluate import decoded_points
 from models.motif.model import MotifAutoencoder, shell_of
+from models.patterns import PatternIndex, count_pattern, renamed
 
 STEPS = 50
 LEARNING_RATE = 0.03
 """Å per step at the start (Adam; the rate follows a half cosine down to zero)."""
 STARTS = 4
 """Known shells refined beside the decoder's guess (8 gave 88.3 % against 88.0 % for 4 on the held-out set)."""
-SAME_LATENT = 1e-10
-"""A known shell whose learned latent is within this squared distance of z's is z's own environment: not offered, so
-the decode of a known environment stays the model's (as for crystals, ``models.search.KnownCells``)."""
-
 Decoded = tuple[int, np.ndarray, np.ndarray]
 """(centre atomic number, (m,) neighbour atomic numbers, (m, 3) positions Å)."""
-
-
-def _pattern(species: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """(elements ordered by count, most first, then atomic number; their counts) of neighbour atomic numbers."""
-    elements, counts = np.unique(species[species > 0], return_counts=True)
-    order = np.lexsort((elements, -counts))
-    return elements[order], tuple(int(c) for c in counts[order])
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,15 +61,13 @@ class Library:
 
     learned: np.ndarray
     environments: Environments
-    _groups: dict = field(init=False, repr=False)
+    _index: PatternIndex = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.learned) != len(self.environments):
             raise ValueError(f"{len(self.learned)} latents for {len(self.environments)} environments")
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for row, species in enumerate(self.environments.species):
-            groups.setdefault(_pattern(species)[1], []).append(row)
-        object.__setattr__(self, "_groups", {key: np.asarray(rows) for key, rows in groups.items()})
+        patterns = [count_pattern(species)[1] for species in self.environments.species]
+        object.__setattr__(self, "_index", PatternIndex(latents=self.learned, patterns=patterns))
 
     def __len__(self) -> int:
         return len(self.learned)
@@ -91,32 +81,25 @@ class Library:
     def starts(self, learned: np.ndarray, counts: np.ndarray, k: int = STARTS) -> list[tuple[np.ndarray, np.ndarray]]:
         """Up to ``k`` (neighbour atomic numbers, (m, 3) positions Å) of the known shells with the pattern of
         ``counts`` ((N_SPECIES,) whole neighbour counts), nearest first to the ``learned`` part of a latent, their
-        elements renamed to the shell's; never the shell whose latent it is (``SAME_LATENT``)."""
-        elements, pattern = _pattern(np.repeat(np.arange(len(counts)), counts))
-        rows = self._groups.get(pattern)
-        if rows is None or k <= 0:
-            return []
-        distance = ((self.learned[rows] - learned[None]) ** 2).sum(-1)
-        order = np.argsort(distance, kind="stable")
-        nearest = rows[order[distance[order] > SAME_LATENT][:k]]
+        elements renamed to the shell's; never the shell whose latent it is (``models.patterns.SAME_LATENT``)."""
+        elements, pattern = count_pattern(np.repeat(np.arange(len(counts)), counts))
         found = []
-        for row in nearest:
+        for row in self._index.nearest(learned, pattern, k):
             n = int(self.environments.count[row])
-            species = self.environments.species[row, :n]
-            renamed = dict(zip(_pattern(species)[0].tolist(), elements.tolist(), strict=True))
-            found.append((np.array([renamed[z] for z in species.tolist()], dtype=np.int64),
+            found.append((renamed(self.environments.species[row, :n], elements),
                           self.environments.vectors[row, :n].astype(np.float64)))
         return found
 
 
 def decode(model: MotifAutoencoder, latents: torch.Tensor, *, steps: int = STEPS, learning_rate: float = LEARNING_RATE,
-           library: Library | None = None, starts: int = STARTS) -> list[Decoded]:
+           library: Library | None = None, starts: int = STARTS, missing: int | None = 0) -> list[Decoded]:
     """Per latent (n, latent_size): (centre atomic number, (m,) neighbour atomic numbers, (m, 3) positions Å),
     ``decoded_points`` of the decoder's output refined by the encoder (``steps`` = 0 and no ``library``: as
     decoded); with a ``library``, its ``starts`` nearest known shells are refined too and the shell whose latent ends
-    closest to z is returned."""
+    closest to z is returned. ``missing``: neighbours to add to the latent's shell (``decoded_points``; 0 for a
+    complete environment); a decode with added neighbours is not refined."""
     with torch.no_grad():
-        found = decoded_points(model.decode(latents))
+        found = decoded_points(model.decode(latents), missing=missing)
     if (steps <= 0 and library is None) or not model.shell_size:
         return found
     first = model.config.latent_dim

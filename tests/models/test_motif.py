@@ -119,10 +119,13 @@ def test_the_shell_part_of_the_latent_gives_the_elements_and_reads_mixtures_as_w
     with torch.no_grad():
         z = model.encode(*tensors(envs))
         out = model.decode(z)
-        decoded = decoded_points({**out, "count": torch.zeros_like(out["count"])})  # a count head with no opinion
+        decoded = decoded_points({**out, "count": torch.zeros_like(out["count"])}, missing=None)  # no opinion
         out["count"][:, -1] = 1e3  # a count head that wants 16 adds one neighbour to the shell, no more
-        more = decoded_points(out)
-    assert [len(s) for _, s, _ in more] == [n + 1 for n in envs.count]
+        more = decoded_points(out, missing=None)
+        complete = decoded_points(out)  # a complete environment: the shell's count, whatever the count head says
+        told = decoded_points({**out, "count": torch.zeros_like(out["count"])}, missing=1)
+    assert [len(s) for _, s, _ in more] == [len(s) for _, s, _ in told] == [n + 1 for n in envs.count]
+    assert [len(s) for _, s, _ in complete] == list(envs.count)
     assert z.shape == (len(envs), model.latent_size) and model.latent_size == 32 + 2 * 95
     for k, (centre, species, points) in enumerate(decoded):  # untrained: the geometry is noise, the elements exact
         n = envs.count[k]
@@ -197,7 +200,7 @@ def test_the_encoder_pulls_a_shaken_shell_back_to_the_environment(trained):
 
 
 def test_decode_refines_only_shells_of_the_latent_size(trained):
-    """A decode that the count head grew by one neighbour (an input missing one) is left as the decoder gave it."""
+    """A decode asked to add a neighbour (an input missing one) is left as the decoder gave it."""
     from models.motif import refine
 
     model, envs = trained
@@ -213,12 +216,12 @@ def test_decode_refines_only_shells_of_the_latent_size(trained):
     keep = envs.count >= 2
     with torch.no_grad():
         z_partial = model.encode(centre[keep], partial[keep], vectors[keep])
-        plain = decoded_points(model.decode(z_partial))
-    refined = refine.decode(model, z_partial, steps=20)
+        plain = decoded_points(model.decode(z_partial), missing=1)
+    refined = refine.decode(model, z_partial, steps=20, missing=1)
     shell = z_partial[:, model.config.latent_dim + model.shell_size // 2:].sum(-1).round().long().tolist()
     for (_, s, p), (_, _, q), total in zip(plain, refined, shell, strict=True):
-        if len(s) > total:  # a neighbour was added: not refined
-            np.testing.assert_array_equal(p, q)
+        assert len(s) == total + 1  # a neighbour was added: not refined
+        np.testing.assert_array_equal(p, q)
 
 
 def test_known_shells_are_offered_with_the_shells_elements():
