@@ -3,7 +3,7 @@ and speed.
 
     .venv/bin/python bench/motif.py --checkpoint models/checkpoints/motif.pt \
         --table data/motifs/known-<signature>-v2.parquet [--split runs/motif-1/split.json] [--n 2000] \
-        [--refine-steps 300] [--starts 4]
+        [--refine-steps 300] [--starts 8] [--refined 6]
 
 The held-out environments are those of the crystals in the run's ``split.json`` (never trained on); ``--n`` of
 them (seeded) are scored with ``models.motif.evaluate``: reconstructed (right centre, count and every element, RMS
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.motif.data import MAX_NEIGHBOURS, read_table  # noqa: E402
 from models.motif.evaluate import missing_neighbour, reconstruction  # noqa: E402
-from models.motif.refine import STARTS, STEPS, Library  # noqa: E402
+from models.motif.refine import REFINED_STARTS, STARTS, STEPS, Library  # noqa: E402
 from models.motif.train import load  # noqa: E402
 
 
@@ -62,8 +62,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refine-steps", type=int, default=STEPS, help="the encoder's correction of the decoded "
                                                                         f"geometry (default {STEPS}; 0: none)")
-    parser.add_argument("--starts", type=int, default=STARTS, help="known shells refined beside the decoder's guess "
+    parser.add_argument("--starts", type=int, default=STARTS, help="known shells offered beside the decoder's guess "
                                                                    f"(default {STARTS}; 0: none)")
+    parser.add_argument("--refined", type=int, default=REFINED_STARTS,
+                        help=f"of those, refined: the closest to z as they are (default {REFINED_STARTS})")
     args = parser.parse_args()
     split = args.split or args.checkpoint.with_suffix(".split.json")
     held = set(json.loads(split.read_text())["val_ids"])
@@ -88,11 +90,13 @@ def main() -> None:
     if library is not None:
         runs.append((f"best of the decoder's guess and {args.starts} known shells, unrefined", 0, library))
         if args.refine_steps:
-            runs.append((f"decoder's guess and {args.starts} known shells refined ({args.refine_steps} steps, as the "
-                         "app decodes)", args.refine_steps, library))
+            runs.append((f"decoder's guess and the {min(args.refined, args.starts)} of {args.starts} known shells "
+                         f"closest to z refined ({args.refine_steps} steps, as the app decodes)", args.refine_steps,
+                         library))
     for label, steps, known in runs:
         begin = time.perf_counter()
-        found = reconstruction(model, test, refine_steps=steps, library=known)
+        found = reconstruction(model, test, refine_steps=steps, library=known, starts=args.starts,
+                               refined=args.refined)
         print(f"{label}: reconstructed (elements right, RMS <= 0.2 Å): {100 * found['reconstructed']:.1f} %   "
               f"elements and count right: {100 * found['species_right']:.1f} %   median RMS "
               f"{found['rms_median']:.3f} Å   ({time.perf_counter() - begin:.0f} s)")

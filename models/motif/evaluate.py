@@ -85,9 +85,10 @@ def decoded_points(out: dict[str, torch.Tensor], *,
 
 
 def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512, *, refine_steps: int = 0,
-            library=None, missing: int | None = 0) -> list:
+            library=None, missing: int | None = 0, **starts: int) -> list:
     """Encode and decode ``envs``; ``refine_steps`` and ``library``: the encoder's correction of the geometry, from
-    the decoder's guess and from known shells (``refine.decode``); ``missing``: as in ``decoded_points``."""
+    the decoder's guess and from known shells (``refine.decode``, which also takes ``starts`` and ``refined``);
+    ``missing``: as in ``decoded_points``."""
     from models.motif import refine
 
     model.eval()
@@ -99,16 +100,17 @@ def _decode(model: MotifAutoencoder, envs: Environments, batch_size: int = 512, 
             latents = model.encode(torch.as_tensor(envs.centre[rows], device=device),
                                    torch.as_tensor(envs.species[rows], device=device),
                                    torch.as_tensor(envs.vectors[rows], device=device))
-        found += refine.decode(model, latents, steps=refine_steps, library=library, missing=missing)
+        found += refine.decode(model, latents, steps=refine_steps, library=library, missing=missing, **starts)
     return found
 
 
 def reconstruction(model: MotifAutoencoder, envs: Environments, *, tolerance: float = 0.2,
-                   refine_steps: int = 0, library=None) -> dict[str, float]:
+                   refine_steps: int = 0, library=None, **starts: int) -> dict[str, float]:
     """{"n", "reconstructed" (share), "species_right" (share with centre, count and every element right),
     "rms_median" Å over those, "by_cn" {1, ..., 6, "7-16": [reconstructed, environments]}}; ``refine_steps`` and
-    ``library``: decodes corrected by the encoder (``models.motif.refine``; the library must not hold ``envs``)."""
-    decoded = _decode(model, envs, refine_steps=refine_steps, library=library)
+    ``library``: decodes corrected by the encoder (``models.motif.refine``; the library must not hold ``envs``;
+    ``starts`` and ``refined``: how many of its shells, ``refine.decode``)."""
+    decoded = _decode(model, envs, refine_steps=refine_steps, library=library, **starts)
     right, good, rms_all = 0, 0, []
     by_cn: dict[object, list[int]] = {}
     for i, (centre, species, points) in enumerate(decoded):

@@ -290,3 +290,35 @@ def test_a_decode_that_starts_from_known_shells_gives_a_known_environment_back(t
     assert (rms(alone)[twins] > 1e-3).any()
     assert all(sorted(s.tolist()) == sorted(envs.species[i, :n].tolist())
                for i, ((_, s, _), n) in enumerate(zip(started, envs.count, strict=True)))
+
+
+def test_only_the_known_shells_closest_to_z_as_they_are_get_refined(trained):
+    """``refine.decode(..., starts, refined)``: the known shells are ranked by their latent as they are and only the
+    ``refined`` closest are refined beside the decoder's guess: none refined is the decode without a library, all
+    refined the decode without the ranking (this library has fewer than 7 shells of any one pattern), and the twins
+    of rock salt and wurtzite, whose own shells are the closest starts, still come back exact when only one is
+    refined."""
+    from models.motif import refine
+
+    model, envs = trained
+    centre, species, vectors = tensors(envs)
+    with torch.no_grad():
+        z = model.encode(centre, species, vectors)
+    library = refine.Library.encode(model, envs)
+
+    def points(decoded):
+        return [p for _, _, p in decoded]
+
+    none = refine.decode(model, z, steps=5, library=library, starts=8, refined=0)
+    for a, b in zip(points(none), points(refine.decode(model, z, steps=5)), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    every = refine.decode(model, z, steps=5, library=library, starts=8, refined=8)  # no ranking
+    ranked = refine.decode(model, z, steps=5, library=library, starts=8, refined=7)  # ranked, none of these dropped
+    for a, b in zip(points(every), points(ranked), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    one = refine.decode(model, z, steps=5, library=library, starts=8, refined=1)
+    for i, (_, found, p) in enumerate(one):
+        n = envs.count[i]
+        rms = align(p.astype(np.float64), found, envs.vectors[i, :n].astype(np.float64), envs.species[i, :n])[0]
+        if envs.centre[i] in (11, 17):  # Na and Cl of rock salt: each other's shell, renamed
+            assert rms < 1e-4, (i, rms)
