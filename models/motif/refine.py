@@ -1,18 +1,18 @@
 """Decode motif latents, then let the encoder correct the geometry: gradient steps on the decoded positions until
 their own latent matches the one decoded.
 
-The decoder (an MLP from the latent to 16 slots) gets the shell's elements right for 95 % of held-out environments
-but their positions only to about 0.15 Å (median RMS): a plain regression of coordinates. The encoder is sharper:
-its latent is a smooth, invariant function of the positions, so the decoded points can be moved, by Adam on
+The decoder (an MLP from the latent to 16 slots) gets the shell's elements right (they are in the latent) but their
+positions only to about 0.15 Å (median RMS): a plain regression of coordinates. The encoder is sharper: its latent
+is a smooth, invariant function of the positions, so the decoded points can be moved, by Adam on
 
     | learned part of encode(centre, elements, points) - learned part of z |^2
 
 (the shell part of a version-2 latent is fixed by the elements), towards a shell the encoder would have given z.
 The same idea as the crystal model's search (``models.search``: the encoder checks the decoder's candidates), here
 continuous, as the motif encoder is cheap. On the 2,000 held-out environments of ``bench/motif.py`` it takes the
-reconstructed share from 56.7 to 68.5 % (median RMS 0.152 -> 0.064 Å) with ``STEPS`` = 50; 300 steps gave 74.6 %,
-but each step costs 5-9 ms on 2 cores whatever the batch (the encoder's e3nn tensor products are hundreds of
-small operations), and the app decodes on every click.
+reconstructed share from 58.6 to 71.5 % (median RMS 0.155 -> 0.064 Å) with ``STEPS`` = 50; 300 steps gave 74.6 %
+(session 14, before complete decodes), but each step costs 5-9 ms on 2 cores whatever the batch (the encoder's e3nn
+tensor products are hundreds of small operations), and the app decodes on every click.
 
 A decode is of a complete environment by default: the latent's shell part says how many neighbours of each element
 it holds (before, a neighbour was added whenever the count head asked for one more, which it did for 5.1 % of
@@ -21,16 +21,18 @@ refined: the latent says nothing of where the added one goes, and pulling the po
 added neighbour away. Version-1 checkpoints (no shell in the latent) are decoded as they are.
 
 **Known shells as further starts** (``Library``): the decoder's guess is one start; a ``Library`` of known
-environments (the dataset's on the motif map; the training environments in ``bench/motif.py``) gives a few more: the
+environments (the dataset's on the motif map; the training environments in ``bench/motif.py``) gives more: the
 ``STARTS`` environments whose learned latent is nearest to z among those with the same number of neighbours and the
-same pattern of counts (O6; O4 S2; ...), their elements renamed to the shell's (most numerous to most numerous). Every
-start is refined in the same batch (a step costs about the same for 1 or 64 shells) and the one whose latent ends
-closest to z is kept. A shell that the decoder puts in the wrong basin (CN 5: square pyramid or trigonal bipyramid;
-most shells of 7 to 16) then starts from a real one of the right shape. On the 2,000 held-out environments of
-``bench/motif.py`` (the library: the 46,751 training environments) the reconstructed share goes from 68.5 to 87.7 %
-(CN 5: 26 -> 70 %, CN 7-16: 13 -> 72 %), against 79.5 % for the best of the same starts unrefined; 85.1 % when the
-library also left out every crystal whose formula a held-out crystal has (near-twins: the same mineral at another
-temperature or pressure; measured before shells of z's own latent were left out, which cost 0.2 points).
+same pattern of counts (O6; O4 S2; ...), their elements renamed to the shell's (most numerous to most numerous;
+``models.patterns``). One forward pass of the encoder ranks them by their latent as they are; the
+``REFINED_STARTS`` closest are refined with the decoder's guess in one batch (a step costs about the same for 1 or 64
+shells) and the one whose latent ends closest to z is kept. A shell that the decoder puts in the wrong basin (CN 5:
+square pyramid or trigonal bipyramid; most shells of 7 to 16) then starts from a real one of the right shape. On the
+2,000 held-out environments of ``bench/motif.py`` (the library: the 46,751 training environments) the reconstructed
+share goes from 71.5 to 92.1 % (CN 5: 28 -> 75 %, CN 7-16: 13 -> 74 %), against 82.5 % for the best of the same
+starts unrefined; 90.1 % when the library also leaves out every crystal whose formula a held-out crystal has
+(near-twins: the same mineral at another temperature or pressure). 4 shells, all refined: 91.5 % (88.8 % without
+near-twins); 8, all refined: 92.4 % (90.2 %), at about 1.4 times the server time of a 10-frame path.
 """
 
 from __future__ import annotations
