@@ -287,10 +287,10 @@ class DecodeBatcher:
 _BATCHERS: dict[int, DecodeBatcher] = {}
 
 
-def _batcher(model, workers: int) -> DecodeBatcher:
+def _batcher(model, workers: int, max_batch: int) -> DecodeBatcher:
     with _BATCHERS_LOCK:
         if id(model) not in _BATCHERS:
-            _BATCHERS[id(model)] = DecodeBatcher(model, workers=workers)
+            _BATCHERS[id(model)] = DecodeBatcher(model, workers=workers, max_batch=max_batch)
         return _BATCHERS[id(model)]
 
 
@@ -354,7 +354,7 @@ def decode_many(latents: np.ndarray, settings: Settings, *, search: bool = True)
     todo = [k for k, item in enumerate(found) if item is None]
     if todo:
         if settings.decode_batching and search:
-            crystals = _batcher(model, settings.decode_workers).decode(z[todo], known)
+            crystals = _batcher(model, settings.decode_workers, settings.decode_max_batch).decode(z[todo], known)
         else:
             with _MODEL_LOCK:
                 crystals = model.decode(z[todo], search=search, known=known)
