@@ -21,7 +21,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 from torch import nn
 
-from models.data import MAX_Z, CrystalBatch, build_graph, collate, crystal_from_structure, primitive_structure
+from models.data import MAX_Z, Crystal, CrystalBatch, build_graph, collate, crystal_from_structure, primitive_structure
 from models.decoder import CrystalDecoder, DecoderOutput, element_fractions
 from models.encoder import CrystalEncoder
 from models.lattice import lattice_parameters
@@ -237,10 +237,18 @@ class CrystalAutoencoder(nn.Module):
             raise ValueError("encode_structures needs at least one structure")
         if self.config.primitive_count and not primitive:
             structures = [primitive_structure(s) if s.is_ordered else s for s in structures]
-        graphs = [build_graph(crystal_from_structure(s, crystal_id=f"structure {k} ({s.formula})"),
-                              cutoff=self.config.cutoff) for k, s in enumerate(structures)]
-        parts = [self.encode(collate(graphs[start : start + batch_size]))
-                 for start in range(0, len(graphs), batch_size)]
+        return self.encode_crystals([crystal_from_structure(s, crystal_id=f"structure {k} ({s.formula})")
+                                     for k, s in enumerate(structures)], batch_size=batch_size)
+
+    def encode_crystals(self, crystals: Sequence[Crystal], *,
+                        batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (n_crystals, latent_size), of ``models.data.Crystal`` s as they are (no cell reduction),
+        their neighbour graphs built one batch at a time."""
+        if not crystals:
+            raise ValueError("encode_crystals needs at least one crystal")
+        parts = [self.encode(collate([build_graph(c, cutoff=self.config.cutoff)
+                                      for c in crystals[start : start + batch_size]]))
+                 for start in range(0, len(crystals), batch_size)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def forward(self, batch: CrystalBatch, *, sample: bool = True) -> tuple[DecoderOutput, torch.Tensor, torch.Tensor]:

@@ -171,7 +171,7 @@ def known_training_cells(model: CrystalAutoencoder, split_path: str | Path):
     """The training crystals of a run as a ``models.search.KnownCells``: its ``split.json``'s tables without its
     held-out ids and without cells larger than the model decodes, with their latents under ``model`` (about 20 s
     for 16,000 crystals on 2 cores). ValueError naming a split file that is not one."""
-    from models.data import build_graph, collate, read_tables
+    from models.data import read_tables
     from models.search import Cell, KnownCells
 
     split_path = Path(split_path)
@@ -183,12 +183,10 @@ def known_training_cells(model: CrystalAutoencoder, split_path: str | Path):
     root = Path(__file__).resolve().parent.parent
     paths = [p if Path(p).is_absolute() or Path(p).exists() else root / p for p in tables]
     crystals = [c for c in read_tables(paths, max_atoms=model.config.max_atoms).crystals if c.id not in held_out]
-    parts = []
-    with torch.no_grad():
-        for start in range(0, len(crystals), 256):
-            graphs = [build_graph(c, cutoff=model.config.cutoff) for c in crystals[start : start + 256]]
-            parts.append(model.encode(collate(graphs))[0].double().cpu().numpy())
-    latents = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, model.latent_size), np.float32)
+    latents = np.zeros((0, model.latent_size), np.float32)
+    if crystals:
+        with torch.no_grad():
+            latents = model.encode_crystals(crystals)[0].float().cpu().numpy()
     return KnownCells(latents=latents,
                       cells=[Cell(numbers=c.numbers, frac=c.frac_coords % 1.0, lattice=c.lattice) for c in crystals])
 
