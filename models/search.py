@@ -323,7 +323,7 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
         ``plain_distance``).
     """
     todo = [k for k in range(len(plain)) if candidates[k]]
-    known = np.full(len(plain), np.nan) if plain_distance is None else np.asarray(plain_distance, dtype=float).copy()
+    measured = np.full(len(plain), np.nan) if plain_distance is None else np.asarray(plain_distance, dtype=float).copy()
     kept = {k: list(candidates[k]) for k in todo}
     first = {k: np.full(len(candidates[k]), np.inf) for k in todo}  # distances already measured at scale 1
     ranked: list[int] = []
@@ -342,7 +342,7 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
     rest = tuple(s for s in scales if s != 1.0)
     cells, owners, per_cell = [], [], []
     for k in todo:
-        if np.isnan(known[k]):
+        if np.isnan(measured[k]):
             cells.append(plain[k])
             owners.append(k)
             per_cell.append(scales)
@@ -353,15 +353,15 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
                 else np.zeros(0))
     chosen, start = list(plain), 0
     for k in todo:
-        if np.isnan(known[k]):
-            known[k] = distance[start]
+        if np.isnan(measured[k]):
+            measured[k] = distance[start]
             start += 1
         d = np.minimum(distance[start : start + len(kept[k])], first[k])
         start += len(kept[k])
         best = int(np.argmin(d))
-        if d[best] < accept_ratio * known[k]:
-            chosen[k], known[k] = kept[k][best], d[best]
-    return chosen, known
+        if d[best] < accept_ratio * measured[k]:
+            chosen[k], measured[k] = kept[k][best], d[best]
+    return chosen, measured
 
 
 @torch.no_grad()
