@@ -45,7 +45,7 @@ class EdgeTensorProduct(nn.Module):
     each l3 in l1 x l2 (with matching parity) present in ``filter_irreps``; each channel of each path
     has its own weight per edge (``weight_numel`` weights per edge in all). For each input block, all
     its paths are one matrix product of the (feature x harmonic) outer product with the stacked
-    Clebsch-Gordan coefficients, and one product spreading the path weights over the output components.
+    Clebsch-Gordan coefficients; each path's slice of it is then multiplied by its weights into the output.
     """
 
     def __init__(self, *, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, filter_irreps: o3.Irreps) -> None:
@@ -60,9 +60,7 @@ class EdgeTensorProduct(nn.Module):
         for i, (mul, ir_in) in enumerate(self.irreps_in):
             paths = [(j, ir_out) for j, (_, ir_sh) in enumerate(self.irreps_sh)
                      for ir_out in ir_in * ir_sh if ir_out in wanted]
-            coupling, spread = self._block_matrices(ir_in, paths)
-            self.register_buffer(f"coupling{i}", coupling)
-            self.register_buffer(f"spread{i}", spread)
+            self.register_buffer(f"coupling{i}", self._block_matrix(ir_in, paths))
             self.blocks.append((mul, ir_in.dim, [ir.dim for _, ir in paths]))
             out += [(mul, ir) for _, ir in paths]
         if not out:
@@ -70,22 +68,27 @@ class EdgeTensorProduct(nn.Module):
         self.irreps_out = o3.Irreps(out)
         self.weight_numel = sum(mul * len(dims) for mul, _, dims in self.blocks)
 
-    def _block_matrices(self, ir_in: o3.Irrep, paths: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coupling (d1 * sh.dim, sum d3), spread (n_paths, sum d3)) of one input block's paths."""
+    def _block_matrix(self, ir_in: o3.Irrep, paths: list) -> torch.Tensor:
+        """(d1 * sh.dim, sum d3) the coupling of one input block's paths."""
         sh_offsets = [0]
         for _, ir in self.irreps_sh:
             sh_offsets.append(sh_offsets[-1] + ir.dim)
         total = sum(ir.dim for _, ir in paths)
         coupling = torch.zeros(ir_in.dim, self.irreps_sh.dim, total)
-        spread = torch.zeros(len(paths), total)
         column = 0
-        for p, (j, ir_out) in enumerate(paths):
+        for j, ir_out in paths:
             ir_sh = self.irreps_sh[j].ir
             cg = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l) * math.sqrt(ir_out.dim)
             coupling[:, sh_offsets[j] : sh_offsets[j + 1], column : column + ir_out.dim] = cg
-            spread[p, column : column + ir_out.dim] = 1.0
             column += ir_out.dim
-        return coupling.reshape(ir_in.dim * self.irreps_sh.dim, total), spread
+        return coupling.reshape(ir_in.dim * self.irreps_sh.dim, total)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints saved before session 17 also hold "spread{i}" buffers (the path weights were spread over
+        # the output components by a matrix product): they were constants of the irreps and are not needed.
+        for i in range(len(self.blocks)):
+            state_dict.pop(f"{prefix}spread{i}", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, sh: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Tensor product per edge.
@@ -109,11 +112,16 @@ class EdgeTensorProduct(nn.Module):
             total = coupling.shape[-1]
             # the harmonics first: per edge a (d1, total) matrix, then every channel through it (no
             # (edge, channel, d1 x n_sh) outer product in memory)
-            per_edge = sh @ coupling.view(d1, n_sh, total).transpose(0, 1).reshape(n_sh, d1 * total)
-            product = torch.bmm(features[i].reshape(n_edges, mul, d1), per_edge.view(n_edges, d1, total))
-            spread = weights[i].reshape(n_edges * mul, len(dims)) @ getattr(self, f"spread{i}")
-            product = product * spread.view(n_edges, mul, total)
-            outputs += [part.flatten(1) for part in product.split(dims, dim=-1)]
+            per_edge = (sh @ coupling.view(d1, n_sh, total).transpose(0, 1).reshape(n_sh, d1 * total)).view(
+                n_edges, d1, total)
+            channels = features[i].reshape(n_edges, mul, d1)
+            # a scalar block is a broadcast product (a batched matrix product of inner size 1 is about twice slower)
+            product = channels * per_edge if d1 == 1 else torch.bmm(channels, per_edge)
+            path_weights = weights[i].reshape(n_edges, mul, len(dims))
+            column = 0
+            for p, dim in enumerate(dims):  # each path's slice times its weights: one contiguous (edge, mul x d3)
+                outputs.append((product[:, :, column : column + dim] * path_weights[:, :, p : p + 1]).flatten(1))
+                column += dim
         return torch.cat(outputs, dim=-1)
 
 

@@ -68,6 +68,23 @@ def test_edge_tensor_product_is_the_clebsch_gordan_sum_of_every_path():
     torch.testing.assert_close(tp(x, sh, weight), torch.cat(expected, dim=-1))
 
 
+def test_edge_tensor_product_loads_state_dicts_with_the_old_spread_matrices():
+    """Checkpoints saved before session 17 hold one "spread" matrix per input block (the committed one does): they
+    load, and the product is unchanged; any other unknown entry is still refused."""
+    irreps = hidden_irreps(mul_scalar=4, mul_vector=3, mul_tensor=2, lmax=2, both_parities=False)
+    tp = EdgeTensorProduct(irreps_in=irreps, irreps_sh=IRREPS_SH, filter_irreps=irreps)
+    x, sh = irreps.randn(4, -1), IRREPS_SH.randn(4, -1)
+    weight = torch.randn(4, tp.weight_numel)
+    before = tp(x, sh, weight)
+    old = dict(tp.state_dict(), **{f"spread{i}": torch.ones(len(dims), sum(dims))
+                                   for i, (_, _, dims) in enumerate(tp.blocks)})
+    loaded = EdgeTensorProduct(irreps_in=irreps, irreps_sh=IRREPS_SH, filter_irreps=irreps)
+    loaded.load_state_dict(old)
+    torch.testing.assert_close(loaded(x, sh, weight), before)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        loaded.load_state_dict(dict(old, stray=torch.zeros(1)))
+
+
 def test_gate_is_equivariant():
     irreps = hidden_irreps(mul_scalar=4, mul_vector=2, mul_tensor=2, lmax=2, both_parities=True)
     gate = make_gate(irreps)
