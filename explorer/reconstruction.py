@@ -3,10 +3,11 @@
 Every known material's latent (the one on the map) is decoded the way a click decodes it (with the encoder's
 check, ``models.search``) and matched to the material's canonical cell with pymatgen's StructureMatcher at the
 reconstruction tolerances of the model card (``models.metrics.MATCHER_TOLERANCES``, as CDVAE). The result is
-stored beside the map, in its cache folder (``reconstruction-known<n>.parquet``: id, matched, rms, decoded formula
-and space group), because it depends on the same checkpoint and table: a new checkpoint makes a new map and a new
-check; ``<n>`` is ``settings.known_starts``, the known crystals each decode is also offered (never the material
-itself: ``models.search.KnownCells``). ``python -m explorer build`` computes it after the map (about 15 minutes
+stored beside the map, in its cache folder (``reconstruction-known<n>-search<v>.parquet``: id, matched, rms, decoded
+formula and space group), because it depends on the same checkpoint and table: a new checkpoint makes a new map and a
+new check; ``<n>`` is ``settings.known_starts``, the known crystals each decode is also offered (never the material
+itself: ``models.search.KnownCells``), and ``<v>`` is ``models.search.SEARCH_VERSION``, so that a change of the search
+that can change a decode makes a new check too. ``python -m explorer build`` computes it after the map (about 15 minutes
 for the 11k known materials on 2 cores: the matching dominates); the server computes a missing one in the
 background after its warm-up, so ``make run`` builds the maps with ``--skip-reconstruction`` and the app is usable
 at once.
@@ -30,7 +31,7 @@ import pandas as pd
 from pymatgen.core import Structure
 
 LOG = logging.getLogger("explorer")
-FILE_NAME = "reconstruction-known{n}.parquet"
+FILE_NAME = "reconstruction-known{n}-search{v}.parquet"
 CHUNK = 64
 """Latents decoded per request: small enough that a user's click is never queued behind seconds of this job."""
 
@@ -119,9 +120,10 @@ def path_of(dataset: str, settings) -> Path:
     """Where the reconstruction of ``dataset``'s current map is kept (inside the map's cache folder)."""
     from explorer.atlas import atlas_key
     from explorer.datasets.build import check_dataset_name
+    from models.search import SEARCH_VERSION
 
     return (Path(settings.atlas_dir) / f"{check_dataset_name(dataset)}-{atlas_key(dataset, settings)}"
-            / FILE_NAME.format(n=settings.known_starts))
+            / FILE_NAME.format(n=settings.known_starts, v=SEARCH_VERSION))
 
 
 @functools.lru_cache(maxsize=16)

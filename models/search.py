@@ -57,6 +57,11 @@ from models.patterns import PatternIndex, count_pattern, renamed
 if TYPE_CHECKING:  # models.autoencoder imports this module
     from models.autoencoder import CrystalAutoencoder
 
+SEARCH_VERSION = 2
+"""Bumped by every change of this module that can change which crystal a latent decodes to (stored results of the
+search, such as the reconstruction check of a map, ``explorer.reconstruction``, are keyed by it). 1: up to session 15;
+2: the sublattice swaps ranked at scale 1 first (session 16)."""
+
 SCALES = (0.97, 1.0, 1.03)
 """Isotropic lattice scales at which each relabelling is encoded (the smallest distance counts): the atoms
 stay where the decoder put them, so a lattice a few per cent off would otherwise blur the comparison."""

@@ -117,3 +117,12 @@ def test_the_check_is_stored_beside_the_map_and_read_back(recon, tiny_settings):
     assert np.array_equal(again.frame["matched"], reconstruction.load(recon, tiny_settings).frame["matched"])
     with pytest.raises(ValueError):
         reconstruction.path_of("../x", tiny_settings)
+
+
+def test_a_new_version_of_the_search_makes_a_new_check(recon, tiny_settings, monkeypatch):
+    """A stored check was made by one version of the search: after a change that can change decodes it is not read."""
+    from models import search
+
+    monkeypatch.setattr(search, "SEARCH_VERSION", search.SEARCH_VERSION + 1)
+    assert not reconstruction.path_of(recon, tiny_settings).is_file()
+    assert reconstruction.load(recon, tiny_settings) is None
