@@ -196,6 +196,11 @@ def compute(dataset: str, settings, *, progress: bool = False,
                                                                 "decoded_spacegroup")}})
         path = path_of(dataset, settings)
         atomic_file(path, lambda tmp: result.to_parquet(tmp, index=False))
+        n = settings.known_starts  # the checks of older searches (and of before the search had a version) go
+        for stale in [path.parent / f"reconstruction-known{n}.parquet",
+                      *path.parent.glob(f"reconstruction-known{n}-search*.parquet")]:
+            if stale != path:
+                stale.unlink(missing_ok=True)
         return _read(str(path), path.stat().st_mtime_ns, dataset)
 
 

@@ -123,6 +123,14 @@ def test_a_new_version_of_the_search_makes_a_new_check(recon, tiny_settings, mon
     """A stored check was made by one version of the search: after a change that can change decodes it is not read."""
     from models import search
 
+    old = reconstruction.path_of(recon, tiny_settings)
+    legacy = old.parent / f"reconstruction-known{tiny_settings.known_starts}.parquet"  # before the version
+    legacy.write_bytes(old.read_bytes())
     monkeypatch.setattr(search, "SEARCH_VERSION", search.SEARCH_VERSION + 1)
     assert not reconstruction.path_of(recon, tiny_settings).is_file()
     assert reconstruction.load(recon, tiny_settings) is None
+    reconstruction.compute(recon, tiny_settings)  # the new check replaces the old ones
+    assert reconstruction.path_of(recon, tiny_settings).is_file() and not old.exists() and not legacy.exists()
+    monkeypatch.undo()  # the other tests of this module read the check of the current version
+    reconstruction.compute(recon, tiny_settings)
+    assert old.is_file()
