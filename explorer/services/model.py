@@ -188,7 +188,9 @@ class DecodeBatcher:
     Workers: the model runs in ``workers`` threads at once (no gradient: its forward pass only reads the weights).
     Each sets its own torch thread count to the process's count divided by the workers decoding at that moment, so
     a lone decode uses every core, and under load two workers overlap one's Python (neighbour graphs, candidates)
-    with the other's tensor work (``settings.decode_workers``; ``bench/load.py`` measures it).
+    with the other's tensor work (``settings.decode_workers``; ``bench/load.py`` measures it). While one worker
+    decodes a large batch (more than half of ``max_batch`` latents), the others take at most half of ``max_batch``:
+    a click that arrives while every worker is busy waits for a small batch, not for a large one.
     """
 
     def __init__(self, model, *, max_batch: int = 32, max_skips: int = 2, workers: int = 1) -> None:
@@ -197,6 +199,7 @@ class DecodeBatcher:
         self.model, self.max_batch, self.max_skips, self.workers = model, max_batch, max_skips, workers
         self._taking, self._counting = threading.Lock(), threading.Lock()
         self._busy, self._threads_each = 0, max(1, torch.get_num_threads())
+        self._large = 0  # workers decoding a batch of more than max_batch // 2 latents now
         self.largest_batch = 0  # most requests decoded in one pass so far (for tests and benchmarks)
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
         self._backlog: list[dict] = []  # taken from the queue, not decoded yet (one worker at a time: ``_taking``)
@@ -217,8 +220,14 @@ class DecodeBatcher:
             raise request["error"]
         return request["result"]
 
-    def next_batch(self) -> list[dict]:
-        """The requests of the next pass (blocks until there is one): see the class docstring."""
+    def limit(self) -> int:
+        """The most latents the next pass may take: ``max_batch``, or half of it while a large batch is decoded."""
+        return self.max_batch if self._large == 0 else max(1, self.max_batch // 2)
+
+    def next_batch(self, limit: int | None = None) -> list[dict]:
+        """The requests of the next pass of at most ``limit`` latents (default ``max_batch``; a request larger than
+        that runs alone), blocking until there is one: see the class docstring."""
+        limit = self.max_batch if limit is None else limit
         if not self._backlog:
             self._backlog.append(self._pending.get())
         while True:
@@ -231,13 +240,13 @@ class DecodeBatcher:
         waiting = [r for r in everyone if r["known"] is first["known"]]  # one library per pass
         singles = [r for r in waiting if len(r["z"]) == 1]
         if singles:  # one-latent requests (clicks) go together, without any path's latents to wait for
-            batch = singles[: self.max_batch]
+            batch = singles[:limit]
         else:
             overdue = [r for r in waiting if r["skips"] >= self.max_skips]
             rest = sorted((r for r in waiting if r["skips"] < self.max_skips), key=lambda r: len(r["z"]))
             batch, size = [], 0
             for request in overdue + rest:
-                if not batch or size + len(request["z"]) <= self.max_batch:
+                if not batch or size + len(request["z"]) <= limit:
                     batch.append(request)
                     size += len(request["z"])
         chosen = {id(r) for r in batch}
@@ -249,8 +258,17 @@ class DecodeBatcher:
     def _loop(self) -> None:
         while True:
             with self._taking:
-                batch = self.next_batch()
-            self._run(batch)
+                batch = self.next_batch(self.limit())
+                large = sum(len(r["z"]) for r in batch) > self.max_batch // 2
+                if large:
+                    with self._counting:
+                        self._large += 1
+            try:
+                self._run(batch)
+            finally:
+                if large:
+                    with self._counting:
+                        self._large -= 1
 
     def _run(self, batch: list[dict]) -> None:
         import torch

@@ -150,6 +150,19 @@ def test_the_batcher_takes_clicks_first_then_the_smallest_paths_and_never_starve
     assert path["done"].is_set() and path["result"] == [2.0] * 10
 
 
+def test_while_one_worker_decodes_a_large_batch_the_next_takes_a_small_one():
+    """With 32 latents a pass, three 10-step paths go together; while a worker decodes more than 16 latents, the next
+    pass takes at most 16 (one path), so a click waits for a small batch; without a large one running, 32 again."""
+    batcher = model.DecodeBatcher(_CountingModel(), max_batch=32, workers=2)
+    paths = [_request(np.full((10, 2), 1.0 + k, dtype=np.float32), k) for k in range(6)]
+    batcher._backlog = list(paths)
+    assert batcher.limit() == 32 and [r["arrival"] for r in batcher.next_batch(batcher.limit())] == [0, 1, 2]
+    batcher._large = 1  # as _loop counts a pass of 30 latents while it runs
+    assert batcher.limit() == 16 and [r["arrival"] for r in batcher.next_batch(batcher.limit())] == [3]
+    batcher._large = 0
+    assert [r["arrival"] for r in batcher.next_batch(batcher.limit())] == [4, 5]
+
+
 def test_one_pass_decodes_requests_of_one_set_of_known_crystals():
     """Requests offered different known crystals (two settings' maps) never share a pass; the pass gets theirs."""
     batcher = model.DecodeBatcher(_CountingModel(), max_batch=12)
