@@ -9,7 +9,7 @@ import pytest
 from conftest import nacl, silicon, srtio3
 from pymatgen.core import Structure
 
-from explorer.services import materials, model
+from explorer.services import batching, materials, model
 
 
 def test_checkpoint_is_loaded_once(tiny_settings):
@@ -133,7 +133,7 @@ def _request(z: np.ndarray, arrival: int, known=None) -> dict:
 
 
 def test_the_batcher_takes_clicks_first_then_the_smallest_paths_and_never_starves_one():
-    batcher = model.DecodeBatcher(_CountingModel(), max_batch=12, max_skips=2)
+    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=12, max_skips=2)
     path = _request(np.full((10, 2), 1.0, dtype=np.float32), 0)
     clicks = [_request(np.full((1, 2), 2.0 + k, dtype=np.float32), 1 + k) for k in range(4)]
     batcher._backlog = [path, *clicks]  # as if all five arrived while the model was busy
@@ -153,7 +153,7 @@ def test_the_batcher_takes_clicks_first_then_the_smallest_paths_and_never_starve
 def test_while_one_worker_decodes_a_large_batch_the_next_takes_a_small_one():
     """With 32 latents a pass, three 10-step paths go together; while a worker decodes more than 16 latents, the next
     pass takes at most 16 (one path), so a click waits for a small batch; without a large one running, 32 again."""
-    batcher = model.DecodeBatcher(_CountingModel(), max_batch=32, workers=2)
+    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=32, workers=2)
     paths = [_request(np.full((10, 2), 1.0 + k, dtype=np.float32), k) for k in range(6)]
     batcher._backlog = list(paths)
     assert batcher.limit() == 32 and [r["arrival"] for r in batcher.next_batch(batcher.limit())] == [0, 1, 2]
@@ -165,7 +165,7 @@ def test_while_one_worker_decodes_a_large_batch_the_next_takes_a_small_one():
 
 def test_one_pass_decodes_requests_of_one_set_of_known_crystals():
     """Requests offered different known crystals (two settings' maps) never share a pass; the pass gets theirs."""
-    batcher = model.DecodeBatcher(_CountingModel(), max_batch=12)
+    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=12)
     mine, theirs = object(), object()
     batcher._backlog = [_request(np.ones((3, 2), dtype=np.float32), 0, mine),
                         _request(np.ones((1, 2), dtype=np.float32), 1, theirs),
@@ -227,7 +227,7 @@ def test_a_decode_made_from_a_known_crystal_says_which_one(tiny_settings):
 
 
 def test_a_request_larger_than_a_batch_still_runs_alone():
-    batcher = model.DecodeBatcher(_CountingModel(), max_batch=4)
+    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=4)
     batcher._backlog = [_request(np.ones((30, 2), dtype=np.float32), 0), _request(np.ones((1, 2), dtype=np.float32), 1)]
     assert [r["arrival"] for r in batcher.next_batch()] == [1]
     assert [len(r["z"]) for r in batcher.next_batch()] == [30]
@@ -240,7 +240,7 @@ def test_two_workers_decode_concurrent_requests_as_one_would(tiny_settings):
     latents = np.concatenate([z + 0.02 * k for k in range(4)]).astype(np.float32)
     net = model.loaded_checkpoint(tiny_settings).model
     alone = [net.decode(latents[k : k + 1])[0] for k in range(len(latents))]
-    batcher = model.DecodeBatcher(net, workers=2, max_batch=2)
+    batcher = batching.DecodeBatcher(net, workers=2, max_batch=2)
     found: list = [None] * len(latents)
     barrier = threading.Barrier(len(latents))
 
@@ -275,7 +275,7 @@ def test_a_latent_decoded_again_comes_from_the_cache_as_a_copy(tiny_settings):
 
 
 def test_the_decode_cache_forgets_the_least_recently_used():
-    cache = model.DecodeCache(2)
+    cache = batching.DecodeCache(2)
     for key in (b"a", b"b"):
         cache.put(key, nacl(), {"valid": True})
     assert cache.get(b"a") is not None  # a is now the most recent
