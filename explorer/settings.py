@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=2, ge=1, le=16, description="Threads that run batched decodes at once (each "
                                                                 "takes its share of the cores while the others "
                                                                 "decode).")
-    decode_max_batch: int = Field(default=32, ge=1, le=1024, description="Most latents in one batched decode: a "
-                                  "click on empty space waits for at most the pass that is running.")
+    decode_max_batch: int = Field(default=32, ge=1, le=1024, description="Most latents in one batched decode "
+                                  "(half of it while another worker decodes more than half): a click on empty space "
+                                  "waits for at most the pass that is running.")
     decode_batching: bool = Field(
         default=True,
         description="Decodes that arrive while the model is busy run together in one forward pass (many users at "
