@@ -115,7 +115,7 @@ class EdgeTensorProduct(nn.Module):
             per_edge = (sh @ coupling.view(d1, n_sh, total).transpose(0, 1).reshape(n_sh, d1 * total)).view(
                 n_edges, d1, total)
             channels = features[i].reshape(n_edges, mul, d1)
-            # a scalar block is a broadcast product (a batched matrix product of inner size 1 is about twice slower)
+            # a scalar block is a broadcast product (a batched matrix product of inner size 1 is slower on a CPU)
             product = channels * per_edge if d1 == 1 else torch.bmm(channels, per_edge)
             path_weights = weights[i].reshape(n_edges, mul, len(dims))
             column = 0
