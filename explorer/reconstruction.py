@@ -32,6 +32,8 @@ from pymatgen.core import Structure
 
 LOG = logging.getLogger("explorer")
 FILE_NAME = "reconstruction-known{n}-search{v}.parquet"
+LEGACY_FILE_NAME = "reconstruction-known{n}.parquet"
+"""The name of a check made before the search had a version (removed by the next ``compute``)."""
 CHUNK = 64
 """Latents decoded per request: small enough that a user's click is never queued behind seconds of this job."""
 
@@ -197,8 +199,7 @@ def compute(dataset: str, settings, *, progress: bool = False,
         path = path_of(dataset, settings)
         atomic_file(path, lambda tmp: result.to_parquet(tmp, index=False))
         n = settings.known_starts  # the checks of older searches (and of before the search had a version) go
-        for stale in [path.parent / f"reconstruction-known{n}.parquet",
-                      *path.parent.glob(f"reconstruction-known{n}-search*.parquet")]:
+        for stale in [path.parent / LEGACY_FILE_NAME.format(n=n), *path.parent.glob(FILE_NAME.format(n=n, v="*"))]:
             if stale != path:
                 stale.unlink(missing_ok=True)
         return _read(str(path), path.stat().st_mtime_ns, dataset)

@@ -124,7 +124,7 @@ def test_a_new_version_of_the_search_makes_a_new_check(recon, tiny_settings, mon
     from models import search
 
     old = reconstruction.path_of(recon, tiny_settings)
-    legacy = old.parent / f"reconstruction-known{tiny_settings.known_starts}.parquet"  # before the version
+    legacy = old.parent / reconstruction.LEGACY_FILE_NAME.format(n=tiny_settings.known_starts)  # before the version
     legacy.write_bytes(old.read_bytes())
     monkeypatch.setattr(search, "SEARCH_VERSION", search.SEARCH_VERSION + 1)
     assert not reconstruction.path_of(recon, tiny_settings).is_file()
