@@ -312,8 +312,7 @@ def _dedupe_stage(store: PartStore, folder: Path, client, progress) -> pd.DataFr
     keys = store.read(columns=["id", *BUCKET, "valid"])
     keys = keys[keys["valid"]]
     shared = keys[keys.groupby(BUCKET)["id"].transform("size") > 1]
-    rows = store.read(columns=["id", *BUCKET, *STRUCTURE_COLUMNS])
-    rows = rows[rows["id"].isin(set(shared["id"]))]
+    rows = store.read(columns=["id", *BUCKET, *STRUCTURE_COLUMNS], ids=set(shared["id"]))
     tasks, current, size = [], [], 0
     for _, bucket in rows.groupby(BUCKET, sort=True):
         current.append(bucket)
@@ -352,7 +351,8 @@ def _physics_stage(store: PartStore, ids: list[str], dataset: str, settings: Set
     progress("judged", counted, len(ids))
     wanted = {p for p in range(len(chunks)) if p not in done}
     if wanted:
-        rows = store.read(columns=["id", *STRUCTURE_COLUMNS]).set_index("id")
+        rows = store.read(columns=["id", *STRUCTURE_COLUMNS],
+                          ids={i for p in wanted for i in chunks[p]}).set_index("id")
 
         def partitions():
             for p in sorted(wanted):
@@ -406,7 +406,8 @@ def _write_outputs(folder: Path, frame: pd.DataFrame, crystals: PartStore, judge
     frame.to_csv(folder / "generated.csv", index=False)
     above = pd.to_numeric(frame["relaxed_e_above_hull" if relaxed else "e_above_hull"], errors="coerce")
     best = frame.assign(_above=above)[frame["unique"]].sort_values(["_above", "id"], na_position="last").head(keep)
-    cells = crystals.read(columns=["id", *STRUCTURE_COLUMNS]).set_index("id").loc[best["id"]].reset_index()
+    cells = crystals.read(columns=["id", *STRUCTURE_COLUMNS], ids=set(best["id"])).set_index("id").loc[
+        best["id"]].reset_index()
     if judged is not None and not judged.empty:
         cells = cells.merge(judged[["id", *(f"relaxed_{k}" for k in STRUCTURE_COLUMNS)]], on="id", how="left")
     chunks = [cells.iloc[k : k + CIFS_PER_TASK] for k in range(0, len(cells), CIFS_PER_TASK)]

@@ -168,7 +168,11 @@ class PartStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_file(self.path(index), lambda tmp: frame.to_parquet(tmp, index=False))
 
-    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """Every partition in order of its index, as one frame."""
-        parts = [pd.read_parquet(self.path(k), columns=columns) for k in sorted(self.done())]
+    def read(self, columns: list[str] | None = None, *, ids: set[str] | None = None) -> pd.DataFrame:
+        """Every partition in order of its index, as one frame; with ``ids``, only the rows whose "id" is in it (each
+        partition is filtered as it is read, so the other rows never sit in memory together)."""
+        parts = []
+        for k in sorted(self.done()):
+            part = pd.read_parquet(self.path(k), columns=columns)
+            parts.append(part if ids is None else part[part["id"].isin(ids)])
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)

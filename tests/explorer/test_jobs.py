@@ -52,6 +52,8 @@ def test_a_part_store_writes_each_partition_once_and_reads_them_in_order(tmp_pat
     (tmp_path / "parts" / "notes.txt").write_text("not a partition")
     assert store.done() == {0, 2}
     assert store.read()["id"].tolist() == ["a", "b", "c"]
+    assert store.read(ids={"c", "a", "z"})["id"].tolist() == ["a", "c"]
+    assert store.read(columns=["id"], ids=set()).empty
 
 
 def test_a_job_gives_the_same_results_here_and_on_a_local_cluster_and_reports_a_failure():
