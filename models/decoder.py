@@ -88,6 +88,31 @@ class DecoderOutput:
     composition_given: bool = False
 
 
+@dataclass(frozen=True, eq=False)
+class Composition:
+    """The decoder's first stage for a batch (steps 1-3 of the module docstring): what it decided before placing any
+    atom. ``z`` (n_crystals, latent_dim) the latents without their composition part; ``embedding`` (n_crystals,
+    d_model) the embedding of the element fractions the rest of the decoder is given; the other fields as in
+    ``DecoderOutput`` (``species`` ascending, 0 beyond ``n_atoms``)."""
+
+    z: torch.Tensor
+    embedding: torch.Tensor
+    composition_logits: torch.Tensor
+    presence_logits: torch.Tensor
+    count_logits: torch.Tensor
+    n_atoms: torch.Tensor
+    species: torch.Tensor
+
+    @staticmethod
+    def concat(parts: list[Composition]) -> Composition:
+        """One batch of several (their species padded with 0 to the widest)."""
+        width = max(part.species.shape[1] for part in parts)
+        species = [nn.functional.pad(part.species, (0, width - part.species.shape[1])) for part in parts]
+        return Composition(**{name: torch.cat([getattr(part, name) for part in parts]) for name in
+                              ("z", "embedding", "composition_logits", "presence_logits", "count_logits", "n_atoms")},
+                           species=torch.cat(species))
+
+
 def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.SiLU(), nn.Linear(n_hidden, n_hidden), nn.SiLU(),
                          nn.Linear(n_hidden, n_out))
@@ -300,6 +325,11 @@ class CrystalDecoder(nn.Module):
         Returns:
             The ``DecoderOutput``.
         """
+        return self.place(self.composition(z, species=species), lattice_params=lattice_params)
+
+    def composition(self, z: torch.Tensor, *, species: torch.Tensor | None = None) -> Composition:
+        """The first stage of ``forward`` (composition, atom count, species of the slots), without the transformer:
+        a few small MLPs. ``place`` finishes it, for this batch or for several joined (``Composition.concat``)."""
         z = finite_latents(z)
         if self.composition_in_latent:
             z, latent_composition = z[:, : self.latent_dim], latent_fractions(z[:, self.latent_dim :])
@@ -335,6 +365,15 @@ class CrystalDecoder(nn.Module):
             species = slot_species(element_counts(fractions, presence_logits, n_atoms), int(n_atoms.max()))
         else:
             species = sorted_species(species)[:, : int(n_atoms.max())]
+        return Composition(z=z, embedding=composition, composition_logits=composition_logits,
+                           presence_logits=presence_logits, count_logits=count_logits, n_atoms=n_atoms, species=species)
+
+    def place(self, decided: Composition, *, lattice_params: torch.Tensor | None = None) -> DecoderOutput:
+        """The second stage of ``forward``: the lattice and the atoms' coordinates of crystals whose composition is
+        ``decided`` (steps 4-6 of the module docstring). Each crystal is placed as it would be alone: slots beyond
+        its atoms (padding of a joined batch) are masked out."""
+        z, species, n_atoms = decided.z, decided.species, decided.n_atoms
+        composition = decided.embedding
         count = self.count_embed(n_atoms)
         lattice_norm = self.lattice_head(torch.cat([z, count, composition], dim=-1))
         predicted_params = lattice_norm * self.lattice_std + self.lattice_mean
@@ -353,8 +392,8 @@ class CrystalDecoder(nn.Module):
             h = refiner(h + self.coord_embed(_fourier(frac)), src_key_padding_mask=~mask)
             frac = relative_to_anchor(head(h), anchor)
             all_frac.append(frac)
-        return DecoderOutput(composition_logits=composition_logits, presence_logits=presence_logits,
-                             count_logits=count_logits, n_atoms=n_atoms,
+        return DecoderOutput(composition_logits=decided.composition_logits, presence_logits=decided.presence_logits,
+                             count_logits=decided.count_logits, n_atoms=n_atoms,
                              species=species, lattice_norm=lattice_norm, lattice_params=predicted_params,
                              frac=all_frac, mask=mask, composition_given=self.composition_in_latent)
 

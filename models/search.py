@@ -35,7 +35,8 @@ real crystals, not the decoder's noisy guesses. With the 16,453 training crystal
 rates go from 88.7 / 59.8 / 30.0 % to 96.4 / 86.6 / 50.0 % (perov_5 / carbon_24 / mp_20_subset; the model card
 also gives the nearest known crystal alone, without the decoder).
 
-Everything runs as batched forward passes (one decoder pass per composition, one encoder pass per step):
+Everything runs as batched forward passes (one transformer pass of the decoder for every composition of every latent,
+one encoder pass per step):
 no gradient steps, no sampling chain.
 """
 
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 
 from models.data import CrystalGraph, collate, make_crystal
-from models.decoder import NUM_SPECIES, DecoderOutput, element_counts, finite_latents, slot_species
+from models.decoder import NUM_SPECIES, Composition, DecoderOutput, element_counts, finite_latents, slot_species
 from models.graph import periodic_neighbor_graph
 from models.lattice import matrix_from_parameters
 from models.patterns import PatternIndex, count_pattern, renamed
@@ -179,9 +180,10 @@ def composition_score(counts: np.ndarray, *, log_fractions: np.ndarray, presence
     return float(log_count_probs[n - 1] + (counts[present] * log_fractions[present]).sum() + presence[1:].sum())
 
 
-def composition_candidates(output: DecoderOutput, index: int, *,
+def composition_candidates(output: DecoderOutput | Composition, index: int, *,
                            max_compositions: int = MAX_COMPOSITIONS) -> list[np.ndarray]:
     """The plain decode's composition first, then the decoder's next best ones (``max_compositions`` at most).
+    ``output``: the decoder's output, or its first stage (``CrystalDecoder.composition``).
 
     Alternatives: each way of moving one atom between two present elements, the second most likely
     atom count, the most likely absent element added and the least likely present one dropped. They
@@ -194,7 +196,8 @@ def composition_candidates(output: DecoderOutput, index: int, *,
     presence = output.presence_logits[index].detach().double().cpu().numpy()
     log_counts = output.count_logits[index].log_softmax(dim=-1).detach().double().cpu().numpy()
     log_fractions = np.log(fractions[0].detach().double().cpu().numpy() + 1e-12)
-    plain = np.bincount(output.species[index][output.mask[index]].cpu().numpy(), minlength=NUM_SPECIES)
+    species = output.species[index]
+    plain = np.bincount(species[species > 0].cpu().numpy(), minlength=NUM_SPECIES)
     present = np.flatnonzero(plain)
     n = int(plain.sum())
     options = []
@@ -313,22 +316,27 @@ def cells_from_output(output: DecoderOutput) -> list[Cell]:
 
 def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidates: list[list[Cell]], *,
           accept_ratio: float, scales: tuple[float, ...], plain_distance: np.ndarray | None = None,
+          plain_scales: tuple[float, ...] | None = None,
           prefilter: int | None = None) -> tuple[list[Cell], np.ndarray]:
     """Per latent, the plain cell or its candidate closest to z when that one is at least ``accept_ratio``
     times closer than the plain cell (latents without candidates are not encoded).
 
     Args:
-        plain_distance: (n,) the plain cells' distances already measured at ``scales`` (NaN where not): those
-            cells are not encoded again.
+        plain_distance: (n,) the plain cells' distances already measured at ``plain_scales`` (NaN where not): those
+            cells are encoded only at the other ``scales``.
+        plain_scales: some of ``scales`` (default: all of them).
         prefilter: when set, a latent's candidates are first encoded at scale 1 alone and only the ``prefilter``
             closest are encoded at the other ``scales`` (``SWAP_PREFILTER``).
 
     Returns:
         The chosen cells and their distances to z at ``scales`` (NaN for latents that had no candidates and no
-        ``plain_distance``).
+        ``plain_distance`` at all ``scales``).
     """
     todo = [k for k in range(len(plain)) if candidates[k]]
     measured = np.full(len(plain), np.nan) if plain_distance is None else np.asarray(plain_distance, dtype=float).copy()
+    if plain_scales is not None and not set(plain_scales) <= set(scales):
+        raise ValueError(f"plain_scales {plain_scales} are not among the scales {scales}")
+    unmeasured = () if plain_scales is None else tuple(s for s in scales if s not in plain_scales)
     kept = {k: list(candidates[k]) for k in todo}
     first = {k: np.full(len(candidates[k]), np.inf) for k in todo}  # distances already measured at scale 1
     ranked: list[int] = []
@@ -347,10 +355,10 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
     rest = tuple(s for s in scales if s != 1.0)
     cells, owners, per_cell = [], [], []
     for k in todo:
-        if np.isnan(measured[k]):
+        if np.isnan(measured[k]) or unmeasured:
             cells.append(plain[k])
             owners.append(k)
-            per_cell.append(scales)
+            per_cell.append(scales if np.isnan(measured[k]) else unmeasured)
         cells += kept[k]
         owners += [k] * len(kept[k])
         per_cell += [rest if k in prefiltered else scales] * len(kept[k])
@@ -358,14 +366,16 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
                 else np.zeros(0))
     chosen, start = list(plain), 0
     for k in todo:
-        if np.isnan(measured[k]):
-            measured[k] = distance[start]
+        if np.isnan(measured[k]) or unmeasured:
+            measured[k] = np.fmin(measured[k], distance[start])
             start += 1
         d = np.minimum(distance[start : start + len(kept[k])], first[k])
         start += len(kept[k])
         best = int(np.argmin(d))
         if d[best] < accept_ratio * measured[k]:
             chosen[k], measured[k] = kept[k][best], d[best]
+    if unmeasured:  # latents without candidates were measured at plain_scales only
+        measured[[k for k in range(len(plain)) if not candidates[k]]] = np.nan
     return chosen, measured
 
 
@@ -380,27 +390,34 @@ def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_composition
     (``KnownCells.starts``). ``swap_prefilter``: ``SWAP_PREFILTER`` (None: every swap at every scale)."""
     z = finite_latents(z)
     decoder = model.decoder
-    output = decoder(z)
-    plain = cells_from_output(output)
     z_np = z.double().cpu().numpy()
-    # 1. compositions: one decoder pass for every alternative of every latent
-    alternatives = [composition_candidates(output, k, max_compositions=max_compositions)[1:]
-                    for k in range(len(plain))]
+    # 1. compositions: the decoder's first stage picks the alternatives, then one pass of its transformer places the
+    # atoms of the plain composition and of every alternative of every latent
+    decided = decoder.composition(z)
+    alternatives = [composition_candidates(decided, k, max_compositions=max_compositions)[1:] for k in range(len(z))]
     owners = [k for k, options in enumerate(alternatives) for _ in options]
-    by_latent: list[list[Cell]] = [[] for _ in plain]
     if owners:
         counts = torch.as_tensor(np.stack([c for options in alternatives for c in options]), device=z.device)
         species = slot_species(counts, int(counts.sum(dim=1).max()))
-        forced = cells_from_output(decoder(z[owners], species=species))
-        for k, cell in zip(owners, forced, strict=True):
-            by_latent[k].append(cell)
-    chosen, _ = _pick(model, z_np, plain, by_latent, accept_ratio=accept_ratio, scales=COMPOSITION_SCALES)
-    distance = None
+        decided = Composition.concat([decided, decoder.composition(z[owners], species=species)])
+    cells = cells_from_output(decoder.place(decided))
+    plain = cells[: len(z)]
+    by_latent: list[list[Cell]] = [[] for _ in plain]
+    for k, cell in zip(owners, cells[len(z) :], strict=True):
+        by_latent[k].append(cell)
+    chosen, distance = _pick(model, z_np, plain, by_latent, accept_ratio=accept_ratio, scales=COMPOSITION_SCALES)
     if known is not None and known.k > 0:
+        # 2. known crystals; the chosen crystals' distances at COMPOSITION_SCALES, measured in step 1, are not measured
+        # again
         offered = [known.starts(z_np[k], cell) for k, cell in enumerate(chosen)]
-        chosen, distance = _pick(model, z_np, chosen, offered, accept_ratio=known_accept_ratio, scales=KNOWN_SCALES)
+        measured = set(COMPOSITION_SCALES) <= set(KNOWN_SCALES)
+        chosen, distance = _pick(model, z_np, chosen, offered, accept_ratio=known_accept_ratio, scales=KNOWN_SCALES,
+                                 plain_distance=distance if measured else None,
+                                 plain_scales=COMPOSITION_SCALES if measured else None)
         if KNOWN_SCALES != SCALES:
             distance = None
+    else:
+        distance = None
     # 3. sublattice swaps of the chosen crystals (same geometry: their graphs are shared); the chosen crystals'
     # distances at SCALES, measured in step 2, are not measured again
     swaps = [[Cell(numbers=numbers, frac=cell.frac, lattice=cell.lattice, origin=cell.origin)

@@ -12,6 +12,7 @@ from models.autoencoder import CrystalAutoencoder, DecodedCrystal, ModelConfig
 from models.data import MAX_Z, build_graphs, collate, crystal_from_structure
 from models.decoder import (
     NUM_SPECIES,
+    Composition,
     CrystalDecoder,
     anchor_slots,
     element_counts,
@@ -77,6 +78,27 @@ def test_one_latent_and_numpy_input(model):
     assert len(decoded) == 1 and decoded[0].latent.shape == (model.latent_size,)
     with pytest.raises(ValueError, match="shape"):
         model.decode_arrays(torch.zeros(2, 5))
+
+
+def test_the_two_stages_of_several_batches_joined_place_each_crystal_as_alone(model):
+    """``place(Composition.concat([...]))`` of a predicted and a forced batch (of other widths) gives each crystal what
+    ``forward`` gives it alone: the padding slots of the joined batch are masked out."""
+    decoder = model.decoder
+    z = torch.randn(3, model.latent_size) * 2
+    forced = torch.tensor([[8, 8, 8, 22, 38, 0], [11, 17, 0, 0, 0, 0]])
+    with torch.no_grad():
+        alone = [decoder(z), decoder(z[:2], species=forced)]
+        joined = decoder.place(Composition.concat([decoder.composition(z), decoder.composition(z[:2], species=forced)]))
+    row = 0
+    for output in alone:
+        for k in range(len(output.n_atoms)):
+            n = int(output.n_atoms[k])
+            assert int(joined.n_atoms[row]) == n
+            assert joined.species[row, :n].tolist() == output.species[k, :n].tolist()
+            assert not joined.mask[row, n:].any()
+            torch.testing.assert_close(joined.lattice_params[row], output.lattice_params[k])
+            torch.testing.assert_close(joined.frac[-1][row, :n], output.frac[-1][k, :n], atol=1e-5, rtol=1e-5)
+            row += 1
 
 
 def test_teacher_forcing_sets_the_slots():

@@ -121,6 +121,30 @@ def test_prefiltered_choice_keeps_the_closest_candidate_and_reports_its_distance
     assert alone[0] is plain and np.isnan(alone_d[0])
 
 
+def test_a_plain_distance_measured_at_some_scales_is_completed_at_the_others(small_model):
+    """``_pick`` given the plain cell's distance at scale 1 alone (``plain_scales``) encodes it at the other scales only
+    and chooses as if it had measured every scale; a latent without candidates then has no distance at every scale."""
+    srtio3 = TINY_CRYSTALS["SrTiO3"]()
+    z = _latent(small_model, srtio3)
+    right = _cell(srtio3)
+    noise = np.random.default_rng(1).normal(size=right.frac.shape)
+    plain = search.Cell(numbers=right.numbers, frac=(right.frac + 0.03 * noise) % 1.0, lattice=right.lattice * 0.97)
+    far = search.Cell(numbers=right.numbers, frac=(right.frac + 0.2 * noise) % 1.0, lattice=right.lattice)
+    at_one = search.latent_distances(small_model, z, [plain], np.array([0]), scales=(1.0,))
+    for candidates in ([[far]], [[right]]):
+        full, full_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES)
+        part, part_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
+                                    plain_distance=at_one, plain_scales=(1.0,))
+        assert part[0] is full[0]
+        np.testing.assert_allclose(part_d, full_d, atol=1e-9)
+    _, none_d = search._pick(small_model, z, [plain], [[]], accept_ratio=1.0, scales=search.SCALES,
+                             plain_distance=at_one, plain_scales=(1.0,))
+    assert np.isnan(none_d[0])
+    with pytest.raises(ValueError, match="plain_scales"):
+        search._pick(small_model, z, [plain], [[far]], accept_ratio=1.0, scales=(1.0,), plain_distance=at_one,
+                     plain_scales=(0.97,))
+
+
 def test_cells_denser_than_any_crystal_are_not_checked(small_model):
     srtio3 = TINY_CRYSTALS["SrTiO3"]()
     z = _latent(small_model, srtio3)
