@@ -171,6 +171,8 @@ class PartStore:
     def read(self, columns: list[str] | None = None, *, ids: set[str] | None = None) -> pd.DataFrame:
         """Every partition in order of its index, as one frame; with ``ids``, only the rows whose "id" is in it (each
         partition is filtered as it is read, so the other rows never sit in memory together)."""
+        if ids is not None and columns is not None and "id" not in columns:
+            raise ValueError(f"rows are chosen by their id: read the column 'id' too, not only {columns}")
         parts = []
         for k in sorted(self.done()):
             part = pd.read_parquet(self.path(k), columns=columns)

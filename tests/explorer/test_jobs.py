@@ -54,6 +54,8 @@ def test_a_part_store_writes_each_partition_once_and_reads_them_in_order(tmp_pat
     assert store.read()["id"].tolist() == ["a", "b", "c"]
     assert store.read(ids={"c", "a", "z"})["id"].tolist() == ["a", "c"]
     assert store.read(columns=["id"], ids=set()).empty
+    with pytest.raises(ValueError, match="id"):
+        store.read(columns=["valid"], ids={"a"})
 
 
 def test_a_job_gives_the_same_results_here_and_on_a_local_cluster_and_reports_a_failure():
