@@ -405,19 +405,18 @@ def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_composition
     by_latent: list[list[Cell]] = [[] for _ in plain]
     for k, cell in zip(owners, cells[len(z) :], strict=True):
         by_latent[k].append(cell)
-    chosen, distance = _pick(model, z_np, plain, by_latent, accept_ratio=accept_ratio, scales=COMPOSITION_SCALES)
+    chosen, composed = _pick(model, z_np, plain, by_latent, accept_ratio=accept_ratio, scales=COMPOSITION_SCALES)
+    distance = None
     if known is not None and known.k > 0:
         # 2. known crystals; the chosen crystals' distances at COMPOSITION_SCALES, measured in step 1, are not measured
         # again
         offered = [known.starts(z_np[k], cell) for k, cell in enumerate(chosen)]
-        measured = set(COMPOSITION_SCALES) <= set(KNOWN_SCALES)
+        reuse = set(COMPOSITION_SCALES) <= set(KNOWN_SCALES)
         chosen, distance = _pick(model, z_np, chosen, offered, accept_ratio=known_accept_ratio, scales=KNOWN_SCALES,
-                                 plain_distance=distance if measured else None,
-                                 plain_scales=COMPOSITION_SCALES if measured else None)
+                                 plain_distance=composed if reuse else None,
+                                 plain_scales=COMPOSITION_SCALES if reuse else None)
         if KNOWN_SCALES != SCALES:
             distance = None
-    else:
-        distance = None
     # 3. sublattice swaps of the chosen crystals (same geometry: their graphs are shared); the chosen crystals'
     # distances at SCALES, measured in step 2, are not measured again
     swaps = [[Cell(numbers=numbers, frac=cell.frac, lattice=cell.lattice, origin=cell.origin)
