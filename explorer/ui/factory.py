@@ -62,8 +62,10 @@ def _refuse_malformed_callback_requests(app: Dash):
                 and all(isinstance(item, dict) and "id" in item and "property" in item
                         for item in [*body["inputs"], *body.get("state", [])] if not isinstance(item, list))):
             abort(400, description="malformed callback request")
-        # as many inputs and states as the callback declares: Dash's dispatcher indexes them by position
         declared = app.callback_map[body["output"]]
+        if "callback" not in declared:  # a clientside callback: the page runs it, the server has no function for it
+            abort(400, description="this callback runs in the browser, not on the server")
+        # as many inputs and states as the callback declares: Dash's dispatcher indexes them by position
         if (len(body["inputs"]) != len(declared.get("inputs", []))
                 or len(body.get("state", [])) != len(declared.get("state", []))):
             abort(400, description="callback request with the wrong number of inputs or states")

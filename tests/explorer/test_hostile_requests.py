@@ -263,3 +263,31 @@ def test_input_and_state_lists_of_the_wrong_length_are_refused_with_400(client):
     body = {"output": key, "outputs": out, "inputs": inputs, "state": state, "changedPropIds": []}
     response = test_client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
     assert response.status_code in (200, 204), response.status_code
+
+
+SWEEP_VALUES = [None, "", "../../../etc/passwd", -1, 10**18, math.nan, [], {}, [[1, 2]], "x" * 5000, True,
+                {"kind": "known", "id": {"a": 1}, "dataset": "../tiny"}, [math.nan] * 3]
+
+
+def test_every_callback_answers_any_value_without_a_500(client, tiny_settings):
+    """Every callback the page declares, sent each value above in every input and state at once: a server callback
+    answers (200 or 204: a message, or nothing to update), one that runs in the browser is refused with 400 (Dash's
+    dispatcher failed with a 500 on it), and no file appears outside data/."""
+    app, test_client = client
+    root = tiny_settings.data_dir.parent
+    before = files_outside(root, tiny_settings.data_dir)
+    answered = refused = 0
+    for key, entry in app.callback_map.items():
+        outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in _outputs(key)]
+        changed = [f"{entry['inputs'][0]['id']}.{entry['inputs'][0]['property']}"] if entry["inputs"] else []
+        for value in SWEEP_VALUES:
+            body = {"output": key, "outputs": outputs if key.startswith("..") else outputs[0],
+                    "inputs": [{**item, "value": value} for item in entry["inputs"]],
+                    "state": [{**item, "value": value} for item in entry["state"]], "changedPropIds": changed}
+            response = test_client.post("/_dash-update-component", data=json.dumps(body, allow_nan=True),
+                                        content_type="application/json")
+            expected = (200, 204) if "callback" in entry else (400,)
+            assert response.status_code in expected, (key, value, response.status_code)
+            answered, refused = answered + ("callback" in entry), refused + ("callback" not in entry)
+    assert answered > 30 * len(SWEEP_VALUES) and refused > 0  # the page's server and clientside callbacks were all sent
+    assert files_outside(root, tiny_settings.data_dir) == before
