@@ -17,6 +17,7 @@ def make_app(settings: Settings) -> Dash:
     import diskcache
     import multiprocess
     from dash import DiskcacheManager
+    from dash.exceptions import DependencyException
 
     from explorer.datasets.catalog import DEFAULT_DATASET
     from explorer.services import readiness
@@ -39,6 +40,9 @@ def make_app(settings: Settings) -> Dash:
         return layout(names, default, max_upload_mb=settings.max_upload_mb)
 
     app.server.before_request(lambda: _refuse_malformed_callback_requests(app))
+    # Dash raises this for a script path it does not serve (/_dash-component-suites/<any package>/<any file>): a
+    # request for something that does not exist is a 404, not a 500 with a traceback in the log for each one.
+    app.server.register_error_handler(DependencyException, lambda _exc: ("Not Found", 404))
     app.layout = page
     callbacks.register(app, settings)
     if multiprocess.parent_process() is None and multiprocessing.parent_process() is None:  # not in a worker

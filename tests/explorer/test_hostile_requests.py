@@ -291,3 +291,15 @@ def test_every_callback_answers_any_value_without_a_500(client, tiny_settings):
             answered, refused = answered + ("callback" in entry), refused + ("callback" not in entry)
     assert answered > 30 * len(SWEEP_VALUES) and refused > 0  # the page's server and clientside callbacks were all sent
     assert files_outside(root, tiny_settings.data_dir) == before
+
+
+@pytest.mark.parametrize("url", ["/_dash-component-suites/pickle/x.js", "/_dash-component-suites/os/path.py",
+                                 "/_dash-component-suites/dash/../../../../etc/passwd",
+                                 "/_dash-component-suites/dash/..%2f..%2fdash.py", "/assets/../app.py",
+                                 "/assets/..%2fapp.py"])
+def test_files_the_server_does_not_serve_are_404(client, url):
+    """Dash's script route raised an exception for a package or file it does not serve: a 500 per request."""
+    _, test_client = client
+    response = test_client.get(url)
+    assert response.status_code == 404, (url, response.status_code)
+    assert b"import" not in response.get_data() and b"passwd" not in response.get_data()
