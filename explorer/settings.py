@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         description="Decodes that arrive while the model is busy run together in one forward pass (many users at "
                     "once); False decodes each request alone, one after the other.",
     )
+    max_jobs: int = Field(default=2, ge=1, le=64, description="Background jobs of the page (relaxations, map builds, "
+                          "ChemEnv labels) that run at once, each in its own process (a relaxation's holds about "
+                          "0.6 GB); later ones wait.")
+    max_waiting_jobs: int = Field(default=16, ge=0, le=1024, description="Background jobs that may wait for a free "
+                                  "slot; a request beyond them is refused with a message.")
     debug: bool = Field(default=False, description="Dash debug mode (hot reload, error overlay); off when serving.")
     checkpoint: Path = Field(
         default=PROJECT_ROOT / "models" / "checkpoints" / "default.pt",

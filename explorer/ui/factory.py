@@ -1,5 +1,5 @@
 """Assemble the Dash app: layout (built per page load, so new datasets appear), callbacks, the background job
-manager (diskcache, for building a map from the page) and the map warm-up."""
+manager (diskcache; a few jobs at once, ``explorer.ui.background_jobs``) and the map warm-up."""
 
 from __future__ import annotations
 
@@ -16,19 +16,20 @@ def make_app(settings: Settings) -> Dash:
 
     import diskcache
     import multiprocess
-    from dash import DiskcacheManager
     from dash.exceptions import DependencyException
 
     from explorer.datasets.catalog import DEFAULT_DATASET
     from explorer.services import readiness
     from explorer.services.materials import datasets_with_tables
     from explorer.ui import callbacks
+    from explorer.ui.background_jobs import BoundedJobManager
     from explorer.ui.layout import layout
 
     # Background jobs run in a fresh interpreter: a forked child of a server that has run numba's OpenMP
     # (UMAP) or torch threads is terminated ("fork() called from a process already using GNU OpenMP").
     multiprocess.set_start_method("spawn", force=True)
-    jobs = DiskcacheManager(diskcache.Cache(str(settings.data_dir / "cache" / "jobs")))
+    jobs = BoundedJobManager(diskcache.Cache(str(settings.data_dir / "cache" / "jobs")), max_running=settings.max_jobs,
+                             max_waiting=settings.max_waiting_jobs)
     app = Dash(__name__, title="Latent Materials Explorer", assets_folder=str(PROJECT_ROOT / "assets"),
                suppress_callback_exceptions=True, background_callback_manager=jobs, on_error=callbacks.report_error)
     # A request body is at most an upload (base64: 4/3 of the file) plus the page's stores.

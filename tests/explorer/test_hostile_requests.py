@@ -303,3 +303,12 @@ def test_files_the_server_does_not_serve_are_404(client, url):
     response = test_client.get(url)
     assert response.status_code == 404, (url, response.status_code)
     assert b"import" not in response.get_data() and b"passwd" not in response.get_data()
+
+
+def test_background_callbacks_have_one_progress_line_at_most(client):
+    """A waiting job's place is written as a one-item progress list (``explorer.ui.background_jobs``): Dash reads
+    one item per progress output, so a background callback with two would fail while its job waits."""
+    app, _ = client
+    background = [entry["background"] for entry in app.callback_map.values() if entry.get("background")]
+    assert len(background) >= 3  # relax, ChemEnv, map build
+    assert all(len(b.get("progress") or []) <= 1 for b in background)

@@ -1,0 +1,86 @@
+"""The page's background jobs are admitted a few at a time: real job processes through Dash's own job wrapper."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import diskcache
+import multiprocess
+import pytest
+
+from explorer.ui.background_jobs import BoundedJobManager
+
+
+def sleep_then_write(progress, seconds, path):
+    """A job: says it started, sleeps, then writes a file and returns its name."""
+    progress("started")
+    time.sleep(seconds)
+    Path(path).write_text("done")
+    return Path(path).name
+
+
+@pytest.fixture()
+def manager(tmp_path):
+    multiprocess.set_start_method("spawn", force=True)  # as the app does
+    jobs = BoundedJobManager(diskcache.Cache(str(tmp_path / "cache")), max_running=1, max_waiting=1)
+    yield jobs
+    for job in list(jobs._running) + list(jobs._waiting):
+        jobs.terminate_job(job)
+
+
+def submit(manager, key: str, seconds: float, path: Path) -> int:
+    job_fn = manager.make_job_fn(sleep_then_write, progress=True)
+    return manager.call_job_fn(key, job_fn, [seconds, str(path)], {})
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    start = time.perf_counter()
+    while not condition():
+        assert time.perf_counter() - start < timeout, "timed out"
+        time.sleep(0.05)
+
+
+def test_one_runs_the_next_waits_with_its_place_and_a_third_is_refused_in_words(manager, tmp_path):
+    first = submit(manager, "first", 2.0, tmp_path / "first")
+    second = submit(manager, "second", 0.0, tmp_path / "second")
+    third = submit(manager, "third", 0.0, tmp_path / "third")
+    assert manager.counts() == (1, 1)
+    assert manager.job_running(first) and manager.job_running(second) and not manager.job_running(third)
+    assert manager.get_progress("second") == ["waiting for a free slot: 1 job ahead (this server runs 1 at once)…"]
+    refused = manager.get_result("third", third)
+    assert "server is busy" in refused["background_callback_error"]["msg"]
+    assert not (tmp_path / "third").exists()
+
+    wait_for(lambda: manager.result_ready("first"))
+    assert manager.get_result("first", first) == "first"
+    wait_for(lambda: manager.result_ready("second"))  # started by the manager once the first had finished
+    assert manager.get_result("second", second) == "second"
+    wait_for(lambda: manager.counts() == (0, 0))
+    assert (tmp_path / "first").exists() and (tmp_path / "second").exists()
+
+
+def test_a_cancelled_job_frees_its_slot_and_a_cancelled_waiting_job_never_runs(manager, tmp_path):
+    running = submit(manager, "running", 60.0, tmp_path / "running")
+    waiting = submit(manager, "waiting", 0.0, tmp_path / "waiting")
+    wait_for(lambda: manager.get_progress("running") == ["started"])
+    manager.terminate_job(waiting)  # the page was closed or the user pressed cancel
+    assert not manager.job_running(waiting) and manager.counts() == (1, 0)
+    manager.terminate_job(running)
+    assert not manager.job_running(running) and manager.counts() == (0, 0)
+    again = submit(manager, "again", 0.0, tmp_path / "again")  # the slot is free again
+    wait_for(lambda: manager.result_ready("again"))
+    assert manager.get_result("again", again) == "again"
+    time.sleep(1.0)
+    assert not (tmp_path / "waiting").exists() and not (tmp_path / "running").exists()
+
+
+@pytest.mark.parametrize("job", [None, "x", "-5", 123456789, [1]])
+def test_ids_it_never_handed_out_name_no_job(manager, job):
+    assert not manager.job_running(job) and not manager.terminate_unhealthy_job(job)
+    manager.terminate_job(job)  # and kill nothing
+
+
+def test_limits_must_make_sense(tmp_path):
+    with pytest.raises(ValueError, match="max_running"):
+        BoundedJobManager(diskcache.Cache(str(tmp_path / "c")), max_running=0, max_waiting=1)
