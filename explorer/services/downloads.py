@@ -21,6 +21,10 @@ from explorer.services.motif_views import is_environment, points_of, require_cry
 from explorer.services.views import structure_of
 from explorer.settings import PROJECT_ROOT
 
+BASKET_LIMIT = 500
+"""Most structures the basket holds (and exports in one zip): 500 CIFs take a few seconds to write; a basket the
+browser sends with more is refused in words."""
+
 VIEWER_JS = PROJECT_ROOT / "assets" / "vendor" / "3Dmol-min.js"
 """The local 3Dmol.js (from the npm package, ``make assets``) embedded in the standalone viewer page."""
 
@@ -72,7 +76,9 @@ def basket_item(view: dict) -> dict:
 
 
 def basket_file(items: list[dict], fmt: str) -> tuple[str, bytes]:
-    """Every basket item as a ``fmt`` file in one zip with manifest.csv."""
+    """Every basket item as a ``fmt`` file in one zip with manifest.csv (at most ``BASKET_LIMIT`` of them)."""
+    if isinstance(items, list) and len(items) > BASKET_LIMIT:
+        raise ValueError(f"the basket holds {len(items):,} structures, more than the {BASKET_LIMIT} it exports at once")
     entries = [BasketItem(id=i["id"], formula=i["formula"], source=i["source"], structure=structure_of(i),
         latent_2d=tuple(i["xy"]) if i.get("xy") else None, validity=i.get("validity"),
         hypothetical=i["hypothetical"], provenance=provenance.clean(i.get("provenance"))) for i in items or []]

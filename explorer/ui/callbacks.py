@@ -394,19 +394,30 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
 
 def register_export(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_BASKET, "data"), Output(ids.BASKET, "children"), Input(ids.BASKET_ADD, "n_clicks"),
-                  Input(ids.SELECTION_ADD, "n_clicks"), State(ids.STORE_CURRENT, "data"),
-                  State(ids.STORE_SELECTION, "data"), State(ids.DATASET, "value"), State(ids.STORE_BASKET, "data"))
-    def add_to_basket(n, n_selection, current, selection, dataset, basket):
+                  Input(ids.SELECTION_ADD, "n_clicks"), Input(ids.BASKET_CLEAR, "n_clicks"),
+                  State(ids.STORE_CURRENT, "data"), State(ids.STORE_SELECTION, "data"), State(ids.DATASET, "value"),
+                  State(ids.STORE_BASKET, "data"))
+    def add_to_basket(n, n_selection, n_clear, current, selection, dataset, basket):
+        if ctx.triggered_id == ids.BASKET_CLEAR and n_clear:
+            return [], components.basket_list([])
+        basket = basket if isinstance(basket, list) else []
+        room = downloads.BASKET_LIMIT - len(basket)
         if ctx.triggered_id == ids.SELECTION_ADD and n_selection and selection and dataset:
-            chosen = selection[:SELECTION_LIMIT]
-            basket = [*(basket or []), *(downloads.basket_item(views.known_view(dataset, record_id, settings))
-                                         for record_id in chosen)]
-            note = (f"Added the first {SELECTION_LIMIT} of the {len(selection)} selected materials."
-                    if len(selection) > SELECTION_LIMIT else "")
+            chosen = selection[:max(0, min(SELECTION_LIMIT, room))]
+            basket = [*basket, *(downloads.basket_item(views.known_view(dataset, record_id, settings))
+                                 for record_id in chosen)]
+            note = (f"Added the first {len(chosen)} of the {len(selection)} selected materials"
+                    + (f" (the basket holds at most {downloads.BASKET_LIMIT}: export it and empty it for more)."
+                       if len(chosen) < min(SELECTION_LIMIT, len(selection)) else ".")
+                    if len(selection) > len(chosen) else "")
             return basket, [*components.basket_list(basket), *([html.P(note, className="hint")] if note else [])]
         if ctx.triggered_id != ids.BASKET_ADD or not n or not current:
             return no_update, components.basket_list(basket)
-        basket = [*(basket or []), downloads.basket_item(views.check_view(current, settings))]
+        if room <= 0:
+            return no_update, [*components.basket_list(basket), html.P(
+                f"The basket holds at most {downloads.BASKET_LIMIT} structures: export it and empty it for more.",
+                className="hint")]
+        basket = [*basket, downloads.basket_item(views.check_view(current, settings))]
         return basket, components.basket_list(basket)
 
     @app.callback(Output(ids.DOWNLOAD, "data"), Output(ids.EXPORT_ERROR, "children"),

@@ -281,6 +281,8 @@ def test_basket_path_and_viewer_exports(page, tiny_settings, tmp_path):
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = archive.namelist()
         assert "manifest.csv" in names and len([n for n in names if n.endswith(".cif")]) == in_basket + 2
+    page.click("#basket-clear")
+    expect(page.locator("#basket")).to_have_text("basket empty")
     name, data = download(page, "export-html")
     assert name.endswith(".html") and b"src=" not in data.split(b"<body")[0]
     standalone = tmp_path / name  # the page, alone in an empty folder, opened from disk: 3Dmol.js is inside it

@@ -312,3 +312,22 @@ def test_background_callbacks_have_one_progress_line_at_most(client):
     background = [entry["background"] for entry in app.callback_map.values() if entry.get("background")]
     assert len(background) >= 3  # relax, ChemEnv, map build
     assert all(len(b.get("progress") or []) <= 1 for b in background)
+
+
+def test_the_basket_has_a_limit_said_in_words(client):
+    from explorer.services.downloads import BASKET_LIMIT
+
+    full = [{"id": f"x{k}", "formula": "NaCl"} for k in range(BASKET_LIMIT)]
+    add = [f"{ids.STORE_BASKET}.data", f"{ids.BASKET}.children"]
+    status, answer = call(client, add, {f"{ids.BASKET_ADD}.n_clicks": 1, f"{ids.STORE_BASKET}.data": full,
+                                        f"{ids.STORE_CURRENT}.data": {"kind": "known"}}, [f"{ids.BASKET_ADD}.n_clicks"])
+    assert status == 200 and f"holds at most {BASKET_LIMIT} structures" in json.dumps(answer)
+    assert "store-basket" not in answer["response"]  # the basket stays as it was
+    status, answer = call(client, add, {f"{ids.BASKET_CLEAR}.n_clicks": 1, f"{ids.STORE_BASKET}.data": full},
+                          [f"{ids.BASKET_CLEAR}.n_clicks"])
+    assert status == 200 and answer["response"]["store-basket"]["data"] == []
+    export = [f"{ids.DOWNLOAD}.data", f"{ids.EXPORT_ERROR}.children"]
+    values = {f"{ids.BASKET_EXPORT}.n_clicks": 1, f"{ids.EXPORT_FORMAT}.value": "cif",
+              f"{ids.STORE_BASKET}.data": [*full, *full[:1]]}
+    status, answer = call(client, export, values, [f"{ids.BASKET_EXPORT}.n_clicks"])
+    assert status == 200 and f"more than the {BASKET_LIMIT} it exports at once" in json.dumps(answer)
