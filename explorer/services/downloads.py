@@ -18,7 +18,7 @@ from explorer.services.export import (
     viewer_html,
 )
 from explorer.services.motif_views import is_environment, points_of, require_crystal
-from explorer.services.views import structure_of
+from explorer.services.views import path_frames, structure_of
 from explorer.settings import PROJECT_ROOT
 
 BASKET_LIMIT = 500
@@ -87,8 +87,7 @@ def basket_file(items: list[dict], fmt: str) -> tuple[str, bytes]:
 
 def path_file(path: dict, kind: str) -> tuple[str, bytes]:
     """An interpolation path as multi-frame extxyz (``kind='extxyz'``) or a zip of CIFs (``kind='cif'``)."""
-    if not path or not path.get("frames"):
-        raise ValueError("no interpolation path yet: set A and B and press Interpolate")
+    path_frames(path)
     stem = f"path_{path['frames'][0]['formula']}_to_{path['frames'][-1]['formula']}"
     if any(is_environment(f) for f in path["frames"]):
         if kind != "extxyz":

@@ -203,9 +203,7 @@ def path_energies(path: object, dataset: object, settings: Settings) -> dict:
 
     start = time.perf_counter()
     dataset = materials.check_dataset(dataset, settings)
-    frames = path.get("frames") if isinstance(path, dict) else None
-    if not isinstance(frames, list) or not frames:
-        raise ValueError("no interpolation path yet: set A and B and press Interpolate")
+    frames = views.path_frames(path)
     from explorer.services.motif_views import require_crystal
 
     require_crystal(frames[0], "the energy along a path")

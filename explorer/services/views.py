@@ -387,11 +387,20 @@ def check_view(view: object, settings: Settings, *, label: str = "structure") ->
     return view
 
 
-def path_frame(path: object, index: object) -> dict:
-    """Frame ``index`` of an interpolation path from the browser; ValueError when there is no such frame."""
+def path_frames(path: object) -> list:
+    """The frames of an interpolation path from the browser (a list of at most ``model.MAX_STEPS`` + 1, each checked
+    where it is used); ValueError when there is no path or it is longer than any the app makes."""
     frames = path.get("frames") if isinstance(path, dict) else None
     if not isinstance(frames, list) or not frames:
         raise ValueError("no interpolation path yet: set A and B and press Interpolate")
+    if len(frames) > model.MAX_STEPS + 1:
+        raise ValueError(f"the path has {len(frames):,} frames; the app makes paths of at most {model.MAX_STEPS}")
+    return frames
+
+
+def path_frame(path: object, index: object) -> dict:
+    """Frame ``index`` of an interpolation path from the browser; ValueError when there is no such frame."""
+    frames = path_frames(path)
     try:
         k = int(str(index))
     except ValueError:

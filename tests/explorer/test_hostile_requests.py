@@ -331,3 +331,20 @@ def test_the_basket_has_a_limit_said_in_words(client):
               f"{ids.STORE_BASKET}.data": [*full, *full[:1]]}
     status, answer = call(client, export, values, [f"{ids.BASKET_EXPORT}.n_clicks"])
     assert status == 200 and f"more than the {BASKET_LIMIT} it exports at once" in json.dumps(answer)
+
+
+def test_a_path_longer_than_any_the_app_makes_is_refused_in_words(client):
+    """A path store holds at most the frames of the longest interpolation: its export and its energies (a potential
+    evaluation per frame) would otherwise do as much work as the browser asks for."""
+    from explorer.services.model import MAX_STEPS
+
+    frame = {"kind": "decoded", "title": "t", "formula": "NaCl", "t": 0.0}
+    path = {"frames": [frame] * (MAX_STEPS + 2)}
+    export = [f"{ids.DOWNLOAD}.data", f"{ids.EXPORT_ERROR}.children"]
+    status, answer = call(client, export, {f"{ids.PATH_EXPORT_CIF}.n_clicks": 1, f"{ids.STORE_PATH}.data": path},
+                          [f"{ids.PATH_EXPORT_CIF}.n_clicks"])
+    assert status == 200 and f"at most {MAX_STEPS}" in answer["response"][ids.EXPORT_ERROR]["children"]
+    energies = [f"{ids.PATH_ENERGY}.figure", f"{ids.PATH_ENERGY}.style", f"{ids.PATH_ENERGY_STATUS}.children"]
+    status, answer = call(client, energies, {f"{ids.STORE_PATH}.data": path, f"{ids.DATASET}.value": "tiny"},
+                          [f"{ids.STORE_PATH}.data"])
+    assert status == 200 and f"at most {MAX_STEPS}" in json.dumps(answer), answer
