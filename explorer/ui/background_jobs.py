@@ -24,6 +24,9 @@ from collections import OrderedDict
 
 from dash import DiskcacheManager
 
+BUSY = "The server is busy:"
+"""How a refusal starts (Dash hands it to the page's error handler inside a ``BackgroundCallbackError``)."""
+
 WAIT_POLL_SECONDS = 0.25
 """How often the starter thread looks for a free slot while jobs wait."""
 
@@ -93,9 +96,10 @@ class BoundedJobManager(DiskcacheManager):
             return len(self._running), len(self._waiting)
 
     def busy_message(self) -> str:
-        return (f"The server is busy: {self.max_running} background jobs (relaxations, map builds, ChemEnv labels) "
-                f"are running and {self.max_waiting} more are waiting, the most it takes at once. Nothing you had "
-                "is lost; try again when one of them has finished.")
+        running = f"{self.max_running} background job{' is' if self.max_running == 1 else 's are'} running"
+        waiting = f"{self.max_waiting} more {'is' if self.max_waiting == 1 else 'are'} waiting"
+        return (f"{BUSY} {running} (relaxations, map builds, ChemEnv labels) and {waiting}, the most it takes at "
+                "once. Nothing you had is lost; try again when one of them has finished.")
 
     def _start(self, key, job_fn, args, context):
         from multiprocess import Process  # Dash's choice: it pickles the callback (a closure) with dill
@@ -144,6 +148,16 @@ def _job_id(job) -> int:
         return int(job)
     except (TypeError, ValueError):
         return -1
+
+
+def refusal(error: Exception) -> str | None:
+    """The refusal of a job in words, when ``error`` is one (Dash reports it as a background callback error whose
+    message holds ours, followed by an empty traceback); None for any other error."""
+    from dash.exceptions import BackgroundCallbackError
+
+    text = str(error) if isinstance(error, BackgroundCallbackError) else ""
+    start = text.find(BUSY)
+    return text[start:].strip() if start >= 0 else None
 
 
 def _kill_tree(process) -> None:

@@ -11,7 +11,7 @@ from dash.exceptions import PreventUpdate
 from explorer import atlas, motif_map, structure_map
 from explorer.services import downloads, lod, maps, materials, motif_views, readiness, views
 from explorer.settings import Settings
-from explorer.ui import components, ids, link_panel, motif_panel, physics_panel, viewer_panel
+from explorer.ui import background_jobs, components, ids, link_panel, motif_panel, physics_panel, viewer_panel
 from explorer.ui.components import GRID, KNOWN, MATCHES, PATH
 
 LOG = logging.getLogger("explorer")
@@ -452,6 +452,8 @@ def report_error(error: Exception) -> None:
     500. Expected problems (a bad value, a missing file) carry their own message; anything else is logged."""
     if isinstance(error, ValueError | FileNotFoundError):
         message = str(error)
+    elif busy := background_jobs.refusal(error):  # too many background jobs: expected, said as it is
+        message = busy
     else:
         LOG.error("callback %s failed", ctx.triggered_id if ctx else "?", exc_info=error)
         message = (f"That request could not be handled (an unexpected {type(error).__name__}); nothing you had "

@@ -348,3 +348,33 @@ def test_a_path_longer_than_any_the_app_makes_is_refused_in_words(client):
     status, answer = call(client, energies, {f"{ids.STORE_PATH}.data": path, f"{ids.DATASET}.value": "tiny"},
                           [f"{ids.STORE_PATH}.data"])
     assert status == 200 and f"at most {MAX_STEPS}" in json.dumps(answer), answer
+
+
+def test_a_job_beyond_the_limit_is_refused_in_words_in_the_page(client, tiny_settings):
+    """With one job slot and none to wait in, a second "Relax" is refused: the page's error line says so (Dash hands
+    the refusal to the error handler as a background callback error)."""
+    from app import create_app
+    from explorer.services import views
+
+    app = create_app(tiny_settings.model_copy(update={"max_jobs": 1, "max_waiting_jobs": 0}))
+    test_client = app.server.test_client()
+    key = next(k for k in app.callback_map if _outputs(k) == [f"{ids.STORE_RELAX_RESULT}.data"])
+    entry = app.callback_map[key]
+    view = views.known_view("tiny", str(views.materials.table("tiny", tiny_settings)["id"].iloc[0]), tiny_settings)
+    values = {f"{ids.RELAX}.n_clicks": 1, f"{ids.STORE_CURRENT}.data": view}
+    body = {"output": key, "outputs": {"id": ids.STORE_RELAX_RESULT, "property": "data"},
+            "inputs": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in entry["inputs"]],
+            "state": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in entry["state"]],
+            "changedPropIds": [f"{ids.RELAX}.n_clicks"]}
+    first = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
+    second = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
+    try:
+        assert app._background_manager.counts() == (1, 0)
+        poll = test_client.post(f"/_dash-update-component?cacheKey={second['cacheKey']}&job={second['job']}", json=body)
+        assert poll.status_code == 200
+        assert page_error(json.loads(poll.get_data())).startswith("The server is busy: 1 background job is running")
+    finally:
+        test_client.post(f"/_dash-update-component?cacheKey={first['cacheKey']}&job={first['job']}"
+                         f"&oldJob={first['job']}", json=body)  # as the page does when it is left: the job ends
+        for job in list(app._background_manager._running):
+            app._background_manager.terminate_job(job)
