@@ -150,14 +150,23 @@ def _job_id(job) -> int:
         return -1
 
 
-def refusal(error: Exception) -> str | None:
-    """The refusal of a job in words, when ``error`` is one (Dash reports it as a background callback error whose
-    message holds ours, followed by an empty traceback); None for any other error."""
+def expected_problem(error: Exception) -> str | None:
+    """The words for the page when ``error`` is an expected problem of a background job: this manager's refusal, or
+    a ``ValueError`` / ``FileNotFoundError`` the job raised (a bad value from the browser). Dash hands both to the
+    error handler as a ``BackgroundCallbackError`` whose text is "An error occurred inside a background callback:
+    <message>" and the job's traceback (empty for a refusal). None for anything else."""
     from dash.exceptions import BackgroundCallbackError
 
-    text = str(error) if isinstance(error, BackgroundCallbackError) else ""
-    start = text.find(BUSY)
-    return text[start:].strip() if start >= 0 else None
+    if not isinstance(error, BackgroundCallbackError):
+        return None
+    text = str(error).removeprefix("An error occurred inside a background callback: ")
+    message, _, trace = text.partition("\nTraceback (most recent call last):")
+    if message.startswith(BUSY):
+        return message.strip()
+    raised = [line for line in trace.splitlines() if line and not line[0].isspace()]
+    if raised and raised[-1].startswith(("ValueError: ", "FileNotFoundError: ")):
+        return message.strip()
+    return None
 
 
 def _kill_tree(process) -> None:

@@ -452,8 +452,8 @@ def report_error(error: Exception) -> None:
     500. Expected problems (a bad value, a missing file) carry their own message; anything else is logged."""
     if isinstance(error, ValueError | FileNotFoundError):
         message = str(error)
-    elif busy := background_jobs.refusal(error):  # too many background jobs: expected, said as it is
-        message = busy
+    elif problem := background_jobs.expected_problem(error):  # a job refused, or a bad value inside a job
+        message = problem
     else:
         LOG.error("callback %s failed", ctx.triggered_id if ctx else "?", exc_info=error)
         message = (f"That request could not be handled (an unexpected {type(error).__name__}); nothing you had "

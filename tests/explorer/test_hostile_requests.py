@@ -8,6 +8,7 @@ import json
 import math
 import pickle
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -350,6 +351,36 @@ def test_a_path_longer_than_any_the_app_makes_is_refused_in_words(client):
     assert status == 200 and f"at most {MAX_STEPS}" in json.dumps(answer), answer
 
 
+def background_body(app, output: str, values: dict, changed: str) -> dict:
+    key = next(k for k in app.callback_map if _outputs(k) == [output])
+    entry = app.callback_map[key]
+    return {"output": key, "outputs": {"id": output.rsplit(".", 1)[0], "property": output.rsplit(".", 1)[1]},
+            "inputs": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in entry["inputs"]],
+            "state": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in entry["state"]],
+            "changedPropIds": [changed]}
+
+
+def test_a_bad_value_inside_a_background_job_is_said_in_words(client):
+    """The map build runs as a background job: its ValueError reaches the page as Dash's BackgroundCallbackError,
+    which showed as "an unexpected error"; the page now says what was wrong."""
+    app, test_client = client
+    body = background_body(app, f"{ids.STORE_MAP_VERSION}.data", {f"{ids.MAP_BUILD}.n_clicks": 1,
+                                                                  f"{ids.DATASET}.value": "../nope",
+                                                                  f"{ids.MAP_KIND}.value": "crystals"},
+                           f"{ids.MAP_BUILD}.n_clicks")
+    started = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
+    query = f"?cacheKey={started['cacheKey']}&job={started['job']}"
+    deadline = time.perf_counter() + 180
+    while time.perf_counter() < deadline:
+        answer = test_client.post(f"/_dash-update-component{query}", json=body)
+        assert answer.status_code in (200, 204)
+        if answer.status_code == 200 and (error := page_error(json.loads(answer.get_data()))):
+            assert "unknown dataset" in error, error
+            return
+        time.sleep(0.25)
+    raise AssertionError("the job never answered")
+
+
 def test_a_job_beyond_the_limit_is_refused_in_words_in_the_page(client, tiny_settings):
     """With one job slot and none to wait in, a second "Relax" is refused: the page's error line says so (Dash hands
     the refusal to the error handler as a background callback error)."""
@@ -358,14 +389,9 @@ def test_a_job_beyond_the_limit_is_refused_in_words_in_the_page(client, tiny_set
 
     app = create_app(tiny_settings.model_copy(update={"max_jobs": 1, "max_waiting_jobs": 0}))
     test_client = app.server.test_client()
-    key = next(k for k in app.callback_map if _outputs(k) == [f"{ids.STORE_RELAX_RESULT}.data"])
-    entry = app.callback_map[key]
     view = views.known_view("tiny", str(views.materials.table("tiny", tiny_settings)["id"].iloc[0]), tiny_settings)
-    values = {f"{ids.RELAX}.n_clicks": 1, f"{ids.STORE_CURRENT}.data": view}
-    body = {"output": key, "outputs": {"id": ids.STORE_RELAX_RESULT, "property": "data"},
-            "inputs": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in entry["inputs"]],
-            "state": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in entry["state"]],
-            "changedPropIds": [f"{ids.RELAX}.n_clicks"]}
+    body = background_body(app, f"{ids.STORE_RELAX_RESULT}.data",
+                           {f"{ids.RELAX}.n_clicks": 1, f"{ids.STORE_CURRENT}.data": view}, f"{ids.RELAX}.n_clicks")
     first = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
     second = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
     try:
