@@ -88,6 +88,13 @@ class BoundedJobManager(DiskcacheManager):
             self.terminate_job(job)
         return dead
 
+    def terminate_all(self) -> None:
+        """End every job, running or waiting (a server that stops, or a test that is done)."""
+        with self._lock:
+            jobs = [*self._running, *self._waiting]
+        for job in jobs:
+            self.terminate_job(job)
+
     # -- the admission ---------------------------------------------------------------------------------------------
     def counts(self) -> tuple[int, int]:
         """(running, waiting) jobs now."""

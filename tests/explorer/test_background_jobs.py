@@ -25,8 +25,8 @@ def manager(tmp_path):
     multiprocess.set_start_method("spawn", force=True)  # as the app does
     jobs = BoundedJobManager(diskcache.Cache(str(tmp_path / "cache")), max_running=1, max_waiting=1)
     yield jobs
-    for job in list(jobs._running) + list(jobs._waiting):
-        jobs.terminate_job(job)
+    jobs.terminate_all()
+    assert jobs.counts() == (0, 0)
 
 
 def submit(manager, key: str, seconds: float, path: Path) -> int:
