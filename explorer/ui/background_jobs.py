@@ -111,7 +111,7 @@ class BoundedJobManager(DiskcacheManager):
     def _start(self, key, job_fn, args, context):
         from multiprocess import Process  # Dash's choice: it pickles the callback (a closure) with dill
 
-        process = Process(target=job_fn, args=(key, self._make_progress_key(key), args, context), daemon=True)
+        process = Process(target=job_fn, args=(key, self._make_progress_key(key), args, context))
         process.start()
         return process
 
