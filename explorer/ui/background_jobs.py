@@ -6,21 +6,23 @@ a client that repeats the request (or forty users pressing "Relax") would take t
 cores. ``BoundedJobManager`` keeps Dash's protocol (results and progress in the diskcache, one process per job,
 the browser polling) and admits the jobs:
 
-- at most ``max_running`` processes run at once;
+- at most ``max_running`` job processes run at once;
 - the next ``max_waiting`` requests wait in order of arrival, without a process, and their progress line says how
   many jobs are ahead; each starts when one finishes or is cancelled;
 - a request beyond that is refused at once, in words, in the page's error line (nothing the user had is lost).
 
-A job is known to the browser by an id of this manager, not by a process id, so a waiting job has one too; the ids
-live in the server process (the app serves from one process with many threads, ``python app.py``).
+The jobs' states live in the diskcache, changed in its transactions, so that several server processes on one machine
+(e.g. gunicorn workers, whose page polls may reach any of them) share one limit and can each answer and cancel any
+job, as with Dash's own manager. A waiting job can only be started by the process that holds its callback; when that
+process has gone, its waiting jobs are forgotten.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
 import secrets
 import threading
-from collections import OrderedDict
+import time
 
 from dash import DiskcacheManager
 
@@ -28,7 +30,12 @@ BUSY = "The server is busy:"
 """How a refusal starts (Dash hands it to the page's error handler inside a ``BackgroundCallbackError``)."""
 
 WAIT_POLL_SECONDS = 0.25
-"""How often the starter thread looks for a free slot while jobs wait."""
+"""How often a process with waiting jobs looks for a free slot."""
+
+STATE_KEY = "explorer-background-jobs"
+"""The diskcache entry of the jobs' states: {job id: {"state": "waiting" | "running", "pid": the job's process (when
+running), "owner": the manager that holds its callback, "owner_pid": that manager's process, "since": time.time_ns()
+of the request}}."""
 
 
 class BoundedJobManager(DiskcacheManager):
@@ -39,68 +46,69 @@ class BoundedJobManager(DiskcacheManager):
             raise ValueError(f"need max_running >= 1 and max_waiting >= 0, got {max_running!r}, {max_waiting!r}")
         super().__init__(cache)
         self.max_running, self.max_waiting = int(max_running), int(max_waiting)
-        self._lock = threading.Lock()
-        self._running: dict[int, object] = {}  # job id -> multiprocess.Process
-        self._waiting: OrderedDict[int, tuple] = OrderedDict()  # job id -> (key, job_fn, args, context)
+        self._lock = threading.Lock()  # this process's own records below
+        self._processes: dict[int, object] = {}  # job id -> multiprocess.Process this process started
+        self._callbacks: dict[int, tuple] = {}  # job id -> (key, job_fn, args, context) of its waiting jobs
         self._starting = False  # a starter thread runs (set and cleared with the lock held)
-        # ids start at a random offset: a page still polling a job of an earlier server never names a job of this one
-        self._ids = itertools.count(secrets.randbits(40) + 1)
+        self._token = secrets.token_hex(8)  # this manager, among the server processes that share the cache
 
     # -- what Dash calls -------------------------------------------------------------------------------------------
     def call_job_fn(self, key, job_fn, args, context) -> int:
-        job = next(self._ids)
-        with self._lock:
-            self._reap()
-            if len(self._running) < self.max_running and not self._waiting:
-                self._running[job] = self._start(key, job_fn, args, context)
-            elif len(self._waiting) < self.max_waiting:
-                self._waiting[job] = (key, job_fn, args, context)
-                self._say_places()
+        job = secrets.randbits(52) + 1  # Dash signs it for the page; never a process id
+        with self._lock, self.handle.transact():
+            jobs = self._live(self.handle.get(STATE_KEY, {}))
+            running = sum(record["state"] == "running" for record in jobs.values())
+            waiting = len(jobs) - running
+            record = {"owner": self._token, "owner_pid": os.getpid(), "since": time.time_ns()}
+            if running < self.max_running and not waiting:
+                jobs[job] = {**record, "state": "running", "pid": self._start(job, key, job_fn, args, context)}
+            elif waiting < self.max_waiting:
+                jobs[job] = {**record, "state": "waiting", "pid": None}
+                self._callbacks[job] = (key, job_fn, args, context)
                 if not self._starting:
                     self._starting = True
                     threading.Thread(target=self._start_waiting, name="background-jobs", daemon=True).start()
             else:
                 self.handle.set(key, {"background_callback_error": {"msg": self.busy_message(), "tb": ""}})
+            self.handle.set(STATE_KEY, jobs)
+            self._say_places(jobs)
         return job
 
     def job_running(self, job) -> bool:
-        job = _job_id(job)
-        with self._lock:
-            if job in self._waiting:
-                return True
-            process = self._running.get(job)
-            return process is not None and process.is_alive()
+        record = self._jobs().get(_job_id(job))
+        return record is not None and (record["state"] == "waiting" or _alive(record["pid"]))
 
     def terminate_job(self, job) -> None:
         job = _job_id(job)
-        with self._lock:
-            self._waiting.pop(job, None)
-            process = self._running.pop(job, None)
+        with self._lock, self.handle.transact():
+            jobs = self.handle.get(STATE_KEY, {})
+            record = jobs.pop(job, None)
+            self.handle.set(STATE_KEY, jobs)
+            self._callbacks.pop(job, None)
+            process = self._processes.pop(job, None)
+        if record is not None and record["state"] == "running":
+            _kill_tree(record["pid"])
         if process is not None:
-            _kill_tree(process)
+            process.join(1)
 
     def terminate_unhealthy_job(self, job) -> bool:
-        job = _job_id(job)
-        with self._lock:
-            process = self._running.get(job)
-            dead = process is not None and not process.is_alive()
+        record = self._jobs().get(_job_id(job))
+        dead = record is not None and record["state"] == "running" and not _alive(record["pid"])
         if dead:
             self.terminate_job(job)
         return dead
 
-    def terminate_all(self) -> None:
-        """End every job, running or waiting (a server that stops, or a test that is done)."""
-        with self._lock:
-            jobs = [*self._running, *self._waiting]
-        for job in jobs:
-            self.terminate_job(job)
-
     # -- the admission ---------------------------------------------------------------------------------------------
     def counts(self) -> tuple[int, int]:
-        """(running, waiting) jobs now."""
-        with self._lock:
-            self._reap()
-            return len(self._running), len(self._waiting)
+        """(running, waiting) jobs now, over every server process that shares the cache."""
+        jobs = self._jobs()
+        running = sum(record["state"] == "running" for record in jobs.values())
+        return running, len(jobs) - running
+
+    def terminate_all(self) -> None:
+        """End every job, running or waiting (a server that stops, or a test that is done)."""
+        for job in list(self._jobs()):
+            self.terminate_job(job)
 
     def busy_message(self) -> str:
         running = f"{self.max_running} background job{' is' if self.max_running == 1 else 's are'} running"
@@ -108,43 +116,63 @@ class BoundedJobManager(DiskcacheManager):
         return (f"{BUSY} {running} (relaxations, map builds, ChemEnv labels) and {waiting}, the most it takes at "
                 "once. Nothing you had is lost; try again when one of them has finished.")
 
-    def _start(self, key, job_fn, args, context):
+    def _jobs(self) -> dict:
+        with self._lock, self.handle.transact():
+            jobs = self._live(self.handle.get(STATE_KEY, {}))
+            self.handle.set(STATE_KEY, jobs)
+        return jobs
+
+    def _live(self, jobs: dict) -> dict:
+        """``jobs`` without the finished ones: a running job whose process has ended (this manager's own are joined),
+        a waiting job whose manager has gone (or, this manager's own, was cancelled). Call with the lock held."""
+        for job, process in list(self._processes.items()):
+            if not process.is_alive():
+                process.join(0)
+                del self._processes[job]
+        return {job: record for job, record in jobs.items()
+                if (record["state"] == "running" and _alive(record["pid"]))
+                or (record["state"] == "waiting" and (job in self._callbacks if record["owner"] == self._token
+                                                      else _alive(record["owner_pid"])))}
+
+    def _start(self, job: int, key, job_fn, args, context) -> int:
         from multiprocess import Process  # Dash's choice: it pickles the callback (a closure) with dill
 
         process = Process(target=job_fn, args=(key, self._make_progress_key(key), args, context))
         process.start()
-        return process
+        self._processes[job] = process
+        return process.pid
 
-    def _reap(self) -> None:
-        """Forget (and join) the processes that have ended. Call with the lock held."""
-        for job, process in list(self._running.items()):
-            if not process.is_alive():
-                process.join(0)
-                del self._running[job]
-
-    def _say_places(self) -> None:
-        """Each waiting job's progress line: how many jobs are ahead of it. Call with the lock held."""
-        for place, (key, *_rest) in enumerate(self._waiting.values()):
-            ahead = len(self._running) + place
-            self.handle.set(self._make_progress_key(key),
-                            [f"waiting for a free slot: {ahead} job{'s' if ahead != 1 else ''} ahead "
-                             f"(this server runs {self.max_running} at once)…"])
+    def _say_places(self, jobs: dict) -> None:
+        """This process's waiting jobs' progress lines: how many jobs are ahead of each."""
+        running = sum(record["state"] == "running" for record in jobs.values())
+        waiting = sorted((record["since"], job) for job, record in jobs.items() if record["state"] == "waiting")
+        for place, (_since, job) in enumerate(waiting):
+            if job in self._callbacks:
+                ahead = running + place
+                self.handle.set(self._make_progress_key(self._callbacks[job][0]),
+                                [f"waiting for a free slot: {ahead} job{'s' if ahead != 1 else ''} ahead "
+                                 f"(this server runs {self.max_running} at once)…"])
 
     def _start_waiting(self) -> None:
-        """Start waiting jobs, oldest first, as slots free; end when none waits."""
+        """Start this process's waiting jobs as slots free, the oldest waiting job of any process first; end when
+        this process has none waiting."""
         stop = threading.Event()
         while not stop.wait(WAIT_POLL_SECONDS):
-            with self._lock:
-                self._reap()
-                started = False
-                while self._waiting and len(self._running) < self.max_running:
-                    job, (key, job_fn, args, context) = self._waiting.popitem(last=False)
+            with self._lock, self.handle.transact():
+                jobs = self._live(self.handle.get(STATE_KEY, {}))
+                for job in [job for job in self._callbacks if job not in jobs]:  # cancelled
+                    del self._callbacks[job]
+                running = sum(record["state"] == "running" for record in jobs.values())
+                queue = sorted((record["since"], job) for job, record in jobs.items() if record["state"] == "waiting")
+                for _since, job in queue[:max(0, self.max_running - running)]:
+                    if job not in self._callbacks:
+                        break  # the oldest is another process's to start
+                    key, job_fn, args, context = self._callbacks.pop(job)
                     self.handle.delete(self._make_progress_key(key))
-                    self._running[job] = self._start(key, job_fn, args, context)
-                    started = True
-                if started:
-                    self._say_places()
-                if not self._waiting:
+                    jobs[job] = {**jobs[job], "state": "running", "pid": self._start(job, key, job_fn, args, context)}
+                self.handle.set(STATE_KEY, jobs)
+                self._say_places(jobs)
+                if not self._callbacks:
                     self._starting = False
                     return
 
@@ -155,6 +183,15 @@ def _job_id(job) -> int:
         return int(job)
     except (TypeError, ValueError):
         return -1
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, ValueError):
+        return False
 
 
 def expected_problem(error: Exception) -> str | None:
@@ -176,18 +213,17 @@ def expected_problem(error: Exception) -> str | None:
     return None
 
 
-def _kill_tree(process) -> None:
-    """Kill a job's process and whatever it started, and reap it."""
+def _kill_tree(pid: int) -> None:
+    """Kill a job's process and whatever it started."""
     import psutil
 
     try:
-        children = psutil.Process(process.pid).children(recursive=True)
+        process = psutil.Process(pid)
+        children = process.children(recursive=True)
     except psutil.NoSuchProcess:
-        children = []
-    for child in children:
+        return
+    for victim in [*children, process]:
         try:
-            child.kill()
+            victim.kill()
         except psutil.NoSuchProcess:
             pass
-    process.kill()
-    process.join(1)

@@ -75,6 +75,31 @@ def test_a_cancelled_job_frees_its_slot_and_a_cancelled_waiting_job_never_runs(m
     assert not (tmp_path / "waiting").exists() and not (tmp_path / "running").exists()
 
 
+def test_server_processes_that_share_the_cache_share_the_limit_and_each_can_answer_and_cancel_any_job(tmp_path):
+    """Two managers on one cache stand for two server processes (e.g. gunicorn workers): a page's polls may reach
+    either, so each must see and cancel the other's jobs, and the limit counts both."""
+    multiprocess.set_start_method("spawn", force=True)
+    one, two = (BoundedJobManager(diskcache.Cache(str(tmp_path / "cache")), max_running=1, max_waiting=1)
+                for _ in range(2))
+    try:
+        running = submit(one, "running", 60.0, tmp_path / "running")
+        waiting = submit(two, "waiting", 0.0, tmp_path / "waiting")  # the other process's slot is taken
+        refused = submit(one, "refused", 0.0, tmp_path / "refused")
+        assert one.counts() == two.counts() == (1, 1)
+        assert two.job_running(running) and one.job_running(waiting) and not two.job_running(refused)
+        assert "server is busy" in two.get_result("refused", refused)["background_callback_error"]["msg"]
+        wait_for(lambda: two.get_progress("running") == ["started"])
+        two.terminate_job(running)  # cancelled through the process that did not start it
+        assert not one.job_running(running)
+        wait_for(lambda: one.result_ready("waiting"))  # then started by the process that holds its callback
+        assert one.get_result("waiting", waiting) == "waiting"
+        wait_for(lambda: one.counts() == (0, 0))
+    finally:
+        one.terminate_all()
+        two.terminate_all()
+    assert not (tmp_path / "running").exists() and not (tmp_path / "refused").exists()
+
+
 @pytest.mark.parametrize("job", [None, "x", "-5", 123456789, [1]])
 def test_ids_it_never_handed_out_name_no_job(manager, job):
     assert not manager.job_running(job) and not manager.terminate_unhealthy_job(job)
