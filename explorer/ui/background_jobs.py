@@ -35,7 +35,8 @@ WAIT_POLL_SECONDS = 0.25
 STATE_KEY = "explorer-background-jobs"
 """The diskcache entry of the jobs' states: {job id: {"state": "waiting" | "running", "pid": the job's process (when
 running), "owner": the manager that holds its callback, "owner_pid": that manager's process, "since": time.time_ns()
-of the request}}."""
+of the request}}. A process is stored as [pid, start time], so that a pid the system has given to another process
+since is never taken for it (nor killed)."""
 
 
 class BoundedJobManager(DiskcacheManager):
@@ -51,6 +52,7 @@ class BoundedJobManager(DiskcacheManager):
         self._callbacks: dict[int, tuple] = {}  # job id -> (key, job_fn, args, context) of its waiting jobs
         self._starting = False  # a starter thread runs (set and cleared with the lock held)
         self._token = secrets.token_hex(8)  # this manager, among the server processes that share the cache
+        self._me = _identity(os.getpid())
 
     # -- what Dash calls -------------------------------------------------------------------------------------------
     def call_job_fn(self, key, job_fn, args, context) -> int:
@@ -59,7 +61,7 @@ class BoundedJobManager(DiskcacheManager):
             jobs = self._live(self.handle.get(STATE_KEY, {}))
             running = sum(record["state"] == "running" for record in jobs.values())
             waiting = len(jobs) - running
-            record = {"owner": self._token, "owner_pid": os.getpid(), "since": time.time_ns()}
+            record = {"owner": self._token, "owner_pid": self._me, "since": time.time_ns()}
             if running < self.max_running and not waiting:
                 jobs[job] = {**record, "state": "running", "pid": self._start(job, key, job_fn, args, context)}
             elif waiting < self.max_waiting:
@@ -134,13 +136,13 @@ class BoundedJobManager(DiskcacheManager):
                 or (record["state"] == "waiting" and (job in self._callbacks if record["owner"] == self._token
                                                       else _alive(record["owner_pid"])))}
 
-    def _start(self, job: int, key, job_fn, args, context) -> int:
+    def _start(self, job: int, key, job_fn, args, context) -> list:
         from multiprocess import Process  # Dash's choice: it pickles the callback (a closure) with dill
 
         process = Process(target=job_fn, args=(key, self._make_progress_key(key), args, context))
         process.start()
         self._processes[job] = process
-        return process.pid
+        return _identity(process.pid)
 
     def _say_places(self, jobs: dict) -> None:
         """This process's waiting jobs' progress lines: how many jobs are ahead of each."""
@@ -185,12 +187,31 @@ def _job_id(job) -> int:
         return -1
 
 
-def _alive(pid: int) -> bool:
+def _identity(pid: int) -> list:
+    """[pid, start time] of a running process."""
+    import psutil
+
+    return [pid, psutil.Process(pid).create_time()]
+
+
+def _process(identity) -> object | None:
+    """The psutil process of an ``_identity``, if that very process still exists."""
     import psutil
 
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, ValueError):
+        process = psutil.Process(int(identity[0]))
+        return process if process.create_time() == identity[1] else None
+    except (psutil.NoSuchProcess, TypeError, ValueError, IndexError):
+        return None
+
+
+def _alive(identity) -> bool:
+    import psutil
+
+    process = _process(identity)
+    try:
+        return process is not None and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -213,12 +234,14 @@ def expected_problem(error: Exception) -> str | None:
     return None
 
 
-def _kill_tree(pid: int) -> None:
-    """Kill a job's process and whatever it started."""
+def _kill_tree(identity) -> None:
+    """Kill a job's process (an ``_identity``) and whatever it started."""
     import psutil
 
+    process = _process(identity)
+    if process is None:
+        return
     try:
-        process = psutil.Process(pid)
         children = process.children(recursive=True)
     except psutil.NoSuchProcess:
         return

@@ -109,3 +109,17 @@ def test_ids_it_never_handed_out_name_no_job(manager, job):
 def test_limits_must_make_sense(tmp_path):
     with pytest.raises(ValueError, match="max_running"):
         BoundedJobManager(diskcache.Cache(str(tmp_path / "c")), max_running=0, max_waiting=1)
+
+
+def test_a_pid_given_to_another_process_since_is_neither_a_job_nor_killed():
+    """A job is stored as [pid, start time]: after a restart, a stale record whose pid the system has reused (here:
+    this test's own pid, with another start time) counts as ended, and cancelling it kills nothing."""
+    import os
+
+    from explorer.ui.background_jobs import _alive, _identity, _kill_tree
+
+    assert _alive(_identity(os.getpid()))
+    stale = [os.getpid(), _identity(os.getpid())[1] - 1000.0]
+    assert not _alive(stale)
+    _kill_tree(stale)  # this process lives on
+    assert not _alive([2**30, 0.0]) and not _alive(None)
