@@ -51,6 +51,7 @@ class BoundedJobManager(DiskcacheManager):
         self._processes: dict[int, object] = {}  # job id -> multiprocess.Process this process started
         self._callbacks: dict[int, tuple] = {}  # job id -> (key, job_fn, args, context) of its waiting jobs
         self._starting = False  # a starter thread runs (set and cleared with the lock held)
+        self._said: dict[int, str] = {}  # job id -> the place last written to its progress line
         self._token = secrets.token_hex(8)  # this manager, among the server processes that share the cache
         self._me = _identity(os.getpid())
 
@@ -87,6 +88,7 @@ class BoundedJobManager(DiskcacheManager):
             record = jobs.pop(job, None)
             self.handle.set(STATE_KEY, jobs)
             self._callbacks.pop(job, None)
+            self._said.pop(job, None)
             process = self._processes.pop(job, None)
         if record is not None and record["state"] == "running":
             _kill_tree(record["pid"])
@@ -94,7 +96,8 @@ class BoundedJobManager(DiskcacheManager):
             process.join(1)
 
     def terminate_unhealthy_job(self, job) -> bool:
-        record = self._jobs().get(_job_id(job))
+        with self._lock, self.handle.transact():
+            record = self.handle.get(STATE_KEY, {}).get(_job_id(job))
         dead = record is not None and record["state"] == "running" and not _alive(record["pid"])
         if dead:
             self.terminate_job(job)
@@ -120,8 +123,10 @@ class BoundedJobManager(DiskcacheManager):
 
     def _jobs(self) -> dict:
         with self._lock, self.handle.transact():
-            jobs = self._live(self.handle.get(STATE_KEY, {}))
-            self.handle.set(STATE_KEY, jobs)
+            stored = self.handle.get(STATE_KEY, {})
+            jobs = self._live(stored)
+            if len(jobs) != len(stored):
+                self.handle.set(STATE_KEY, jobs)
         return jobs
 
     def _live(self, jobs: dict) -> dict:
@@ -149,11 +154,12 @@ class BoundedJobManager(DiskcacheManager):
         running = sum(record["state"] == "running" for record in jobs.values())
         waiting = sorted((record["since"], job) for job, record in jobs.items() if record["state"] == "waiting")
         for place, (_since, job) in enumerate(waiting):
-            if job in self._callbacks:
-                ahead = running + place
-                self.handle.set(self._make_progress_key(self._callbacks[job][0]),
-                                [f"waiting for a free slot: {ahead} job{'s' if ahead != 1 else ''} ahead "
-                                 f"(this server runs {self.max_running} at once)…"])
+            ahead = running + place
+            line = (f"waiting for a free slot: {ahead} job{'s' if ahead != 1 else ''} ahead (this server runs "
+                    f"{self.max_running} at once)…")
+            if job in self._callbacks and self._said.get(job) != line:  # the page keeps showing the last line
+                self.handle.set(self._make_progress_key(self._callbacks[job][0]), [line])
+                self._said[job] = line
 
     def _start_waiting(self) -> None:
         """Start this process's waiting jobs as slots free, the oldest waiting job of any process first; end when
@@ -164,12 +170,14 @@ class BoundedJobManager(DiskcacheManager):
                 jobs = self._live(self.handle.get(STATE_KEY, {}))
                 for job in [job for job in self._callbacks if job not in jobs]:  # cancelled
                     del self._callbacks[job]
+                    self._said.pop(job, None)
                 running = sum(record["state"] == "running" for record in jobs.values())
                 queue = sorted((record["since"], job) for job, record in jobs.items() if record["state"] == "waiting")
                 for _since, job in queue[:max(0, self.max_running - running)]:
                     if job not in self._callbacks:
                         break  # the oldest is another process's to start
                     key, job_fn, args, context = self._callbacks.pop(job)
+                    self._said.pop(job, None)
                     self.handle.delete(self._make_progress_key(key))
                     jobs[job] = {**jobs[job], "state": "running", "pid": self._start(job, key, job_fn, args, context)}
                 self.handle.set(STATE_KEY, jobs)
