@@ -196,10 +196,13 @@ def _job_id(job) -> int:
 
 
 def _identity(pid: int) -> list:
-    """[pid, start time] of a running process."""
+    """[pid, start time] of a process ([pid, None] when it has already gone: it then counts as ended)."""
     import psutil
 
-    return [pid, psutil.Process(pid).create_time()]
+    try:
+        return [pid, psutil.Process(pid).create_time()]
+    except psutil.NoSuchProcess:
+        return [pid, None]
 
 
 def _process(identity) -> object | None:
