@@ -1,20 +1,20 @@
 """How well the model knows each material of a map: does its latent decode back to the material?
 
-Every known material's latent (the one on the map) is decoded the way a click decodes it (with the encoder's
-check, ``models.search``) and matched to the material's canonical cell with pymatgen's StructureMatcher at the
-reconstruction tolerances of the model card (``models.metrics.MATCHER_TOLERANCES``, as CDVAE). The result is
-stored beside the map, in its cache folder (``reconstruction-known<n>-search<v>.parquet``: id, matched, rms, decoded
-formula and space group), because it depends on the same checkpoint and table: a new checkpoint makes a new map and a
-new check; ``<n>`` is ``settings.known_starts``, the known crystals each decode is also offered (never the material
-itself: ``models.search.KnownCells``), and ``<v>`` is ``models.search.SEARCH_VERSION``, so that a change of the search
-that can change a decode makes a new check too. ``python -m explorer build`` computes it after the map (about 15 minutes
-for the 11k known materials on 2 cores: the matching dominates); the server computes a missing one in the
-background after its warm-up, so ``make run`` builds the maps with ``--skip-reconstruction`` and the app is usable
-at once.
+Every known material's latent (the one on the map) is decoded the way a click decodes it (with the encoder's check,
+``models.search``) and matched to the material's canonical cell with pymatgen's StructureMatcher at the reconstruction
+tolerances of the model card (``models.metrics.MATCHER_TOLERANCES``, as CDVAE). The result is stored beside the map, in
+its cache folder (``reconstruction-known<n>-search<v>.parquet``: id, matched, rms, decoded formula and space group, and
+the known crystal the decode was made from, if any), because it depends on the same checkpoint and table: a new
+checkpoint makes a new map and a new check; ``<n>`` is ``settings.known_starts``, the known crystals each decode is also
+offered (never the material itself: ``models.search.KnownCells``), and ``<v>`` is ``models.search.SEARCH_VERSION``, so
+that a change of the search that can change a decode makes a new check too. ``python -m explorer build`` computes it
+after the map (about 15 minutes for the 11k known materials on 2 cores: the matching dominates); the server computes a
+missing one in the background after its warm-up, so ``make run`` builds the maps with ``--skip-reconstruction`` and the
+app is usable at once.
 
-The app shows it in three places: the info panel of a known material ("the autoencoder reconstructs this
-material" or "decodes it as <formula, space group>"), the map's colour option "reconstruction", and the end
-frames of an interpolation path (an endpoint that does not come back as itself is marked).
+The app shows it in three places: the info panel of a known material ("the autoencoder reconstructs this material" or
+"decodes it as <formula, space group>"), the map's colour option "reconstruction", and the end frames of an
+interpolation path (an endpoint that does not come back as itself is marked).
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ MATCHED, NOT_MATCHED = "reconstructed", "not reconstructed"
 class Reconstruction:
     """Per-material reconstruction of one map: ``frame`` has columns id, matched (bool), rms (float, NaN when
     not matched: StructureMatcher's RMS displacement normalised by (volume / atoms)^(1/3)), decoded_formula,
-    decoded_spacegroup; in the map's id order."""
+    decoded_spacegroup and decoded_from (the id of the known crystal whose geometry the search chose, renamed to the
+    material's elements; "" for the decoder's own crystal; absent from checks made before session 19); in the map's
+    id order."""
 
     dataset: str
     frame: pd.DataFrame
@@ -58,9 +60,13 @@ class Reconstruction:
         return float(self.frame["matched"].mean()) if len(self.frame) else float("nan")
 
     def sentence(self) -> str:
-        """'reconstructs 7,164 of 11,291 materials (63.4 %)'."""
+        """'reconstructs 7,164 of 11,291 materials (63.4 %)', and how many of them through a known neighbour."""
         n, k = len(self.frame), int(self.frame["matched"].sum())
-        return f"the autoencoder reconstructs {k:,} of {n:,} materials of {self.dataset} ({100 * self.share:.1f} %)"
+        said = f"the autoencoder reconstructs {k:,} of {n:,} materials of {self.dataset} ({100 * self.share:.1f} %)"
+        if "decoded_from" not in self.frame:
+            return said
+        borrowed = int((self.frame["matched"] & (self.frame["decoded_from"] != "")).sum())
+        return f"{said}, {borrowed:,} of them through the geometry of another known crystal"
 
     def columns(self) -> dict[str, np.ndarray]:
         """{COLUMN: 'reconstructed' / 'not reconstructed', RMS_COLUMN: RMS or NaN} per material (map order)."""
@@ -68,14 +74,16 @@ class Reconstruction:
                 RMS_COLUMN: self.frame["rms"].to_numpy(dtype=float)}
 
     def of(self, record_id: str) -> dict | None:
-        """{"matched", "rms", "decoded_formula", "decoded_spacegroup"} of one material, or None if it has none."""
+        """{"matched", "rms", "decoded_formula", "decoded_spacegroup", "decoded_from" (None when the check did not
+        record it)} of one material, or None if it has none."""
         rows = self._index.get(record_id)
         if rows is None:
             return None
         row = self.frame.iloc[rows]
         rms = float(row["rms"])
         return {"matched": bool(row["matched"]), "rms": rms if np.isfinite(rms) else None,
-                "decoded_formula": str(row["decoded_formula"]), "decoded_spacegroup": str(row["decoded_spacegroup"])}
+                "decoded_formula": str(row["decoded_formula"]), "decoded_spacegroup": str(row["decoded_spacegroup"]),
+                "decoded_from": str(row["decoded_from"]) if "decoded_from" in row.index else None}
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
@@ -87,10 +95,12 @@ def message(entry: dict | None) -> str:
     if entry is None:
         return ("reconstruction not checked yet: the server checks every material of the map after it starts "
                 "(or run `python -m explorer build`)")
+    origin = entry.get("decoded_from")
+    how = f": the search chose the geometry of known crystal {origin[:80]}, renamed to its elements" if origin else ""
     if entry["matched"]:
-        return f"the autoencoder reconstructs this material (RMS {entry['rms']:.3f})"
+        return f"the autoencoder reconstructs this material (RMS {entry['rms']:.3f}){how}"
     return (f"the autoencoder decodes it as {entry['decoded_formula']}, {entry['decoded_spacegroup']} "
-            "(not a match)")
+            f"(not a match){how}")
 
 
 def space_group_of(structure: Structure) -> str:
@@ -106,7 +116,7 @@ def space_group_of(structure: Structure) -> str:
 
 def entries(decoded: list[Structure], targets: list[Structure]) -> list[dict]:
     """One entry per (decoded, target) pair: matched, rms, decoded_formula, decoded_spacegroup (the space group
-    only where it is shown: for decodes that do not match)."""
+    only where it is shown: for decodes that do not match), decoded_from (``properties["decoded_from"]``, or "")."""
     from models.metrics import rms_if_match  # torch: only where a check runs
 
     found = []
@@ -114,8 +124,14 @@ def entries(decoded: list[Structure], targets: list[Structure]) -> list[dict]:
         rms = rms_if_match(got, want)
         found.append({"matched": rms is not None, "rms": np.nan if rms is None else rms,
                       "decoded_formula": got.composition.reduced_formula,
-                      "decoded_spacegroup": "" if rms is not None else space_group_of(got)})
+                      "decoded_spacegroup": "" if rms is not None else space_group_of(got),
+                      "decoded_from": _origin(got)})
     return found
+
+
+def _origin(structure: Structure) -> str:
+    origin = structure.properties.get("decoded_from") if isinstance(structure.properties, dict) else None
+    return origin if isinstance(origin, str) else ""
 
 
 def path_of(dataset: str, settings) -> Path:
@@ -195,7 +211,7 @@ def compute(dataset: str, settings, *, progress: bool = False,
         found = [entry for k in sorted(parts) for entry in parts[k]]
         result = pd.DataFrame({"id": frame["id"].tolist(), **{k: [e[k] for e in found] for k in
                                                                ("matched", "rms", "decoded_formula",
-                                                                "decoded_spacegroup")}})
+                                                                "decoded_spacegroup", "decoded_from")}})
         path = path_of(dataset, settings)
         atomic_file(path, lambda tmp: result.to_parquet(tmp, index=False))
         n = settings.known_starts  # the checks of older searches (and of before the search had a version) go

@@ -134,3 +134,36 @@ def test_a_new_version_of_the_search_makes_a_new_check(recon, tiny_settings, mon
     monkeypatch.undo()  # the other tests of this module read the check of the current version
     reconstruction.compute(recon, tiny_settings)
     assert old.is_file()
+
+
+def test_the_check_records_the_known_crystal_a_decode_was_made_from(recon, tiny_settings):
+    """Each entry keeps ``properties["decoded_from"]`` of its decode ("" for the decoder's own crystal): the panel then
+    says when a material comes back through another known crystal's geometry, and the status how many do."""
+    import pandas as pd
+
+    from explorer.atlas import get_atlas
+    from models.autoencoder import DecodedArrays
+    from models.search import Cell
+
+    stored = reconstruction.load(recon, tiny_settings)
+    the_map = get_atlas(recon, tiny_settings)
+    for record_id in stored.frame["id"]:  # as an independent decode of the same latent says
+        decoded = model.decode(the_map.latents[the_map.ids.index(record_id)], tiny_settings).structure
+        assert stored.of(record_id)["decoded_from"] == decoded.properties.get("decoded_from", "")
+    salt = Cell(numbers=np.array([11, 17]), frac=np.array([[0, 0, 0], [0.5, 0.5, 0.5]]), lattice=np.eye(3) * 5.64)
+    arrays = DecodedArrays.from_cells([salt, Cell(salt.numbers, salt.frac, salt.lattice, origin="mp-22862")])
+    own, borrowed = reconstruction.entries([arrays.structure(0), arrays.structure(1)], [arrays.structure(0)] * 2)
+    assert own["matched"] and own["decoded_from"] == "" and borrowed["decoded_from"] == "mp-22862"
+    assert "known crystal" not in reconstruction.message(own)
+    assert reconstruction.message(borrowed).endswith("the search chose the geometry of known crystal mp-22862, "
+                                                     "renamed to its elements")
+    missed = {**borrowed, "matched": False, "rms": None, "decoded_spacegroup": "Fm-3m (225)"}
+    assert "(not a match): the search chose the geometry of known crystal mp-22862" in reconstruction.message(missed)
+    assert "known crystal" not in reconstruction.message({**borrowed, "decoded_from": None})  # a check of before
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "matched": [True, True, False], "rms": [0.1, 0.1, np.nan],
+                          "decoded_formula": ["NaCl"] * 3, "decoded_spacegroup": ["", "", "P1 (1)"],
+                          "decoded_from": ["", "mp-1", "mp-2"]})
+    assert reconstruction.Reconstruction("x", frame).sentence().endswith(
+        "reconstructs 2 of 3 materials of x (66.7 %), 1 of them through the geometry of another known crystal")
+    older = reconstruction.Reconstruction("x", frame.drop(columns="decoded_from"))
+    assert older.sentence().endswith("(66.7 %)") and older.of("b")["decoded_from"] is None
