@@ -87,23 +87,23 @@ def basket_file(items: list[dict], fmt: str) -> tuple[str, bytes]:
 
 def path_file(path: dict, kind: str) -> tuple[str, bytes]:
     """An interpolation path as multi-frame extxyz (``kind='extxyz'``) or a zip of CIFs (``kind='cif'``)."""
-    path_frames(path)
-    stem = f"path_{path['frames'][0]['formula']}_to_{path['frames'][-1]['formula']}"
-    if any(is_environment(f) for f in path["frames"]):
+    frames = path_frames(path)  # the frames' views
+    stem = f"path_{frames[0]['formula']}_to_{frames[-1]['formula']}"
+    if any(is_environment(f) for f in frames):
         if kind != "extxyz":
             raise ValueError("a path between environments is exported as extended XYZ (environments are not "
                              "crystals: no CIF)")
         infos = [{**_environment_info(f), "frame": k, "t": float(f.get("t", 0.0)),
-                  "valid": bool((f.get("validity") or {}).get("valid"))} for k, f in enumerate(path["frames"])]
+                  "valid": bool((f.get("validity") or {}).get("valid"))} for k, f in enumerate(frames)]
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")
-        return f"{stem}.extxyz", environments_extxyz([points_of(f) for f in path["frames"]], infos)
-    frames = [structure_of(f) for f in path["frames"]]
-    made = [provenance.of_view(f) for f in path["frames"]]
+        return f"{stem}.extxyz", environments_extxyz([points_of(f) for f in frames], infos)
+    structures = [structure_of(f) for f in frames]
+    made = [provenance.of_view(f) for f in frames]
     if kind == "extxyz":
         props = [{"t": f["t"], "formula": f["formula"], "valid": bool((f.get("validity") or {}).get("valid")),
-                  **(found or {})} for f, found in zip(path["frames"], made, strict=True)]
-        return f"{stem}.extxyz", path_extxyz(frames, properties=props)
-    return f"{stem}_cifs.zip", path_cif_zip(frames, stem=stem, provenances=made)
+                  **(found or {})} for f, found in zip(frames, made, strict=True)]
+        return f"{stem}.extxyz", path_extxyz(structures, properties=props)
+    return f"{stem}_cifs.zip", path_cif_zip(structures, stem=stem, provenances=made)
 
 
 def viewer_script() -> str:

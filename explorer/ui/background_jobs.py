@@ -60,7 +60,7 @@ class BoundedJobManager(DiskcacheManager):
         job = secrets.randbits(52) + 1  # Dash signs it for the page; never a process id
         with self._lock, self.handle.transact():
             jobs = self._live(self.handle.get(STATE_KEY, {}))
-            running = sum(record["state"] == "running" for record in jobs.values())
+            running = _running(jobs)
             waiting = len(jobs) - running
             record = {"owner": self._token, "owner_pid": self._me, "since": time.time_ns()}
             if running < self.max_running and not waiting:
@@ -78,8 +78,7 @@ class BoundedJobManager(DiskcacheManager):
         return job
 
     def job_running(self, job) -> bool:
-        record = self._jobs().get(_job_id(job))
-        return record is not None and (record["state"] == "waiting" or _alive(record["pid"]))
+        return _job_id(job) in self._jobs()  # only live jobs are listed (``_live``)
 
     def terminate_job(self, job) -> None:
         job = _job_id(job)
@@ -107,7 +106,7 @@ class BoundedJobManager(DiskcacheManager):
     def counts(self) -> tuple[int, int]:
         """(running, waiting) jobs now, over every server process that shares the cache."""
         jobs = self._jobs()
-        running = sum(record["state"] == "running" for record in jobs.values())
+        running = _running(jobs)
         return running, len(jobs) - running
 
     def terminate_all(self) -> None:
@@ -151,7 +150,7 @@ class BoundedJobManager(DiskcacheManager):
 
     def _say_places(self, jobs: dict) -> None:
         """This process's waiting jobs' progress lines: how many jobs are ahead of each."""
-        running = sum(record["state"] == "running" for record in jobs.values())
+        running = _running(jobs)
         waiting = sorted((record["since"], job) for job, record in jobs.items() if record["state"] == "waiting")
         for place, (_since, job) in enumerate(waiting):
             ahead = running + place
@@ -167,11 +166,12 @@ class BoundedJobManager(DiskcacheManager):
         stop = threading.Event()
         while not stop.wait(WAIT_POLL_SECONDS):
             with self._lock, self.handle.transact():
-                jobs = self._live(self.handle.get(STATE_KEY, {}))
+                stored = self.handle.get(STATE_KEY, {})
+                jobs = self._live(stored)
                 for job in [job for job in self._callbacks if job not in jobs]:  # cancelled
                     del self._callbacks[job]
                     self._said.pop(job, None)
-                running = sum(record["state"] == "running" for record in jobs.values())
+                running = _running(jobs)
                 queue = sorted((record["since"], job) for job, record in jobs.items() if record["state"] == "waiting")
                 for _since, job in queue[:max(0, self.max_running - running)]:
                     if job not in self._callbacks:
@@ -180,11 +180,17 @@ class BoundedJobManager(DiskcacheManager):
                     self._said.pop(job, None)
                     self.handle.delete(self._make_progress_key(key))
                     jobs[job] = {**jobs[job], "state": "running", "pid": self._start(job, key, job_fn, args, context)}
-                self.handle.set(STATE_KEY, jobs)
+                if jobs != stored:
+                    self.handle.set(STATE_KEY, jobs)
                 self._say_places(jobs)
                 if not self._callbacks:
                     self._starting = False
                     return
+
+
+def _running(jobs: dict) -> int:
+    """How many of the stored ``jobs`` run (the others wait)."""
+    return sum(record["state"] == "running" for record in jobs.values())
 
 
 def _job_id(job) -> int:

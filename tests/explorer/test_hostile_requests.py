@@ -45,9 +45,9 @@ def _outputs(key: str) -> list[str]:
     return [p.split("@")[0] for p in parts]
 
 
-def call(client, outputs: list[str], values: dict, changed: list[str]):
-    """(HTTP status, JSON answer or None) of the callback with ``outputs``, given input/state values."""
-    app, test_client = client
+def request_body(app, outputs: list[str], values: dict, changed: list[str]) -> dict:
+    """The body the page sends for the callback with ``outputs``, its inputs and states valued from ``values``
+    ({"id.property": value}, None for the others)."""
     key, entry = next((k, e) for k, e in app.callback_map.items() if _outputs(k) == outputs)
 
     def spec(items):
@@ -55,8 +55,14 @@ def call(client, outputs: list[str], values: dict, changed: list[str]):
                 for i in items]
 
     out = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in _outputs(key)]
-    body = {"output": key, "outputs": out if key.startswith("..") else out[0], "inputs": spec(entry["inputs"]),
+    return {"output": key, "outputs": out if key.startswith("..") else out[0], "inputs": spec(entry["inputs"]),
             "state": spec(entry["state"]), "changedPropIds": changed}
+
+
+def call(client, outputs: list[str], values: dict, changed: list[str]):
+    """(HTTP status, JSON answer or None) of the callback with ``outputs``, given input/state values."""
+    app, test_client = client
+    body = request_body(app, outputs, values, changed)
     response = test_client.post("/_dash-update-component", data=json.dumps(body, allow_nan=True),
                                 content_type="application/json")
     answer = json.loads(response.get_data()) if response.status_code == 200 else None
@@ -352,23 +358,14 @@ def test_a_path_longer_than_any_the_app_makes_is_refused_in_words(client):
     assert status == 200 and f"at most {MAX_STEPS}" in json.dumps(answer), answer
 
 
-def background_body(app, output: str, values: dict, changed: str) -> dict:
-    key = next(k for k in app.callback_map if _outputs(k) == [output])
-    entry = app.callback_map[key]
-    return {"output": key, "outputs": {"id": output.rsplit(".", 1)[0], "property": output.rsplit(".", 1)[1]},
-            "inputs": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in entry["inputs"]],
-            "state": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in entry["state"]],
-            "changedPropIds": [changed]}
-
-
 def test_a_bad_value_inside_a_background_job_is_said_in_words(client):
     """The map build runs as a background job: its ValueError reaches the page as Dash's BackgroundCallbackError,
     which showed as "an unexpected error"; the page now says what was wrong."""
     app, test_client = client
-    body = background_body(app, f"{ids.STORE_MAP_VERSION}.data", {f"{ids.MAP_BUILD}.n_clicks": 1,
-                                                                  f"{ids.DATASET}.value": "../nope",
-                                                                  f"{ids.MAP_KIND}.value": "crystals"},
-                           f"{ids.MAP_BUILD}.n_clicks")
+    body = request_body(app, [f"{ids.STORE_MAP_VERSION}.data"], {f"{ids.MAP_BUILD}.n_clicks": 1,
+                                                                 f"{ids.DATASET}.value": "../nope",
+                                                                 f"{ids.MAP_KIND}.value": "crystals"},
+                        [f"{ids.MAP_BUILD}.n_clicks"])
     started = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
     query = f"?cacheKey={started['cacheKey']}&job={started['job']}"
     deadline = time.perf_counter() + 180
@@ -391,8 +388,8 @@ def test_a_job_beyond_the_limit_is_refused_in_words_in_the_page(client, tiny_set
     app = create_app(tiny_settings.model_copy(update={"max_jobs": 1, "max_waiting_jobs": 0}))
     test_client = app.server.test_client()
     view = views.known_view("tiny", str(views.materials.table("tiny", tiny_settings)["id"].iloc[0]), tiny_settings)
-    body = background_body(app, f"{ids.STORE_RELAX_RESULT}.data",
-                           {f"{ids.RELAX}.n_clicks": 1, f"{ids.STORE_CURRENT}.data": view}, f"{ids.RELAX}.n_clicks")
+    body = request_body(app, [f"{ids.STORE_RELAX_RESULT}.data"],
+                        {f"{ids.RELAX}.n_clicks": 1, f"{ids.STORE_CURRENT}.data": view}, [f"{ids.RELAX}.n_clicks"])
     test_client.post("/_dash-update-component", json=body)
     second = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
     try:
