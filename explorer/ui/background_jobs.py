@@ -14,7 +14,9 @@ the browser polling) and admits the jobs:
 The jobs' states live in the diskcache, changed in its transactions, so that several server processes on one machine
 (e.g. gunicorn workers, whose page polls may reach any of them) share one limit and can each answer and cancel any
 job, as with Dash's own manager. A waiting job can only be started by the process that holds its callback; when that
-process has gone, its waiting jobs are forgotten.
+process has gone (a restart), its waiting jobs cannot run. Such a job, and a running one whose process ended without an
+answer (killed, e.g. for memory), is answered with a message in words (``LOST_WAITING``, ``LOST_RUNNING``) instead of
+Dash's silence, so the page says what happened.
 """
 
 from __future__ import annotations
@@ -29,14 +31,21 @@ from dash import DiskcacheManager
 BUSY = "The server is busy:"
 """How a refusal starts (Dash hands it to the page's error handler inside a ``BackgroundCallbackError``)."""
 
+LOST_WAITING = ("The job was waiting for a free slot in a server process that has since stopped (a restart), so it "
+                "never ran. Nothing you had is lost: press the button again.")
+LOST_RUNNING = ("The job's process ended without an answer (it was stopped, or ran out of memory). Nothing you had is "
+                "lost: press the button again.")
+LOST_SECONDS = 3600
+"""How long such a message waits for its page's next poll."""
+
 WAIT_POLL_SECONDS = 0.25
 """How often a process with waiting jobs looks for a free slot."""
 
 STATE_KEY = "explorer-background-jobs"
 """The diskcache entry of the jobs' states: {job id: {"state": "waiting" | "running", "pid": the job's process (when
 running), "owner": the manager that holds its callback, "owner_pid": that manager's process, "since": time.time_ns()
-of the request}}. A process is stored as [pid, start time], so that a pid the system has given to another process
-since is never taken for it (nor killed)."""
+of the request, "key": Dash's cache key of its answer}}. A process is stored as [pid, start time], so that a pid the
+system has given to another process since is never taken for it (nor killed)."""
 
 
 class BoundedJobManager(DiskcacheManager):
@@ -56,13 +65,20 @@ class BoundedJobManager(DiskcacheManager):
         self._me = _identity(os.getpid())
 
     # -- what Dash calls -------------------------------------------------------------------------------------------
+    def build_cache_key(self, fn, args, cache_args_to_ignore, triggered) -> str:
+        """Dash's key (a hash of the callback and its arguments) made unique per request. The key carries a job's
+        result, progress and refusal to the page that asked; this manager memoises nothing (``cache_by`` is None).
+        With Dash's key, two pages that asked the same at once (one material, one button) shared it: the first to
+        poll took the other's answer, or its refusal, and Dash then ended the poller's own job."""
+        return f"{super().build_cache_key(fn, args, cache_args_to_ignore, triggered)}-{secrets.token_hex(8)}"
+
     def call_job_fn(self, key, job_fn, args, context) -> int:
         job = secrets.randbits(52) + 1  # Dash signs it for the page; never a process id
         with self._lock, self.handle.transact():
             jobs = self._live(self.handle.get(STATE_KEY, {}))
             running = _running(jobs)
             waiting = len(jobs) - running
-            record = {"owner": self._token, "owner_pid": self._me, "since": time.time_ns()}
+            record = {"owner": self._token, "owner_pid": self._me, "since": time.time_ns(), "key": key}
             if running < self.max_running and not waiting:
                 jobs[job] = {**record, "state": "running", "pid": self._start(job, key, job_fn, args, context)}
             elif waiting < self.max_waiting:
@@ -76,6 +92,11 @@ class BoundedJobManager(DiskcacheManager):
             self.handle.set(STATE_KEY, jobs)
             self._say_places(jobs)
         return job
+
+    def get_result(self, key, job):
+        if job and self.handle.get(key, self.UNDEFINED) is not self.UNDEFINED:
+            self.terminate_job(job)  # the record goes before the answer, which is then never taken for a lost one
+        return super().get_result(key, job)
 
     def job_running(self, job) -> bool:
         return _job_id(job) in self._jobs()  # only live jobs are listed (``_live``)
@@ -135,10 +156,16 @@ class BoundedJobManager(DiskcacheManager):
             if not process.is_alive():
                 process.join(0)
                 del self._processes[job]
-        return {job: record for job, record in jobs.items()
+        live = {job: record for job, record in jobs.items()
                 if (record["state"] == "running" and _alive(record["pid"]))
                 or (record["state"] == "waiting" and (job in self._callbacks if record["owner"] == self._token
                                                       else _alive(record["owner_pid"])))}
+        for job, record in jobs.items():
+            key = record.get("key")
+            if job not in live and isinstance(key, str) and key not in self.handle:  # ended with no answer
+                lost = LOST_RUNNING if record["state"] == "running" else LOST_WAITING
+                self.handle.set(key, {"background_callback_error": {"msg": lost, "tb": ""}}, expire=LOST_SECONDS)
+        return live
 
     def _start(self, job: int, key, job_fn, args, context) -> list:
         from multiprocess import Process  # Dash's choice: it pickles the callback (a closure) with dill
@@ -243,7 +270,7 @@ def expected_problem(error: Exception) -> str | None:
         return None
     text = str(error).removeprefix("An error occurred inside a background callback: ")
     message, _, trace = text.partition("\nTraceback (most recent call last):")
-    if message.startswith(BUSY):
+    if message.startswith((BUSY, LOST_WAITING, LOST_RUNNING)):
         return message.strip()
     raised = [line for line in trace.splitlines() if line and not line[0].isspace()]
     if raised and raised[-1].startswith(("ValueError: ", "FileNotFoundError: ")):

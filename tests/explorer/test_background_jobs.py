@@ -100,6 +100,44 @@ def test_server_processes_that_share_the_cache_share_the_limit_and_each_can_answ
     assert not (tmp_path / "running").exists() and not (tmp_path / "refused").exists()
 
 
+def test_a_job_whose_process_was_killed_is_answered_in_words(manager, tmp_path):
+    """A job process killed from outside (the system's out-of-memory killer, an operator) writes no answer: Dash would
+    stop polling in silence; the page is told what happened instead."""
+    import os
+    import signal
+
+    from explorer.ui.background_jobs import LOST_RUNNING, STATE_KEY
+
+    job = submit(manager, "killed", 60.0, tmp_path / "killed")
+    wait_for(lambda: manager.get_progress("killed") == ["started"])
+    os.kill(manager.handle.get(STATE_KEY)[job]["pid"][0], signal.SIGKILL)
+    wait_for(lambda: manager.counts() == (0, 0))
+    assert manager.get_result("killed", job) == {"background_callback_error": {"msg": LOST_RUNNING, "tb": ""}}
+    assert not manager.job_running(job)
+    done = submit(manager, "done", 0.0, tmp_path / "done")  # an answer that is there is never taken for a lost one
+    wait_for(lambda: manager.result_ready("done"))
+    assert manager.get_result("done", done) == "done" and not manager.result_ready("done")
+
+
+def test_a_waiting_job_of_a_server_process_that_has_gone_is_answered_in_words(manager, tmp_path):
+    """A waiting job can only be started by the server process that holds its callback: after that process has gone
+    (a restart), a poll that reaches another process hears so in words."""
+    import subprocess
+    import sys
+
+    from explorer.ui.background_jobs import LOST_WAITING
+
+    running = submit(manager, "running", 60.0, tmp_path / "running")
+    script = ("import sys, time, diskcache; from explorer.ui.background_jobs import BoundedJobManager\n"
+              "m = BoundedJobManager(diskcache.Cache(sys.argv[1]), max_running=1, max_waiting=1)\n"
+              "print(m.call_job_fn('orphan', m.make_job_fn(time.sleep, progress=False), [0.0], {}))\n")
+    orphan = int(subprocess.run([sys.executable, "-c", script, str(tmp_path / "cache")], capture_output=True,
+                                text=True, check=True, cwd=Path(__file__).parents[2]).stdout)
+    assert manager.counts() == (1, 0) and not manager.job_running(orphan)
+    assert manager.get_result("orphan", orphan) == {"background_callback_error": {"msg": LOST_WAITING, "tb": ""}}
+    assert manager.job_running(running)
+
+
 @pytest.mark.parametrize("job", [None, "x", "-5", 123456789, [1]])
 def test_ids_it_never_handed_out_name_no_job(manager, job):
     assert not manager.job_running(job) and not manager.terminate_unhealthy_job(job)
@@ -123,3 +161,19 @@ def test_a_pid_given_to_another_process_since_is_neither_a_job_nor_killed():
     assert not _alive(stale)
     _kill_tree(stale)  # this process lives on
     assert not _alive([2**30, 0.0]) and not _alive(None)
+
+
+def test_the_page_says_a_refusal_a_lost_job_or_a_bad_value_and_nothing_else_of_a_job():
+    from dash.exceptions import BackgroundCallbackError
+
+    from explorer.ui.background_jobs import BUSY, LOST_RUNNING, LOST_WAITING, expected_problem
+
+    def raised(message: str, trace: str = "") -> BackgroundCallbackError:  # as Dash words it
+        return BackgroundCallbackError(f"An error occurred inside a background callback: {message}\n{trace}")
+
+    for words in (f"{BUSY} 2 jobs are running", LOST_RUNNING, LOST_WAITING):
+        assert expected_problem(raised(words)) == words
+    bad = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\nValueError: unknown dataset 'x'\n"
+    assert expected_problem(raised("unknown dataset 'x'", bad)) == "unknown dataset 'x'"
+    assert expected_problem(raised("boom", bad.replace("ValueError", "KeyError"))) is None
+    assert expected_problem(ValueError("not from a job")) is None

@@ -390,12 +390,18 @@ def test_a_job_beyond_the_limit_is_refused_in_words_in_the_page(client, tiny_set
     view = views.known_view("tiny", str(views.materials.table("tiny", tiny_settings)["id"].iloc[0]), tiny_settings)
     body = request_body(app, [f"{ids.STORE_RELAX_RESULT}.data"],
                         {f"{ids.RELAX}.n_clicks": 1, f"{ids.STORE_CURRENT}.data": view}, [f"{ids.RELAX}.n_clicks"])
-    test_client.post("/_dash-update-component", json=body)
+    first = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
     second = json.loads(test_client.post("/_dash-update-component", json=body).get_data())
     try:
         assert app._background_manager.counts() == (1, 0)
         poll = test_client.post(f"/_dash-update-component?cacheKey={second['cacheKey']}&job={second['job']}", json=body)
         assert poll.status_code == 200
         assert page_error(json.loads(poll.get_data())).startswith("The server is busy: 1 background job is running")
+        # the same request from another page (the same material, the same button) has a key of its own: the refusal
+        # above is not the first page's answer, and its poll leaves its relaxation running
+        assert first["cacheKey"] != second["cacheKey"]
+        poll = test_client.post(f"/_dash-update-component?cacheKey={first['cacheKey']}&job={first['job']}", json=body)
+        assert poll.status_code in (200, 204) and not page_error(json.loads(poll.get_data() or b"{}"))
+        assert app._background_manager.counts() == (1, 0)
     finally:
         app._background_manager.terminate_all()
