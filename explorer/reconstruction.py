@@ -7,7 +7,8 @@ its cache folder (``reconstruction-known<n>-search<v>.parquet``: id, matched, rm
 the known crystal the decode was made from, if any), because it depends on the same checkpoint and table: a new
 checkpoint makes a new map and a new check; ``<n>`` is ``settings.known_starts``, the known crystals each decode is also
 offered (never the material itself: ``models.search.KnownCells``), and ``<v>`` is ``models.search.SEARCH_VERSION``, so
-that a change of the search that can change a decode makes a new check too. ``python -m explorer build`` computes it
+that a change of the search that can change a decode makes a new check too. The check of a dataset other than the one
+those known crystals come from also names that map's version (``_library``). ``python -m explorer build`` computes it
 after the map (about 15 minutes for the 11k known materials on 2 cores: the matching dominates); the server computes a
 missing one in the background after its warm-up, so ``make run`` builds the maps with ``--skip-reconstruction`` and the
 app is usable at once.
@@ -140,8 +141,27 @@ def path_of(dataset: str, settings) -> Path:
     from explorer.datasets.build import check_dataset_name
     from models.search import SEARCH_VERSION
 
+    name = FILE_NAME.format(n=settings.known_starts, v=SEARCH_VERSION)
     return (Path(settings.atlas_dir) / f"{check_dataset_name(dataset)}-{atlas_key(dataset, settings)}"
-            / FILE_NAME.format(n=settings.known_starts, v=SEARCH_VERSION))
+            / name.replace(".parquet", f"{_library(dataset, settings)}.parquet"))
+
+
+def _library(dataset: str, settings) -> str:
+    """The part of a check's file name that names the known map its decodes were offered crystals from: "" for the
+    known-starts dataset's own check (its folder names that map's version) and when none are offered; else
+    "-with-<dataset>-<its map's key>", or "-with-none" while that map is not built (a decode then offers none,
+    ``services.model.known_cells``). So a rebuilt known map makes the other datasets' checks anew."""
+    from explorer.atlas import atlas_key, is_built
+    from explorer.datasets.build import check_dataset_name
+
+    library = settings.known_starts_dataset
+    if settings.known_starts <= 0 or dataset == library:
+        return ""
+    try:
+        library = check_dataset_name(library)
+        return f"-with-{library}-{atlas_key(library, settings)[:16]}" if is_built(library, settings) else "-with-none"
+    except (FileNotFoundError, ValueError):
+        return "-with-none"
 
 
 @functools.lru_cache(maxsize=16)

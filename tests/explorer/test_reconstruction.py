@@ -136,6 +136,28 @@ def test_a_new_version_of_the_search_makes_a_new_check(recon, tiny_settings, mon
     assert old.is_file()
 
 
+def test_a_check_names_the_version_of_the_known_map_its_decodes_drew_on(recon, tiny_settings):
+    """A check's decodes were offered the crystals of the known-starts dataset's map, when it is built: another
+    version of that map (or its first build) makes another check, never a stale one read as current."""
+    from explorer.atlas import atlas_key, build_atlas
+    from models.search import SEARCH_VERSION
+
+    path = reconstruction.path_of(recon, tiny_settings)
+    assert path.name.endswith("-with-none.parquet")  # the tests' "known" map is not built: no known crystals offered
+    build_atlas("tiny", tiny_settings)
+    drawing_on_tiny = tiny_settings.model_copy(update={"known_starts_dataset": "tiny"})
+    named = reconstruction.path_of(recon, drawing_on_tiny)
+    assert named.parent == path.parent and named != path
+    assert named.name.endswith(f"-with-tiny-{atlas_key('tiny', tiny_settings)[:16]}.parquet")
+    assert reconstruction.load(recon, drawing_on_tiny) is None  # a check to make, not the one made without it
+    plain = reconstruction.FILE_NAME.format(n=8, v=SEARCH_VERSION)
+    assert reconstruction.path_of("tiny", drawing_on_tiny).name == plain  # its own check: its folder names the map
+    assert reconstruction.path_of(recon, tiny_settings.model_copy(update={"known_starts": 0})).name == \
+        reconstruction.FILE_NAME.format(n=0, v=SEARCH_VERSION)
+    assert reconstruction.path_of(recon, tiny_settings.model_copy(update={"known_starts_dataset": "../x"})).name \
+        .endswith("-with-none.parquet")
+
+
 def test_the_check_records_the_known_crystal_a_decode_was_made_from(recon, tiny_settings):
     """Each entry keeps ``properties["decoded_from"]`` of its decode ("" for the decoder's own crystal): the panel then
     says when a material comes back through another known crystal's geometry, and the status how many do."""
