@@ -136,7 +136,7 @@ def bench_callbacks(dataset: str, runs: int) -> None:
     views = [client.call([current_key], {**base, f"{ids.MAP}.clickData": {"points": [p]}},
                          [f"{ids.MAP}.clickData"])[ids.STORE_CURRENT]["data"] for p in known]
     run_outputs = [path_key, f"{ids.INTERP_STATUS}.children", f"{ids.INTERP_FRAME}.max", f"{ids.INTERP_FRAME}.value",
-                   f"{ids.INTERP_FRAME}.disabled"]
+                   f"{ids.INTERP_FRAME}.disabled", f"{ids.STORE_LINK_FRAME}.data"]
 
     def interpolate(a: dict, b: dict) -> int:
         values = {**base, f"{ids.STORE_ENDPOINTS}.data": {"a": a, "b": b}}

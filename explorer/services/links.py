@@ -7,11 +7,13 @@ A link's query string holds only what differs from the page's defaults::
            | up:<map>:<x>:<y>:<formula>   (an uploaded file: its place on the map, not the file)
      &ck=<first 12 hex of the checkpoint's sha256>   (with a decode: which model made it)
      &a=<the same kinds of spec>&b=…&steps=10&method=slerp&cell=2x2x1&style=spheres&uc=primitive
+     &path=1&frame=3   (the path between A and B is on screen, at that frame: the page decodes it again)
      (``cell`` is the viewer's supercell, ``uc`` its cell: conventional, primitive or model)
 
 ``read`` takes any query string (a link may be hostile or stale) and returns the values it could read and, in
 words, what it ignored; whether a dataset, id or environment exists is for the page to check (``view_of``).
-Path frames and relaxed structures are not linkable (a link cannot carry their latent); an uploaded file's link
+A path frame is linked as its path (the ends, steps, method) and its index, since a link cannot carry the latents;
+a relaxed structure is not linkable; an uploaded file's link
 holds its place on the map and its formula, which the page marks, and says that the file itself is not in it.
 """
 
@@ -143,6 +145,14 @@ def read(search: object) -> tuple[dict, list[str]]:
         elif key in ("show", "a", "b"):
             problem = check_spec(value)
             (state.__setitem__(key, value) if problem is None else ignored.append(f"{label}: {problem}"))
+        elif key == "path":
+            (state.__setitem__(key, value) if value == "1" else ignored.append(f"{label}: not 'path=1'"))
+        elif key == "frame":
+            number = _number(value)
+            if number is not None and number == int(number) and 0 <= number <= MAX_STEPS:
+                state["frame"] = int(number)
+            else:
+                ignored.append(f"{label}: frames are whole numbers from 0 to {MAX_STEPS}")
         elif key == "ck":
             (state.__setitem__(key, value) if len(value) == 12 and all(c in "0123456789abcdef" for c in value)
              else ignored.append(f"{label}: not a checkpoint's short hash"))

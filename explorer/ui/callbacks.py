@@ -350,26 +350,30 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
 
     @app.callback(Output(ids.STORE_PATH, "data"), Output(ids.INTERP_STATUS, "children"),
                   Output(ids.INTERP_FRAME, "max"), Output(ids.INTERP_FRAME, "value"),
-                  Output(ids.INTERP_FRAME, "disabled"),
+                  Output(ids.INTERP_FRAME, "disabled"), Output(ids.STORE_LINK_FRAME, "data", allow_duplicate=True),
                   Input(ids.INTERP_RUN, "n_clicks"), State(ids.STORE_ENDPOINTS, "data"),
                   State(ids.INTERP_STEPS, "value"), State(ids.INTERP_METHOD, "value"), State(ids.DATASET, "value"),
-                  State(ids.MAP_KIND, "value"), prevent_initial_call=True)
-    def run(_n, endpoints, steps, method, dataset, kind):
+                  State(ids.MAP_KIND, "value"), State(ids.STORE_LINK_FRAME, "data"), prevent_initial_call=True)
+    def run(_n, endpoints, steps, method, dataset, kind, linked_frame):
+        """Decode the path between A and B; open its first frame, or the frame a link named (a link that says
+        ``path=1`` presses this button: ``link_panel.rerun_path``)."""
         endpoints = endpoints if isinstance(endpoints, dict) else {}
         if not endpoints.get("a") or not endpoints.get("b"):
-            return no_update, "Set both A and B first.", no_update, no_update, no_update
+            return no_update, "Set both A and B first.", no_update, no_update, no_update, None
         try:
             path = views.interpolation(endpoints["a"], endpoints["b"], dataset, settings,
                                        steps=steps if steps is not None else 0, method=method,
                                        kind=maps.check_kind(kind))
         except ValueError as exc:
-            return no_update, str(exc), no_update, no_update, no_update
+            return no_update, str(exc), no_update, no_update, no_update, None
         status = f"{len(path['frames'])} frames ({method}) decoded in {path['ms']:.0f} ms"
         missed = [end.upper() for end in ("a", "b") if not path["ends"][end]]
         if missed:
             status += (f"; the decoder does not reproduce {' or '.join(missed)}: the marked end frame is its decode, "
                        "not the structure itself")
-        return path, status, len(path["frames"]) - 1, 0, False
+        last = len(path["frames"]) - 1
+        frame = linked_frame if isinstance(linked_frame, int) and not isinstance(linked_frame, bool) else 0
+        return path, status, last, min(max(frame, 0), last), False, None
 
     @app.callback(Output(ids.STORE_CURRENT, "data", allow_duplicate=True), Output(ids.INTERP_STRIP, "children"),
                   Input(ids.INTERP_FRAME, "value"), Input(ids.STORE_PATH, "data"), prevent_initial_call=True)

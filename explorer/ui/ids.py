@@ -134,6 +134,7 @@ URL = "url"
 STORE_LINK = "store-link"  # the query string of the page's state, pushed to the history by assets/links.js
 STORE_NAV = "store-nav"  # {"search", "t"}: written by assets/links.js on back and forward
 STORE_LINK_READY = "store-link-ready"  # True once the address the page was opened with is applied
+STORE_LINK_FRAME = "store-link-frame"  # the path frame a link shows, once its path is decoded (then None)
 LINK_TEXT = "link-text"
 COPY_LINK = "copy-link"
 LINK_STATUS = "link-status"

@@ -31,7 +31,7 @@ RESET = {"q": "", "el": "", "smin": None, "smax": None, "prop": None, "pmin": No
 def elements() -> list:
     """The address bar's component, the stores of both directions and the "Copy link" row."""
     return [dcc.Location(id=ids.URL, refresh=False), dcc.Store(id=ids.STORE_LINK), dcc.Store(id=ids.STORE_NAV),
-            dcc.Store(id=ids.STORE_LINK_READY, data=False),
+            dcc.Store(id=ids.STORE_LINK_READY, data=False), dcc.Store(id=ids.STORE_LINK_FRAME),
             html.Span([dcc.Input(id=ids.LINK_TEXT, type="text", readOnly=True, className="link-text"),
                        dcc.Clipboard(target_id=ids.LINK_TEXT, id=ids.COPY_LINK, title="Copy link",
                                      className="copy-link"),
@@ -49,27 +49,47 @@ def _plain(value: object) -> object:
     return str(value)[: links.MAX_TEXT] if isinstance(value, str) else None
 
 
-def link_state(values: dict, current: object, endpoints: object) -> dict:
-    """The link's state of the page's control ``values`` ({link key: value}), the view on screen and the
-    interpolation endpoints."""
+def shows_path(path: object, endpoints: object, steps: object, method: object) -> bool:
+    """Whether ``path`` (the page's path store) is the path between ``endpoints`` with ``steps`` frames by
+    ``method``: what running the interpolation with these controls would show."""
+    endpoints = endpoints if isinstance(endpoints, dict) else {}
+    ends = [endpoints.get(end) for end in ("a", "b")]
+    if not isinstance(path, dict) or not isinstance(path.get("frames"), list) or not all(isinstance(e, dict)
+                                                                                          for e in ends):
+        return False
+    return (path.get("a") == ends[0].get("title") and path.get("b") == ends[1].get("title")
+            and path.get("method") == method and len(path["frames"]) == steps)
+
+
+def link_state(values: dict, current: object, endpoints: object, path: object = None) -> dict:
+    """The link's state of the page's control ``values`` ({link key: value}), the view on screen, the
+    interpolation endpoints and the path on screen (``path=1`` when it is the path between those endpoints, with
+    ``frame`` when a frame of it is on screen: a link reruns the path and opens that frame)."""
     state = {key: _plain(value) for key, value in values.items()}
     state["show"] = links.spec_of(current)
     if state["show"] and state["show"].split(":")[0] in ("pt", "decode") and isinstance(current, dict):
         state["ck"] = str(current.get("checkpoint") or "")[:12]
     endpoints = endpoints if isinstance(endpoints, dict) else {}
     state["a"], state["b"] = links.spec_of(endpoints.get("a")), links.spec_of(endpoints.get("b"))
+    if state["a"] and state["b"] and shows_path(path, endpoints, values.get("steps"), values.get("method")):
+        state["path"] = "1"
+        index = current.get("index") if isinstance(current, dict) else None
+        if state["show"] is None and isinstance(index, int) and 0 <= index < len(path["frames"]) \
+                and path["frames"][index].get("id") == current.get("id"):
+            state["frame"] = index
     return state
 
 
 def register(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_LINK, "data"), *[Input(c, "value") for c, _ in FIELDS],
-                  Input(ids.STORE_CURRENT, "data"), Input(ids.STORE_ENDPOINTS, "data"),
+                  Input(ids.STORE_CURRENT, "data"), Input(ids.STORE_ENDPOINTS, "data"), Input(ids.STORE_PATH, "data"),
                   State(ids.STORE_LINK_READY, "data"), prevent_initial_call=True)
     def write_link(*args):
-        *values, current, endpoints, ready = args
+        *values, current, endpoints, path, ready = args
         if not ready:  # the address the page was opened with is not applied yet: do not overwrite it
             raise PreventUpdate
-        return links.write(link_state(dict(zip([k for _, k in FIELDS], values, strict=True)), current, endpoints))
+        return links.write(link_state(dict(zip([k for _, k in FIELDS], values, strict=True)), current, endpoints,
+                                      path))
 
     app.clientside_callback(ClientsideFunction(namespace="explorer_links", function_name="push"),
                             Output(ids.LINK_TEXT, "value"), Input(ids.STORE_LINK, "data"))
@@ -82,18 +102,45 @@ def register(app: Dash, settings: Settings) -> None:
                   Output(ids.LINK_STATUS, "children"), Output(ids.STORE_LINK_READY, "data"),
                   Output(ids.STORE_LINK, "data", allow_duplicate=True),
                   Output(ids.STORE_UPLOADS, "data", allow_duplicate=True),
+                  Output(ids.INTERP_RUN, "n_clicks", allow_duplicate=True),
+                  Output(ids.STORE_LINK_FRAME, "data", allow_duplicate=True),
                   Input(ids.URL, "search"), Input(ids.STORE_NAV, "data"), *[State(c, "value") for c, _ in FIELDS],
                   State(ids.STORE_CURRENT, "data"), State(ids.STORE_ENDPOINTS, "data"),
-                  State(ids.STORE_UPLOADS, "data"), prevent_initial_call="initial_duplicate")
+                  State(ids.STORE_UPLOADS, "data"), State(ids.STORE_PATH, "data"), State(ids.INTERP_RUN, "n_clicks"),
+                  prevent_initial_call="initial_duplicate")
     def open_link(search, nav, *args):
-        *values, current, endpoints, uploads = args
+        *values, current, endpoints, uploads, path, runs = args
         if ctx.triggered_id == ids.STORE_NAV:
             search = nav.get("search") if isinstance(nav, dict) else None
         if search is None:  # the first call, before the address bar has said what it holds
             raise PreventUpdate
         # the address itself goes to the link store: "Copy link" has it at once, and it is already in the history
-        return (*apply(str(search), dict(zip([k for _, k in FIELDS], values, strict=True)), current, endpoints,
-                       settings), str(search), upload_marks(str(search), uploads))
+        outputs = apply(str(search), dict(zip([k for _, k in FIELDS], values, strict=True)), current, endpoints,
+                        settings)
+        rerun = rerun_path(str(search), outputs, values=dict(zip([k for _, k in FIELDS], values, strict=True)),
+                           endpoints=endpoints, path=path)
+        run = no_update if rerun is None else (runs if isinstance(runs, int) and runs >= 0 else 0) + 1
+        return (*outputs, str(search), upload_marks(str(search), uploads), run,
+                no_update if rerun is None else rerun)
+
+
+def rerun_path(search: str, outputs: tuple, *, values: dict, endpoints: object, path: object) -> int | None:
+    """When the address says ``path=1`` and the page does not show that path yet: the frame to open once it is decoded
+    (the link's ``frame``, else 0); None when nothing is to run. ``outputs``: ``apply``'s, whose endpoints and
+    controls are those the path is run with."""
+    state = links.read(search)[0]
+    if state.get("path") != "1":
+        return None
+    keys = [key for _, key in FIELDS]
+    fields = dict(zip(keys, outputs[:len(keys)], strict=True))
+    now = {key: values.get(key) if fields[key] is no_update else fields[key] for key in keys}
+    ends = outputs[len(keys) + 1]
+    ends = endpoints if ends is no_update else ends
+    if not isinstance(ends, dict) or not ends.get("a") or not ends.get("b"):
+        return None  # an end the link named could not be opened: its status line says which
+    if shows_path(path, ends, now["steps"], now["method"]):
+        return None
+    return state.get("frame", 0)
 
 
 def apply(search: str, values: dict, current: object, endpoints: object, settings: Settings) -> tuple:

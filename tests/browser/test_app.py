@@ -551,6 +551,20 @@ def assert_atom_click(page, element: str, words: str) -> None:
     expect(page.locator("#viewer-atom")).to_contain_text("fractional (")
 
 
+def test_a_link_to_a_path_decodes_it_again_and_opens_its_frame(page, app_url, tiny_settings):
+    """A path is linked as its ends, steps, method and frame (``path=1``): the page that opens the link decodes the
+    path again and shows that frame, and its own address says the same."""
+    from urllib.parse import quote
+
+    wait_for_map(page)
+    a, b = materials.table("tiny", tiny_settings)["id"].iloc[:2]
+    page.goto(f"{app_url}?dataset=tiny&a={quote('id:' + a)}&b={quote('id:' + b)}&steps=5&method=slerp&path=1&frame=3")
+    expect(page.locator("#structure-info .info-title")).to_contain_text("(path frame 3 of 4)")
+    expect(page.locator("#interp-status")).to_contain_text("5 frames (slerp) decoded")
+    expect(page.locator("#link-text")).to_have_value(re.compile(r"path=1&frame=3"))
+    assert not page.errors, page.errors
+
+
 def test_the_address_holds_the_page_and_the_back_button_steps_back(page, browser, app_url, tiny_settings):
     wait_for_map(page)
     choose(page, "dataset", "tiny")

@@ -81,7 +81,7 @@ def files_outside(root: Path, data_dir: Path) -> set[Path]:
 MAP_OUTPUTS = [f"{ids.MAP}.figure", f"{ids.COLOR_LEGEND}.children", f"{ids.MAP_STATUS}.children",
                f"{ids.MAP_BUILD}-row.style"]
 RUN_OUTPUTS = [f"{ids.STORE_PATH}.data", f"{ids.INTERP_STATUS}.children", f"{ids.INTERP_FRAME}.max",
-               f"{ids.INTERP_FRAME}.value", f"{ids.INTERP_FRAME}.disabled"]
+               f"{ids.INTERP_FRAME}.value", f"{ids.INTERP_FRAME}.disabled", f"{ids.STORE_LINK_FRAME}.data"]
 
 
 def test_a_dataset_value_never_becomes_a_path(client, tiny_settings, tmp_path):

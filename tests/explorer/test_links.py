@@ -12,7 +12,8 @@ from explorer.ui import link_panel
 def test_a_state_round_trips_through_its_query_string():
     state = {"dataset": "known", "map": "structure", "color": "density", "q": "Ti octahedral", "el": "Li O",
              "smin": 2.0, "pmax": 3.5, "show": "pt:crystals:1.5:-2", "ck": "0123456789ab", "a": "id:amcsd:0000008",
-             "b": "env:12", "steps": 12, "method": "slerp", "cell": "2x2x1", "style": "spheres", "uc": "primitive"}
+             "b": "env:12", "steps": 12, "method": "slerp", "cell": "2x2x1", "style": "spheres", "uc": "primitive",
+             "path": "1", "frame": 3}
     read, ignored = links.read(links.write(state))
     assert read == state and ignored == []
     assert links.write({"map": "crystals", "steps": 10, "q": "", "show": None, "uc": cells.DEFAULT_CELL}) == ""
@@ -25,6 +26,7 @@ def test_a_state_round_trips_through_its_query_string():
     ("?uc=../../etc", "not a cell choice"),
     ("?show=pt:crystals:nan:1", "finite numbers"), ("?show=file:/etc/passwd", "not a structure of the page"),
     ("?show=env:../1", "env:<number>"), ("?ck=zz", "short hash"), ("?zzz=1", "unknown"),
+    ("?path=yes", "not 'path=1'"), ("?frame=31", "frames are whole numbers"), ("?frame=-1", "frames are whole"),
     ("?q=" + "x" * 300, "longer than 200"), ("?" + "&".join(f"k{i}=1" for i in range(50)), "more than 40"),
     ("?" + "q=a&" * 2000, "longer than 4,000"),
 ])
@@ -73,3 +75,36 @@ def test_opening_a_link_sets_only_what_differs_and_names_what_it_ignored(tiny_se
     # a first visit without an address leaves the page as it is (empty inputs are None before they are typed in)
     fresh = link_panel.apply("", {**values, "q": None, "el": None}, None, {}, tiny_settings)
     assert all(value is no_update for value in fresh[:len(keys) + 3]) and fresh[-1] is True
+
+
+def test_a_path_on_screen_is_in_the_link_and_a_link_to_a_path_decodes_it_again(tiny_settings):
+    """A path cannot travel in a link (its latents would not fit), so the link says ``path=1`` (and the frame on
+    screen) with the ends, steps and method, and the page that opens it presses Interpolate: the same path."""
+    keys = [key for _, key in link_panel.FIELDS]
+    values = {key: None for key in keys} | {"dataset": "tiny", "map": "crystals", "steps": 5, "method": "slerp"}
+    table = materials.table("tiny", tiny_settings)
+    a, b = (views.known_view("tiny", table["id"].iloc[k], tiny_settings) for k in (0, 1))
+    path = views.interpolation(a, b, "tiny", tiny_settings, steps=5, method="slerp")
+    frame = path["frames"][3]
+    state = link_panel.link_state(values, frame, {"a": a, "b": b}, path)
+    assert state["path"] == "1" and state["frame"] == 3 and state["show"] is None
+    assert "path" not in link_panel.link_state({**values, "method": "linear"}, frame, {"a": a, "b": b}, path)
+    assert "path" not in link_panel.link_state(values, frame, {"a": a, "b": a}, path)  # B changed since
+    assert "frame" not in link_panel.link_state(values, a, {"a": a, "b": b}, path)  # a known material on screen
+
+    search = links.write(state)
+    fresh = {key: None for key in keys} | {"dataset": "tiny", "map": "crystals", "steps": 10, "method": "linear"}
+    out = link_panel.apply(search, fresh, None, {}, tiny_settings)
+    assert link_panel.rerun_path(search, out, values=fresh, endpoints={}, path=None) == 3
+    fields = dict(zip(keys, out[:len(keys)], strict=True))
+    ends = out[len(keys) + 1]
+    assert fields["steps"] == 5 and fields["method"] == "slerp"
+    assert [ends["a"]["id"], ends["b"]["id"]] == [a["id"], b["id"]]
+    # the page that wrote the address, with the path on screen, runs nothing again
+    own = link_panel.apply(search, values, frame, {"a": a, "b": b}, tiny_settings)
+    assert link_panel.rerun_path(search, own, values=values, endpoints={"a": a, "b": b}, path=path) is None
+    # an end that cannot be opened: nothing is run (the status line names the end)
+    broken = search.replace(links.spec_of(b).replace(":", "%3A"), "id%3Anope")
+    out = link_panel.apply(broken, fresh, None, {}, tiny_settings)
+    assert link_panel.rerun_path(broken, out, values=fresh, endpoints={}, path=None) is None
+    assert "endpoint B" in out[len(keys) + 3]
