@@ -17,6 +17,7 @@
     ex.interpolate_motifs("env:12", "env:40", steps=8)   # environments along a path -> [Molecule]
     ex.assess(structure, relax=True)            # energy, energy above the known hull, novelty (CHGNet)
     ex.generate(1000, out="run1", workers=2)    # hypotheticals sampled, decoded, checked, on Dask -> (summary, rows)
+    ex.link("amcsd:0000008")                    # the app's address that shows it (a=, b=, frame=: a path's frame)
     ex.table                                    # the dataset as a pandas DataFrame
 
 Every method takes the same inputs and raises ``ValueError`` with the app's messages (an unknown id, a file that
@@ -276,6 +277,53 @@ class Explorer:
                 shape["color"] = "#{:02x}{:02x}{:02x}".format(*EL_COLORS["Jmol"].get(shape["element"], (128,) * 3))
         return viewer(structure, supercell=tuple(supercell), style=style, polyhedra=shapes, width=width,
                       height=height, inline_js=script)
+
+    # ------------------------------------------------------------------------------------------ sharing
+    def _spec(self, item: Any, kind: str) -> str:
+        """The link spec of a table id, an environment id ("env:12") or a map point (x, y) of the ``kind`` map; a
+        ValueError names what it cannot be (an id must exist)."""
+        from explorer.services import links
+        from explorer.services.views import map_point
+
+        if isinstance(item, tuple | list) and len(item) == 2:
+            x, y = map_point(*item)
+            return f"envpt:{x:.6g}:{y:.6g}" if kind == "motifs" else f"pt:{kind}:{x:.6g}:{y:.6g}"
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"a link shows a table id, an environment id ('env:12') or a map point (x, y), "
+                             f"got {type(item).__name__}")
+        spec = item if item.startswith("env:") else f"id:{item}"
+        links.view_of(spec, self.dataset, self.settings)  # raises the page's message for an unknown id
+        return spec
+
+    def link(self, show: Any = None, *, a: Any = None, b: Any = None, steps: int = 10, method: str = "linear",
+             frame: int | None = None, kind: str = "crystals", base_url: str | None = None) -> str:
+        """The address of the app's page that shows ``show`` (a table id, an environment id of the motif map, or a
+        map point (x, y) of the ``kind`` map, which the page decodes again) with interpolation ends ``a`` and ``b``;
+        with ``frame``, the page decodes the path between them (``steps``, ``method``) and opens that frame. Send it
+        to a colleague whose browser reaches the app at ``base_url`` (default: this machine's ``EXPLORER_HOST`` and
+        ``EXPLORER_PORT``, as ``make run`` serves it)."""
+        from explorer.services import links, maps, model
+
+        kind = maps.check_kind(kind)
+        state: dict = {"dataset": self.dataset, "map": kind, "steps": steps, "method": method}
+        if show is not None:
+            state["show"] = self._spec(show, kind)
+            if state["show"].startswith("pt:"):
+                state["ck"] = model.checkpoint_sha256(self.settings)[:12]
+        for end, item in (("a", a), ("b", b)):
+            if item is not None:
+                state[end] = self._spec(item, kind)
+        if frame is not None:
+            if a is None or b is None or show is not None:
+                raise ValueError("a link opens a path frame between A and B: give a and b, and no show")
+            state["path"], state["frame"] = "1", frame
+        search = links.write(state)
+        ignored = links.read(search)[1]
+        if ignored:
+            raise ValueError("cannot link: " + "; ".join(ignored))
+        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        base = base_url or f"http://{host}:{self.settings.port}/"
+        return base.rstrip("/") + "/" + search
 
     # ------------------------------------------------------------------------------------------ analysis
     def motifs(self, item: Any) -> pd.DataFrame:

@@ -143,3 +143,35 @@ def test_the_example_notebook_runs(tiny_settings, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "nearest" in text and "frames" in text
+
+
+def test_a_link_from_python_opens_the_same_view_in_the_app(ex):
+    """``ex.link`` writes the address the page reads: a known material, a map point decoded again, a path's frame."""
+    from dash import no_update
+
+    from explorer.services import links, materials
+    from explorer.ui import link_panel
+
+    a, b = materials.table("tiny", ex.settings)["id"].iloc[:2]
+    address = ex.link(a)
+    assert address.startswith(f"http://{ex.settings.host}:{ex.settings.port}/?")
+    search = "?" + address.split("?", 1)[1]
+    keys = [key for _, key in link_panel.FIELDS]
+    page = {key: None for key in keys} | {"dataset": "tiny", "map": "crystals", "steps": 10, "method": "linear"}
+    out = link_panel.apply(search, page, None, {}, ex.settings)
+    assert out[len(keys)]["id"] == a and out[len(keys) + 3] == ""  # the view, and nothing ignored
+    point = ex.link((0.25, -1.5), base_url="https://explorer.example.org/lab/")
+    assert point.startswith("https://explorer.example.org/lab/?")
+    state = links.read(point.split("?", 1)[1])[0]
+    assert state["show"] == "pt:crystals:0.25:-1.5" and len(state["ck"]) == 12
+    path = links.read(ex.link(a=a, b=b, steps=5, method="slerp", frame=3).split("?", 1)[1])[0]
+    assert path == {"dataset": "tiny", "a": f"id:{a}", "b": f"id:{b}", "steps": 5, "method": "slerp", "path": "1",
+                    "frame": 3}
+    out = link_panel.apply("?" + links.write(path), page, None, {}, ex.settings)
+    assert link_panel.rerun_path("?" + links.write(path), out, values=page, endpoints={}, path=None) == 3
+    assert out[len(keys) + 2] is not no_update
+    for bad, words in ((dict(show="nope"), "nope"), (dict(a=a, b=b, frame=99), "frames are whole numbers"),
+                       (dict(a=a, frame=1), "give a and b"), (dict(show=(float("nan"), 0.0)), "finite"),
+                       (dict(show=3), "table id"), (dict(steps=99), "steps are whole numbers")):
+        with pytest.raises(ValueError, match=words):
+            ex.link(**bad)
