@@ -63,20 +63,19 @@ def shows_path(path: object, endpoints: object, steps: object, method: object) -
 
 def link_state(values: dict, current: object, endpoints: object, path: object = None) -> dict:
     """The link's state of the page's control ``values`` ({link key: value}), the view on screen, the
-    interpolation endpoints and the path on screen (``path=1`` when it is the path between those endpoints, with
-    ``frame`` when a frame of it is on screen: a link reruns the path and opens that frame)."""
+    interpolation endpoints and the path: when a frame of the path between those endpoints is on screen, ``path=1``
+    and ``frame`` (the link's page decodes the path again and opens that frame)."""
     state = {key: _plain(value) for key, value in values.items()}
     state["show"] = links.spec_of(current)
     if state["show"] and state["show"].split(":")[0] in ("pt", "decode") and isinstance(current, dict):
         state["ck"] = str(current.get("checkpoint") or "")[:12]
     endpoints = endpoints if isinstance(endpoints, dict) else {}
     state["a"], state["b"] = links.spec_of(endpoints.get("a")), links.spec_of(endpoints.get("b"))
-    if state["a"] and state["b"] and shows_path(path, endpoints, values.get("steps"), values.get("method")):
-        state["path"] = "1"
-        index = current.get("index") if isinstance(current, dict) else None
-        if state["show"] is None and isinstance(index, int) and 0 <= index < len(path["frames"]) \
-                and path["frames"][index].get("id") == current.get("id"):
-            state["frame"] = index
+    index = current.get("index") if isinstance(current, dict) else None
+    if state["a"] and state["b"] and state["show"] is None and isinstance(index, int) \
+            and shows_path(path, endpoints, values.get("steps"), values.get("method")) \
+            and 0 <= index < len(path["frames"]) and path["frames"][index].get("id") == current.get("id"):
+        state["path"], state["frame"] = "1", index
     return state
 
 
@@ -126,10 +125,11 @@ def register(app: Dash, settings: Settings) -> None:
 
 def rerun_path(search: str, outputs: tuple, *, values: dict, endpoints: object, path: object) -> int | None:
     """When the address says ``path=1`` and the page does not show that path yet: the frame to open once it is decoded
-    (the link's ``frame``, else 0); None when nothing is to run. ``outputs``: ``apply``'s, whose endpoints and
-    controls are those the path is run with."""
+    (the link's ``frame``, else 0); None when nothing is to run (also when the link shows a structure: the page
+    shows that, not a frame). ``outputs``: ``apply``'s, whose endpoints and controls are those the path is run
+    with."""
     state = links.read(search)[0]
-    if state.get("path") != "1":
+    if state.get("path") != "1" or state.get("show"):
         return None
     keys = [key for _, key in FIELDS]
     fields = dict(zip(keys, outputs[:len(keys)], strict=True))

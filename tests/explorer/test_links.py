@@ -90,7 +90,11 @@ def test_a_path_on_screen_is_in_the_link_and_a_link_to_a_path_decodes_it_again(t
     assert state["path"] == "1" and state["frame"] == 3 and state["show"] is None
     assert "path" not in link_panel.link_state({**values, "method": "linear"}, frame, {"a": a, "b": b}, path)
     assert "path" not in link_panel.link_state(values, frame, {"a": a, "b": a}, path)  # B changed since
-    assert "frame" not in link_panel.link_state(values, a, {"a": a, "b": b}, path)  # a known material on screen
+    on_screen = link_panel.link_state(values, a, {"a": a, "b": b}, path)  # a known material on screen, not a frame
+    assert "path" not in on_screen and "frame" not in on_screen
+    both = "?" + links.write({**on_screen, "path": "1"})  # written by hand: the structure wins, no path is run
+    out = link_panel.apply(both, values, None, {}, tiny_settings)
+    assert link_panel.rerun_path(both, out, values=values, endpoints={}, path=None) is None
 
     search = links.write(state)
     fresh = {key: None for key in keys} | {"dataset": "tiny", "map": "crystals", "steps": 10, "method": "linear"}
