@@ -6,11 +6,11 @@
 The crystals a training run held out (its ``split.json``) are evaluated family by family: perov_5,
 carbon_24 and mp_20_subset from their original CIFs in ../shared/data (when present), and the
 held-out known materials (Materials Project dielectric set and AMCSD minerals) from the table's
-original structures. Each family goes through ``models.evaluate.evaluate`` (match rate over all
+original structures. Each family goes through ``models.crystal.evaluate.evaluate`` (match rate over all
 crystals, RMSE, validity, interpolation) and the figures are printed as a table.
 
 The search is offered the nearest known crystals of each decode's stoichiometry, as the app offers the known
-map's (``models.search.KnownCells``): here the run's training crystals (the split's tables without its held-out
+map's (``models.crystal.search.KnownCells``): here the run's training crystals (the split's tables without its held-out
 ids), so no held-out crystal is ever offered. ``--no-known`` measures the decoder's own candidates only; ``--known-
 baseline`` also prints the nearest known crystal alone (renamed and rescaled, no decoder): what memory alone gives.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.checkpoint import load_checkpoint  # noqa: E402
-from models.evaluate import (  # noqa: E402
+from models.crystal.checkpoint import load_checkpoint  # noqa: E402
+from models.crystal.evaluate import (  # noqa: E402
     InputCrystal,
     encode_inputs,
     evaluate,
@@ -34,7 +34,7 @@ from models.evaluate import (  # noqa: E402
     read_cdvae_csv,
     reconstruction_metrics,
 )
-from models.search import KnownCells  # noqa: E402
+from models.crystal.search import KnownCells  # noqa: E402
 
 SHARED_FAMILIES = ("perov_5", "carbon_24", "mp_20_subset")
 COLUMNS = ("n", "match_rate", "rmse", "composition_match_rate", "atom_count_accuracy", "struct_validity",
@@ -66,8 +66,8 @@ def nearest_known_alone(model, rows: list[InputCrystal], known: KnownCells) -> d
     import numpy as np
     import torch
 
-    from models.autoencoder import DecodedArrays
-    from models.search import search_decode
+    from models.crystal.autoencoder import DecodedArrays
+    from models.crystal.search import search_decode
 
     latents = encode_inputs(model, rows)
     found = []

@@ -5,7 +5,7 @@
 Prints encode throughput (crystals/s, batches of 64 real crystals from the known-materials table or,
 without it, the tiny crystals below), decode latency for one crystal and for a batch of 256 (p50/p95
 over repeated runs, each run on the next of 256 latents of real crystals), both for the default decode
-(with the encoder's check of compositions and sublattices, ``models.search``), the decode as the app runs it
+(with the encoder's check of compositions and sublattices, ``models.crystal.search``), the decode as the app runs it
 (also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built)
 and the plain one-pass decode, and, as a baseline measured in the same process, the time pymatgen takes to write one
 decoded crystal as CIF (what every click must do anyway), with the ratios to it.
@@ -25,9 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.autoencoder import CrystalAutoencoder, ModelConfig  # noqa: E402
-from models.checkpoint import load_checkpoint  # noqa: E402
-from models.data import crystal_to_structure, read_tables  # noqa: E402
+from models.crystal.autoencoder import CrystalAutoencoder, ModelConfig  # noqa: E402
+from models.crystal.checkpoint import load_checkpoint  # noqa: E402
+from models.crystal.data import crystal_to_structure, read_tables  # noqa: E402
 from models.device import resolve_device  # noqa: E402
 
 

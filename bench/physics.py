@@ -15,7 +15,7 @@ computed into a scratch folder, so every chemical system starts cold as on a fre
 4. Click -> structure: ``model.decode`` p50 before and after the potential is loaded in the same process (the
    physics panel is a second callback; the click itself must not get slower).
 5. With ``--recon N``: N held-out crystals per family of bench/heldout.py, decoded, matched (CDVAE protocol,
-   ``models.metrics.rms_if_match``), then relaxed and matched again.
+   ``models.crystal.metrics.rms_if_match``), then relaxed and matched again.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def bench_recon_after_relax(settings: Settings, n: int) -> dict:
     from heldout import SHARED_FAMILIES, known_rows, shared_rows
 
     from explorer.services import model, physics
-    from models.metrics import rms_if_match
+    from models.crystal.metrics import rms_if_match
 
     held_out = set(json.loads((ROOT / "models" / "checkpoints" / "default.split.json").read_text())["val_ids"])
     families = {f: shared_rows(f, held_out, settings.shared_data_dir) for f in SHARED_FAMILIES

@@ -6,7 +6,7 @@ cover (the occupied cells of a 64 × 64 grid over the map, a uniform point insid
 as a click there decodes it: ``Atlas.latents_at``), and midpoints of random pairs of known materials in latent
 space. Each is decoded, then judged with CDVAE's definitions:
 
-- structurally valid: no two atoms closer than 0.5 Å and a cell of at least 0.1 Å³ (``models.validity``);
+- structurally valid: no two atoms closer than 0.5 Å and a cell of at least 0.1 Å³ (``models.crystal.validity``);
 - compositionally valid: charge-balanced by SMACT;
 - unique: no earlier valid crystal of the set matches it. A cheap fingerprint first (reduced formula and spglib
   space group at ``settings.symprec``), ``StructureMatcher()`` only within a fingerprint's bucket: two decodes

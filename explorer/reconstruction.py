@@ -1,17 +1,17 @@
 """How well the model knows each material of a map: does its latent decode back to the material?
 
 Every known material's latent (the one on the map) is decoded the way a click decodes it (with the encoder's check,
-``models.search``) and matched to the material's canonical cell with pymatgen's StructureMatcher at the reconstruction
-tolerances of the model card (``models.metrics.MATCHER_TOLERANCES``, as CDVAE). The result is stored beside the map, in
-its cache folder (``reconstruction-known<n>-search<v>.parquet``: id, matched, rms, decoded formula and space group, and
-the known crystal the decode was made from, if any), because it depends on the same checkpoint and table: a new
-checkpoint makes a new map and a new check; ``<n>`` is ``settings.known_starts``, the known crystals each decode is also
-offered (never the material itself: ``models.search.KnownCells``), and ``<v>`` is ``models.search.SEARCH_VERSION``, so
-that a change of the search that can change a decode makes a new check too. The check of a dataset other than the one
-those known crystals come from also names that map's version (``_library``). ``python -m explorer build`` computes it
-after the map (about 15 minutes for the 11k known materials on 2 cores: the matching dominates); the server computes a
-missing one in the background after its warm-up, so ``make run`` builds the maps with ``--skip-reconstruction`` and the
-app is usable at once.
+``models.crystal.search``) and matched to the material's canonical cell with pymatgen's StructureMatcher at the
+reconstruction tolerances of the model card (``models.crystal.metrics.MATCHER_TOLERANCES``, as CDVAE). The result is
+stored beside the map, in its cache folder (``reconstruction-known<n>-search<v>.parquet``: id, matched, rms, decoded
+formula and space group, and the known crystal the decode was made from, if any), because it depends on the same
+checkpoint and table: a new checkpoint makes a new map and a new check; ``<n>`` is ``settings.known_starts``, the known
+crystals each decode is also offered (never the material itself: ``models.crystal.search.KnownCells``), and ``<v>`` is
+``models.crystal.search.SEARCH_VERSION``, so that a change of the search that can change a decode makes a new check too.
+The check of a dataset other than the one those known crystals come from also names that map's version (``_library``).
+``python -m explorer build`` computes it after the map (about 15 minutes for the 11k known materials on 2 cores: the
+matching dominates); the server computes a missing one in the background after its warm-up, so ``make run`` builds the
+maps with ``--skip-reconstruction`` and the app is usable at once.
 
 The app shows it in three places: the info panel of a known material ("the autoencoder reconstructs this material" or
 "decodes it as <formula, space group>"), the map's colour option "reconstruction", and the end frames of an
@@ -118,7 +118,7 @@ def space_group_of(structure: Structure) -> str:
 def entries(decoded: list[Structure], targets: list[Structure]) -> list[dict]:
     """One entry per (decoded, target) pair: matched, rms, decoded_formula, decoded_spacegroup (the space group
     only where it is shown: for decodes that do not match), decoded_from (``properties["decoded_from"]``, or "")."""
-    from models.metrics import rms_if_match  # torch: only where a check runs
+    from models.crystal.metrics import rms_if_match  # torch: only where a check runs
 
     found = []
     for got, want in zip(decoded, targets, strict=True):
@@ -139,7 +139,7 @@ def path_of(dataset: str, settings) -> Path:
     """Where the reconstruction of ``dataset``'s current map is kept (inside the map's cache folder)."""
     from explorer.atlas import atlas_key
     from explorer.datasets.build import check_dataset_name
-    from models.search import SEARCH_VERSION
+    from models.crystal.search import SEARCH_VERSION
 
     name = FILE_NAME.format(n=settings.known_starts, v=SEARCH_VERSION)
     return (Path(settings.atlas_dir) / f"{check_dataset_name(dataset)}-{atlas_key(dataset, settings)}"

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     debug: bool = Field(default=False, description="Dash debug mode (hot reload, error overlay); off when serving.")
     checkpoint: Path = Field(
         default=PROJECT_ROOT / "models" / "checkpoints" / "default.pt",
-        description="Autoencoder checkpoint used to encode and decode (models/checkpoint.py format).",
+        description="Autoencoder checkpoint used to encode and decode (models/crystal/checkpoint.py format).",
     )
     motif_checkpoint: Path = Field(
         default=PROJECT_ROOT / "models" / "checkpoints" / "motif.pt",
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
                                        "`python -m explorer build` (with --workers/--scheduler).")
     known_starts: int = Field(default=8, ge=0, le=32, description="A decode also offers the encoder this many known "
                               "crystals of its stoichiometry, nearest to its latent (renamed and rescaled; "
-                              "models.search.KnownCells); 0: the decoder's candidates only.")
+                              "models.crystal.search.KnownCells); 0: the decoder's candidates only.")
     known_starts_dataset: str = Field(default="known", description="The dataset whose built map gives those known "
                                       "crystals (when it is not built, decodes use the decoder's candidates only).")
     inverse_k: int = Field(

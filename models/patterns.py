@@ -1,7 +1,7 @@
 """Known examples nearest to a latent among those with the same pattern of element counts, renamed.
 
-Both decoders offer known examples as further starts: the crystal search (``models.search.KnownCells``: crystals of
-the decode's reduced stoichiometry, AB2, ABC3, ...) and the motif refinement (``models.motif.refine.Library``: shells
+Both decoders offer known examples as further starts: the crystal search (``models.crystal.search.KnownCells``: crystals
+of the decode's reduced stoichiometry, AB2, ABC3, ...) and the motif refinement (``models.motif.refine.Library``: shells
 with the same counts, O6; O4 S2; ...). Both keep one rule, written here once:
 
 - the **pattern** of a set of atoms is its elements ordered by count (most first, then atomic number) and their

@@ -31,11 +31,11 @@ def real_crystals() -> list[Structure]:
 
 def small_checkpoint(path: Path, *, steps: int = TRAIN_STEPS) -> Path:
     """Train a small model on the dozen real crystals for ``steps`` full-batch steps and save it to ``path``."""
-    from models.autoencoder import CrystalAutoencoder, ModelConfig
-    from models.checkpoint import save_checkpoint
-    from models.data import build_graphs, collate, crystal_from_structure
-    from models.lattice import lattice_parameters
-    from models.losses import LossWeights
+    from models.crystal.autoencoder import CrystalAutoencoder, ModelConfig
+    from models.crystal.checkpoint import save_checkpoint
+    from models.crystal.data import build_graphs, collate, crystal_from_structure
+    from models.crystal.lattice import lattice_parameters
+    from models.crystal.losses import LossWeights
 
     torch.manual_seed(0)
     config = ModelConfig(max_atoms=12, latent_dim=16, d_model=32, decoder_layers=1, mlp_hidden=64,

@@ -58,7 +58,7 @@ class DecodeBatcher:
 
     def decode(self, z: np.ndarray, known=None) -> list:
         """Crystals (``model.decode`` results) of (n, d) latents ``z``, decoded with whatever else is waiting (with the
-        same ``known`` crystals, ``models.search.KnownCells``)."""
+        same ``known`` crystals, ``models.crystal.search.KnownCells``)."""
         request = {"z": z, "known": known, "done": threading.Event(), "result": None, "error": None, "skips": 0,
                    "arrival": next(self._arrivals)}
         self._pending.put(request)

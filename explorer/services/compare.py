@@ -54,8 +54,8 @@ def _row(structure: Structure, *, symprec: float) -> dict[str, str]:
 def compare(first: Structure, second: Structure, *, symprec: float = 0.1) -> dict:
     """{"rows": [[property, first's value, second's value, differs]], "verdict": a sentence, "rms": float | None,
     "ms": server time}. The cell rows are of each one's conventional standard cell (``cells.in_cell``); the
-    verdict is StructureMatcher's at the tolerances of the reconstruction measures (``models.metrics``)."""
-    from models.metrics import rms_if_match
+    verdict is StructureMatcher's at the tolerances of the reconstruction measures (``models.crystal.metrics``)."""
+    from models.crystal.metrics import rms_if_match
 
     start = time.perf_counter()
     left, right = (_row(in_cell(s, "conventional", symprec=symprec)[0], symprec=symprec) for s in (first, second))

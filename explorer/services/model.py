@@ -68,7 +68,7 @@ def _stamp(path: Path) -> tuple[str, int, int]:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, size: int, mtime_ns: int, device: str):
-    from models.checkpoint import load_checkpoint
+    from models.crystal.checkpoint import load_checkpoint
 
     return load_checkpoint(path, device=device or None)
 
@@ -123,12 +123,12 @@ _KNOWN: dict[tuple, object] = {}
 
 
 def known_cells(settings: Settings):
-    """(token, ``models.search.KnownCells``) of the map of ``settings.known_starts_dataset``: its crystals and latents,
-    from which every decode also starts (``settings.known_starts`` per latent); None when that map is not built or
-    ``known_starts`` is 0. ``token`` names the map's version (part of the decode cache's keys)."""
+    """(token, ``models.crystal.search.KnownCells``) of the map of ``settings.known_starts_dataset``: its crystals and
+    latents, from which every decode also starts (``settings.known_starts`` per latent); None when that map is not built
+    or ``known_starts`` is 0. ``token`` names the map's version (part of the decode cache's keys)."""
     from explorer import atlas
     from explorer.services import materials
-    from models.search import Cell, KnownCells
+    from models.crystal.search import Cell, KnownCells
 
     dataset = settings.known_starts_dataset
     if settings.known_starts <= 0:
@@ -196,7 +196,7 @@ def decode_many(latents: np.ndarray, settings: Settings, *, search: bool = True)
     encoder checking the decoder's candidates and the nearest crystals of the known map (``known_cells``); a latent
     decoded lately is taken from ``decode_cache``.
     ``search=False``: the decoder's own guess, without the encoder's check of other candidates
-    (``models.search``): about 15 times faster on a CPU, for generation at scale (never cached)."""
+    (``models.crystal.search``): about 15 times faster on a CPU, for generation at scale (never cached)."""
     z = _as_latents(latents, settings)
     model = loaded_checkpoint(settings).model
     token, known = (known_cells(settings) or ("", None)) if search else ("", None)

@@ -168,7 +168,7 @@ def redecode(path, settings, *, checkpoint=None) -> dict:
     from pathlib import Path
 
     from explorer.services import model
-    from models.metrics import rms_if_match
+    from models.crystal.metrics import rms_if_match
 
     path = Path(path)
     if not path.is_file():

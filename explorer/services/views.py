@@ -268,7 +268,7 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
                   kind: str = "crystals") -> dict:
     """Decode a path between two views: {"frames": [frame view...], "xy": [[x, y]...], "method", "a", "b", "ends",
     "ms"}; ``ends`` {"a": bool, "b": bool} says whether the first and last frames match A and B (the decoder
-    reproduces the endpoint: ``models.metrics.rms_if_match``)."""
+    reproduces the endpoint: ``models.crystal.metrics.rms_if_match``)."""
     from explorer.services import motif_views
 
     start = time.perf_counter()
@@ -307,9 +307,9 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
 
 def _reproduces(decoded: Structure, view: dict, dataset: str, settings: Settings) -> bool:
     """Whether ``decoded`` (a path's end frame: the decode of ``view``'s latent) matches ``view``
-    (``models.metrics.rms_if_match``). For a known material of ``dataset`` whose view carries its latent unchanged,
-    the map's stored reconstruction check already holds the answer (the same decode, matched with the same cell), so
-    the StructureMatcher does not run again on every path."""
+    (``models.crystal.metrics.rms_if_match``). For a known material of ``dataset`` whose view carries its latent
+    unchanged, the map's stored reconstruction check already holds the answer (the same decode, matched with the same
+    cell), so the StructureMatcher does not run again on every path."""
     if view["kind"] == "known" and isinstance(view.get("id"), str):
         atlas = get_atlas(dataset, settings)
         k = atlas.index_of(view["id"])
@@ -318,7 +318,7 @@ def _reproduces(decoded: Structure, view: dict, dataset: str, settings: Settings
             entry = rebuilt.of(view["id"]) if rebuilt is not None else None
             if entry is not None:
                 return bool(entry["matched"])
-    from models.metrics import rms_if_match
+    from models.crystal.metrics import rms_if_match
 
     return rms_if_match(decoded, structure_of(view)) is not None
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from models.data import MAX_Z, CrystalBatch
+from models.crystal.data import MAX_Z, CrystalBatch
 
 _NEVER = frozenset({1, 2, 10, 18, 36, 54, 86, 43, 61, 84, 85, 87, 88, 89})
 """Never substituted, nor substituted in: H, the noble gases, and the short-lived radioactive elements."""

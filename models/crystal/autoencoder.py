@@ -5,7 +5,7 @@
     decoded = model.decode(mu)                                 # list[DecodedCrystal]
     decoded[0].structure, decoded[0].validity
 
-Mirror images share one latent (see ``models.encoder``); a chiral crystal decodes to one of its two
+Mirror images share one latent (see ``models.crystal.encoder``); a chiral crystal decodes to one of its two
 enantiomers. The latent norm bound (a buffer, saved with the weights) is set by training from the
 training latents and marks decodes of far-away latents as out of range.
 """
@@ -21,13 +21,21 @@ import torch
 from pymatgen.core import Lattice, Structure
 from torch import nn
 
-from models.data import MAX_Z, Crystal, CrystalBatch, build_graph, collate, crystal_from_structure, primitive_structure
-from models.decoder import CrystalDecoder, DecoderOutput, element_fractions
-from models.encoder import CrystalEncoder
-from models.lattice import lattice_parameters
-from models.losses import LossWeights, autoencoder_loss
-from models.search import Cell, KnownCells, cells_from_output, search_decode
-from models.validity import ValidityReport, check_validity
+from models.crystal.data import (
+    MAX_Z,
+    Crystal,
+    CrystalBatch,
+    build_graph,
+    collate,
+    crystal_from_structure,
+    primitive_structure,
+)
+from models.crystal.decoder import CrystalDecoder, DecoderOutput, element_fractions
+from models.crystal.encoder import CrystalEncoder
+from models.crystal.lattice import lattice_parameters
+from models.crystal.losses import LossWeights, autoencoder_loss
+from models.crystal.search import Cell, KnownCells, cells_from_output, search_decode
+from models.crystal.validity import ValidityReport, check_validity
 
 MODEL_VERSION = 4
 """Version of the model architecture and checkpoint layout (2: the decoder predicts the composition first;
@@ -147,11 +155,12 @@ class DecodedArrays:
     frac_coords: np.ndarray
     lattice: np.ndarray
     origins: tuple[str, ...] = ()
-    """Per crystal, the id of the known crystal the search took it from (``models.search.KnownCells``), or ''."""
+    """Per crystal, the id of the known crystal the search took it from (``models.crystal.search.KnownCells``), or
+    ''."""
 
     @classmethod
     def from_cells(cls, cells: Sequence[Cell]) -> DecodedArrays:
-        """Padded arrays of decoded ``models.search.Cell`` s."""
+        """Padded arrays of decoded ``models.crystal.search.Cell`` s."""
         n_atoms = np.array([len(c.numbers) for c in cells], dtype=np.int64)
         n_max = int(n_atoms.max())
         numbers = np.zeros((len(cells), n_max), dtype=np.int64)
@@ -242,8 +251,8 @@ class CrystalAutoencoder(nn.Module):
 
     def encode_crystals(self, crystals: Sequence[Crystal], *,
                         batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar), each (n_crystals, latent_size), of ``models.data.Crystal`` s as they are (no cell reduction),
-        their neighbour graphs built one batch at a time."""
+        """(mu, logvar), each (n_crystals, latent_size), of ``models.crystal.data.Crystal`` s as they are (no cell
+        reduction), their neighbour graphs built one batch at a time."""
         if not crystals:
             raise ValueError("encode_crystals needs at least one crystal")
         parts = [self.encode(collate([build_graph(c, cutoff=self.config.cutoff)
@@ -262,7 +271,7 @@ class CrystalAutoencoder(nn.Module):
     def loss(self, batch: CrystalBatch, *, weights: LossWeights, sample: bool = True,
              lattice_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         """(total loss, its terms as floats, mu (n_crystals, latent_size)) of one batch; ``lattice_weight``
-        (n_crystals,) weighs each crystal's lattice error (see ``models.losses.autoencoder_loss``)."""
+        (n_crystals,) weighs each crystal's lattice error (see ``models.crystal.losses.autoencoder_loss``)."""
         batch = self.prepare(batch)
         output, mu, logvar = self(batch, sample=sample)
         target_norm = self.decoder.normalize_lattice(lattice_parameters(batch.lattice))
@@ -279,7 +288,7 @@ class CrystalAutoencoder(nn.Module):
 
         With ``search`` (the default) the decoder's few best compositions and sublattice labellings, and the
         nearest ``known`` crystals of the chosen stoichiometry when given, are checked against z by the encoder
-        (``models.search``); ``search=False`` is the plain one-pass decode.
+        (``models.crystal.search``); ``search=False`` is the plain one-pass decode.
         """
         z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=self.dtype, device=self.device)
         if z.ndim != 2 or z.shape[1] != self.latent_size:

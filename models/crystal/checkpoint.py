@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from models.autoencoder import MODEL_VERSION, CrystalAutoencoder, ModelConfig
+from models.crystal.autoencoder import MODEL_VERSION, CrystalAutoencoder, ModelConfig
 from models.device import resolve_device
 
 REQUIRED_KEYS = ("config", "state_dict", "version", "data_hash", "metrics")

@@ -14,7 +14,7 @@
    always a whole-number multiset. (Rounding n p alone drops minority elements whenever p is less
    sharp than the true fractions: Li 0.12 and La 0.06 of a LiLaSO2 cell of 5 atoms.)
 4. An MLP reads the six lattice parameters (log a, log b, log c, cos α, cos β, cos γ; standardised by
-   buffers set from the training data) from z, n and the composition. ``models.lattice`` rebuilds the
+   buffers set from the training data) from z, n and the composition. ``models.crystal.lattice`` rebuilds the
    canonical matrix.
 5. The n slots hold the species in ascending atomic number. Each slot gets its own token, a separate
    linear projection of z per slot, plus embeddings of its species, of the slot, of n and of the
@@ -25,7 +25,7 @@
 
 The origin is fixed by the atoms themselves: the anchor atom (``anchor_slots``: the first atom of the
 rarest species, the lightest of them on a tie) sits at (0, 0, 0), and every pass outputs positions
-relative to it. The loss (``models.losses``) puts the target's origin on an atom of the same species,
+relative to it. The loss (``models.crystal.losses``) puts the target's origin on an atom of the same species,
 so the decoder learns relative positions against a fixed reference instead of chasing an origin that
 moves with its own output (overfitting 64 perovskites for 250 steps reached a coordinate loss of
 0.47 Å^2 that way, and 0.019 Å^2 anchored).
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.data import MAX_Z
+from models.crystal.data import MAX_Z
 
 NUM_SPECIES = MAX_Z + 1
 """Species classes: index = atomic number; index 0 is padding and never predicted."""

@@ -28,7 +28,7 @@ from e3nn import o3
 from e3nn.math import soft_one_hot_linspace
 from torch import nn
 
-from models.data import MAX_Z, CrystalBatch
+from models.crystal.data import MAX_Z, CrystalBatch
 from models.equivariant import GatedConvolution, hidden_irreps
 from models.graph import edge_vectors
 

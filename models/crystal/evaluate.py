@@ -1,9 +1,9 @@
 """CDVAE-protocol evaluation of a checkpoint on a CDVAE-style CSV (``material_id``, ``cif``).
 
-    python -m models.evaluate --checkpoint C --data PATH --out metrics.json
+    python -m models.crystal.evaluate --checkpoint C --data PATH --out metrics.json
 
 For every crystal: encode, decode the posterior mean (with the encoder's check of the decoder's best few
-compositions and site labellings, ``models.search``; ``--plain`` for the one-pass decode), and match the
+compositions and site labellings, ``models.crystal.search``; ``--plain`` for the one-pass decode), and match the
 decoded crystal against the input with ``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)``. The
 match rate is over ALL crystals: an unreadable CIF, a failed decode or a structurally invalid decode
 (two atoms < 0.5 Å apart or a cell < 0.1 Å^3) is a miss. RMSE is the mean normalised ``get_rms_dist`` over matches.
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from models.autoencoder import CrystalAutoencoder
-from models.checkpoint import load_checkpoint
-from models.metrics import rms_if_match
-from models.validity import MIN_CELL_VOLUME, MIN_DISTANCE, charge_balanced, min_interatomic_distance
+from models.crystal.autoencoder import CrystalAutoencoder
+from models.crystal.checkpoint import load_checkpoint
+from models.crystal.metrics import rms_if_match
+from models.crystal.validity import MIN_CELL_VOLUME, MIN_DISTANCE, charge_balanced, min_interatomic_distance
 
 N_INTERPOLATION_PAIRS = 200
 N_INTERPOLATION_FRAMES = 9
@@ -156,7 +156,7 @@ def interpolation_metrics(model: CrystalAutoencoder, latents: np.ndarray, *, see
 def evaluate(model: CrystalAutoencoder, rows: list[InputCrystal], *, seed: int = 0,
              search: bool = True, known=None) -> dict[str, float]:
     """Every metric of the module docstring for the given rows (``search=False``: the plain one-pass decode;
-    ``known``: a ``models.search.KnownCells`` of crystals the search also offers, never ones of ``rows``)."""
+    ``known``: a ``models.crystal.search.KnownCells`` of crystals the search also offers, never ones of ``rows``)."""
     start = time.perf_counter()
     with torch.no_grad():
         latents = encode_inputs(model, rows)
@@ -168,11 +168,11 @@ def evaluate(model: CrystalAutoencoder, rows: list[InputCrystal], *, seed: int =
 
 
 def known_training_cells(model: CrystalAutoencoder, split_path: str | Path):
-    """The training crystals of a run as a ``models.search.KnownCells``: its ``split.json``'s tables without its
+    """The training crystals of a run as a ``models.crystal.search.KnownCells``: its ``split.json``'s tables without its
     held-out ids and without cells larger than the model decodes, with their latents under ``model`` (about 20 s
     for 16,000 crystals on 2 cores). ValueError naming a split file that is not one."""
-    from models.data import read_tables
-    from models.search import Cell, KnownCells
+    from models.crystal.data import read_tables
+    from models.crystal.search import Cell, KnownCells
 
     split_path = Path(split_path)
     try:
@@ -180,7 +180,7 @@ def known_training_cells(model: CrystalAutoencoder, split_path: str | Path):
         tables, held_out = split["tables"], set(split["val_ids"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{split_path}: not a run's split.json (tables and val_ids): {exc}") from exc
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the project (tables in a split are relative to it)
     paths = [p if Path(p).is_absolute() or Path(p).exists() else root / p for p in tables]
     crystals = [c for c in read_tables(paths, max_atoms=model.config.max_atoms).crystals if c.id not in held_out]
     latents = np.zeros((0, model.latent_size), np.float32)
@@ -192,14 +192,14 @@ def known_training_cells(model: CrystalAutoencoder, split_path: str | Path):
 
 
 def command_parser(*, prog: str, description: str, out_help: str) -> argparse.ArgumentParser:
-    """Arguments shared by ``models.evaluate`` and ``models.reconstruct``."""
+    """Arguments shared by ``models.crystal.evaluate`` and ``models.crystal.reconstruct``."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint (.pt)")
     parser.add_argument("--data", required=True, type=Path, help="CDVAE-style CSV(.gz) with material_id and cif")
     parser.add_argument("--out", required=True, type=Path, help=out_help)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: $EXPLORER_DEVICE, cuda, cpu)")
     parser.add_argument("--plain", action="store_true",
-                        help="the decoder's one-pass decode, without the encoder's check (models.search)")
+                        help="the decoder's one-pass decode, without the encoder's check (models.crystal.search)")
     parser.add_argument("--known", type=Path, default=None, metavar="SPLIT_JSON",
                         help="also offer the search the training crystals of the run of this split.json (never its "
                              "held-out ones), as the app offers its known map's crystals")
@@ -221,7 +221,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[CrystalAutoencoder, list[Inpu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_parser(prog="python -m models.evaluate", description=__doc__.split("\n\n")[0],
+    parser = command_parser(prog="python -m models.crystal.evaluate", description=__doc__.split("\n\n")[0],
                             out_help="where to write the metrics JSON")
     parser.add_argument("--seed", type=int, default=0, help="seed of the interpolation pairs")
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ during training (teacher forcing), and their coordinates are compared with the t
 
 1. alignment: the decoder puts its anchor atom (the first atom of the rarest species, the lightest
    on a tie) at the origin; the target is inverted or not (mirror images share a latent, see
-   ``models.encoder``) and translated so that one of its atoms of that species is at the origin; of
+   ``models.crystal.encoder``) and translated so that one of its atoms of that species is at the origin; of
    these 2 m candidates (m atoms of the anchor species) the one with the smallest species-aware
    Chamfer distance to the prediction is kept (one batched matrix product, no gradient);
 2. matching: the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) pairs predicted and
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from models.decoder import DecoderOutput, anchor_slots, element_fractions
-from models.lattice import lattice_parameters
+from models.crystal.decoder import DecoderOutput, anchor_slots, element_fractions
+from models.crystal.lattice import lattice_parameters
 
 _INF = 1e9
 SHORT_CONTACT = 0.8
@@ -91,7 +91,7 @@ def _periodic_features(frac: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
 def align_targets(*, pred_frac: torch.Tensor, pred_species: torch.Tensor, target_frac: torch.Tensor,
                   target_species: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Targets inverted or not and shifted so that one of their anchor-species atoms is at the origin,
-    where the decoder puts its anchor atom (see the module docstring and ``models.decoder.anchor_slots``).
+    where the decoder puts its anchor atom (see the module docstring and ``models.crystal.decoder.anchor_slots``).
 
     Args:
         pred_frac: (B, n, 3) predicted fractional coordinates, anchor atom at the origin.

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from models.autoencoder import CrystalAutoencoder
-from models.data import CrystalGraph, collate, crystal_to_structure
+from models.crystal.autoencoder import CrystalAutoencoder
+from models.crystal.data import CrystalGraph, collate, crystal_to_structure
 
 MATCHER_TOLERANCES = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 """StructureMatcher tolerances of the reconstruction targets (as CDVAE)."""
@@ -55,7 +55,7 @@ class ReconstructionReport:
 def reconstruct(model: CrystalAutoencoder, graphs: Sequence[CrystalGraph], *,
                 batch_size: int = 256) -> ReconstructionReport:
     """Encode (posterior mean) and decode each crystal (the default decode, with the encoder's check of
-    ``models.search``), and match the result against the input."""
+    ``models.crystal.search``), and match the result against the input."""
     was_training = model.training
     model.eval()
     matched, rms, counts, ids = [], [], [], []

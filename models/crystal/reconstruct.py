@@ -1,8 +1,8 @@
 """Decode every crystal of a CDVAE-style CSV and write the result, so anyone can check the match rate.
 
-    python -m models.reconstruct --checkpoint C --data PATH --out decoded.csv
+    python -m models.crystal.reconstruct --checkpoint C --data PATH --out decoded.csv
 
-Decoding is the default one (the encoder checks the decoder's best few candidates, ``models.search``);
+Decoding is the default one (the encoder checks the decoder's best few candidates, ``models.crystal.search``);
 ``--known SPLIT_JSON`` also offers it the training crystals of that run (as the app offers its known map's);
 ``--plain`` writes the decoder's one-pass decode. One output row per input row: ``material_id`` and
 ``cif`` (the decoded crystal as a P1 CIF; empty when the input could not be read or encoded).
@@ -20,11 +20,11 @@ import sys
 
 from pymatgen.io.cif import CifWriter
 
-from models.evaluate import command_parser, decode_all, encode_inputs, known_of, load_inputs
+from models.crystal.evaluate import command_parser, decode_all, encode_inputs, known_of, load_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = command_parser(prog="python -m models.reconstruct", description=__doc__.split("\n\n")[0],
+    parser = command_parser(prog="python -m models.crystal.reconstruct", description=__doc__.split("\n\n")[0],
                             out_help="CSV to write (material_id, cif)")
     parser.add_argument("--relax", action="store_true", help="relax every decode with CHGNet before writing it")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Latent-consistent decoding: the decoder proposes a few crystals, the encoder picks the one that fits z.
 
-The one-shot decoder (``models.decoder``) makes two kinds of discrete mistakes that no coordinate
+The one-shot decoder (``models.crystal.decoder``) makes two kinds of discrete mistakes that no coordinate
 refinement can undo:
 
 * **the composition**: counts are rounded from fractions, so a crystal can come out as Sr O4 instead of
@@ -49,14 +49,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from models.data import CrystalGraph, collate, make_crystal
-from models.decoder import NUM_SPECIES, Composition, DecoderOutput, element_counts, finite_latents, slot_species
+from models.crystal.data import CrystalGraph, collate, make_crystal
+from models.crystal.decoder import NUM_SPECIES, Composition, DecoderOutput, element_counts, finite_latents, slot_species
+from models.crystal.lattice import matrix_from_parameters
 from models.graph import periodic_neighbor_graph
-from models.lattice import matrix_from_parameters
 from models.patterns import PatternIndex, count_pattern, renamed
 
-if TYPE_CHECKING:  # models.autoencoder imports this module
-    from models.autoencoder import CrystalAutoencoder
+if TYPE_CHECKING:  # models.crystal.autoencoder imports this module
+    from models.crystal.autoencoder import CrystalAutoencoder
 
 SEARCH_VERSION = 2
 """Bumped by every change of this module that can change which crystal a latent decodes to (stored results of the

@@ -1,4 +1,4 @@
-"""Train the crystal autoencoder: ``python -m models.train [--tables ...] --out runs/NAME [--resume]``.
+"""Train the crystal autoencoder: ``python -m models.crystal.train [--tables ...] --out runs/NAME [--resume]``.
 
 Reads built Parquet tables by path, holds out a seeded validation split (plus every row whose ``split``
 column says val/test), and trains with AdamW and a warm-up + cosine learning rate. Every epoch it
@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.augment import substitute
-from models.autoencoder import CrystalAutoencoder, ModelConfig
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.data import CrystalGraph, build_graphs, data_hash, iterate_batches, read_tables, split_train_val
+from models.crystal.augment import substitute
+from models.crystal.autoencoder import CrystalAutoencoder, ModelConfig
+from models.crystal.checkpoint import load_checkpoint, save_checkpoint
+from models.crystal.data import CrystalGraph, build_graphs, data_hash, iterate_batches, read_tables, split_train_val
+from models.crystal.lattice import lattice_parameters
+from models.crystal.losses import LossWeights
+from models.crystal.metrics import reconstruct
 from models.device import resolve_device
-from models.lattice import lattice_parameters
-from models.losses import LossWeights
-from models.metrics import reconstruct
 
 DEFAULT_TABLES = ("data/tables/known.parquet", "data/tables/perov_5.parquet", "data/tables/carbon_24.parquet",
                   "data/tables/mp_20_subset.parquet")
@@ -67,7 +67,7 @@ def default_tables() -> tuple[str, ...]:
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, ModelConfig]:
     """(TrainConfig, ModelConfig) from the command line."""
-    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m models.crystal.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--tables", nargs="+", default=list(default_tables()), help="Parquet tables to train on")
     parser.add_argument("--out", default="runs/default", help="output directory (checkpoints, metrics.jsonl)")
@@ -101,7 +101,7 @@ _HELP = {
     "warmup_steps": "linear warm-up steps before the cosine decay", "beta": "weight of the KL term (VAE beta)",
     "composition_weight": "weight of the composition term (KL of the element fractions)",
     "substitute": "share of training crystals whose elements are swapped for similar ones each batch "
-                  "(models.augment; their lattice is not a target)",
+                  "(models.crystal.augment; their lattice is not a target)",
     "val_fraction": "share of crystals held out for validation (seeded)", "seed": "random seed",
     "max_minutes": "stop cleanly after this many minutes (0: no limit)",
     "device": "cpu, cuda, cuda:N (default: $EXPLORER_DEVICE, else cuda when present, else cpu)",

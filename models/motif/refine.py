@@ -7,8 +7,8 @@ is a smooth, invariant function of the positions, so the decoded points can be m
 
     | learned part of encode(centre, elements, points) - learned part of z |^2
 
-(the shell part of a version-2 latent is fixed by the elements), towards a shell the encoder would have given z.
-The same idea as the crystal model's search (``models.search``: the encoder checks the decoder's candidates), here
+(the shell part of a version-2 latent is fixed by the elements), towards a shell the encoder would have given z. The
+same idea as the crystal model's search (``models.crystal.search``: the encoder checks the decoder's candidates), here
 continuous, as the motif encoder is cheap. On the 2,000 held-out environments of ``bench/motif.py`` it takes the
 reconstructed share from 58.6 to 71.5 % (median RMS 0.155 -> 0.064 Å) with ``STEPS`` = 50; 300 steps gave 74.6 %
 (session 14, before complete decodes), but each step costs 5-9 ms on 2 cores whatever the batch (the encoder's e3nn

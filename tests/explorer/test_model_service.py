@@ -211,8 +211,8 @@ def test_known_cells_are_the_crystals_of_the_known_map(tiny_settings):
 def test_a_decode_made_from_a_known_crystal_says_which_one(tiny_settings):
     """The search's known crystal travels with the decode (``properties["decoded_from"]``, kept by exports) and the
     view's note names it with its formula; the decoder's own crystal has no such note."""
-    from models.autoencoder import DecodedArrays
-    from models.search import Cell
+    from models.crystal.autoencoder import DecodedArrays
+    from models.crystal.search import Cell
 
     settings = tiny_settings.model_copy(update={"known_starts_dataset": "tiny"})
     table = materials.table("tiny", settings)

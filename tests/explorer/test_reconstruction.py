@@ -10,7 +10,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from explorer import reconstruction
 from explorer.services import materials, model, views
-from models.metrics import MATCHER_TOLERANCES
+from models.crystal.metrics import MATCHER_TOLERANCES
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_the_check_is_stored_beside_the_map_and_read_back(recon, tiny_settings):
 
 def test_a_new_version_of_the_search_makes_a_new_check(recon, tiny_settings, monkeypatch):
     """A stored check was made by one version of the search: after a change that can change decodes it is not read."""
-    from models import search
+    from models.crystal import search
 
     old = reconstruction.path_of(recon, tiny_settings)
     legacy = old.parent / reconstruction.LEGACY_FILE_NAME.format(n=tiny_settings.known_starts)  # before the version
@@ -140,7 +140,7 @@ def test_a_check_names_the_version_of_the_known_map_its_decodes_drew_on(recon, t
     """A check's decodes were offered the crystals of the known-starts dataset's map, when it is built: another
     version of that map (or its first build) makes another check, never a stale one read as current."""
     from explorer.atlas import atlas_key, build_atlas
-    from models.search import SEARCH_VERSION
+    from models.crystal.search import SEARCH_VERSION
 
     path = reconstruction.path_of(recon, tiny_settings)
     assert path.name.endswith("-with-none.parquet")  # the tests' "known" map is not built: no known crystals offered
@@ -164,8 +164,8 @@ def test_the_check_records_the_known_crystal_a_decode_was_made_from(recon, tiny_
     import pandas as pd
 
     from explorer.atlas import get_atlas
-    from models.autoencoder import DecodedArrays
-    from models.search import Cell
+    from models.crystal.autoencoder import DecodedArrays
+    from models.crystal.search import Cell
 
     stored = reconstruction.load(recon, tiny_settings)
     the_map = get_atlas(recon, tiny_settings)

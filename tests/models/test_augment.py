@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import TINY_CRYSTALS
 
-from models.augment import similar_elements, substitute, substitution_map
-from models.data import build_graph, collate, crystal_from_structure
+from models.crystal.augment import similar_elements, substitute, substitution_map
+from models.crystal.data import build_graph, collate, crystal_from_structure
 
 
 def _batch(*names: str):

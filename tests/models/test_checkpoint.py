@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import TINY_CRYSTALS
 
-from models.autoencoder import MODEL_VERSION, CrystalAutoencoder, ModelConfig
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.crystal.autoencoder import MODEL_VERSION, CrystalAutoencoder, ModelConfig
+from models.crystal.checkpoint import load_checkpoint, save_checkpoint
 
 SMALL = ModelConfig(max_atoms=12, latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4,
                     readout_hidden=16, d_model=16, n_heads=2, decoder_layers=1, mlp_hidden=16)

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_CRYSTALS
 from tiny_tables import write_table
 
-from models.data import (
+from models.crystal.data import (
     build_graphs,
     collate,
     crystal_from_structure,

@@ -8,9 +8,9 @@ import torch
 from conftest import graphite, nacl, srtio3
 from pymatgen.core import Lattice, Structure
 
-from models.autoencoder import CrystalAutoencoder, DecodedCrystal, ModelConfig
-from models.data import MAX_Z, build_graphs, collate, crystal_from_structure
-from models.decoder import (
+from models.crystal.autoencoder import CrystalAutoencoder, DecodedCrystal, ModelConfig
+from models.crystal.data import MAX_Z, build_graphs, collate, crystal_from_structure
+from models.crystal.decoder import (
     NUM_SPECIES,
     Composition,
     CrystalDecoder,
@@ -21,8 +21,8 @@ from models.decoder import (
     slot_species,
     whole_count_bonus,
 )
-from models.lattice import lattice_parameters, matrix_from_parameters
-from models.losses import LossWeights
+from models.crystal.lattice import lattice_parameters, matrix_from_parameters
+from models.crystal.losses import LossWeights
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The latent does not move (float64, <= 1e-5) when the same crystal is written differently.
 
 Rotation, translation, atom permutation, supercells, another cell setting and reflection (mirror
-images share a latent by design, see ``models.encoder``) on real crystals.
+images share a latent by design, see ``models.crystal.encoder``) on real crystals.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from e3nn import o3
 from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from models.autoencoder import CrystalAutoencoder, ModelConfig
+from models.crystal.autoencoder import CrystalAutoencoder, ModelConfig
 
 TOLERANCE = 1e-5
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -101,7 +101,7 @@ def test_batched_encoding_equals_one_by_one(model):
 
 def test_primitive_input_needs_no_reduction(model):
     """``primitive=True`` (the tables' canonical cells) gives the latent of the reduction it skips."""
-    from models.data import primitive_structure
+    from models.crystal.data import primitive_structure
 
     for make in CRYSTALS.values():
         structure = make() * (1, 1, 2)

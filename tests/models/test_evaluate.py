@@ -13,10 +13,10 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 from scipy.spatial.transform import Rotation
 
-from models import evaluate, reconstruct
-from models.autoencoder import CrystalAutoencoder, ModelConfig
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.evaluate import InputCrystal, interpolation_metrics, reconstruction_metrics
+from models.crystal import evaluate, reconstruct
+from models.crystal.autoencoder import CrystalAutoencoder, ModelConfig
+from models.crystal.checkpoint import load_checkpoint, save_checkpoint
+from models.crystal.evaluate import InputCrystal, interpolation_metrics, reconstruction_metrics
 
 SMALL = ModelConfig(max_atoms=12, latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4,
                     n_interactions=2, readout_hidden=32, d_model=32, n_heads=2, decoder_layers=1, mlp_hidden=32)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import TINY_CRYSTALS
 
-from models.decoder import NUM_SPECIES, anchor_slots, relative_to_anchor
-from models.losses import (
+from models.crystal.decoder import NUM_SPECIES, anchor_slots, relative_to_anchor
+from models.crystal.losses import (
     atom_losses,
     composition_divergence,
     hungarian_match,

@@ -7,11 +7,11 @@ import time
 import torch
 from tiny_tables import real_crystals
 
-from models.autoencoder import CrystalAutoencoder, ModelConfig
-from models.data import build_graphs, collate, crystal_from_structure
-from models.lattice import lattice_parameters
-from models.losses import LossWeights
-from models.metrics import reconstruct
+from models.crystal.autoencoder import CrystalAutoencoder, ModelConfig
+from models.crystal.data import build_graphs, collate, crystal_from_structure
+from models.crystal.lattice import lattice_parameters
+from models.crystal.losses import LossWeights
+from models.crystal.metrics import reconstruct
 
 TIME_LIMIT = 50.0  # seconds of training (2 CPU cores need about 10-20)
 

@@ -1,4 +1,4 @@
-"""Latent-consistent decoding (models.search): candidates, the encoder's distances, and the choice it makes."""
+"""Latent-consistent decoding (models.crystal.search): candidates, the encoder's distances, and the choice it makes."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import TINY_CRYSTALS
 
-from models import search
-from models.autoencoder import CrystalAutoencoder, ModelConfig
-from models.checkpoint import load_checkpoint
-from models.data import build_graph, collate, crystal_from_structure
-from models.decoder import NUM_SPECIES
+from models.crystal import search
+from models.crystal.autoencoder import CrystalAutoencoder, ModelConfig
+from models.crystal.checkpoint import load_checkpoint
+from models.crystal.data import build_graph, collate, crystal_from_structure
+from models.crystal.decoder import NUM_SPECIES
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "default.pt"
 
@@ -210,7 +210,7 @@ def test_known_crystals_are_offered_renamed_and_rescaled_never_for_their_own_lat
 def test_a_known_crystal_is_taken_only_when_the_encoder_puts_it_closer_to_z(trained):
     """With a known perovskite of other elements on offer, the decode of SrTiO3's latent is never farther from z than
     the decode without it, and it is still SrTiO3."""
-    from models.metrics import rms_if_match
+    from models.crystal.metrics import rms_if_match
 
     perovskite = TINY_CRYSTALS["SrTiO3"]()
     batio3 = perovskite.copy()
@@ -222,6 +222,6 @@ def test_a_known_crystal_is_taken_only_when_the_encoder_puts_it_closer_to_z(trai
     alone, offered = search.search_decode(trained, z_t)[0], search.search_decode(trained, z_t, known=known)[0]
     distance = search.latent_distances(trained, z, [alone, offered], np.array([0, 0]))
     assert distance[1] <= distance[0] + 1e-9
-    from models.autoencoder import DecodedArrays
+    from models.crystal.autoencoder import DecodedArrays
 
     assert rms_if_match(DecodedArrays.from_cells([offered]).structure(0), perovskite) is not None

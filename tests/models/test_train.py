@@ -13,10 +13,10 @@ import pytest
 import torch
 from tiny_tables import real_crystals, write_table
 
-import models.train as train_module
-from models.autoencoder import ModelConfig
-from models.checkpoint import load_checkpoint
-from models.train import TrainConfig, parse_args, run
+import models.crystal.train as train_module
+from models.crystal.autoencoder import ModelConfig
+from models.crystal.checkpoint import load_checkpoint
+from models.crystal.train import TrainConfig, parse_args, run
 
 SMALL = ModelConfig(max_atoms=12, latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4,
                     readout_hidden=16, d_model=16, n_heads=2, decoder_layers=1, mlp_hidden=16)
@@ -36,7 +36,7 @@ def _lines(path: Path) -> list[dict]:
 
 
 def test_help_runs():
-    result = subprocess.run([sys.executable, "-m", "models.train", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "models.crystal.train", "--help"], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).parents[2])
     assert "--max-minutes" in result.stdout and "--resume" in result.stdout and "--cutoff" in result.stdout
 
@@ -86,7 +86,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, one_thread):
                         deadline=-math.inf if len(calls) == 3 else deadline)
 
     interrupted = _config(tmp_path, "interrupted", epochs=3, substitute=0.5)
-    monkeypatch.setattr("models.train.train_epoch", stop_in_third_epoch)
+    monkeypatch.setattr("models.crystal.train.train_epoch", stop_in_third_epoch)
     assert run(interrupted, SMALL)["completed"] == 0.0
     monkeypatch.undo()
     run(replace(interrupted, resume=True), SMALL)
@@ -108,8 +108,8 @@ def test_time_budget_stops_cleanly(tmp_path):
 
 
 def test_a_run_can_start_from_the_weights_of_an_older_model_version(tmp_path):
-    from models.autoencoder import CrystalAutoencoder
-    from models.checkpoint import save_checkpoint
+    from models.crystal.autoencoder import CrystalAutoencoder
+    from models.crystal.checkpoint import save_checkpoint
 
     old = CrystalAutoencoder(config=replace(SMALL, composition_in_latent=False))
     old_path = save_checkpoint(tmp_path / "old.pt", model=old, data_hash="old", metrics={})

@@ -6,7 +6,7 @@ import pytest
 from conftest import TINY_CRYSTALS, nacl
 from pymatgen.core import Composition, Lattice, Structure
 
-from models.validity import charge_balanced, check_validity, min_interatomic_distance
+from models.crystal.validity import charge_balanced, check_validity, min_interatomic_distance
 
 
 @pytest.mark.parametrize("name", sorted(TINY_CRYSTALS))

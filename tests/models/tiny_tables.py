@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Structure
 
 
 def write_table(path: Path, structures: list[Structure], *, prefix: str = "tiny", split=None) -> Path:
-    """A Parquet table with the columns models.data reads (id, lattice, numbers, frac_coords, nsites)."""
+    """A Parquet table with the columns models.crystal.data reads (id, lattice, numbers, frac_coords, nsites)."""
     rows = [{"id": f"{prefix}:{k}", "lattice": s.lattice.matrix.ravel().tolist(),
              "numbers": [site.specie.Z for site in s], "frac_coords": s.frac_coords.ravel().tolist(),
              "nsites": len(s)} for k, s in enumerate(structures)]
