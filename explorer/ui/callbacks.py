@@ -356,7 +356,7 @@ def register_interpolation(app: Dash, settings: Settings) -> None:
                   State(ids.MAP_KIND, "value"), State(ids.STORE_LINK_FRAME, "data"), prevent_initial_call=True)
     def run(_n, endpoints, steps, method, dataset, kind, linked_frame):
         """Decode the path between A and B; open its first frame, or the frame a link named (a link that says
-        ``path=1`` presses this button: ``link_panel.rerun_path``)."""
+        ``path=1`` presses this button: ``link_panel.linked_path``)."""
         endpoints = endpoints if isinstance(endpoints, dict) else {}
         if not endpoints.get("a") or not endpoints.get("b"):
             return no_update, "Set both A and B first.", no_update, no_update, no_update, None

@@ -103,6 +103,7 @@ def register(app: Dash, settings: Settings) -> None:
                   Output(ids.STORE_UPLOADS, "data", allow_duplicate=True),
                   Output(ids.INTERP_RUN, "n_clicks", allow_duplicate=True),
                   Output(ids.STORE_LINK_FRAME, "data", allow_duplicate=True),
+                  Output(ids.INTERP_FRAME, "value", allow_duplicate=True),
                   Input(ids.URL, "search"), Input(ids.STORE_NAV, "data"), *[State(c, "value") for c, _ in FIELDS],
                   State(ids.STORE_CURRENT, "data"), State(ids.STORE_ENDPOINTS, "data"),
                   State(ids.STORE_UPLOADS, "data"), State(ids.STORE_PATH, "data"), State(ids.INTERP_RUN, "n_clicks"),
@@ -116,31 +117,36 @@ def register(app: Dash, settings: Settings) -> None:
         # the address itself goes to the link store: "Copy link" has it at once, and it is already in the history
         outputs = apply(str(search), dict(zip([k for _, k in FIELDS], values, strict=True)), current, endpoints,
                         settings)
-        rerun = rerun_path(str(search), outputs, values=dict(zip([k for _, k in FIELDS], values, strict=True)),
-                           endpoints=endpoints, path=path)
-        run = no_update if rerun is None else (runs if isinstance(runs, int) and runs >= 0 else 0) + 1
-        return (*outputs, str(search), upload_marks(str(search), uploads), run,
-                no_update if rerun is None else rerun)
+        rerun, frame = linked_path(str(search), outputs, values=dict(zip([k for _, k in FIELDS], values, strict=True)),
+                                   endpoints=endpoints, path=path, current=current)
+        run = (runs if isinstance(runs, int) and runs >= 0 else 0) + 1 if rerun else no_update
+        return (*outputs, str(search), upload_marks(str(search), uploads), run, frame if rerun else no_update,
+                frame if not rerun and frame is not None else no_update)
 
 
-def rerun_path(search: str, outputs: tuple, *, values: dict, endpoints: object, path: object) -> int | None:
-    """When the address says ``path=1`` and the page does not show that path yet: the frame to open once it is decoded
-    (the link's ``frame``, else 0); None when nothing is to run (also when the link shows a structure: the page
-    shows that, not a frame). ``outputs``: ``apply``'s, whose endpoints and controls are those the path is run
-    with."""
+def linked_path(search: str, outputs: tuple, *, values: dict, endpoints: object, path: object,
+                current: object) -> tuple[bool, int | None]:
+    """What the address's ``path=1`` asks of the page: (decode the path again, the frame to open). The path is
+    decoded again when the page does not show it yet, then its ``frame`` (else 0) opens; when the page shows it (the
+    back button stepping through frames), only a frame other than the one on screen opens. (False, None) when the
+    address names no path, shows a structure (the page shows that, not a frame) or an end that could not be opened.
+    ``outputs``: ``apply``'s, whose endpoints and controls are those the path is run with."""
     state = links.read(search)[0]
     if state.get("path") != "1" or state.get("show"):
-        return None
+        return False, None
     keys = [key for _, key in FIELDS]
     fields = dict(zip(keys, outputs[:len(keys)], strict=True))
     now = {key: values.get(key) if fields[key] is no_update else fields[key] for key in keys}
     ends = outputs[len(keys) + 1]
     ends = endpoints if ends is no_update else ends
     if not isinstance(ends, dict) or not ends.get("a") or not ends.get("b"):
-        return None  # an end the link named could not be opened: its status line says which
-    if shows_path(path, ends, now["steps"], now["method"]):
-        return None
-    return state.get("frame", 0)
+        return False, None  # an end the link named could not be opened: its status line says which
+    frame = state.get("frame", 0)
+    if not shows_path(path, ends, now["steps"], now["method"]):
+        return True, frame
+    on_screen = current.get("index") if isinstance(current, dict) else None
+    same = on_screen == frame and frame < len(path["frames"]) and path["frames"][frame].get("id") == current.get("id")
+    return False, None if same or frame >= len(path["frames"]) else frame
 
 
 def apply(search: str, values: dict, current: object, endpoints: object, settings: Settings) -> tuple:

@@ -562,6 +562,14 @@ def test_a_link_to_a_path_decodes_it_again_and_opens_its_frame(page, app_url, ti
     expect(page.locator("#structure-info .info-title")).to_contain_text("(path frame 3 of 4)")
     expect(page.locator("#interp-status")).to_contain_text("5 frames (slerp) decoded")
     expect(page.locator("#link-text")).to_have_value(re.compile(r"path=1&frame=3"))
+    slider = page.locator("#interp-frame [role=slider]").first
+    slider.focus()
+    slider.press("ArrowRight")  # the next frame: a new address; the back button steps back to frame 3
+    expect(page.locator("#structure-info .info-title")).to_contain_text("(path frame 4 of 4)")
+    expect(page.locator("#link-text")).to_have_value(re.compile(r"path=1&frame=4"))
+    page.go_back()
+    expect(page.locator("#structure-info .info-title")).to_contain_text("(path frame 3 of 4)")
+    expect(page.locator("#interp-status")).to_contain_text("5 frames (slerp) decoded")
     assert not page.errors, page.errors
 
 

@@ -168,7 +168,8 @@ def test_a_link_from_python_opens_the_same_view_in_the_app(ex):
     assert path == {"dataset": "tiny", "a": f"id:{a}", "b": f"id:{b}", "steps": 5, "method": "slerp", "path": "1",
                     "frame": 3}
     out = link_panel.apply("?" + links.write(path), page, None, {}, ex.settings)
-    assert link_panel.rerun_path("?" + links.write(path), out, values=page, endpoints={}, path=None) == 3
+    assert link_panel.linked_path("?" + links.write(path), out, values=page, endpoints={}, path=None,
+                                  current=None) == (True, 3)
     assert out[len(keys) + 2] is not no_update
     for bad, words in ((dict(show="nope"), "nope"), (dict(a=a, b=b, frame=99), "frames are whole numbers"),
                        (dict(a=a, frame=1), "give a and b"), (dict(show=(float("nan"), 0.0)), "finite"),

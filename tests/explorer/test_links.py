@@ -94,21 +94,27 @@ def test_a_path_on_screen_is_in_the_link_and_a_link_to_a_path_decodes_it_again(t
     assert "path" not in on_screen and "frame" not in on_screen
     both = "?" + links.write({**on_screen, "path": "1"})  # written by hand: the structure wins, no path is run
     out = link_panel.apply(both, values, None, {}, tiny_settings)
-    assert link_panel.rerun_path(both, out, values=values, endpoints={}, path=None) is None
+    assert link_panel.linked_path(both, out, values=values, endpoints={}, path=None, current=None) == (False, None)
 
     search = links.write(state)
     fresh = {key: None for key in keys} | {"dataset": "tiny", "map": "crystals", "steps": 10, "method": "linear"}
     out = link_panel.apply(search, fresh, None, {}, tiny_settings)
-    assert link_panel.rerun_path(search, out, values=fresh, endpoints={}, path=None) == 3
+    assert link_panel.linked_path(search, out, values=fresh, endpoints={}, path=None, current=None) == (True, 3)
     fields = dict(zip(keys, out[:len(keys)], strict=True))
     ends = out[len(keys) + 1]
     assert fields["steps"] == 5 and fields["method"] == "slerp"
     assert [ends["a"]["id"], ends["b"]["id"]] == [a["id"], b["id"]]
     # the page that wrote the address, with the path on screen, runs nothing again
     own = link_panel.apply(search, values, frame, {"a": a, "b": b}, tiny_settings)
-    assert link_panel.rerun_path(search, own, values=values, endpoints={"a": a, "b": b}, path=path) is None
+    assert link_panel.linked_path(search, own, values=values, endpoints={"a": a, "b": b}, path=path,
+                                  current=frame) == (False, None)
+    # the back button to the address of another frame of the path on screen: that frame opens, nothing is decoded
+    back = search.replace("frame=3", "frame=1")
+    own = link_panel.apply(back, values, frame, {"a": a, "b": b}, tiny_settings)
+    assert link_panel.linked_path(back, own, values=values, endpoints={"a": a, "b": b}, path=path,
+                                  current=frame) == (False, 1)
     # an end that cannot be opened: nothing is run (the status line names the end)
     broken = search.replace(links.spec_of(b).replace(":", "%3A"), "id%3Anope")
     out = link_panel.apply(broken, fresh, None, {}, tiny_settings)
-    assert link_panel.rerun_path(broken, out, values=fresh, endpoints={}, path=None) is None
+    assert link_panel.linked_path(broken, out, values=fresh, endpoints={}, path=None, current=None) == (False, None)
     assert "endpoint B" in out[len(keys) + 3]
