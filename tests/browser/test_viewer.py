@@ -218,6 +218,14 @@ def _check_layout(page, width: int, height: int) -> None:
     assert the_map["x"] + the_map["width"] <= viewer["x"] and viewer["x"] + viewer["width"] <= width
     assert the_map["y"] + the_map["height"] <= height and viewer["y"] + viewer["height"] <= height
     assert the_map["width"] * the_map["height"] > viewer["width"] * viewer["height"]
+    # the lines above and below the map keep their height: a long status line (the known map's is two lines at
+    # 1280 px) wraps and the map gives way, instead of the map covering its second line
+    page.evaluate("() => { document.getElementById('map-status').textContent = 'a long status line '.repeat(30); }")
+    page.wait_for_function("""() => {
+        const kids = [...document.querySelector('.left').children].filter(e => e.offsetParent !== null);
+        return kids.length > 3 && kids.every((e, k) => e.scrollHeight <= e.clientHeight + 1
+            && (k === 0 || kids[k - 1].getBoundingClientRect().bottom <= e.getBoundingClientRect().top + 1)); }""",
+                           timeout=10_000)
 
 
 def test_the_page_at_two_screen_sizes(browser, app_url, tiny_settings):
