@@ -241,9 +241,14 @@ def _run_assess(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _assess_line(row: dict) -> str:
+    from explorer.services import physics
+
     above = "no hull" if row["e_above_hull"] is None else f"{1000 * row['e_above_hull']:+.0f} meV/atom above hull"
     line = (f"{row['id']}\t{row['formula']}\t{row['energy_per_atom']:.4f} eV/atom\t{above}\t"
             f"{'novel' if row['novel'] else 'known: ' + str(row['match_id'])}")
+    volume = physics.volume_words(row.get("match_volume_ratio"))
+    if volume:
+        line += f" ({volume})"
     if row.get("relaxed"):
         r = row["relaxed"]
         r_above = "no hull" if r["e_above_hull"] is None else f"{1000 * r['e_above_hull']:+.0f} meV/atom"

@@ -33,9 +33,23 @@ def potential_problem(settings: Settings) -> str | None:
     return None
 
 
+VOLUME_NOTE = 0.1
+"""A match whose volume per atom differs by more than this fraction is said to (``volume_words``)."""
+
+
+def volume_words(ratio: float | None) -> str:
+    """'' when a match's volume per atom is within ``VOLUME_NOTE`` of the crystal's, else e.g. "at 0.46x its volume per
+    atom": StructureMatcher scales volumes, so a decode compressed to half the volume of rock salt still "is" rock salt,
+    and its energy and pressure say otherwise."""
+    if ratio is None or abs(ratio - 1.0) <= VOLUME_NOTE:
+        return ""
+    return f"at {ratio:.2f}x its volume per atom"
+
+
 def novelty(structure: Structure, dataset: str, settings: Settings) -> dict:
-    """{"novel": bool, "match_id": id | None, "match_formula": formula | None, "compared": n}: is there a known
-    material of ``dataset`` with the same reduced formula that ``StructureMatcher()`` matches?"""
+    """{"novel": bool, "match_id": id | None, "match_formula": formula | None, "match_volume_ratio": this crystal's
+    volume per atom over the match's | None, "compared": n}: is there a known material of ``dataset`` with the same
+    reduced formula that ``StructureMatcher()`` matches (the same structure type, volumes scaled)?"""
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
     from explorer.datasets.records import canonical_structure
@@ -48,9 +62,12 @@ def novelty(structure: Structure, dataset: str, settings: Settings) -> dict:
         warnings.simplefilter("ignore")
         for k in same:
             row = frame.iloc[k]
-            if matcher.fit(structure, canonical_structure(row)):
-                return {"novel": False, "match_id": row["id"], "match_formula": formula, "compared": len(same)}
-    return {"novel": True, "match_id": None, "match_formula": None, "compared": len(same)}
+            match = canonical_structure(row)
+            if matcher.fit(structure, match):
+                ratio = (structure.volume / len(structure)) / (match.volume / len(match))
+                return {"novel": False, "match_id": row["id"], "match_formula": formula,
+                        "match_volume_ratio": round(ratio, 3), "compared": len(same)}
+    return {"novel": True, "match_id": None, "match_formula": None, "match_volume_ratio": None, "compared": len(same)}
 
 
 def energy(structure: Structure, settings: Settings) -> dict:
@@ -80,7 +97,8 @@ def stability(structure: Structure, energy_per_atom: float, dataset: str, settin
 def assess(structure: Structure, dataset: str, settings: Settings, *, record_id: str = "",
            with_novelty: bool = True) -> dict:
     """Energy, stability and novelty of one crystal: {"id", "formula", "n_atoms", "energy_per_atom", "max_force",
-    "pressure", "max_stress", "e_above_hull", "decomposition", "hull": sentence, "novel", "match_id", "ms"}."""
+    "pressure", "max_stress", "e_above_hull", "decomposition", "hull": sentence, "novel", "match_id",
+    "match_volume_ratio", "ms"}."""
     start = time.perf_counter()
     found = {"id": record_id, "formula": structure.composition.reduced_formula, "n_atoms": len(structure),
              **energy(structure, settings)}
@@ -90,7 +108,7 @@ def assess(structure: Structure, dataset: str, settings: Settings, *, record_id:
                  decomposition=stable["decomposition"], hull=stable["sentence"])
     if with_novelty:
         new = novelty(structure, dataset, settings)
-        found.update(novel=new["novel"], match_id=new["match_id"])
+        found.update(novel=new["novel"], match_id=new["match_id"], match_volume_ratio=new["match_volume_ratio"])
     found["ms"] = round(1000 * (time.perf_counter() - start), 1)
     return found
 

@@ -64,9 +64,12 @@ def physics_info(result: dict | None, problem: str | None = None) -> list:
             children.append(html.P(f"novel: no known {result['formula']} of this map matches it (StructureMatcher)",
                                    id=ids.NOVELTY, className="novel"))
         else:
+            volume = physics.volume_words(result.get("match_volume_ratio"))
             children.append(html.P(["not novel: it is the known ", html.Button(
                 f"{result['formula']} {result['match_id']}", className="link", n_clicks=0,
-                id={"type": ids.PHYSICS_MATCH, "index": result["match_id"]})], id=ids.NOVELTY, className="known"))
+                id={"type": ids.PHYSICS_MATCH, "index": result["match_id"]}),
+                f" (its structure type {volume}: StructureMatcher scales volumes; relax it to compare)" if volume
+                else ""], id=ids.NOVELTY, className="known"))
     children.append(html.P(f"hull of the known materials on this map, not of every known phase; {ENERGY_SCHEME}. "
                            f"Server time {result['ms']:.0f} ms.", className="timing"))
     return children

@@ -53,8 +53,24 @@ def test_a_decode_equal_to_a_known_material_is_reported_with_its_id(tiny_setting
     found = physics.assess_view(decoded_like, "tiny", tiny_settings)
     assert found["novel"] is False and found["match_id"] == known["id"]
     assert "novel" not in physics.assess_view(known, "tiny", tiny_settings)  # a known material is not asked
+    assert found["match_volume_ratio"] == 1.0
     strained = Structure(Lattice.cubic(4.2), ["Si"], [[0, 0, 0]])  # simple-cubic Si: not in the table
     assert physics.novelty(strained, "tiny", tiny_settings)["novel"] is True
+
+
+def test_a_match_at_another_volume_says_so(tiny_settings):
+    """StructureMatcher scales volumes: rock salt squeezed to half its volume still matches the known NaCl. The match
+    stands (the structure type is known) and says at what volume, which the panel and `assess` put in words."""
+    from explorer.ui.physics_panel import physics_info
+
+    squeezed = nacl()
+    squeezed.scale_lattice(squeezed.volume * 0.5)
+    found = physics.assess(squeezed, "tiny", tiny_settings)
+    assert found["novel"] is False and found["match_id"] == _id_of("NaCl", tiny_settings)
+    assert found["match_volume_ratio"] == pytest.approx(0.5, abs=0.01)  # the table's NaCl is the one nacl() makes
+    words = str(physics_info(found))
+    assert "its structure type at 0.50x its volume per atom" in words and found["pressure"] > 10
+    assert physics.volume_words(1.05) == "" and physics.volume_words(None) == ""
 
 
 def test_a_view_from_the_browser_is_checked_before_the_potential_sees_it(tiny_settings):
