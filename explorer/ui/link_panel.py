@@ -81,9 +81,11 @@ def link_state(values: dict, current: object, endpoints: object, path: object = 
 
 def register(app: Dash, settings: Settings) -> None:
     @app.callback(Output(ids.STORE_LINK, "data"), *[Input(c, "value") for c, _ in FIELDS],
-                  Input(ids.STORE_CURRENT, "data"), Input(ids.STORE_ENDPOINTS, "data"), Input(ids.STORE_PATH, "data"),
-                  State(ids.STORE_LINK_READY, "data"), prevent_initial_call=True)
+                  Input(ids.STORE_CURRENT, "data"), Input(ids.STORE_ENDPOINTS, "data"),
+                  State(ids.STORE_PATH, "data"), State(ids.STORE_LINK_READY, "data"), prevent_initial_call=True)
     def write_link(*args):
+        # the path is read, not listened to: a new path always puts one of its frames on screen (``on_frame``), and
+        # the address is written once, for that frame
         *values, current, endpoints, path, ready = args
         if not ready:  # the address the page was opened with is not applied yet: do not overwrite it
             raise PreventUpdate
