@@ -118,6 +118,7 @@ def space_group_of(structure: Structure) -> str:
 def entries(decoded: list[Structure], targets: list[Structure]) -> list[dict]:
     """One entry per (decoded, target) pair: matched, rms, decoded_formula, decoded_spacegroup (the space group
     only where it is shown: for decodes that do not match), decoded_from (``properties["decoded_from"]``, or "")."""
+    from explorer.services.model import decoded_from
     from models.crystal.metrics import rms_if_match  # torch: only where a check runs
 
     found = []
@@ -126,13 +127,8 @@ def entries(decoded: list[Structure], targets: list[Structure]) -> list[dict]:
         found.append({"matched": rms is not None, "rms": np.nan if rms is None else rms,
                       "decoded_formula": got.composition.reduced_formula,
                       "decoded_spacegroup": "" if rms is not None else space_group_of(got),
-                      "decoded_from": _origin(got)})
+                      "decoded_from": decoded_from(got)})
     return found
-
-
-def _origin(structure: Structure) -> str:
-    origin = structure.properties.get("decoded_from") if isinstance(structure.properties, dict) else None
-    return origin if isinstance(origin, str) else ""
 
 
 def path_of(dataset: str, settings) -> Path:

@@ -71,6 +71,12 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _whole(text: str, low: int, high: int) -> int | None:
+    """The whole number ``text`` says, when it is one from ``low`` to ``high``; else None."""
+    number = _number(text)
+    return int(number) if number is not None and number == int(number) and low <= number <= high else None
+
+
 def check_spec(spec: str) -> str | None:
     """Why ``spec`` is not a structure spec (None when its form is right; existence is checked on use)."""
     head, _, rest = spec.partition(":")
@@ -129,11 +135,9 @@ def read(search: object) -> tuple[dict, list[str]]:
             number = _number(value)
             (state.__setitem__(key, number) if number is not None else ignored.append(f"{label}: not a finite number"))
         elif key == "steps":
-            number = _number(value)
-            if number is not None and number == int(number) and MIN_STEPS <= number <= MAX_STEPS:
-                state["steps"] = int(number)
-            else:
-                ignored.append(f"{label}: steps are whole numbers from {MIN_STEPS} to {MAX_STEPS}")
+            number = _whole(value, MIN_STEPS, MAX_STEPS)
+            (state.__setitem__(key, number) if number is not None
+             else ignored.append(f"{label}: steps are whole numbers from {MIN_STEPS} to {MAX_STEPS}"))
         elif key == "method":
             (state.__setitem__(key, value) if value in METHODS else ignored.append(f"{label}: not a method"))
         elif key == "cell":
@@ -148,11 +152,9 @@ def read(search: object) -> tuple[dict, list[str]]:
         elif key == "path":
             (state.__setitem__(key, value) if value == "1" else ignored.append(f"{label}: not 'path=1'"))
         elif key == "frame":
-            number = _number(value)
-            if number is not None and number == int(number) and 0 <= number <= MAX_STEPS:
-                state["frame"] = int(number)
-            else:
-                ignored.append(f"{label}: frames are whole numbers from 0 to {MAX_STEPS}")
+            number = _whole(value, 0, MAX_STEPS)
+            (state.__setitem__(key, number) if number is not None
+             else ignored.append(f"{label}: frames are whole numbers from 0 to {MAX_STEPS}"))
         elif key == "ck":
             (state.__setitem__(key, value) if len(value) == 12 and all(c in "0123456789abcdef" for c in value)
              else ignored.append(f"{label}: not a checkpoint's short hash"))

@@ -218,11 +218,18 @@ def decode_many(latents: np.ndarray, settings: Settings, *, search: bool = True)
             for k, (structure, validity) in enumerate(found)]
 
 
+def decoded_from(structure: Structure) -> str:
+    """The id of the known crystal a decode was made from (``properties["decoded_from"]``, set by the search), or ''
+    for the decoder's own crystal (and for any structure that does not say)."""
+    origin = structure.properties.get("decoded_from") if isinstance(structure.properties, dict) else None
+    return origin if isinstance(origin, str) else ""
+
+
 def origin_note(structure: Structure, settings: Settings) -> str:
     """'' for the decoder's own crystal; for one the search took from the known map (``known_cells``): which known
     crystal it was made from, in words (its formula from ``settings.known_starts_dataset``'s table)."""
-    origin = structure.properties.get("decoded_from") if isinstance(structure.properties, dict) else None
-    if not isinstance(origin, str) or not origin:
+    origin = decoded_from(structure)
+    if not origin:
         return ""
     from explorer.services import materials
 

@@ -117,10 +117,10 @@ def register(app: Dash, settings: Settings) -> None:
         if search is None:  # the first call, before the address bar has said what it holds
             raise PreventUpdate
         # the address itself goes to the link store: "Copy link" has it at once, and it is already in the history
-        outputs = apply(str(search), dict(zip([k for _, k in FIELDS], values, strict=True)), current, endpoints,
-                        settings)
-        rerun, frame = linked_path(str(search), outputs, values=dict(zip([k for _, k in FIELDS], values, strict=True)),
-                                   endpoints=endpoints, path=path, current=current)
+        controls = dict(zip([k for _, k in FIELDS], values, strict=True))
+        outputs = apply(str(search), controls, current, endpoints, settings)
+        rerun, frame = linked_path(str(search), outputs, values=controls, endpoints=endpoints, path=path,
+                                   current=current)
         run = (runs if isinstance(runs, int) and runs >= 0 else 0) + 1 if rerun else no_update
         return (*outputs, str(search), upload_marks(str(search), uploads), run, frame if rerun else no_update,
                 frame if not rerun and frame is not None else no_update)
