@@ -43,6 +43,8 @@ no gradient steps, no sampling chain.
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -52,7 +54,7 @@ import torch
 from models.crystal.data import CrystalGraph, collate, make_crystal
 from models.crystal.decoder import NUM_SPECIES, Composition, DecoderOutput, element_counts, finite_latents, slot_species
 from models.crystal.lattice import matrix_from_parameters
-from models.graph import periodic_neighbor_graph
+from models.graph import NeighborGraph, periodic_neighbor_graph
 from models.patterns import PatternIndex, count_pattern, renamed
 
 if TYPE_CHECKING:  # models.crystal.autoencoder imports this module
@@ -102,6 +104,14 @@ about a sixth of a batched decode. The same pre-filter on the known crystals as 
 1.5 / 4.1 / 0.6 / 1.7 / 1.0 points: their lattices are only scaled to the decode's volume per atom, and the best
 scale differs between them."""
 
+KNOWN_GRAPHS = 1024
+"""Known crystals whose neighbour graphs a ``KnownCells`` keeps (the most recently offered; a few tens of KB each): the
+crystals near one map point are offered again for the points around it and for every frame of a path through it."""
+
+GRAPH_MARGIN = 1.15
+"""A known crystal's graph is searched this much wider than asked, so that the same crystal offered at a slightly
+smaller scale (another decode's volume per atom) needs no new search."""
+
 MIN_VOLUME_PER_ATOM = 1.5
 """Å^3. Denser decodes are not checked by the encoder (their neighbour graphs would hold hundreds of edges per
 atom); the densest crystal of the known-materials table has 3.2 Å^3 per atom, diamond 5.7."""
@@ -122,6 +132,37 @@ class Cell:
     lattice: np.ndarray
     origin: str = ""
     """The id of the known crystal this cell was made from (``KnownCells.starts``); empty for the decoder's own."""
+    known: tuple[KnownCells, int, float] | None = None
+    """For a cell made from a known crystal: (library, row, factor), its lattice is ``factor`` times that crystal's
+    (the library keeps the crystal's neighbour graphs, ``KnownCells.graph``)."""
+
+
+class GraphCache:
+    """Neighbour graphs by key, the ``size`` most recently used, shared by threads (a copy or a pickle starts empty)."""
+
+    def __init__(self, size: int = KNOWN_GRAPHS) -> None:
+        self.size = size
+        self._graphs: OrderedDict[int, tuple[float, NeighborGraph]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return GraphCache, (self.size,)
+
+    def get(self, key: int, radius: float) -> NeighborGraph | None:
+        """The graph kept for ``key`` when it reaches ``radius`` Å."""
+        with self._lock:
+            found = self._graphs.get(key)
+            if found is None or found[0] < radius:
+                return None
+            self._graphs.move_to_end(key)
+            return found[1]
+
+    def put(self, key: int, radius: float, graph: NeighborGraph) -> None:
+        with self._lock:
+            self._graphs[key] = (radius, graph)
+            self._graphs.move_to_end(key)
+            while len(self._graphs) > self.size:
+                self._graphs.popitem(last=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +175,7 @@ class KnownCells:
     k: int = KNOWN_STARTS
     ids: list[str] | None = None
     _index: PatternIndex = field(init=False, repr=False)
+    _graphs: GraphCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.latents) != len(self.cells) or (self.ids is not None and len(self.ids) != len(self.cells)):
@@ -141,9 +183,27 @@ class KnownCells:
                              + ("" if self.ids is None else f" and {len(self.ids)} ids"))
         patterns = [count_pattern(cell.numbers, reduced=True)[1] for cell in self.cells]
         object.__setattr__(self, "_index", PatternIndex(latents=self.latents, patterns=patterns))
+        object.__setattr__(self, "_graphs", GraphCache())
 
     def __len__(self) -> int:
         return len(self.cells)
+
+    def graph(self, row: int, radius: float) -> NeighborGraph:
+        """The neighbour graph of known crystal ``row`` (its lattice as stored) out to at least ``radius`` Å, perhaps
+        further (``GRAPH_MARGIN``); the graphs of the ``KNOWN_GRAPHS`` crystals used last are kept. Raises
+        ``ValueError`` as ``models.graph.periodic_neighbor_graph``."""
+        found = self._graphs.get(row, radius)
+        if found is not None:
+            return found
+        cell = self.cells[row]
+        try:
+            wide = radius * GRAPH_MARGIN
+            graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=wide)
+        except ValueError:  # e.g. too many candidate pairs at the wider radius
+            wide = radius
+            graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=radius)
+        self._graphs.put(row, wide, graph)
+        return graph
 
     def starts(self, z: np.ndarray, cell: Cell, k: int | None = None) -> list[Cell]:
         """Up to ``k`` (default ``self.k``) known crystals of ``cell``'s reduced stoichiometry (AB2, ABC3, ...),
@@ -160,7 +220,8 @@ class KnownCells:
             known = self.cells[row]
             scale = (volume / (abs(np.linalg.det(known.lattice)) / len(known.numbers))) ** (1 / 3)
             found.append(Cell(numbers=renamed(known.numbers, elements), frac=known.frac, lattice=known.lattice * scale,
-                              origin=self.ids[row] if self.ids is not None else f"known crystal {row}"))
+                              origin=self.ids[row] if self.ids is not None else f"known crystal {row}",
+                              known=(self, int(row), float(scale))))
         return found
 
 
@@ -251,15 +312,22 @@ def _scaled_graphs(cell: Cell, *, cutoff: float, scales: tuple[float, ...]) -> l
     (``MIN_VOLUME_PER_ATOM``) or admits no graph (e.g. far too thin)."""
     if not abs(np.linalg.det(cell.lattice)) * min(scales) ** 3 >= MIN_VOLUME_PER_ATOM * len(cell.numbers):
         return None
+    radius = cutoff / min(scales)
     try:
-        graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=cutoff / min(scales))
+        if cell.known is not None:  # the known crystal's graph, stretched: the same edges, lengths times the factor
+            library, row, factor = cell.known
+            graph = library.graph(row, radius / factor)
+            dist = graph.dist * factor
+        else:
+            graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=radius)
+            dist = graph.dist
     except ValueError:
         return None
     graphs = []
     for s in scales:
         crystal = make_crystal(crystal_id="candidate", lattice=cell.lattice * s, numbers=cell.numbers,
                                frac_coords=cell.frac)
-        keep = graph.dist * s <= cutoff
+        keep = dist * s <= cutoff
         graphs.append(CrystalGraph(crystal=crystal, src=graph.src[keep], dst=graph.dst[keep],
                                    image=graph.image[keep]))
     return graphs
@@ -419,7 +487,6 @@ def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_composition
             distance = None
     # 3. sublattice swaps of the chosen crystals (same geometry: their graphs are shared); the chosen crystals'
     # distances at SCALES, measured in step 2, are not measured again
-    swaps = [[Cell(numbers=numbers, frac=cell.frac, lattice=cell.lattice, origin=cell.origin)
-              for numbers in sublattice_swaps(cell.numbers)] for cell in chosen]
+    swaps = [[replace(cell, numbers=numbers) for numbers in sublattice_swaps(cell.numbers)] for cell in chosen]
     return _pick(model, z_np, chosen, swaps, accept_ratio=accept_ratio, scales=SCALES, plain_distance=distance,
                  prefilter=swap_prefilter)[0]

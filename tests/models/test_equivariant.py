@@ -7,7 +7,8 @@ import torch
 from e3nn import o3
 from e3nn.util.test import assert_equivariant
 
-from models.equivariant import EdgeTensorProduct, GatedConvolution, hidden_irreps, make_gate
+from models import equivariant
+from models.equivariant import EdgeTensorProduct, GatedConvolution, hidden_irreps, linear_map, make_gate
 
 IRREPS_SH = o3.Irreps.spherical_harmonics(2)
 
@@ -113,3 +114,38 @@ def test_gated_convolution_is_equivariant(last):
 def test_hidden_irreps_rejects_zero_channels():
     with pytest.raises(ValueError, match="mul_vector=0"):
         hidden_irreps(mul_scalar=4, mul_vector=0, mul_tensor=2, lmax=2, both_parities=False)
+
+
+def test_linear_map_is_the_e3nn_linear_and_follows_its_weights():
+    """Without gradients ``linear_map`` is one product with the map's dense matrix (bias included), made again when the
+    weights change in place (an optimiser step, a loaded state dict); with gradients it is the e3nn map itself."""
+    irreps = hidden_irreps(mul_scalar=4, mul_vector=3, mul_tensor=2, lmax=2, both_parities=False)
+    for biases in (False, True):
+        linear = o3.Linear(irreps, irreps, biases=biases)
+        x = irreps.randn(5, -1)
+        with torch.no_grad():
+            torch.testing.assert_close(linear_map(linear, x), linear(x))
+            linear.weight.mul_(2.0)
+            if biases:
+                linear.bias.add_(1.0)
+            torch.testing.assert_close(linear_map(linear, x), linear(x))
+            torch.testing.assert_close(linear_map(linear, x[None]), linear(x[None]))
+        x.requires_grad_(True)
+        linear_map(linear, x).sum().backward()
+        assert x.grad is not None and linear.weight.grad is not None
+
+
+def test_gated_convolution_gives_the_same_sums_in_chunks_of_edges(monkeypatch):
+    """The edges go through in chunks (``MESSAGE_CHUNK`` message values at a time): many small chunks give what one
+    piece gives, with and without gradients."""
+    irreps = hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=2, both_parities=False)
+    conv = GatedConvolution(irreps_in=irreps, irreps_out=irreps, irreps_sh=IRREPS_SH, n_basis=4, radial_hidden=8,
+                            avg_num_neighbors=3.0, mul_message=4)
+    n_atoms, n_edges = 6, 1000
+    args = [irreps.randn(n_atoms, -1), IRREPS_SH.randn(n_edges, -1), torch.rand(n_edges, 4),
+            torch.randint(0, n_atoms, (n_edges,)), torch.randint(0, n_atoms, (n_edges,))]
+    whole = conv(*args)
+    monkeypatch.setattr(equivariant, "MESSAGE_CHUNK", 1)  # 256 edges a chunk, the smallest
+    torch.testing.assert_close(conv(*args), whole)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(*args), whole)
