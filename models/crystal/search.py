@@ -60,10 +60,12 @@ from models.patterns import PatternIndex, count_pattern, renamed
 if TYPE_CHECKING:  # models.crystal.autoencoder imports this module
     from models.crystal.autoencoder import CrystalAutoencoder
 
-SEARCH_VERSION = 2
+SEARCH_VERSION = 3
 """Bumped by every change of this module that can change which crystal a latent decodes to (stored results of the
 search, such as the reconstruction check of a map, ``explorer.reconstruction``, are keyed by it). 1: up to session 15;
-2: the sublattice swaps ranked at scale 1 first (session 16)."""
+2: the sublattice swaps ranked at scale 1 first (session 16); 3: the encoder's messages summed channel-major and in
+chunks of edges, and known crystals' neighbour graphs kept (session 21: latents move by float32 rounding, which can
+flip a near-tie between two candidates)."""
 
 SCALES = (0.97, 1.0, 1.03)
 """Isotropic lattice scales at which each relabelling is encoded (the smallest distance counts): the atoms
