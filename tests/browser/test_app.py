@@ -416,14 +416,20 @@ def test_physics_panel_relax_and_the_energy_along_a_path(page, tiny_settings):
                            " return g && g.data && g.data[0].x.length === 5; }")
     page.wait_for_function("() => !document.querySelector('[data-dash-is-loading]')")
     page.locator(energy_plot).scroll_into_view_if_needed()
-    px, py = page.evaluate(
-        f"() => {{ const g = document.querySelector('{energy_plot}'); const f = g._fullLayout;"
-        " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
-        " return [r.left + f.xaxis.l2p(g.data[0].x[3]), r.top + f.yaxis.l2p(g.data[0].y[3])]; }")
-    page.mouse.move(px - 3, py - 3)
-    page.mouse.move(px, py, steps=3)
-    page.wait_for_function(f"() => {{ const h = document.querySelector('{energy_plot}')._hoverdata;"
-                           " return h && h.length && h[0].x === 3; }")
+    for attempt in range(5):  # the point's place is read again each time: a late redraw of the plot can move it
+        px, py = page.evaluate(
+            f"() => {{ const g = document.querySelector('{energy_plot}'); const f = g._fullLayout;"
+            " const r = g.querySelector('.nsewdrag').getBoundingClientRect();"
+            " return [r.left + f.xaxis.l2p(g.data[0].x[3]), r.top + f.yaxis.l2p(g.data[0].y[3])]; }")
+        page.mouse.move(px - 30, py - 30)
+        page.mouse.move(px, py, steps=3)
+        try:
+            page.wait_for_function(f"() => {{ const h = document.querySelector('{energy_plot}')._hoverdata;"
+                                   " return h && h.length && h[0].x === 3; }", timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 4:
+                raise
     page.mouse.click(px, py)
     expect(page.locator("#structure-info")).to_contain_text("path frame 3 of 4")
     assert not page.errors, page.errors
