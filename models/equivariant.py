@@ -231,15 +231,16 @@ class GatedConvolution(nn.Module):
         self.self_connection = o3.Linear(self.irreps_in, self.gate.irreps_in)
         self.residual = self.irreps_in == self.irreps_out
 
-    def column_weights(self, edge_radial: torch.Tensor) -> torch.Tensor:
-        """(n_edges, tp.irreps_out.dim) the radial network's path weights, each spread over its path's columns
-        (channel-major, ``EdgeTensorProduct.channel_major``) by its last layer, a linear map without bias."""
+    def radial_hidden(self, edge_radial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The radial network up to its last layer, a linear map without bias, and that map spread over the tensor
+        product's columns: ``hidden @ matrix`` is (n_edges, tp.irreps_out.dim), each path's weight on each of its
+        columns (channel-major, ``EdgeTensorProduct.channel_major``)."""
         hidden = edge_radial
         for layer in list(self.radial)[:-1]:
             hidden = layer(hidden)
         last = self.radial[-1]
         matrix = last(torch.eye(last.h_in, dtype=hidden.dtype, device=hidden.device))  # (h_in, weight_numel)
-        return hidden @ matrix[:, self.tp.expand]
+        return hidden, matrix[:, self.tp.expand]
 
     def forward(self, node: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor,
                 src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -255,13 +256,13 @@ class GatedConvolution(nn.Module):
             (n_atoms, irreps_out.dim) features.
         """
         x = linear_map(self.linear_in, node)
-        weight = self.column_weights(edge_radial)
-        summed = weight.new_zeros(node.shape[0], weight.shape[1])
-        chunk = max(256, MESSAGE_CHUNK // weight.shape[1])
-        for start in range(0, len(src), chunk):
+        hidden, matrix = self.radial_hidden(edge_radial)
+        summed = x.new_zeros(node.shape[0], matrix.shape[1])
+        chunk = max(256, MESSAGE_CHUNK // matrix.shape[1])
+        for start in range(0, len(src), chunk):  # each chunk's weights and messages are made and summed in the cache
             edges = slice(start, start + chunk)
-            summed = summed.index_add(0, src[edges], self.tp.channel_major(x[dst[edges]], edge_sh[edges],
-                                                                           weight[edges]))
+            messages = self.tp.channel_major(x[dst[edges]], edge_sh[edges], hidden[edges] @ matrix)
+            summed = summed.index_add(0, src[edges], messages)
         summed = summed[:, self.tp.to_irreps]
         out = self.gate(linear_map(self.linear_out, summed * self.norm) + linear_map(self.self_connection, node))
         return out + node if self.residual else out
