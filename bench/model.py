@@ -6,9 +6,10 @@ Prints encode throughput (crystals/s, batches of 64 real crystals from the known
 without it, the tiny crystals below), decode latency for one crystal and for a batch of 256 (p50/p95
 over repeated runs, each run on the next of 256 latents of real crystals), both for the default decode
 (with the encoder's check of compositions and sublattices, ``models.crystal.search``), the decode as the app runs it
-(also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built)
-and the plain one-pass decode, and, as a baseline measured in the same process, the time pymatgen takes to write one
-decoded crystal as CIF (what every click must do anyway), with the ratios to it.
+(also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built;
+alone, and in batches of 16 on one torch thread as a server decode worker runs them) and the plain one-pass decode,
+and, as a baseline measured in the same process, the time pymatgen takes to write one decoded crystal as CIF (what
+every click must do anyway), with the ratios to it.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ def main() -> None:
     found = known_cells(Settings()) if args.checkpoint == Settings().checkpoint else None
     known = found[1] if found else None
     one_known = timings(lambda: model.decode(next_one(), validate=False, known=known), repeat=256) if known else None
+    batch_known = None
+    if known:  # a server decode worker: batches of concurrent requests, one torch thread (EXPLORER_DECODE_WORKERS)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        sixteen = itertools.count()
+        next_sixteen = lambda: z[[next(sixteen) % len(z) for _ in range(16)]]  # noqa: E731
+        batch_known = timings(lambda: model.decode_arrays(next_sixteen(), known=known), repeat=16, warmup=2)
+        torch.set_num_threads(threads)
     one_valid = timings(lambda: model.decode(next_one()), repeat=128)
     batch = timings(lambda: model.decode_arrays(z), repeat=5, warmup=1)
     batch_plain = timings(lambda: model.decode_arrays(z, search=False), repeat=20)
@@ -101,6 +110,9 @@ def main() -> None:
     print(f"  plain one-pass decode (search=False):  {p(one_plain)}")
     if one_known is not None:
         print(f"  as the app decodes ({known.k} of {len(known)} known crystals offered): {p(one_known)}")
+    if batch_known is not None:
+        print(f"  batches of 16 as the app decodes, 1 torch thread (a server decode worker): "
+              f"{p(batch_known)} ({np.median(batch_known) / 16 * 1e3:.2f} ms/crystal)")
     print(f"decode 1 crystal + validity report:      {p(one_valid)}")
     print(f"decode batch of 256 -> arrays:           {p(batch)} {per(batch)}")
     print(f"  plain one-pass decode (search=False):  {p(batch_plain)} {per(batch_plain)}")

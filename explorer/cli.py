@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     maps.add_argument("--dataset", action="append", help="only this dataset (repeatable); default: every built one")
     maps.add_argument("--skip-reconstruction", action="store_true",
                       help="build the maps only; the server then checks which materials the model gives back in "
-                           "the background after it starts (about 15 minutes for the 11k known materials)")
+                           "the background after it starts (about 10 minutes for the 11k known materials)")
     assess = commands.add_parser("assess", help="energy, forces, energy above the known hull and novelty of each "
                                                 "structure of a file or folder (CHGNet)")
     assess.add_argument("path", type=Path, help="a CIF/POSCAR/extxyz/JSON file, or a folder of them")
