@@ -180,8 +180,8 @@ def linear_map(linear: o3.Linear, x: torch.Tensor) -> torch.Tensor:
     crystals, 0.18 ms a call and 9 % of the app's decode under cProfile on this CPU)."""
     if torch.is_grad_enabled():
         return linear(x)
-    weights = [linear.weight] + ([linear.bias] if isinstance(getattr(linear, "bias", None), torch.Tensor) else [])
-    key = (tuple((w.data_ptr(), w._version) for w in weights), x.dtype, x.device)
+    # an o3.Linear always has both: its bias is an empty buffer when it has none
+    key = (tuple((w.data_ptr(), w._version) for w in (linear.weight, linear.bias)), x.dtype, x.device)
     cached = linear.__dict__.get("_dense_map")
     if cached is None or cached[0] != key:
         offset = linear(x.new_zeros(1, linear.irreps_in.dim))
