@@ -37,8 +37,8 @@ from models.crystal.evaluate import (  # noqa: E402
 from models.crystal.search import KnownCells  # noqa: E402
 
 SHARED_FAMILIES = ("perov_5", "carbon_24", "mp_20_subset")
-COLUMNS = ("n", "match_rate", "rmse", "composition_match_rate", "atom_count_accuracy", "struct_validity",
-           "comp_validity", "interp_struct_validity", "interp_comp_validity")
+COLUMNS = ("n", "match_rate", "rmse", "volume_error", "composition_match_rate", "atom_count_accuracy",
+           "struct_validity", "comp_validity", "interp_struct_validity", "interp_comp_validity")
 
 
 def shared_rows(family: str, held_out: set[str], shared_dir: Path) -> list[InputCrystal]:

@@ -103,8 +103,10 @@ def decode_all(model: CrystalAutoencoder, latents: np.ndarray, *, batch_size: in
 
 
 def reconstruction_metrics(rows: list[InputCrystal], decoded: list[Structure | None]) -> dict[str, float]:
-    """Match rate, RMSE, composition/atom-count accuracy, lattice MAE and validity of decoded crystals."""
-    matched, rms, same_composition, same_count, length_err, angle_err, s_valid, c_valid = ([] for _ in range(8))
+    """Match rate, RMSE, composition/atom-count accuracy, lattice MAE, validity and the median relative error of the
+    volume per atom (``volume_error``: the match and the RMSE normalise the volume away) of decoded crystals."""
+    matched, rms, same_composition, same_count, length_err, angle_err, s_valid, c_valid, volume_err = (
+        [] for _ in range(9))
     for row, out in zip(rows, decoded, strict=True):
         valid = out is not None and structurally_valid(out)
         s_valid.append(valid)
@@ -121,6 +123,7 @@ def reconstruction_metrics(rows: list[InputCrystal], decoded: list[Structure | N
             rms.append(result)
         same_composition.append(out.composition.reduced_composition == target.composition.reduced_composition)
         same_count.append(len(out) == len(target))
+        volume_err.append(abs((out.volume / len(out)) / (target.volume / len(target)) - 1.0))
         got = out.lattice.get_niggli_reduced_lattice().parameters
         want = target.lattice.get_niggli_reduced_lattice().parameters
         length_err.append(np.abs(np.subtract(got[:3], want[:3])).mean())
@@ -131,6 +134,7 @@ def reconstruction_metrics(rows: list[InputCrystal], decoded: list[Structure | N
             "atom_count_accuracy": float(np.mean(same_count)),
             "lattice_mae_lengths": float(np.mean(length_err)) if length_err else float("nan"),
             "lattice_mae_angles": float(np.mean(angle_err)) if angle_err else float("nan"),
+            "volume_error": float(np.median(volume_err)) if volume_err else float("nan"),
             "struct_validity": float(np.mean(s_valid)), "comp_validity": float(np.mean(c_valid)),
             "n_unreadable": sum(row.structure is None for row in rows)}
 

@@ -36,6 +36,20 @@ def test_a_crystal_against_itself_rotated_and_permuted_is_a_match_with_zero_rmse
     assert metrics["composition_match_rate"] == 1.0 and metrics["atom_count_accuracy"] == 1.0
     assert metrics["lattice_mae_lengths"] < 1e-6 and metrics["lattice_mae_angles"] < 1e-4
     assert metrics["struct_validity"] == 1.0 and metrics["comp_validity"] == 1.0
+    assert metrics["volume_error"] < 1e-9
+
+
+def test_the_volume_error_is_the_median_over_decodes_of_the_volume_per_atom():
+    """The match and the RMSE normalise the volume away; ``volume_error`` does not (a supercell has the same volume per
+    atom as its cell)."""
+    rows = [InputCrystal(name, make()) for name, make in (("nacl", nacl), ("si", silicon), ("sto", srtio3))]
+    decoded = [r.structure.copy() for r in rows]
+    for structure, factor in zip(decoded, (1.1, 0.8, 1.0), strict=True):
+        structure.scale_lattice(structure.volume * factor)
+    decoded[2].make_supercell([2, 1, 1])
+    metrics = reconstruction_metrics(rows, decoded)
+    assert metrics["match_rate"] == 1.0
+    assert metrics["volume_error"] == pytest.approx(0.1)  # the median of 0.1, 0.2 and 0
 
 
 def test_misses_count_over_all_crystals():

@@ -106,18 +106,18 @@ def test_prefiltered_choice_keeps_the_closest_candidate_and_reports_its_distance
     others = [search.Cell(numbers=right.numbers, frac=(right.frac + shift * noise) % 1.0, lattice=right.lattice)
               for shift in (0.05, 0.1, 0.15)]
     candidates = [[others[0], right, others[1], others[2]]]
-    full, full_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES)
-    pre, pre_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
+    full, full_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES)
+    pre, pre_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
                               prefilter=1)
     assert full[0] is right and pre[0] is right
     np.testing.assert_allclose(pre_d, full_d, atol=1e-9)
     np.testing.assert_allclose(pre_d, search.latent_distances(small_model, z, [right], np.array([0])), atol=1e-9)
     # the plain cell's distance given: a plain cell said to be at distance 0 is never replaced
-    kept, kept_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
+    kept, kept_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
                                 plain_distance=np.zeros(1), prefilter=1)
     assert kept[0] is plain and kept_d[0] == 0.0
     # without candidates nothing is encoded and no distance is known
-    alone, alone_d = search._pick(small_model, z, [plain], [[]], accept_ratio=1.0, scales=search.SCALES)
+    alone, alone_d, _ = search._pick(small_model, z, [plain], [[]], accept_ratio=1.0, scales=search.SCALES)
     assert alone[0] is plain and np.isnan(alone_d[0])
 
 
@@ -132,17 +132,84 @@ def test_a_plain_distance_measured_at_some_scales_is_completed_at_the_others(sma
     far = search.Cell(numbers=right.numbers, frac=(right.frac + 0.2 * noise) % 1.0, lattice=right.lattice)
     at_one = search.latent_distances(small_model, z, [plain], np.array([0]), scales=(1.0,))
     for candidates in ([[far]], [[right]]):
-        full, full_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES)
-        part, part_d = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
+        full, full_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES)
+        part, part_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
                                     plain_distance=at_one, plain_scales=(1.0,))
         assert part[0] is full[0]
         np.testing.assert_allclose(part_d, full_d, atol=1e-9)
-    _, none_d = search._pick(small_model, z, [plain], [[]], accept_ratio=1.0, scales=search.SCALES,
+    _, none_d, _ = search._pick(small_model, z, [plain], [[]], accept_ratio=1.0, scales=search.SCALES,
                              plain_distance=at_one, plain_scales=(1.0,))
     assert np.isnan(none_d[0])
     with pytest.raises(ValueError, match="plain_scales"):
         search._pick(small_model, z, [plain], [[far]], accept_ratio=1.0, scales=(1.0,), plain_distance=at_one,
                      plain_scales=(0.97,))
+
+
+def test_the_choice_reports_the_scale_at_which_the_chosen_cell_came_closest(small_model):
+    """``latent_distances(with_scales=True)`` tells at which scale each distance was smallest, and ``_pick`` the scale
+    of each chosen cell's distance: the crystal itself given 3 % too small is closest at 1.03, a candidate given 3 %
+    too large wins at 0.97, and a plain cell kept without being measured keeps the scale it was given."""
+    srtio3 = TINY_CRYSTALS["SrTiO3"]()
+    z = _latent(small_model, srtio3)
+    right = _cell(srtio3)
+    small = search.Cell(numbers=right.numbers, frac=right.frac, lattice=right.lattice / 1.03)
+    large = search.Cell(numbers=right.numbers, frac=right.frac, lattice=right.lattice / 0.97)
+    noise = np.random.default_rng(2).normal(size=right.frac.shape)
+    far = search.Cell(numbers=right.numbers, frac=(right.frac + 0.2 * noise) % 1.0, lattice=right.lattice)
+    distance, at = search.latent_distances(small_model, z, [small, large, far, right], np.zeros(4, dtype=np.int64),
+                                           scales=[search.SCALES, search.SCALES, (), (1.0,)], with_scales=True)
+    assert at[0] == 1.03 and at[1] == 0.97 and np.isnan(at[2]) and at[3] == 1.0
+    assert distance[0] < 1e-6 and distance[1] < 1e-6 and distance[2] == np.inf
+    kept, kept_d, kept_at = search._pick(small_model, z, [small], [[far]], accept_ratio=1.0, scales=search.SCALES)
+    assert kept[0] is small and kept_at[0] == 1.03 and kept_d[0] < 1e-6
+    for prefilter in (None, 1):
+        won, _, won_at = search._pick(small_model, z, [far], [[small, large]], accept_ratio=1.0,
+                                      scales=search.SCALES, prefilter=prefilter)
+        assert won[0] in (small, large) and won_at[0] == (1.03 if won[0] is small else 0.97)
+    given, _, given_at = search._pick(small_model, z, [far], [[]], accept_ratio=1.0, scales=search.SCALES,
+                                      plain_distance=np.zeros(1), plain_scale=np.array([0.97]))
+    assert given[0] is far and given_at[0] == 0.97
+    # refine: a plain cell measured at every scale is also encoded around its best one, and kept at the closer scale
+    near = search.Cell(numbers=right.numbers, frac=right.frac, lattice=right.lattice / 1.02)
+    at_one = search.latent_distances(small_model, z, [near], np.array([0]), scales=(1.0,))
+    refined, refined_d, refined_at = search._pick(small_model, z, [near], [[far]], accept_ratio=1.0,
+                                                  scales=search.SCALES, plain_distance=at_one,
+                                                  plain_scale=np.ones(1), refine=(0.985, 1.015))
+    assert refined[0] is near and refined_at[0] == 1.015 and refined_d[0] < at_one[0]
+    replaced, _, replaced_at = search._pick(small_model, z, [far], [[small]], accept_ratio=1.0, scales=search.SCALES,
+                                            plain_distance=np.ones(1), plain_scale=np.ones(1), refine=(0.985, 1.015))
+    assert replaced[0] is small and replaced_at[0] == 1.03  # the choice is made without the refinement
+    assert search.rescaled(small, 1.03).lattice == pytest.approx(right.lattice)
+
+
+def test_the_search_returns_the_same_crystals_at_the_volume_closest_to_z(trained, monkeypatch):
+    """Steps 4 and 5 of the search only rescale: the crystals are those of the search without them, their lattices
+    times one factor within the scales tried, and never farther from z by the encoder (real latents, some of crystals
+    3 % larger or smaller than the decoder would make them, and random ones)."""
+    structures = [make() for make in TINY_CRYSTALS.values()]
+    for structure, factor in zip(structures[:2], (1.03**3, 0.97**3), strict=True):
+        structure.scale_lattice(structure.volume * factor)
+    z = trained.encode_structures(structures)[0]
+    z = torch.cat([z, z[:2] + 0.5 * torch.randn_like(z[:2])])
+    searched = search.search_decode(trained, z)
+    with monkeypatch.context() as patch:
+        patch.setattr(search, "REFINE_SCALES", ())
+        patch.setattr(search, "rescaled", lambda cell, scale: cell)
+        unscaled = search.search_decode(trained, z)
+    lowest, highest = min(search.SCALES) * min(search.REFINE_SCALES), max(search.SCALES) * max(search.REFINE_SCALES)
+    moved = 0
+    for new, old in zip(searched, unscaled, strict=True):
+        assert np.array_equal(new.numbers, old.numbers) and np.array_equal(new.frac, old.frac)
+        factor = np.linalg.norm(new.lattice) / np.linalg.norm(old.lattice)
+        np.testing.assert_allclose(new.lattice, old.lattice * factor, rtol=1e-9, atol=1e-9)
+        assert lowest - 1e-9 <= factor <= highest + 1e-9
+        moved += abs(factor - 1.0) > 1e-6
+    assert moved > 0
+    owners = np.arange(len(z))
+    z_np = z.double().numpy()
+    after = search.latent_distances(trained, z_np, searched, owners, scales=(1.0,))
+    before = search.latent_distances(trained, z_np, unscaled, owners, scales=(1.0,))
+    assert (after <= before + 1e-5).all()
 
 
 def test_cells_denser_than_any_crystal_are_not_checked(small_model):
