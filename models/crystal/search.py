@@ -538,23 +538,27 @@ def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_composition
                                  prefilter=swap_prefilter, refine=REFINE_SCALES)
     refined &= np.array([new is old for new, old in zip(chosen, before, strict=True)], dtype=bool)
     # 4. each crystal at the lattice scale where it came closest to z; crystals whose best scale was first known in
-    # step 3 (no known crystals were offered, or a swap won) take the finer step in a pass of their own
+    # step 3 (no known crystals were offered, or a swap won), or never (no other candidate), take the finer step in a
+    # pass of their own
     chosen = [cell if s == 1.0 or not np.isfinite(s) else rescaled(cell, float(s)) for cell, s in zip(chosen, at,
                                                                                                        strict=True)]
-    return _refine_scale(model, z_np, chosen, np.where(refined, np.nan, distance), scales=REFINE_SCALES)
+    return _refine_scale(model, z_np, chosen, distance, done=refined, scales=REFINE_SCALES)
 
 
 def _refine_scale(model: CrystalAutoencoder, z: np.ndarray, cells: list[Cell], distance: np.ndarray, *,
-                  scales: tuple[float, ...]) -> list[Cell]:
-    """Each cell at the one of ``scales`` (relative to its lattice) where it is closer to z than ``distance`` (its
-    distance at its own lattice; NaN: not measured, or already refined, and the cell is kept)."""
-    todo = np.flatnonzero(np.isfinite(distance)) if scales else np.zeros(0, dtype=np.int64)
+                  done: np.ndarray, scales: tuple[float, ...]) -> list[Cell]:
+    """Each cell that is not ``done`` at the scale, relative to its lattice, where it comes closest to z: its own
+    lattice (at ``distance``) or one of ``scales``; a cell never measured (``distance`` NaN: a decode that had no
+    other candidate) is encoded at its lattice, ``SCALES`` and ``scales``. ``scales=()`` keeps every cell."""
+    todo = np.flatnonzero(~np.asarray(done, dtype=bool)) if scales else np.zeros(0, dtype=np.int64)
     if not len(todo):
         return cells
-    closer, at = latent_distances(model, z, [cells[k] for k in todo], todo, scales=scales, with_scales=True)
+    grid = tuple(sorted({1.0, *SCALES, *scales}))
+    per_cell = [scales if np.isfinite(distance[k]) else grid for k in todo]
+    closer, at = latent_distances(model, z, [cells[k] for k in todo], todo, scales=per_cell, with_scales=True)
     refined = list(cells)
     for j, k in enumerate(todo):
-        if closer[j] < distance[k]:
+        if np.isfinite(closer[j]) and at[j] != 1.0 and (np.isnan(distance[k]) or closer[j] < distance[k]):
             refined[k] = rescaled(cells[k], float(at[j]))
     return refined
 

@@ -180,6 +180,14 @@ def test_the_choice_reports_the_scale_at_which_the_chosen_cell_came_closest(smal
                                             plain_distance=np.ones(1), plain_scale=np.ones(1), refine=(0.985, 1.015))
     assert replaced[0] is small and replaced_at[0] == 1.03  # the choice is made without the refinement
     assert search.rescaled(small, 1.03).lattice == pytest.approx(right.lattice)
+    # the last pass: a cell never measured is tried at SCALES and the finer scales, a measured one at the finer scales
+    # against its distance, and a cell already refined is kept
+    near_d = search.latent_distances(small_model, z, [near], np.array([0]), scales=(1.0,))[0]
+    never, measured, done = search._refine_scale(small_model, np.concatenate([z, z, z]), [small, near, small],
+                                                 np.array([np.nan, near_d, np.nan]),
+                                                 done=np.array([False, False, True]), scales=(0.985, 1.015))
+    assert never.lattice == pytest.approx(right.lattice) and done is small
+    assert measured.lattice == pytest.approx(near.lattice * 1.015)
 
 
 def test_the_search_returns_the_same_crystals_at_the_volume_closest_to_z(trained, monkeypatch):
