@@ -108,13 +108,13 @@ def test_prefiltered_choice_keeps_the_closest_candidate_and_reports_its_distance
     candidates = [[others[0], right, others[1], others[2]]]
     full, full_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES)
     pre, pre_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
-                              prefilter=1)
+                                 prefilter=1)
     assert full[0] is right and pre[0] is right
     np.testing.assert_allclose(pre_d, full_d, atol=1e-9)
     np.testing.assert_allclose(pre_d, search.latent_distances(small_model, z, [right], np.array([0])), atol=1e-9)
     # the plain cell's distance given: a plain cell said to be at distance 0 is never replaced
     kept, kept_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
-                                plain_distance=np.zeros(1), prefilter=1)
+                                   plain_distance=np.zeros(1), prefilter=1)
     assert kept[0] is plain and kept_d[0] == 0.0
     # without candidates nothing is encoded and no distance is known
     alone, alone_d, _ = search._pick(small_model, z, [plain], [[]], accept_ratio=1.0, scales=search.SCALES)
@@ -134,11 +134,11 @@ def test_a_plain_distance_measured_at_some_scales_is_completed_at_the_others(sma
     for candidates in ([[far]], [[right]]):
         full, full_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES)
         part, part_d, _ = search._pick(small_model, z, [plain], candidates, accept_ratio=1.0, scales=search.SCALES,
-                                    plain_distance=at_one, plain_scales=(1.0,))
+                                       plain_distance=at_one, plain_scales=(1.0,))
         assert part[0] is full[0]
         np.testing.assert_allclose(part_d, full_d, atol=1e-9)
     _, none_d, _ = search._pick(small_model, z, [plain], [[]], accept_ratio=1.0, scales=search.SCALES,
-                             plain_distance=at_one, plain_scales=(1.0,))
+                                plain_distance=at_one, plain_scales=(1.0,))
     assert np.isnan(none_d[0])
     with pytest.raises(ValueError, match="plain_scales"):
         search._pick(small_model, z, [plain], [[far]], accept_ratio=1.0, scales=(1.0,), plain_distance=at_one,
