@@ -13,6 +13,7 @@ Conventions, shared by both functions:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,9 +213,16 @@ def _image_range(*, lattice: np.ndarray, wrapped: np.ndarray, cutoff: float) -> 
 
 
 def _image_cells(n_max: np.ndarray) -> np.ndarray:
-    """(n_cells, 3) int64, every translation n with |n_k| <= n_max[k]."""
-    axes = [np.arange(-int(m), int(m) + 1, dtype=np.int64) for m in n_max]
-    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    """(n_cells, 3) int64, every translation n with |n_k| <= n_max[k] (read-only)."""
+    return _image_cells_of(*(int(m) for m in n_max))
+
+
+@functools.lru_cache(maxsize=256)
+def _image_cells_of(na: int, nb: int, nc: int) -> np.ndarray:
+    axes = [np.arange(-m, m + 1, dtype=np.int64) for m in (na, nb, nc)]
+    cells = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    cells.flags.writeable = False
+    return cells
 
 
 def _search(

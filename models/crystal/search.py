@@ -153,6 +153,36 @@ class Cell:
     known: tuple[KnownCells, int, float] | None = None
     """For a cell made from a known crystal: (library, row, factor), its lattice is ``factor`` times that crystal's
     (the library keeps the crystal's neighbour graphs, ``KnownCells.graph``)."""
+    shape: tuple[Geometry, float] | None = None
+    """For a decoded cell: (geometry, factor), its lattice is ``factor`` times the geometry's, whose neighbour graph
+    is searched once for every step of the search (relabellings and rescalings share it)."""
+
+
+@dataclass(eq=False)
+class Geometry:
+    """One decoded arrangement of atoms (lattice and fractional coordinates) and its neighbour graph, searched once at
+    the widest radius asked (with ``GRAPH_MARGIN``): the search encodes the same geometry in up to four steps, under
+    other labels and at other scales. Used by one search, in one thread."""
+
+    lattice: np.ndarray
+    frac: np.ndarray
+    _radius: float = 0.0
+    _graph: NeighborGraph | None = None
+
+    def graph(self, radius: float) -> NeighborGraph:
+        """Neighbour graph out to at least ``radius`` Å. Raises ``ValueError`` as ``periodic_neighbor_graph``."""
+        if self._graph is None or self._radius < radius:
+            self._graph, self._radius = _wide_graph(self.lattice, self.frac, radius)
+        return self._graph
+
+
+def _wide_graph(lattice: np.ndarray, frac: np.ndarray, radius: float) -> tuple[NeighborGraph, float]:
+    """(graph out to ``radius`` x ``GRAPH_MARGIN``, or to ``radius`` when the wider search is refused, that radius)."""
+    try:
+        wide = radius * GRAPH_MARGIN
+        return periodic_neighbor_graph(lattice=lattice, frac_coords=frac, cutoff=wide), wide
+    except ValueError:  # e.g. too many candidate pairs at the wider radius
+        return periodic_neighbor_graph(lattice=lattice, frac_coords=frac, cutoff=radius), radius
 
 
 class GraphCache:
@@ -213,13 +243,7 @@ class KnownCells:
         found = self._graphs.get(row, radius)
         if found is not None:
             return found
-        cell = self.cells[row]
-        try:
-            wide = radius * GRAPH_MARGIN
-            graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=wide)
-        except ValueError:  # e.g. too many candidate pairs at the wider radius
-            wide = radius
-            graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=radius)
+        graph, wide = _wide_graph(self.cells[row].lattice, self.cells[row].frac, radius)
         self._graphs.put(row, wide, graph)
         return graph
 
@@ -336,6 +360,10 @@ def _scaled_graphs(cell: Cell, *, cutoff: float, scales: tuple[float, ...]) -> l
             library, row, factor = cell.known
             graph = library.graph(row, radius / factor)
             dist = graph.dist * factor
+        elif cell.shape is not None:  # the decoded geometry's graph, as above
+            geometry, factor = cell.shape
+            graph = geometry.graph(radius / factor)
+            dist = graph.dist if factor == 1.0 else graph.dist * factor
         else:
             graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=radius)
             dist = graph.dist
@@ -402,14 +430,19 @@ def cells_from_output(output: DecoderOutput) -> list[Cell]:
     frac = torch.nan_to_num(output.frac[-1]).clamp(0.0, 1.0).double().cpu().numpy()
     numbers = output.species.cpu().numpy()
     n_atoms = output.n_atoms.cpu().numpy()
-    return [Cell(numbers=numbers[k, : n_atoms[k]], frac=frac[k, : n_atoms[k]], lattice=lattice[k])
-            for k in range(len(n_atoms))]
+    cells = []
+    for k in range(len(n_atoms)):
+        cell_frac = frac[k, : n_atoms[k]]
+        cells.append(Cell(numbers=numbers[k, : n_atoms[k]], frac=cell_frac, lattice=lattice[k],
+                          shape=(Geometry(lattice=lattice[k], frac=cell_frac), 1.0)))
+    return cells
 
 
 def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidates: list[list[Cell]], *,
           accept_ratio: float, scales: tuple[float, ...], plain_distance: np.ndarray | None = None,
           plain_scales: tuple[float, ...] | None = None, plain_scale: np.ndarray | None = None,
-          prefilter: int | None = None, refine: tuple[float, ...] = ()) -> tuple[list[Cell], np.ndarray, np.ndarray]:
+          prefilter: int | None = None, refine: tuple[float, ...] = (),
+          refine_rows: np.ndarray | None = None) -> tuple[list[Cell], np.ndarray, np.ndarray]:
     """Per latent, the plain cell or its candidate closest to z when that one is at least ``accept_ratio``
     times closer than the plain cell (latents without candidates are not encoded).
 
@@ -420,9 +453,11 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
         plain_scale: (n,) the lattice scale at which each ``plain_distance`` was measured (default 1).
         prefilter: when set, a latent's candidates are first encoded at scale 1 alone and only the ``prefilter``
             closest are encoded at the other ``scales`` (``SWAP_PREFILTER``).
-        refine: scales, relative to ``plain_scale``, at which every plain cell given a distance at all ``scales`` is
-            also encoded in the same pass (``REFINE_SCALES``); where it is kept and comes closer to z there, its
-            distance and scale are those. The choice is made without them.
+        refine: scales, relative to ``plain_scale``, at which the plain cells of ``refine_rows`` are also encoded in
+            the same pass (``REFINE_SCALES``); where such a cell is kept and comes closer to z there, its distance and
+            scale are those. The choice is made without them.
+        refine_rows: (n,) bool, the latents whose plain cell takes that finer step; each must have a finite
+            ``plain_distance`` measured at all ``scales`` (``plain_scales`` None). Required with ``refine``.
 
     Returns:
         The chosen cells, their distances to z at ``scales`` (NaN for latents that had no candidates and no
@@ -460,7 +495,11 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
         cells += kept[k]
         owners += [k] * len(kept[k])
         per_cell += [rest if k in prefiltered else scales] * len(kept[k])
-    refined = [k for k in range(len(plain)) if not unmeasured and np.isfinite(measured[k])] if refine else []
+    refined = [] if not refine else [int(k) for k in np.flatnonzero(np.asarray(refine_rows, dtype=bool))]
+    if refine and (refine_rows is None or len(refine_rows) != len(plain) or unmeasured
+                   or not np.isfinite(measured[refined]).all()):
+        raise ValueError("refine needs refine_rows, one per latent, whose plain cells have a finite plain_distance at "
+                         "all scales")
     for k in refined:
         cells.append(plain[k])
         owners.append(k)
@@ -531,12 +570,12 @@ def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_composition
     # distances at SCALES, measured in step 2, are not measured again, and those crystals are also encoded at a finer
     # step around their best scale (REFINE_SCALES)
     swaps = [[replace(cell, numbers=numbers) for numbers in sublattice_swaps(cell.numbers)] for cell in chosen]
-    refined = np.zeros(len(chosen), dtype=bool) if distance is None else np.isfinite(distance)
+    refine_rows = np.zeros(len(chosen), dtype=bool) if distance is None else np.isfinite(distance)
     before = chosen
     chosen, distance, at = _pick(model, z_np, chosen, swaps, accept_ratio=accept_ratio, scales=SCALES,
                                  plain_distance=distance, plain_scale=None if distance is None else at,
-                                 prefilter=swap_prefilter, refine=REFINE_SCALES)
-    refined &= np.array([new is old for new, old in zip(chosen, before, strict=True)], dtype=bool)
+                                 prefilter=swap_prefilter, refine=REFINE_SCALES, refine_rows=refine_rows)
+    refined = refine_rows & np.array([new is old for new, old in zip(chosen, before, strict=True)], dtype=bool)
     # 4. each crystal at the lattice scale where it came closest to z; crystals whose best scale was first known in
     # step 3 (no known crystals were offered, or a swap won), or never (no other candidate), take the finer step in a
     # pass of their own
@@ -566,4 +605,5 @@ def _refine_scale(model: CrystalAutoencoder, z: np.ndarray, cells: list[Cell], d
 def rescaled(cell: Cell, scale: float) -> Cell:
     """``cell`` with its lattice times ``scale`` (isotropic; the atoms keep their fractional coordinates)."""
     known = None if cell.known is None else (*cell.known[:2], cell.known[2] * scale)
-    return replace(cell, lattice=cell.lattice * scale, known=known)
+    shape = None if cell.shape is None else (cell.shape[0], cell.shape[1] * scale)
+    return replace(cell, lattice=cell.lattice * scale, known=known, shape=shape)

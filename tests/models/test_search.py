@@ -174,11 +174,21 @@ def test_the_choice_reports_the_scale_at_which_the_chosen_cell_came_closest(smal
     at_one = search.latent_distances(small_model, z, [near], np.array([0]), scales=(1.0,))
     refined, refined_d, refined_at = search._pick(small_model, z, [near], [[far]], accept_ratio=1.0,
                                                   scales=search.SCALES, plain_distance=at_one,
-                                                  plain_scale=np.ones(1), refine=(0.985, 1.015))
+                                                  plain_scale=np.ones(1), refine=(0.985, 1.015),
+                                                  refine_rows=np.ones(1, dtype=bool))
     assert refined[0] is near and refined_at[0] == 1.015 and refined_d[0] < at_one[0]
     replaced, _, replaced_at = search._pick(small_model, z, [far], [[small]], accept_ratio=1.0, scales=search.SCALES,
-                                            plain_distance=np.ones(1), plain_scale=np.ones(1), refine=(0.985, 1.015))
+                                            plain_distance=np.ones(1), plain_scale=np.ones(1), refine=(0.985, 1.015),
+                                            refine_rows=np.ones(1, dtype=bool))
     assert replaced[0] is small and replaced_at[0] == 1.03  # the choice is made without the refinement
+    unrefined, unrefined_d, _ = search._pick(small_model, z, [near], [[far]], accept_ratio=1.0, scales=search.SCALES,
+                                             plain_distance=at_one, plain_scale=np.ones(1), refine=(0.985, 1.015),
+                                             refine_rows=np.zeros(1, dtype=bool))
+    assert unrefined[0] is near and unrefined_d[0] == at_one[0]  # only the rows asked for take the finer step
+    for rows, given in ((None, at_one), (np.ones(1, dtype=bool), np.full(1, np.nan))):
+        with pytest.raises(ValueError, match="refine_rows"):
+            search._pick(small_model, z, [near], [[far]], accept_ratio=1.0, scales=search.SCALES, plain_distance=given,
+                         refine=(0.985, 1.015), refine_rows=rows)
     assert search.rescaled(small, 1.03).lattice == pytest.approx(right.lattice)
     # the last pass: a cell never measured is tried at SCALES and the finer scales, a measured one at the finer scales
     # against its distance, and a cell already refined is kept
