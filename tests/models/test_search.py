@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -321,6 +322,28 @@ def test_a_known_crystal_stretched_from_its_kept_graph_is_measured_as_a_fresh_on
     for key in range(3):
         cache.put(key, 3.0, graph)
     assert cache.get(0, 3.0) is None and cache.get(2, 3.0) is graph and cache.get(2, 3.5) is None
+
+
+def test_a_decoded_geometry_is_searched_once_and_measured_as_a_fresh_cell(small_model):
+    """A decoded cell carries its ``Geometry``: its relabellings and rescalings share one neighbour search (the widest
+    asked), and the encoder measures each of them exactly as the same cell given without it, at every scale."""
+    perovskite = TINY_CRYSTALS["SrTiO3"]()
+    z = _latent(small_model, perovskite)
+    plain = _cell(perovskite)
+    shaped = search.Cell(numbers=plain.numbers, frac=plain.frac, lattice=plain.lattice,
+                         shape=(search.Geometry(lattice=plain.lattice, frac=plain.frac), 1.0))
+    swapped = replace(shaped, numbers=search.sublattice_swaps(shaped.numbers)[0])
+    for cells in ([shaped], [swapped], [search.rescaled(shaped, 1.04)], [search.rescaled(shaped, 0.9)]):
+        bare = [search.Cell(numbers=c.numbers, frac=c.frac, lattice=c.lattice) for c in cells]
+        for scales in (search.SCALES, (1.0,), (0.985, 1.015)):
+            np.testing.assert_allclose(search.latent_distances(small_model, z, cells, np.zeros(1, dtype=np.int64),
+                                                               scales=scales),
+                                       search.latent_distances(small_model, z, bare, np.zeros(1, dtype=np.int64),
+                                                               scales=scales), rtol=1e-9)
+    geometry = shaped.shape[0]
+    kept = geometry.graph(1.0)
+    assert geometry.graph(small_model.config.cutoff / 0.97) is kept  # every step's radius was within the first search
+    assert search.rescaled(shaped, 1.04).shape == (geometry, 1.04)
 
 
 def test_a_known_crystal_is_taken_only_when_the_encoder_puts_it_closer_to_z(trained):
