@@ -62,8 +62,10 @@ def _checkpoint_path(settings: Settings) -> Path:
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:
+    """(absolute path, size, mtime): the version of a file, asked on every request (no ``resolve``: its walk of the
+    path's folders cost more than the rest of a request's checks)."""
     stat = path.stat()
-    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+    return str(path.absolute()), stat.st_size, stat.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=4)
@@ -234,11 +236,10 @@ def origin_note(structure: Structure, settings: Settings) -> str:
     from explorer.services import materials
 
     try:
-        table = materials.table(settings.known_starts_dataset, settings)
-        formula = table["reduced_formula"].to_numpy()[table["id"].to_numpy() == origin]
+        formula = str(materials.row_of(settings.known_starts_dataset, origin, settings)["reduced_formula"])
     except (FileNotFoundError, ValueError, KeyError):
-        formula = []
-    named = f"{origin[:80]} ({formula[0]})" if len(formula) else origin[:80]
+        formula = ""
+    named = f"{origin[:80]} ({formula})" if formula else origin[:80]
     return (f"The encoder chose the geometry of known crystal {named} of {settings.known_starts_dataset}, with this "
             "decode's elements and volume per atom: it is that structure type, not a new one.")
 

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from explorer import motif_map
+from explorer.datasets.formats import structure_as_dict
 from explorer.motifs.environments import cluster
 from explorer.services import materials, motif_model
 from explorer.settings import Settings
@@ -41,7 +42,7 @@ def _view(*, record_id: str, title: str, dataset: str, element: str, neighbours:
     entry = {**entry, "element": element, "cn": len(neighbours),
              "neighbours": [[e, round(float(np.linalg.norm(v)), 3)] for e, v in zip(neighbours, vectors, strict=True)]}
     return {"kind": "environment", "id": record_id, "title": title, "formula": f"{element} {entry['motif']}",
-            "dataset": dataset, "structure": cluster(element, neighbours, vectors).as_dict(),
+            "dataset": dataset, "structure": structure_as_dict(cluster(element, neighbours, vectors)),
             "latent": np.asarray(latent, dtype=float).tolist(), "xy": [float(v) for v in xy] if xy is not None
             else None, "map": "motifs", "validity": validity, "details": _details(entry), "nearest": [],
             "environment": entry, "note": note, "ms": round(1000 * (time.perf_counter() - start), 1)}

@@ -33,7 +33,7 @@ from pymatgen.core import Structure
 from explorer import reconstruction
 from explorer.atlas import get_atlas
 from explorer.datasets.build import limits_of
-from explorer.datasets.formats import FORMAT_LABELS, structure_from_plain_dict
+from explorer.datasets.formats import FORMAT_LABELS, structure_as_dict, structure_from_plain_dict
 from explorer.datasets.records import canonical_structure
 from explorer.datasets.rejections import Rejected
 from explorer.services import maps, materials, model
@@ -77,7 +77,7 @@ def known_view(dataset: str, record_id: str, settings: Settings, *, kind: str = 
         raise ValueError(f"{record_id[:80]} is in the table of {dataset} but not on its map: rebuild the map")
     return {"kind": "known", "id": record_id, "title": f"{row['reduced_formula']} ({record_id})",
             "formula": row["reduced_formula"], "dataset": dataset,
-            "structure": canonical_structure(row).as_dict(), "latent": atlas.latents[k].tolist(),
+            "structure": structure_as_dict(canonical_structure(row)), "latent": atlas.latents[k].tolist(),
             "xy": _known_xy(dataset, kind, record_id, settings), "map": kind, "validity": None,
             "details": materials.details_of(row),
             "nearest": _nearest(dataset, atlas.latents[k], settings, exclude=record_id),
@@ -141,7 +141,7 @@ def _decoded_view(kind: str, decoded: model.Decoded, *, dataset: str, xy, note: 
     note = f"{note} {origin}" if origin else note
     return {"kind": kind, "map": map_kind, "id": record_id, "title": f"{decoded.formula} ({kind})",
             "formula": decoded.formula,
-            "dataset": dataset, "structure": decoded.structure.as_dict(), "latent": decoded.latent.tolist(),
+            "dataset": dataset, "structure": structure_as_dict(decoded.structure), "latent": decoded.latent.tolist(),
             "xy": [float(v) for v in xy] if xy is not None else None, "validity": decoded.validity,
             "details": structure_details(decoded.structure),
             "nearest": _nearest(dataset, decoded.latent, settings), "note": note, "made": made or note,
@@ -207,8 +207,9 @@ def upload_view(dataset: str, content: bytes, filename: str, settings: Settings,
         note += (f"; it holds {count} structures and the first is shown: use `python -m explorer data ingest` "
                  "to read them all")
     view = {"kind": "upload", "id": f"upload:{filename}", "title": f"{formula} (uploaded: {filename})",
-            "formula": formula, "dataset": dataset, "structure": structure.as_dict(), "latent": latent.tolist(),
-            "xy": [float(v) for v in xy], "map": kind, "validity": None, "details": structure_details(structure),
+            "formula": formula, "dataset": dataset, "structure": structure_as_dict(structure),
+            "latent": latent.tolist(), "xy": [float(v) for v in xy], "map": kind, "validity": None,
+            "details": structure_details(structure),
             "nearest": _nearest(dataset, latent, settings), "note": note, "ms": 0.0}
     view["ms"] = round(1000 * (time.perf_counter() - start), 1)
     return view
@@ -232,8 +233,8 @@ def relaxed_view(source: dict, structure: Structure, summary: dict, dataset: str
                ["space group", f"{summary['space_group_before']} → {summary['space_group_after']}"],
                *[row for row in structure_details(structure) if row[0] != "space group"]]
     return {"kind": "relaxed", "id": f"relaxed:{str(source['id'])[:80]}", "title": f"{formula} (relaxed)",
-            "formula": formula, "dataset": dataset, "structure": structure.as_dict(), "latent": latent.tolist(),
-            "xy": [float(v) for v in xy], "map": kind, "validity": None, "details": details,
+            "formula": formula, "dataset": dataset, "structure": structure_as_dict(structure),
+            "latent": latent.tolist(), "xy": [float(v) for v in xy], "map": kind, "validity": None, "details": details,
             "nearest": _nearest(dataset, latent, settings), "relaxation": summary, "source": source["title"],
             "note": f"relaxed with the potential from {source['title']}",
             "ms": round(1000 * (time.perf_counter() - start), 1)}
@@ -292,7 +293,7 @@ def interpolation(a: dict, b: dict, dataset: str, settings: Settings, *, steps: 
         views.append({"kind": "frame", "id": f"path-frame-{frame.index:02d}", "index": frame.index, "t": frame.t,
                       "title": f"{frame.formula} (path frame {frame.index} of {len(frames) - 1})",
                       "formula": frame.formula, "n_atoms": frame.n_atoms, "dataset": dataset,
-                      "structure": frame.structure.as_dict(), "latent": frame.latent.tolist(),
+                      "structure": structure_as_dict(frame.structure), "latent": frame.latent.tolist(),
                       "xy": point.tolist(), "map": kind, "validity": frame.validity,
                       "details": [["atoms in cell", str(frame.n_atoms)], ["t", f"{frame.t:.3f}"]],
                       "nearest": [], "note": " ".join(filter(None, (

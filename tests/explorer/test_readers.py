@@ -104,3 +104,26 @@ def test_extended_xyz_molecule_is_not_periodic(tmp_path, settings):
     report = ingest(path, name="mol", settings=settings, progress=False)
     assert report.sources[0].rejected == {"not_periodic": 1}
     assert "no 3D periodic cell" in report.rejections[0]["detail"]
+
+
+def test_the_fast_structure_dict_is_pymatgens_and_reads_back():
+    """``structure_as_dict`` (what the server puts into every view) is ``Structure.as_dict()`` key for key, for the tiny
+    crystals as they are and with site properties, an oxidation state and a mixed site; and it reads back to the same
+    structure (as JSON) through pymatgen's reader and the app's own."""
+    from pymatgen.core import Species
+
+    from explorer.datasets.formats import structure_as_dict, structure_from_plain_dict
+
+    dressed = srtio3()
+    dressed.add_site_property("magmom", [0.0, 0.5, 0.0, 0.0, 0.0])
+    dressed.replace(0, Species("Sr", 2))
+    mixed = nacl()
+    mixed.replace(0, {"Na": 0.5, "K": 0.5})
+    for structure in (nacl(), silicon(), srtio3(), graphite(), dressed, mixed):
+        data = structure_as_dict(structure)
+        assert data == structure.as_dict()
+        if structure.is_ordered and not structure.site_properties:
+            assert Structure.from_dict(json.loads(json.dumps(data))) == structure
+            back = structure_from_plain_dict(data, key="view")
+            assert back.species == structure.species
+            assert np.allclose(back.frac_coords, structure.frac_coords)
