@@ -1,8 +1,8 @@
-"""Latent Materials Explorer: ``python app.py [--host H] [--port P] [--threads N] [--dev]`` serves the app.
+"""Latent Materials Explorer: ``python app.py [--host H] [--port P] [--workers N] [--threads N] [--dev]`` serves it.
 
-It serves with waitress, a production WSGI server (many requests at once; the model's decodes are batched
-across them), unless ``--dev`` asks for Flask's development server. Any WSGI server can also serve
-``app:server`` (e.g. ``waitress-serve --listen 127.0.0.1:8050 app:server``).
+It serves with gunicorn, one process per core (``--workers 1``: waitress in one process), or with Flask's
+development server (``--dev``); ``explorer.serving`` says why. Any WSGI server can also serve ``app:server`` (e.g.
+``waitress-serve --listen 127.0.0.1:8050 app:server``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 
 from dash import Dash
 
+from explorer.serving import serve
 from explorer.settings import Settings
 from explorer.ui.factory import make_app
 
@@ -20,23 +21,10 @@ def create_app(settings: Settings | None = None) -> Dash:
     return make_app(settings or Settings())
 
 
-# A worker process started by multiprocessing re-imports this file as ``__mp_main__``: it must not build an app.
-app = create_app() if __name__ != "__mp_main__" else None
+# `python app.py` builds the app in each server process it starts (explorer.serving), not in the one that forks them;
+# a worker process started by multiprocessing re-imports this file as ``__mp_main__``: it must not build one either.
+app = create_app() if __name__ not in ("__main__", "__mp_main__") else None
 server = app.server if app is not None else None
-
-
-def serve(settings: Settings, *, host: str, port: int, threads: int, dev: bool) -> None:
-    """Serve ``app`` on host:port: waitress with ``threads`` threads, or Flask's development server."""
-    print(f"Latent Materials Explorer on http://{host}:{port}/ "
-          f"({'Flask development server' if dev else f'waitress, {threads} threads'})", flush=True)
-    if dev:
-        app.run(host=host, port=port, debug=settings.debug)
-        return
-    from waitress import serve as waitress_serve
-
-    waitress_serve(server, host=host, port=port, threads=threads, connection_limit=settings.connection_limit,
-                   channel_timeout=120, max_request_body_size=server.config["MAX_CONTENT_LENGTH"],
-                   ident="latent-materials-explorer")
 
 
 if __name__ == "__main__":
@@ -44,8 +32,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve the Latent Materials Explorer")
     parser.add_argument("--host", default=defaults.host, help=f"address to listen on (default {defaults.host})")
     parser.add_argument("--port", type=int, default=defaults.port, help=f"port (default {defaults.port})")
+    parser.add_argument("--workers", type=int, default=defaults.server_workers,
+                        help="server processes (default: one per CPU core, at most 4; 1: waitress in one process)")
     parser.add_argument("--threads", type=int, default=defaults.threads,
-                        help=f"request threads of the server (default {defaults.threads})")
-    parser.add_argument("--dev", action="store_true", help="Flask's development server instead of waitress")
+                        help=f"request threads of each process (default {defaults.threads})")
+    parser.add_argument("--dev", action="store_true", help="Flask's development server instead")
     args = parser.parse_args()
-    serve(defaults, host=args.host, port=args.port, threads=args.threads, dev=args.dev)
+    serve(defaults, host=args.host, port=args.port, threads=args.threads, workers=args.workers, dev=args.dev)

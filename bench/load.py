@@ -12,8 +12,9 @@ browser sends (``POST /_dash-update-component``: on_map_click, or the interpolat
 answer.
 
 Two servers are measured in the same run, one after the other, on the same requests:
-- new: ``python app.py`` (waitress, 64 threads; decodes of concurrent requests batched into one pass, the
-  smallest requests first; recent decodes kept);
+- new: ``python app.py`` (gunicorn, one process per core with 64 request threads shared out, each process warm
+  before its first request; decodes of concurrent requests batched into one pass, the smallest requests first;
+  recent decodes kept);
 - old: ``python app.py --dev`` with ``EXPLORER_DECODE_BATCHING=false EXPLORER_DECODE_CACHE=0`` (Flask's
   development server, every model call alone behind one lock, no decode kept: the server as #12 found it).
 Printed: errors, p50 / p95 / max per request kind and requests per second, then new/old ratios.
@@ -236,7 +237,7 @@ def main() -> None:
     print(f"{args.sessions} sessions x {args.requests} requests on {args.dataset} ({len(atlas.ids)} materials), "
           f"{os.cpu_count()} CPU cores")
     env = dict(os.environ)
-    new = measure("new: waitress, batched decodes", [], env, args.dataset, plans, atlas)
+    new = measure("new: python app.py (gunicorn processes, batched decodes)", [], env, args.dataset, plans, atlas)
     if args.skip_old:
         return
     old = measure("old: Flask development server, one lock", ["--dev"],

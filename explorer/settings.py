@@ -70,9 +70,13 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the app listens on (`python app.py --host`).")
     port: int = Field(default=8050, ge=1, le=65535, description="Port the app listens on (`python app.py --port`).")
     threads: int = Field(default=64, ge=1, le=512,
-                         description="Request threads of the waitress server (`python app.py`). Many: a thread "
-                                     "whose decode waits for the model holds no CPU, and a click must not queue "
-                                     "behind it.")
+                         description="Request threads of each process of the server (`python app.py`). Many: a "
+                                     "thread whose decode waits for the model holds no CPU, and a click must not "
+                                     "queue behind it.")
+    server_workers: int = Field(default=0, ge=0, le=64,
+                                description="Processes of the server (`python app.py --workers`; gunicorn): each "
+                                            "holds its own model and maps (about 1.5 GB) and its own interpreter "
+                                            "lock. 0: one per CPU core, at most 4; 1: waitress in one process.")
     connection_limit: int = Field(default=200, ge=1, description="Most open connections the server accepts at once.")
     decode_cache: int = Field(default=4096, ge=0, description="Decoded latents kept in memory (least recently used "
                                                            "go first; 0: none). A decode is deterministic, so a path "

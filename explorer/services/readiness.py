@@ -17,10 +17,17 @@ import time
 import numpy as np
 
 from explorer.settings import Settings
+from explorer.storage import exclusive
 
 LOG = logging.getLogger("explorer")
 _STATE = {"ready": False, "step": "starting", "seconds": 0.0, "errors": []}
 _LOCK = threading.Lock()
+_READY = threading.Event()
+
+
+def wait_ready(timeout: float | None = None) -> bool:
+    """Wait until the warm-up of this process is done (at most ``timeout`` seconds); whether it is."""
+    return _READY.wait(timeout)
 
 
 def state() -> dict:
@@ -45,6 +52,7 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
     start = time.perf_counter()
     with _LOCK:
         _STATE.update(ready=False, step="starting", seconds=0.0, errors=[])
+        _READY.clear()
     for k, name in enumerate(datasets):
         try:
             if not atlas.is_built(name, settings):
@@ -97,6 +105,7 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
             _STATE["errors"].append(f"file reader: {exc}")
     with _LOCK:
         _STATE.update(ready=True, step="ready", seconds=round(time.perf_counter() - start, 1))
+        _READY.set()
     _warm_motif_library(datasets, settings)
 
 
@@ -118,7 +127,8 @@ def checks_in_background(datasets: list[str], settings: Settings) -> threading.T
     environments of each dataset's sites, then its structure map and its motif map, where they are missing
     (``explorer.reconstruction``, ``explorer.motifs.table``, ``explorer.structure_map``, ``explorer.motif_map``);
     failures are logged, never raised. Datasets of more than ``settings.background_checks_max`` materials are left
-    to ``python -m explorer build`` (hours on one machine: a cluster's job)."""
+    to ``python -m explorer build`` (hours on one machine: a cluster's job). Of a server's processes only one runs
+    them (``storage.exclusive`` on a lock file in the cache folder)."""
     from explorer import motif_map, reconstruction, structure_map
     from explorer.motifs import table as motif_table
     from explorer.services import materials
@@ -138,10 +148,17 @@ def checks_in_background(datasets: list[str], settings: Settings) -> threading.T
     datasets = [name for name in datasets if small(name)]
 
     def run() -> None:
-        reconstruction.compute_in_background(datasets, settings).join()
-        motif_table.compute_in_background(datasets, settings).join()
-        structure_map.build_in_background(datasets, settings).join()
-        motif_map.build_in_background(datasets, settings).join()
+        held = exclusive(settings.cache_dir / "background-checks.lock")
+        if held is None:
+            LOG.info("another process of this server runs the background checks")
+            return
+        try:
+            reconstruction.compute_in_background(datasets, settings).join()
+            motif_table.compute_in_background(datasets, settings).join()
+            structure_map.build_in_background(datasets, settings).join()
+            motif_map.build_in_background(datasets, settings).join()
+        finally:
+            held.close()
 
     thread = threading.Thread(target=run, name="explorer-checks", daemon=True)
     thread.start()

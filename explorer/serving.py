@@ -1,0 +1,125 @@
+"""Serving the app: gunicorn with one process per core (the default of ``python app.py``), waitress in one process, or
+Flask's development server.
+
+Why processes: under load the server's Python work (the search's neighbour graphs, Dash's JSON) holds the
+interpreter lock for about half of the wall time, and the two decode threads of one process queue for it. Two
+processes with their own lock served 14.8-15.1 requests/s against 12.1-12.5 for one (``bench/load.py``'s mix of
+clicks, decodes and paths, 50 sessions, the same code, on 2 cores). Each process holds its own model and maps
+(about 1.5 GB), so the default is one per core, at most ``MAX_AUTO_WORKERS``.
+
+Every process warms up (``services.readiness``) before it takes its first request, so no click meets a cold model,
+and only one of them runs the background checks (``readiness.checks_in_background``). gunicorn runs on Unix; where
+it cannot be imported, ``python app.py`` serves with waitress in one process and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from explorer.settings import Settings
+
+MAX_AUTO_WORKERS = 4
+"""Most server processes ``workers=0`` (one per core) starts: each holds a model and the maps in memory."""
+
+READY_WAIT_SECONDS = 900
+"""How long a new server process waits for its warm-up before it takes requests anyway (the page then says what is
+still loading)."""
+
+
+def auto_workers(workers: int) -> int:
+    """``workers``, or for 0 one per CPU core (at most ``MAX_AUTO_WORKERS``)."""
+    return workers if workers > 0 else max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
+def threads_per_process(workers: int) -> int:
+    """torch threads of each of ``workers`` server processes: the cores shared out (at least one each)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def limit_blas_threads() -> None:
+    """One thread per BLAS call (numpy's and scipy's OpenBLAS) in a server process. A request's numpy products are
+    small, and a second BLAS thread spins while torch and the other requests hold the cores: with two, the server
+    answered 10.9-11.3 requests/s under ``bench/load.py``'s load, with one 12.4 (runs alternated, 2 cores)."""
+    import numpy  # noqa: F401 - both OpenBLAS builds must be loaded for threadpoolctl to find them
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def serve(settings: Settings, *, host: str, port: int, threads: int, workers: int, dev: bool) -> None:
+    """Serve the app on host:port: Flask's development server (``dev``), waitress with ``threads`` threads in this
+    process (one worker, or no gunicorn here), or gunicorn with ``workers`` processes (0: ``auto_workers``) of
+    ``threads`` request threads each."""
+    from explorer.ui.factory import make_app
+
+    workers = auto_workers(workers)
+    if dev:
+        _say(host, port, "Flask development server")
+        app = make_app(settings)
+        app.run(host=host, port=port, debug=settings.debug)
+        return
+    if workers > 1:
+        try:
+            _serve_gunicorn(settings, host=host, port=port, threads=threads, workers=workers)
+            return
+        except ImportError as exc:  # no gunicorn (e.g. on Windows): one process
+            print(f"gunicorn is not available ({exc}): serving with waitress in one process", flush=True)
+    _say(host, port, f"waitress, {threads} threads")
+    from waitress import serve as waitress_serve
+
+    limit_blas_threads()
+    server = make_app(settings).server
+    waitress_serve(server, host=host, port=port, threads=threads, connection_limit=settings.connection_limit,
+                   channel_timeout=120, max_request_body_size=server.config["MAX_CONTENT_LENGTH"],
+                   ident="latent-materials-explorer")
+
+
+def _say(host: str, port: int, how: str) -> None:
+    print(f"Latent Materials Explorer on http://{host}:{port}/ ({how})", flush=True)
+
+
+def _serve_gunicorn(settings: Settings, *, host: str, port: int, threads: int, workers: int) -> None:
+    """gunicorn's arbiter in this process, ``workers`` processes of ``threads`` request threads each (a thread that
+    waits for a path's decodes holds no CPU, and when a process has no free thread, a click it accepted would queue
+    behind paths: with 32 each, clicks took 1.5 s at the 95th percentile under ``bench/load.py``); each process builds
+    its own app after the fork (nothing with threads is forked) and takes requests once warm."""
+    from gunicorn.app.base import BaseApplication
+
+    per_process = threads
+
+    class Explorer(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
+                               "threads": per_process,
+                               "worker_connections": max(1, settings.connection_limit // workers),
+                               "timeout": 120, "graceful_timeout": 30, "keepalive": 5,
+                               "post_worker_init": _wait_until_warm, "proc_name": "latent-materials-explorer",
+                               "control_socket_disable": True}.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            import torch
+
+            from explorer.ui.factory import make_app
+
+            torch.set_num_threads(threads_per_process(workers))
+            limit_blas_threads()
+            return make_app(settings).server
+
+    _say(host, port, f"gunicorn, {workers} processes x {per_process} threads")
+    Explorer().run()
+
+
+def _wait_until_warm(worker) -> None:
+    """gunicorn's ``post_worker_init``: block until this process's warm-up is done (telling the arbiter that the
+    process is alive meanwhile), so that its first request meets a loaded model."""
+    from explorer.services import readiness
+
+    deadline = time.monotonic() + READY_WAIT_SECONDS
+    while not readiness.wait_ready(timeout=1.0) and time.monotonic() < deadline:
+        worker.notify()
+    worker.log.info("worker %s ready after its warm-up (%s)", os.getpid(), readiness.state()["step"])

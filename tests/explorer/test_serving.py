@@ -1,0 +1,108 @@
+"""``python app.py`` as ``make run`` starts it: gunicorn, a warm process per worker, one of them running the checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from explorer import serving
+from explorer.services import materials
+from explorer.storage import exclusive
+from explorer.ui import ids
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _callback(url: str, output_part: str, values: dict, changed: str) -> dict:
+    """POST the callback whose output names ``output_part`` as the page would, valued from ``values``
+    ({"id.property": value}, None for the others); its JSON answer."""
+    with urllib.request.urlopen(f"{url}/_dash-dependencies", timeout=30) as answer:
+        spec = next(d for d in json.loads(answer.read()) if output_part in d["output"])
+
+    def valued(items: list[dict]) -> list[dict]:
+        return [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in items]
+
+    names = spec["output"].strip(".").split("...") if spec["output"].startswith("..") else [spec["output"]]
+    outputs = [{"id": n.rsplit(".", 1)[0], "property": n.rsplit(".", 1)[1].split("@")[0]} for n in names]
+    body = {"output": spec["output"], "outputs": outputs if len(outputs) > 1 else outputs[0],
+            "inputs": valued(spec["inputs"]), "state": valued(spec["state"]), "changedPropIds": [changed]}
+    request = urllib.request.Request(f"{url}/_dash-update-component", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())["response"]
+
+
+def test_worker_counts_and_threads():
+    cores = os.cpu_count() or 1
+    assert serving.auto_workers(3) == 3
+    assert serving.auto_workers(0) == max(1, min(cores, serving.MAX_AUTO_WORKERS))
+    assert serving.threads_per_process(1) == cores and serving.threads_per_process(10 * cores) == 1
+
+
+def test_one_process_holds_the_lock_of_a_job(tmp_path):
+    held = exclusive(tmp_path / "locks" / "job.lock")
+    assert held is not None
+    code = f"from pathlib import Path; from explorer.storage import exclusive; " \
+           f"print(exclusive(Path({str(tmp_path / 'locks' / 'job.lock')!r})) is None)"
+    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert other.stdout.strip() == "True", other.stderr  # another process must leave the job
+    held.close()
+    again = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert again.stdout.strip() == "False", again.stderr  # and takes it once the lock is free
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gunicorn runs on Unix")
+def test_python_app_py_serves_from_warm_processes(tiny_settings):
+    """Two worker processes under gunicorn: the first answer already comes from a warm process (the page says
+    ready), a decode works, and a stop ends every process."""
+    materials.map_points("tiny", None, tiny_settings)  # the map on disk, as `make run` finds it after a build
+    port = _free_port()
+    env = {**os.environ, "EXPLORER_DATA_DIR": str(tiny_settings.data_dir),
+           "EXPLORER_SHARED_DATA_DIR": str(tiny_settings.shared_data_dir),
+           "EXPLORER_CHECKPOINT": str(tiny_settings.checkpoint), "EXPLORER_UMAP_N_NEIGHBORS": "5",
+           "EXPLORER_BACKGROUND_CHECKS_MAX": "0", "EXPLORER_PORT": str(port)}
+    process = subprocess.Popen([sys.executable, "app.py", "--workers", "2", "--threads", "8"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=240) as page:  # waits while no process is warm yet
+                    assert page.status == 200
+                break
+            except OSError:  # not listening yet
+                assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.5)
+        workers = psutil.Process(process.pid).children()
+        assert len(workers) == 2
+        for _ in range(4):  # whichever process answers, it is warm
+            status = _callback(url, "ready-status.children", {f"{ids.READY_TIMER}.n_intervals": 1},
+                               f"{ids.READY_TIMER}.n_intervals")
+            assert status["ready-status"]["children"].startswith("ready")
+        points = materials.map_points("tiny", None, tiny_settings)
+        click = {"points": [{"x": max(points["x"]) + 1.0, "y": max(points["y"]) + 1.0}]}
+        view = _callback(url, "store-current.data", {f"{ids.MAP}.clickData": click, f"{ids.DATASET}.value": "tiny",
+                                                     f"{ids.MAP_KIND}.value": "crystals"}, f"{ids.MAP}.clickData")
+        assert view["store-current"]["data"]["kind"] == "hypothetical"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=60)[0].decode(errors="replace")
+    assert "gunicorn, 2 processes" in output and output.count("ready after its warm-up") == 2, output
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
