@@ -7,15 +7,15 @@ processes with their own lock served 14.8-15.1 requests/s against 12.1-12.5 for 
 clicks, decodes and paths, 50 sessions, the same code, on 2 cores). Each process holds its own model and maps
 (about 1.5 GB), so the default is one per core, at most ``MAX_AUTO_WORKERS``.
 
-Every process warms up (``services.readiness``) before it takes its first request, so no click meets a cold model,
-and only one of them runs the background checks (``readiness.checks_in_background``). gunicorn runs on Unix; where
-it cannot be imported, ``python app.py`` serves with waitress in one process and says so.
+The processes answer the page at once and warm up side by side (``services.readiness``); the page says "ready" only
+when every one of them is warm, since its clicks may reach any, and only one of them runs the background checks
+(``readiness.checks_in_background``). gunicorn runs on Unix; where it cannot be imported, ``python app.py`` serves
+with waitress in one process and says so.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 
 MAX_AUTO_WORKERS = 4
 """Most server processes ``workers=0`` (one per core) starts: each holds a model and the maps in memory."""
-
-READY_WAIT_SECONDS = 900
-"""How long a new server process waits for its warm-up before it takes requests anyway (the page then says what is
-still loading)."""
 
 
 def auto_workers(workers: int) -> int:
@@ -86,7 +82,7 @@ def _serve_gunicorn(settings: Settings, *, host: str, port: int, threads: int, w
     """gunicorn's arbiter in this process, ``workers`` processes of ``threads`` request threads each (a thread that
     waits for a path's decodes holds no CPU, and when a process has no free thread, a click it accepted would queue
     behind paths: with 32 each, clicks took 1.5 s at the 95th percentile under ``bench/load.py``); each process builds
-    its own app after the fork (nothing with threads is forked) and takes requests once warm."""
+    its own app after the fork (nothing with threads is forked), and the page says "ready" once all are warm."""
     from gunicorn.app.base import BaseApplication
 
     per_process = threads
@@ -97,29 +93,19 @@ def _serve_gunicorn(settings: Settings, *, host: str, port: int, threads: int, w
                                "threads": per_process,
                                "worker_connections": max(1, settings.connection_limit // workers),
                                "timeout": 120, "graceful_timeout": 30, "keepalive": 5,
-                               "post_worker_init": _wait_until_warm, "proc_name": "latent-materials-explorer",
-                               "control_socket_disable": True}.items():
+                               "proc_name": "latent-materials-explorer", "control_socket_disable": True}.items():
                 self.cfg.set(key, value)
 
         def load(self):
             import torch
 
+            from explorer.services import readiness
             from explorer.ui.factory import make_app
 
             torch.set_num_threads(threads_per_process(workers))
             limit_blas_threads()
+            readiness.join_group(settings.cache_dir / "server-processes")
             return make_app(settings).server
 
     _say(host, port, f"gunicorn, {workers} processes x {per_process} threads")
     Explorer().run()
-
-
-def _wait_until_warm(worker) -> None:
-    """gunicorn's ``post_worker_init``: block until this process's warm-up is done (telling the arbiter that the
-    process is alive meanwhile), so that its first request meets a loaded model."""
-    from explorer.services import readiness
-
-    deadline = time.monotonic() + READY_WAIT_SECONDS
-    while not readiness.wait_ready(timeout=1.0) and time.monotonic() < deadline:
-        worker.notify()
-    worker.log.info("worker %s ready after its warm-up (%s)", os.getpid(), readiness.state()["step"])

@@ -11,8 +11,10 @@ and the map from the start.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,18 +24,52 @@ from explorer.storage import exclusive
 LOG = logging.getLogger("explorer")
 _STATE = {"ready": False, "step": "starting", "seconds": 0.0, "errors": []}
 _LOCK = threading.Lock()
-_READY = threading.Event()
+_GROUP: dict = {}
+"""When this process is one of a server's processes (``join_group``): the folder of their marks and their parent."""
 
 
-def wait_ready(timeout: float | None = None) -> bool:
-    """Wait until the warm-up of this process is done (at most ``timeout`` seconds); whether it is."""
-    return _READY.wait(timeout)
+def join_group(folder: Path) -> None:
+    """This process is one of the server processes that its parent (gunicorn's arbiter) started: the page's clicks
+    may reach any of them, so it says "ready" only once every one is warm. Each marks itself in ``folder`` when it
+    is (``{parent}.{pid}``); marks of parents that no longer run are removed then."""
+    _GROUP.update(folder=folder, parent=os.getppid(), all=False)
+
+
+def _mark_warm() -> None:
+    if not _GROUP:
+        return
+    import psutil
+
+    folder = _GROUP["folder"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for mark in folder.glob("*.*"):
+        parent = mark.name.split(".")[0]
+        if parent.isdigit() and not psutil.pid_exists(int(parent)):
+            mark.unlink(missing_ok=True)
+    (folder / f"{_GROUP['parent']}.{os.getpid()}").touch()
+
+
+def _group_warm() -> bool:
+    """Whether every process of this server's group is warm (True outside a group)."""
+    if not _GROUP or _GROUP["all"]:
+        return True
+    import psutil
+
+    try:
+        siblings = psutil.Process(_GROUP["parent"]).children()
+    except psutil.Error:  # the parent is gone: this process stands alone
+        return True
+    _GROUP["all"] = all((_GROUP["folder"] / f"{_GROUP['parent']}.{p.pid}").exists() for p in siblings)
+    return _GROUP["all"]
 
 
 def state() -> dict:
     """{"ready": bool, "step": what is being loaded, "seconds": time the warm-up took, "errors": [...]}"""
     with _LOCK:
-        return {**_STATE, "errors": list(_STATE["errors"])}
+        found = {**_STATE, "errors": list(_STATE["errors"])}
+    if found["ready"] and not _group_warm():
+        found.update(ready=False, step="the server's other processes")
+    return found
 
 
 def _step(text: str) -> None:
@@ -52,7 +88,6 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
     start = time.perf_counter()
     with _LOCK:
         _STATE.update(ready=False, step="starting", seconds=0.0, errors=[])
-        _READY.clear()
     for k, name in enumerate(datasets):
         try:
             if not atlas.is_built(name, settings):
@@ -103,9 +138,12 @@ def warm_up(datasets: list[str], settings: Settings) -> None:
         LOG.warning("starting the file reader failed: %s", exc)
         with _LOCK:
             _STATE["errors"].append(f"file reader: {exc}")
+    try:
+        _mark_warm()
+    except OSError as exc:
+        LOG.warning("marking this server process warm failed: %s", exc)
     with _LOCK:
         _STATE.update(ready=True, step="ready", seconds=round(time.perf_counter() - start, 1))
-        _READY.set()
     _warm_motif_library(datasets, settings)
 
 
