@@ -177,25 +177,18 @@ def _free_port() -> int:
 
 def _wait_until_serving(process: subprocess.Popen, port: int, dataset: str, timeout: float) -> float:
     """Seconds until the page answers and the map callback returns the figure of ``dataset``."""
+    from load import dash_body
+
     start = time.perf_counter()
     url = f"http://127.0.0.1:{port}"
-    body = json.dumps({
-        "output": "..map.figure...color-legend.children...map-status.children...map-build-row.style..",
-        "outputs": [{"id": "map", "property": "figure"}, {"id": "color-legend", "property": "children"},
-                    {"id": "map-status", "property": "children"}, {"id": "map-build-row", "property": "style"}],
-        "inputs": [{"id": "dataset", "property": "value", "value": dataset},
-                   {"id": "color-by", "property": "value", "value": "source"},
-                   {"id": "store-map-version", "property": "data", "value": None},
-                   *({"id": i, "property": "value", "value": None} for i in (
-                       "filter-elements", "filter-sites-min", "filter-sites-max", "filter-property", "filter-min",
-                       "filter-max"))],
-        "state": [{"id": i, "property": p, "value": None} for i, p in (("search", "value"), ("store-path", "data"))],
-        "changedPropIds": ["dataset.value"]}).encode()
+    output = "..map.figure...color-legend.children...map-status.children...map-build-row.style.."
     while time.perf_counter() - start < timeout:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with code {process.returncode}")
         try:
             urllib.request.urlopen(url, timeout=5).read()
+            body = json.dumps(dash_body(url, output, {"dataset.value": dataset, "map-kind.value": "crystals",
+                                                      "color-by.value": "source"}, "dataset.value")).encode()
             request = urllib.request.Request(f"{url}/_dash-update-component", data=body,
                                              headers={"Content-Type": "application/json"})
             answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
