@@ -5,7 +5,7 @@ Why processes: under load the server's Python work (the search's neighbour graph
 interpreter lock for about half of the wall time, and the two decode threads of one process queue for it. Two
 processes with their own lock served 14.8-15.1 requests/s against 12.1-12.5 for one (``bench/load.py``'s mix of
 clicks, decodes and paths, 50 sessions, the same code, on 2 cores). Each process holds its own model and maps
-(about 1.5 GB), so the default is one per core, at most ``MAX_AUTO_WORKERS``.
+(about 1.35 GB under load with the default map), so the default is one per core, at most ``MAX_AUTO_WORKERS``.
 
 The processes answer the page at once and warm up side by side (``services.readiness``); the page says "ready" only
 when every one of them is warm, since its clicks may reach any, and only one of them runs the background checks

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
                                      "queue behind it.")
     server_workers: int = Field(default=0, ge=0, le=64,
                                 description="Processes of the server (`python app.py --workers`; gunicorn): each "
-                                            "holds its own model and maps (about 1.5 GB) and its own interpreter "
+                                            "holds its own model and maps (about 1.35 GB) and its own interpreter "
                                             "lock. 0: one per CPU core, at most 4; 1: waitress in one process.")
     connection_limit: int = Field(default=200, ge=1, description="Most open connections the server accepts at once.")
     decode_cache: int = Field(default=4096, ge=0, description="Decoded latents kept in memory (least recently used "
