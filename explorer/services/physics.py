@@ -199,15 +199,35 @@ def relax(structure: Structure, settings: Settings, *, on_step: Callable[[dict],
                       space_group_after=space_group_of(last.structure))
 
 
-def assess_view(view: object, dataset: object, settings: Settings) -> dict:
-    """``assess`` of the structure on screen (a view from the browser, checked first). Novelty is asked for
-    everything but known materials; a known material's own id is never its "match"."""
+def check_assessable(view: object, dataset: object, settings: Settings) -> tuple[dict, str]:
+    """(view, dataset) checked for ``assess_view``: ValueError in words when the page sent something else, or an
+    environment of the motif map (a cluster, not a crystal), before anything is computed or loaded for it."""
     from explorer.services import views
     from explorer.services.motif_views import require_crystal
 
     dataset = materials.check_dataset(dataset, settings)
     view = views.check_view(view, settings)
     require_crystal(view, "energy, stability and novelty")
+    return view, dataset
+
+
+def check_path(path: object, dataset: object, settings: Settings) -> tuple[list[dict], list, str]:
+    """(frames, their structures, dataset) of a path checked for ``path_energies``, as ``check_assessable``."""
+    from explorer.services import views
+    from explorer.services.motif_views import require_crystal
+
+    dataset = materials.check_dataset(dataset, settings)
+    frames = views.path_frames(path)
+    require_crystal(frames[0], "the energy along a path")
+    return frames, [views.structure_of(frame) for frame in frames], dataset
+
+
+def assess_view(view: object, dataset: object, settings: Settings) -> dict:
+    """``assess`` of the structure on screen (a view from the browser, checked first). Novelty is asked for
+    everything but known materials; a known material's own id is never its "match"."""
+    from explorer.services import views
+
+    view, dataset = check_assessable(view, dataset, settings)
     result = assess(views.structure_of(view), dataset, settings, record_id=str(view["id"]),
                     with_novelty=view["kind"] != "known")
     return {**result, "kind": view["kind"], "title": view["title"]}
@@ -220,12 +240,7 @@ def path_energies(path: object, dataset: object, settings: Settings) -> dict:
     from explorer.services import views
 
     start = time.perf_counter()
-    dataset = materials.check_dataset(dataset, settings)
-    frames = views.path_frames(path)
-    from explorer.services.motif_views import require_crystal
-
-    require_crystal(frames[0], "the energy along a path")
-    structures = [views.structure_of(frame) for frame in frames]
+    frames, structures, dataset = check_path(path, dataset, settings)
     found: dict = {"index": list(range(len(frames))), "t": [], "formula": [], "energy_per_atom": [],
                    "e_above_hull": [], "problems": []}
     computed = hull.energies_or_problems(structures, settings)

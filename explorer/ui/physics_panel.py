@@ -121,10 +121,11 @@ def register(app: Dash, settings: Settings) -> None:
             return []
         if isinstance(shown, dict) and shown.get("cause") == "cell":  # the same structure in another cell
             raise PreventUpdate
-        problem = physics.potential_problem(settings)
-        if problem:
-            return physics_info(None, f"The potential is not available, so there is no energy: {problem}")
         try:
+            physics.check_assessable(view, dataset, settings)  # before the potential is loaded for it
+            problem = physics.potential_problem(settings)
+            if problem:
+                return physics_info(None, f"The potential is not available, so there is no energy: {problem}")
             return physics_info(physics.assess_view(view, dataset, settings))
         except ValueError as exc:
             return physics_info(None, str(exc))
@@ -193,10 +194,11 @@ def register(app: Dash, settings: Settings) -> None:
         hidden = {"height": "220px", "display": "none"}
         if not path:
             return no_update, hidden, ""
-        problem = physics.potential_problem(settings)
-        if problem:
-            return no_update, hidden, f"No energies along the path: {problem}"
         try:
+            physics.check_path(path, dataset, settings)  # before the potential is loaded for it
+            problem = physics.potential_problem(settings)
+            if problem:
+                return no_update, hidden, f"No energies along the path: {problem}"
             series = physics.path_energies(path, dataset, settings)
         except ValueError as exc:
             return no_update, hidden, str(exc)

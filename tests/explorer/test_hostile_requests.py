@@ -47,8 +47,10 @@ def _outputs(key: str) -> list[str]:
 
 def request_body(app, outputs: list[str], values: dict, changed: list[str]) -> dict:
     """The body the page sends for the callback with ``outputs``, its inputs and states valued from ``values``
-    ({"id.property": value}, None for the others)."""
-    key, entry = next((k, e) for k, e in app.callback_map.items() if _outputs(k) == outputs)
+    ({"id.property": value}, None for the others); of several, the first whose outputs carry no ``@`` duplicate mark,
+    else the first."""
+    found = [(k, e) for k, e in app.callback_map.items() if _outputs(k) == outputs]
+    key, entry = next(((k, e) for k, e in found if "@" not in k), found[0])
 
     def spec(items):
         return [{"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")}
@@ -405,3 +407,25 @@ def test_a_job_beyond_the_limit_is_refused_in_words_in_the_page(client, tiny_set
         assert app._background_manager.counts() == (1, 0)
     finally:
         app._background_manager.terminate_all()
+
+
+def test_the_physics_panel_checks_what_it_is_sent_before_it_loads_the_potential(client, tiny_settings, monkeypatch):
+    """A view or a path the page never makes gets its message, and the potential (0.6 GB, seconds to load) is not even
+    asked for."""
+    from explorer.services import physics
+
+    asked = []
+    monkeypatch.setattr(physics, "potential_problem", lambda settings: asked.append(1))
+    panel = [f"{ids.PHYSICS}.children"]
+    for view in ({"kind": "known"}, [1], {"kind": "known", "title": "t", "structure": {"sites": "x"}}):
+        status, answer = call(client, panel, {f"{ids.STORE_VIEWER}.data": {"cause": "click"},
+                                              f"{ids.STORE_CURRENT}.data": view, f"{ids.DATASET}.value": "tiny"},
+                              [f"{ids.STORE_VIEWER}.data"])
+        assert status == 200 and ("not a structure view" in json.dumps(answer) or "expected" in json.dumps(answer)), \
+            answer
+    energy = [f"{ids.PATH_ENERGY}.figure", f"{ids.PATH_ENERGY}.style", f"{ids.PATH_ENERGY_STATUS}.children"]
+    for path in ({"frames": "x"}, {"frames": [{"kind": "frame", "structure": {"sites": []}}]}):
+        status, answer = call(client, energy, {f"{ids.STORE_PATH}.data": path, f"{ids.DATASET}.value": "tiny"},
+                              [f"{ids.STORE_PATH}.data"])
+        assert status == 200 and answer["response"][ids.PATH_ENERGY_STATUS]["children"], answer
+    assert not asked
