@@ -50,6 +50,13 @@ def make_app(settings: Settings) -> Dash:
         for folder in (settings.tables_dir, settings.atlas_dir):  # what a killed build left behind
             clean_stale_temporaries(folder)
         names = datasets_with_tables(settings)
+        # The warm-up thread (CHGNet) and the first requests (pymatgen's phase diagrams, the map's images) import
+        # matplotlib and PIL: imported here first (0.3 s), never by two threads at once, in which case Python hands one
+        # of them a half-imported module ("partially initialized module 'PIL.Image' has no attribute 'Image'": an HTTP
+        # 500 seen once in the hostile-request tests).
+        import matplotlib.pyplot  # noqa: F401
+        import PIL.Image  # noqa: F401
+
         readiness.warm_in_background(sorted(names, key=lambda n: n != DEFAULT_DATASET), settings)
     return app
 
