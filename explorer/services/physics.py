@@ -237,7 +237,6 @@ def path_energies(path: object, dataset: object, settings: Settings) -> dict:
     """Energy per atom (and energy above the known hull, where there is one) of every frame of an interpolation
     path: {"index": [...], "t": [...], "formula": [...], "energy_per_atom": [float | None], "e_above_hull":
     [float | None], "problems": [str], "ms"}. A frame the potential cannot handle gets None and a problem."""
-
     start = time.perf_counter()
     frames, structures, dataset = check_path(path, dataset, settings)
     found: dict = {"index": list(range(len(frames))), "t": [], "formula": [], "energy_per_atom": [],
