@@ -166,8 +166,8 @@ class Geometry:
 
     lattice: np.ndarray
     frac: np.ndarray
-    _radius: float = 0.0
-    _graph: NeighborGraph | None = None
+    _radius: float = field(default=0.0, init=False, repr=False)
+    _graph: NeighborGraph | None = field(default=None, init=False, repr=False)
 
     def graph(self, radius: float) -> NeighborGraph:
         """Neighbour graph out to at least ``radius`` Å. Raises ``ValueError`` as ``periodic_neighbor_graph``."""
