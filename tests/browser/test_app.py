@@ -463,11 +463,15 @@ def test_the_structure_map_places_crystals_by_geometry(page, tiny_settings):
     click_map(page, *(float(v) for v in the_map.xy[the_map.index_of(si)]), expect_id=si)
     expect(page.locator("#structure-info .info-title")).to_contain_text(si)
     wait_for_panels(page)
-    low = the_map.xy.min(axis=0) - 0.15 * (the_map.xy.max(axis=0) - the_map.xy.min(axis=0))
     title = page.locator("#structure-info .info-title")
     for attempt in range(3):  # empty space of the structure map decodes too
         # (the map can be re-laid out between plotly's hover and the click, as the panels of Si fill in: the click
-        # then lands off the plot; the title tells whether it reached the server, so aim again)
+        # then lands off the plot; the title tells whether it reached the server, so aim again). The aim is taken
+        # from the axes on screen, a little inside their lower-left corner: a point below the data by a fixed share
+        # fell outside the axes once in a fresh-clone CI, and no hover ever came.
+        low = page.evaluate(f"() => {{ const f = document.querySelector('{GRAPH}')._fullLayout;"
+                            " return [f.xaxis.range[0] + 0.06 * (f.xaxis.range[1] - f.xaxis.range[0]),"
+                            " f.yaxis.range[0] + 0.06 * (f.yaxis.range[1] - f.yaxis.range[0])]; }")
         click_map(page, float(low[0]), float(low[1]))
         try:
             expect(title).to_contain_text("(hypothetical)", timeout=15_000)
