@@ -60,10 +60,12 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, workers: in
         return
     if workers > 1:
         try:
-            _serve_gunicorn(settings, host=host, port=port, threads=threads, workers=workers)
-            return
+            from gunicorn.app.base import BaseApplication
         except ImportError as exc:  # no gunicorn (e.g. on Windows): one process
             print(f"gunicorn is not available ({exc}): serving with waitress in one process", flush=True)
+        else:
+            _serve_gunicorn(BaseApplication, settings, host=host, port=port, threads=threads, workers=workers)
+            return
     _say(host, port, f"waitress, {threads} threads")
     from waitress import serve as waitress_serve
 
@@ -78,19 +80,17 @@ def _say(host: str, port: int, how: str) -> None:
     print(f"Latent Materials Explorer on http://{host}:{port}/ ({how})", flush=True)
 
 
-def _serve_gunicorn(settings: Settings, *, host: str, port: int, threads: int, workers: int) -> None:
+def _serve_gunicorn(base: type, settings: Settings, *, host: str, port: int, threads: int, workers: int) -> None:
     """gunicorn's arbiter in this process, ``workers`` processes of ``threads`` request threads each (a thread that
     waits for a path's decodes holds no CPU, and when a process has no free thread, a click it accepted would queue
     behind paths: with 32 each, clicks took 1.5 s at the 95th percentile under ``bench/load.py``); each process builds
-    its own app after the fork (nothing with threads is forked), and the page says "ready" once all are warm."""
-    from gunicorn.app.base import BaseApplication
+    its own app after the fork (nothing with threads is forked), and the page says "ready" once all are warm.
+    ``base``: gunicorn's ``BaseApplication``."""
 
-    per_process = threads
-
-    class Explorer(BaseApplication):
+    class Explorer(base):
         def load_config(self) -> None:
             for key, value in {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
-                               "threads": per_process,
+                               "threads": threads,
                                "worker_connections": max(1, settings.connection_limit // workers),
                                "timeout": 120, "graceful_timeout": 30, "keepalive": 5,
                                "proc_name": "latent-materials-explorer", "control_socket_disable": True}.items():
@@ -107,5 +107,5 @@ def _serve_gunicorn(settings: Settings, *, host: str, port: int, threads: int, w
             readiness.join_group(settings.cache_dir / "server-processes")
             return make_app(settings).server
 
-    _say(host, port, f"gunicorn, {workers} processes x {per_process} threads")
+    _say(host, port, f"gunicorn, {workers} processes x {threads} threads")
     Explorer().run()
