@@ -49,7 +49,8 @@ def atomic_folder(target: Path, write: Callable[[Path], None]) -> None:
             shutil.rmtree(tmp)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (another user's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,7 +67,7 @@ def clean_stale_temporaries(folder: Path) -> list[Path]:
         return removed
     for path in folder.iterdir():
         match = _TEMPORARY.match(path.name)
-        if not match or _alive(int(match["pid"])):
+        if not match or process_alive(int(match["pid"])):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from explorer.settings import Settings
-from explorer.storage import exclusive
+from explorer.storage import exclusive, process_alive
 
 LOG = logging.getLogger("explorer")
 _STATE = {"ready": False, "step": "starting", "seconds": 0.0, "errors": []}
@@ -38,13 +38,11 @@ def join_group(folder: Path) -> None:
 def _mark_warm() -> None:
     if not _GROUP:
         return
-    import psutil
-
     folder = _GROUP["folder"]
     folder.mkdir(parents=True, exist_ok=True)
     for mark in folder.glob("*.*"):
         parent = mark.name.split(".")[0]
-        if parent.isdigit() and not psutil.pid_exists(int(parent)):
+        if parent.isdigit() and not process_alive(int(parent)):
             mark.unlink(missing_ok=True)
     (folder / f"{_GROUP['parent']}.{os.getpid()}").touch()
 
