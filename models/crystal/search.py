@@ -363,7 +363,7 @@ def _scaled_graphs(cell: Cell, *, cutoff: float, scales: tuple[float, ...]) -> l
         elif cell.shape is not None:  # the decoded geometry's graph, as above
             geometry, factor = cell.shape
             graph = geometry.graph(radius / factor)
-            dist = graph.dist if factor == 1.0 else graph.dist * factor
+            dist = graph.dist * factor
         else:
             graph = periodic_neighbor_graph(lattice=cell.lattice, frac_coords=cell.frac, cutoff=radius)
             dist = graph.dist
