@@ -8,7 +8,7 @@ from e3nn import o3
 from e3nn.util.test import assert_equivariant
 
 from models import equivariant
-from models.equivariant import EdgeTensorProduct, GatedConvolution, hidden_irreps, linear_map, make_gate
+from models.equivariant import EdgeTensorProduct, GatedConvolution, gate_map, hidden_irreps, linear_map, make_gate
 
 IRREPS_SH = o3.Irreps.spherical_harmonics(2)
 
@@ -133,6 +133,39 @@ def test_linear_map_is_the_e3nn_linear_and_follows_its_weights():
         x.requires_grad_(True)
         linear_map(linear, x).sum().backward()
         assert x.grad is not None and linear.weight.grad is not None
+
+
+def test_gate_map_is_the_e3nn_gate():
+    """Without gradients ``gate_map`` gives what e3nn's Gate gives, to the bit, for gates with and without gated irreps
+    and with both parities (odd scalars through tanh); with gradients it is the Gate itself."""
+    for irreps in (hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=3, both_parities=False),
+                   hidden_irreps(mul_scalar=8, mul_vector=3, mul_tensor=2, lmax=2, both_parities=True),
+                   o3.Irreps("6x0e")):
+        gate = make_gate(irreps)
+        x = gate.irreps_in.randn(9, -1)
+        with torch.no_grad():
+            assert torch.equal(gate_map(gate, x), gate(x))
+            torch.testing.assert_close(gate_map(gate, x.float()), gate(x.float()))  # the kept columns follow the dtype
+        x.requires_grad_(True)
+        gate_map(gate, x).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_gated_convolution_follows_its_radial_weights_without_gradients():
+    """The radial network's last layer is kept as a matrix between calls without gradients, and made again when its
+    weights change in place (a loaded state dict, an optimiser step)."""
+    irreps = hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=2, both_parities=False)
+    conv = GatedConvolution(irreps_in=irreps, irreps_out=irreps, irreps_sh=IRREPS_SH, n_basis=4, radial_hidden=8,
+                            avg_num_neighbors=3.0, mul_message=4)
+    n_atoms, n_edges = 5, 40
+    args = [irreps.randn(n_atoms, -1), IRREPS_SH.randn(n_edges, -1), torch.rand(n_edges, 4),
+            torch.randint(0, n_atoms, (n_edges,)), torch.randint(0, n_atoms, (n_edges,))]
+    with torch.no_grad():
+        before = conv(*args)
+        conv.radial[-1].weight.mul_(2.0)
+        after = conv(*args)
+    torch.testing.assert_close(after, conv(*args))  # with gradients: no kept matrix
+    assert not torch.allclose(before, after)
 
 
 def test_gated_convolution_gives_the_same_sums_in_chunks_of_edges(monkeypatch):
