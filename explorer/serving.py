@@ -30,19 +30,23 @@ def auto_workers(workers: int) -> int:
     return workers if workers > 0 else max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
-def threads_per_process(workers: int) -> int:
-    """torch threads of each of ``workers`` server processes: the cores shared out (at least one each)."""
-    return max(1, (os.cpu_count() or 1) // workers)
+def server_threads() -> None:
+    """Set up a server process's compute threads: one torch thread and one BLAS thread per calling thread.
 
-
-def limit_blas_threads() -> None:
-    """One thread per BLAS call (numpy's and scipy's OpenBLAS) in a server process. A request's numpy products are
-    small, and a second BLAS thread spins while torch and the other requests hold the cores: with two, the server
-    answered 10.9-11.3 requests/s under ``bench/load.py``'s load, with one 12.4 (runs alternated, 2 cores)."""
+    torch on the CPU runs its parallel ops on an OpenMP team of the calling thread, and every thread that calls it
+    gets a team of its own: a server's request and decode threads would each keep one. Once two threads of a process
+    held a team of two, a lone decode on either took 2.3x as long (45.6-53.0 against 20.7-24.6 ms p50, empty map
+    points, 2 cores; even when the two never ran at the same time), while a thread on one torch thread took as long
+    as the best team (21.7-25.6 ms). The server's parallelism comes from its processes and its two decode threads.
+    A request's numpy products are small, and a second BLAS thread spins while torch and the other requests hold the
+    cores: with two, the server answered 10.9-11.3 requests/s under ``bench/load.py``'s load, with one 12.4 (runs
+    alternated, 2 cores)."""
     import numpy  # noqa: F401 - both OpenBLAS builds must be loaded for threadpoolctl to find them
     import scipy.linalg  # noqa: F401
+    import torch
     from threadpoolctl import threadpool_limits
 
+    torch.set_num_threads(1)  # also the count of every thread that has not run a parallel op yet
     threadpool_limits(limits=1, user_api="blas")
 
 
@@ -69,7 +73,7 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, workers: in
     _say(host, port, f"waitress, {threads} threads")
     from waitress import serve as waitress_serve
 
-    limit_blas_threads()
+    server_threads()
     server = make_app(settings).server
     waitress_serve(server, host=host, port=port, threads=threads, connection_limit=settings.connection_limit,
                    channel_timeout=120, max_request_body_size=server.config["MAX_CONTENT_LENGTH"],
@@ -97,13 +101,10 @@ def _serve_gunicorn(base: type, settings: Settings, *, host: str, port: int, thr
                 self.cfg.set(key, value)
 
         def load(self):
-            import torch
-
             from explorer.services import readiness
             from explorer.ui.factory import make_app
 
-            torch.set_num_threads(threads_per_process(workers))
-            limit_blas_threads()
+            server_threads()
             readiness.join_group(settings.cache_dir / "server-processes")
             return make_app(settings).server
 

@@ -32,20 +32,20 @@ class DecodeBatcher:
     times goes first (oldest first), so paths are never starved. The encoder's check costs about the same per
     latent in a batch of 10 as of 200, so small batches lose little throughput.
 
-    Workers: the model runs in ``workers`` threads at once (no gradient: its forward pass only reads the weights).
-    Each sets its own torch thread count to the process's count divided by the workers decoding at that moment, so
-    a lone decode uses every core, and under load two workers overlap one's Python (neighbour graphs, candidates)
-    with the other's tensor work (``settings.decode_workers``; ``bench/load.py`` measures it). While one worker
+    Workers: the model runs in ``workers`` threads at once (no gradient: its forward pass only reads the weights),
+    each on one torch thread: under load two workers overlap one's Python (neighbour graphs, candidates) with the
+    other's tensor work (``settings.decode_workers``; ``bench/load.py`` measures it). One torch thread each, because
+    every thread that runs torch's parallel ops keeps an OpenMP team of its own, and with two teams in a process each
+    decode took 2.3x as long, while a lone decode on one thread took as long as on the best team of two
+    (``explorer.serving.server_threads``). While one worker
     decodes a large batch (more than half of ``max_batch`` latents), the others take at most half of ``max_batch``:
     a click that arrives while every worker is busy waits for a small batch, not for a large one.
     """
 
     def __init__(self, model, *, max_batch: int = 32, max_skips: int = 2, workers: int = 1) -> None:
-        import torch
 
         self.model, self.max_batch, self.max_skips, self.workers = model, max_batch, max_skips, workers
         self._taking, self._counting = threading.Lock(), threading.Lock()
-        self._busy, self._threads_each = 0, max(1, torch.get_num_threads())
         self._large = 0  # workers decoding a batch of more than max_batch // 2 latents now
         self.largest_batch = 0  # most requests decoded in one pass so far (for tests and benchmarks)
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
@@ -103,6 +103,9 @@ class DecodeBatcher:
         return batch
 
     def _loop(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # this thread's count, and that of threads which have not run torch yet
         while True:
             with self._taking:
                 batch = self.next_batch(self.limit())
@@ -118,16 +121,8 @@ class DecodeBatcher:
                         self._large -= 1
 
     def _run(self, batch: list[dict]) -> None:
-        import torch
-
         self.largest_batch = max(self.largest_batch, len(batch))
-        with self._counting:
-            self._busy += 1
-            busy = self._busy
         try:
-            # the cores are shared out between the workers decoding now (with OpenMP, as in the CPU wheels, torch's
-            # thread count belongs to the calling thread)
-            torch.set_num_threads(max(1, self._threads_each // busy))
             z = np.concatenate([r["z"] for r in batch])
             known = batch[0]["known"]
             if self.workers > 1:
@@ -143,8 +138,6 @@ class DecodeBatcher:
             for request in batch:
                 request["error"] = exc
         finally:
-            with self._counting:
-                self._busy -= 1
             for request in batch:
                 request["done"].set()
 

@@ -52,7 +52,20 @@ def test_worker_counts_and_threads():
     cores = os.cpu_count() or 1
     assert serving.auto_workers(3) == 3
     assert serving.auto_workers(0) == max(1, min(cores, serving.MAX_AUTO_WORKERS))
-    assert serving.threads_per_process(1) == cores and serving.threads_per_process(10 * cores) == 1
+
+
+def test_a_server_process_computes_on_one_thread_per_thread():
+    """After ``server_threads`` a thread started later runs torch on one thread and BLAS on one (each thread that ran
+    torch's parallel ops on more would keep a team of its own, and two teams made every decode 2.3x slower)."""
+    code = ("import threading, torch; from threadpoolctl import threadpool_info; from explorer import serving; "
+            "serving.server_threads(); seen = []; "
+            "t = threading.Thread(target=lambda: seen.append(torch.get_num_threads())); t.start(); t.join(); "
+            "print(torch.get_num_threads(), seen[0], sorted({i['num_threads'] for i in threadpool_info() "
+            "if i['user_api'] == 'blas'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "1", "[1]"]
 
 
 def test_one_process_holds_the_lock_of_a_job(tmp_path):
