@@ -32,7 +32,7 @@ def join_group(folder: Path) -> None:
     """This process is one of the server processes that its parent (gunicorn's arbiter) started: the page's clicks
     may reach any of them, so it says "ready" only once every one is warm. Each marks itself in ``folder`` when it
     is (``{parent}.{pid}``); marks of parents that no longer run are removed then."""
-    _GROUP.update(folder=folder, parent=os.getppid(), all=False)
+    _GROUP.update(folder=folder, parent=os.getppid(), warm=set())
 
 
 def _mark_warm() -> None:
@@ -48,17 +48,20 @@ def _mark_warm() -> None:
 
 
 def _group_warm() -> bool:
-    """Whether every process of this server's group is warm (True outside a group)."""
-    if not _GROUP or _GROUP["all"]:
+    """Whether every process of this server's group is warm now (True outside a group): a process that the parent
+    started later (gunicorn replaces one that died) counts from its own mark, not from its siblings' being warm once."""
+    if not _GROUP:
         return True
     import psutil
 
     try:
-        siblings = psutil.Process(_GROUP["parent"]).children()
+        siblings = [p.pid for p in psutil.Process(_GROUP["parent"]).children()]
     except psutil.Error:  # the parent is gone: this process stands alone
         return True
-    _GROUP["all"] = all((_GROUP["folder"] / f"{_GROUP['parent']}.{p.pid}").exists() for p in siblings)
-    return _GROUP["all"]
+    warm = _GROUP["warm"]  # the processes seen marked (a mark stays while its parent runs)
+    warm.update(pid for pid in siblings if pid not in warm
+                and (_GROUP["folder"] / f"{_GROUP['parent']}.{pid}").exists())
+    return all(pid in warm for pid in siblings)
 
 
 def state() -> dict:
