@@ -43,7 +43,6 @@ class DecodeBatcher:
     """
 
     def __init__(self, model, *, max_batch: int = 32, max_skips: int = 2, workers: int = 1) -> None:
-
         self.model, self.max_batch, self.max_skips, self.workers = model, max_batch, max_skips, workers
         self._taking, self._counting = threading.Lock(), threading.Lock()
         self._large = 0  # workers decoding a batch of more than max_batch // 2 latents now
