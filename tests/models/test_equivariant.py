@@ -151,15 +151,20 @@ def test_gate_map_is_the_e3nn_gate():
         assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_gated_convolution_follows_its_radial_weights_without_gradients():
-    """The radial network's last layer is kept as a matrix between calls without gradients, and made again when its
-    weights change in place (a loaded state dict, an optimiser step)."""
+def _small_convolution(*, n_atoms: int, n_edges: int) -> tuple[GatedConvolution, list[torch.Tensor]]:
+    """A small hidden-to-hidden convolution and random arguments for it (nodes, harmonics, radial basis, edges)."""
     irreps = hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=2, both_parities=False)
     conv = GatedConvolution(irreps_in=irreps, irreps_out=irreps, irreps_sh=IRREPS_SH, n_basis=4, radial_hidden=8,
                             avg_num_neighbors=3.0, mul_message=4)
-    n_atoms, n_edges = 5, 40
     args = [irreps.randn(n_atoms, -1), IRREPS_SH.randn(n_edges, -1), torch.rand(n_edges, 4),
             torch.randint(0, n_atoms, (n_edges,)), torch.randint(0, n_atoms, (n_edges,))]
+    return conv, args
+
+
+def test_gated_convolution_follows_its_radial_weights_without_gradients():
+    """The radial network's last layer is kept as a matrix between calls without gradients, and made again when its
+    weights change in place (a loaded state dict, an optimiser step)."""
+    conv, args = _small_convolution(n_atoms=5, n_edges=40)
     with torch.no_grad():
         before = conv(*args)
         conv.radial[-1].weight.mul_(2.0)
@@ -171,12 +176,7 @@ def test_gated_convolution_follows_its_radial_weights_without_gradients():
 def test_gated_convolution_gives_the_same_sums_in_chunks_of_edges(monkeypatch):
     """The edges go through in chunks (``MESSAGE_CHUNK`` message values at a time): many small chunks give what one
     piece gives, with and without gradients."""
-    irreps = hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=2, both_parities=False)
-    conv = GatedConvolution(irreps_in=irreps, irreps_out=irreps, irreps_sh=IRREPS_SH, n_basis=4, radial_hidden=8,
-                            avg_num_neighbors=3.0, mul_message=4)
-    n_atoms, n_edges = 6, 1000
-    args = [irreps.randn(n_atoms, -1), IRREPS_SH.randn(n_edges, -1), torch.rand(n_edges, 4),
-            torch.randint(0, n_atoms, (n_edges,)), torch.randint(0, n_atoms, (n_edges,))]
+    conv, args = _small_convolution(n_atoms=6, n_edges=1000)
     whole = conv(*args)
     monkeypatch.setattr(equivariant, "MESSAGE_CHUNK", 1)  # 256 edges a chunk, the smallest
     torch.testing.assert_close(conv(*args), whole)
