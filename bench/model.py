@@ -7,7 +7,8 @@ without it, the tiny crystals below), decode latency for one crystal and for a b
 over repeated runs, each run on the next of 256 latents of real crystals), both for the default decode
 (with the encoder's check of compositions and sublattices, ``models.crystal.search``), the decode as the app runs it
 (also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built;
-alone, and in batches of 16 on one torch thread as a server decode worker runs them) and the plain one-pass decode,
+alone, alone through a server's decode workers, ``explorer.services.batching.DecodeBatcher``, and in batches of 16 on
+one torch thread) and the plain one-pass decode,
 and, as a baseline measured in the same process, the time pymatgen takes to write one decoded crystal as CIF (what
 every click must do anyway), with the ratios to it.
 """
@@ -89,6 +90,13 @@ def main() -> None:
     found = known_cells(Settings()) if args.checkpoint == Settings().checkpoint else None
     known = found[1] if found else None
     one_known = timings(lambda: model.decode(next_one(), validate=False, known=known), repeat=256) if known else None
+    one_served = None
+    if known:  # the same through a server's decode workers (threads on one torch thread each, validity included)
+        from explorer.services.batching import DecodeBatcher
+
+        batcher = DecodeBatcher(model, workers=2)
+        served = itertools.count()
+        one_served = timings(lambda: batcher.decode(z.cpu().numpy()[[next(served) % len(z)]], known), repeat=256)
     batch_known = None
     if known:  # a server decode worker: batches of concurrent requests, one torch thread (EXPLORER_DECODE_WORKERS)
         threads = torch.get_num_threads()
@@ -110,6 +118,8 @@ def main() -> None:
     print(f"  plain one-pass decode (search=False):  {p(one_plain)}")
     if one_known is not None:
         print(f"  as the app decodes ({known.k} of {len(known)} known crystals offered): {p(one_known)}")
+    if one_served is not None:
+        print(f"  the same through a server's decode workers (one torch thread each): {p(one_served)}")
     if batch_known is not None:
         print(f"  batches of 16 as the app decodes, 1 torch thread (a server decode worker): "
               f"{p(batch_known)} ({np.median(batch_known) / 16 * 1e3:.2f} ms/crystal)")
