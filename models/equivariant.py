@@ -174,20 +174,33 @@ class EdgeTensorProduct(nn.Module):
         return self.channel_major(x, sh, weight[:, self.expand])[:, self.to_irreps]
 
 
+def _kept(module: nn.Module, name: str, key: tuple, make):
+    """``make()``, kept in ``module`` under ``name`` while ``key`` (weights' versions, dtype, device) stays the same:
+    for the forward passes without gradients, which only read the weights."""
+    cached = module.__dict__.get(name)
+    if cached is None or cached[0] != key:
+        cached = module.__dict__[name] = (key, make())
+    return cached[1]
+
+
+def _versions(*weights: torch.Tensor) -> tuple:
+    """What changes when a weight is replaced or changed in place (a loaded state dict, an optimiser step)."""
+    return tuple((w.data_ptr(), w._version) for w in weights)
+
+
 def linear_map(linear: o3.Linear, x: torch.Tensor) -> torch.Tensor:
     """``linear(x)``; without gradients, as one matrix product with the map's dense matrix, kept while its weights
     stay the same (e3nn's generated code contracts every irrep block on its own: on the few rows of a small batch of
     crystals, 0.18 ms a call and 9 % of the app's decode under cProfile on this CPU)."""
     if torch.is_grad_enabled():
         return linear(x)
-    # an o3.Linear always has both: its bias is an empty buffer when it has none
-    key = (tuple((w.data_ptr(), w._version) for w in (linear.weight, linear.bias)), x.dtype, x.device)
-    cached = linear.__dict__.get("_dense_map")
-    if cached is None or cached[0] != key:
+
+    def dense() -> tuple[torch.Tensor, torch.Tensor]:
         offset = linear(x.new_zeros(1, linear.irreps_in.dim))
-        matrix = linear(torch.eye(linear.irreps_in.dim, dtype=x.dtype, device=x.device)) - offset
-        cached = linear.__dict__["_dense_map"] = (key, matrix, offset)
-    _, matrix, offset = cached
+        return linear(torch.eye(linear.irreps_in.dim, dtype=x.dtype, device=x.device)) - offset, offset
+
+    # an o3.Linear always has both: its bias is an empty buffer when it has none
+    matrix, offset = _kept(linear, "_dense_map", (_versions(linear.weight, linear.bias), x.dtype, x.device), dense)
     return torch.addmm(offset, x.reshape(-1, matrix.shape[0]), matrix).reshape(*x.shape[:-1], matrix.shape[1])
 
 
@@ -198,9 +211,8 @@ def gate_map(gate: Gate, x: torch.Tensor) -> torch.Tensor:
     the product's constants are read off the gate itself, once: it has no weights."""
     if torch.is_grad_enabled():
         return gate(x)
-    key = (x.dtype, x.device)
-    cached = gate.__dict__.get("_columns")
-    if cached is None or cached[0] != key:
+
+    def columns() -> tuple[torch.Tensor, ...]:
         probe = torch.arange(gate.irreps_in.dim, dtype=torch.float64)[None]
         scalars, gates, gated = (part[0].round().long().to(x.device) for part in gate.sc(probe))
         n_gates, n_gated = gates.shape[0], gated.shape[0]
@@ -208,9 +220,9 @@ def gate_map(gate: Gate, x: torch.Tensor) -> torch.Tensor:
         constant = gate.mul(torch.ones(1, n_gated, dtype=torch.float64), torch.ones(1, n_gates, dtype=torch.float64))
         which = gate.mul(torch.ones(1, n_gated, dtype=torch.float64),
                          torch.arange(1, n_gates + 1, dtype=torch.float64)[None]) / constant if n_gated else constant
-        which = (which[0].round().long() - 1).to(x.device)
-        cached = gate.__dict__["_columns"] = (key, scalars, gates, gated, which, constant[0].to(x))
-    _, scalars, gates, gated, which, constant = cached
+        return scalars, gates, gated, (which[0].round().long() - 1).to(x.device), constant[0].to(x)
+
+    scalars, gates, gated, which, constant = _kept(gate, "_columns", (x.dtype, x.device), columns)
     out = gate.act_scalars(x[..., scalars])
     if not len(gates):
         return out
@@ -266,16 +278,14 @@ class GatedConvolution(nn.Module):
         for layer in list(self.radial)[:-1]:
             hidden = layer(hidden)
         last = self.radial[-1]
+
+        def spread() -> torch.Tensor:  # (h_in, tp.irreps_out.dim)
+            return last(torch.eye(last.h_in, dtype=hidden.dtype, device=hidden.device))[:, self.tp.expand]
+
         if torch.is_grad_enabled():
-            matrix = last(torch.eye(last.h_in, dtype=hidden.dtype, device=hidden.device))  # (h_in, weight_numel)
-            return hidden, matrix[:, self.tp.expand]
+            return hidden, spread()
         # without gradients, kept while the layer's weights stay the same (as ``linear_map``)
-        key = (last.weight.data_ptr(), last.weight._version, hidden.dtype, hidden.device)
-        cached = self.__dict__.get("_radial_matrix")
-        if cached is None or cached[0] != key:
-            matrix = last(torch.eye(last.h_in, dtype=hidden.dtype, device=hidden.device))
-            cached = self.__dict__["_radial_matrix"] = (key, matrix[:, self.tp.expand])
-        return hidden, cached[1]
+        return hidden, _kept(self, "_radial_matrix", (_versions(last.weight), hidden.dtype, hidden.device), spread)
 
     def forward(self, node: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor,
                 src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
