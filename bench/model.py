@@ -94,9 +94,9 @@ def main() -> None:
     if known:  # the same through a server's decode workers (threads on one torch thread each, validity included)
         from explorer.services.batching import DecodeBatcher
 
-        batcher = DecodeBatcher(model, workers=2)
+        batcher, z_np = DecodeBatcher(model, workers=2), z.cpu().numpy()
         served = itertools.count()
-        one_served = timings(lambda: batcher.decode(z.cpu().numpy()[[next(served) % len(z)]], known), repeat=256)
+        one_served = timings(lambda: batcher.decode(z_np[[next(served) % len(z_np)]], known), repeat=256)
     batch_known = None
     if known:  # a server decode worker: batches of concurrent requests, one torch thread (EXPLORER_DECODE_WORKERS)
         threads = torch.get_num_threads()
