@@ -16,15 +16,16 @@ The encoder, though, tells these apart sharply. So for each latent z the search
    coordinates and lattice (the decoder runs with that composition given);
 2. when it is given known crystals (``KnownCells``: the app's known map, or a run's training crystals), offers
    the ``KNOWN_STARTS`` nearest to z of the winner's reduced stoichiometry (AB2, ABC3, ...), their elements renamed
-   to the winner's and their lattice scaled to its volume per atom: a decode whose geometry is off starts again
-   from a real crystal of its kind, and the encoder keeps whichever is closest to z. A material's own entry is
-   never offered for its own latent, so the decode of a known material stays the model's;
+   to the winner's, each at the volume its own cell would have with those elements (``models.crystal.volumes``:
+   its own volume when the elements stay the same): a decode whose geometry is off starts again from a real crystal
+   of its kind, and the encoder keeps whichever is closest to z. A material's own entry is never offered for its
+   own latent, so the decode of a known material stays the model's;
 3. takes the winner and swaps the species of whole sublattices: every pair of elements with the same
    number of atoms exchanges its sites (A <-> B in A B X3), which keeps the composition (when there are more than
    ``SWAP_PREFILTER``, they are ranked at scale 1 first; the winner's own distance, measured in step 2, is reused);
 4. at each step, encodes the candidates with the crystal they would replace and measures |mu(candidate) - z|
-   (relabellings at a few isotropic lattice scales, ``SCALES``, so that a lattice a few per cent off does
-   not hide a right labelling);
+   (the decoder's crystals and their relabellings at a few isotropic lattice scales, ``SCALES``, so that a lattice a
+   few per cent off does not hide a right labelling; known crystals at their own volume, ``KNOWN_SCALES``);
 5. returns each chosen crystal at the scale where it came closest to z, after one finer step around the best of
    ``SCALES`` (``REFINE_SCALES``). The encoder tells volumes apart better than the decoder predicts them: on the
    held-out crystals the median error of the volume per atom went from 5.6 / 5.2 / 10.1 / 7.1 / 6.8 % at the
@@ -62,19 +63,21 @@ import torch
 from models.crystal.data import CrystalGraph, collate, make_crystal
 from models.crystal.decoder import NUM_SPECIES, Composition, DecoderOutput, element_counts, finite_latents, slot_species
 from models.crystal.lattice import matrix_from_parameters
+from models.crystal.volumes import AtomicVolumes
 from models.graph import NeighborGraph, periodic_neighbor_graph
 from models.patterns import PatternIndex, count_pattern, renamed
 
 if TYPE_CHECKING:  # models.crystal.autoencoder imports this module
     from models.crystal.autoencoder import CrystalAutoencoder
 
-SEARCH_VERSION = 4
+SEARCH_VERSION = 5
 """Bumped by every change of this module that can change which crystal a latent decodes to (stored results of the
 search, such as the reconstruction check of a map, ``explorer.reconstruction``, are keyed by it). 1: up to session 15;
 2: the sublattice swaps ranked at scale 1 first (session 16); 3: the encoder's messages summed channel-major and in
 chunks of edges, and known crystals' neighbour graphs kept (session 21: latents move by float32 rounding, which can
 flip a near-tie between two candidates); 4: each crystal returned at the lattice scale where it came closest to z
-(session 22: the same crystals, other volumes)."""
+(session 22: the same crystals, other volumes); 5: known crystals offered at their own volume, renamed by fitted atomic
+volumes, at one scale (session 26))."""
 
 SCALES = (0.97, 1.0, 1.03)
 """Isotropic lattice scales at which each relabelling is encoded (the smallest distance counts): the atoms
@@ -110,16 +113,20 @@ KNOWN_ACCEPT_RATIO = 1.0
 """A known crystal replaces the decode when it is closer to z (the closest wins: with 0.5, as for the decoder's own
 candidates, 94.4 / 84.5 / 45.0 % with 4 known crystals, against 95.9 / 86.6 / 49.4 % with 1.0)."""
 
-KNOWN_SCALES = SCALES
-"""Scales at which known crystals (already at the decode's volume per atom) are encoded."""
+KNOWN_SCALES = (1.0,)
+"""Scales at which known crystals are encoded, relative to the volume of their own cell with the decode's elements
+(``KnownCells.starts``). Up to session 25 known crystals were scaled to the decode's volume per atom and encoded at
+``SCALES``: 96.4 / 86.6 / 50.0 / 66.0 / 82.9 % on the held-out perov_5 / carbon_24 / mp_20_subset / matbench_dielectric
+/ AMCSD crystals; at their own renamed volume alone 95.9 / 89.7 / 52.5 / 64.7 / 83.9 %, for a third of the graphs (a
+carbon allotrope is offered at its own density, not at the decoder's guess of it)."""
 
 SWAP_PREFILTER = 2
 """Sublattice swaps per latent encoded at all ``SCALES`` when a crystal has more (a quaternary A B C D has six): all are
 encoded at scale 1 first and only the closest two at the other scales. On the held-out sets this changed no result
 (96.4 / 86.6 / 50.0 / 66.0 / 83.2 %, perov_5 / carbon_24 / mp_20_subset / matbench_dielectric / AMCSD) and saved
 about a sixth of a batched decode. The same pre-filter on the known crystals as well (2 of 8 at every scale) lost
-1.5 / 4.1 / 0.6 / 1.7 / 1.0 points: their lattices are only scaled to the decode's volume per atom, and the best
-scale differs between them."""
+1.5 / 4.1 / 0.6 / 1.7 / 1.0 points, when their lattices were scaled to the decode's volume per atom (the best scale
+differed between them)."""
 
 KNOWN_GRAPHS = 1024
 """Known crystals whose neighbour graphs a ``KnownCells`` keeps, the most recently offered (27 KB each at the median,
@@ -128,7 +135,7 @@ around it and for every frame of a path through it."""
 
 GRAPH_MARGIN = 1.15
 """A known crystal's graph is searched this much wider than asked, so that the same crystal offered at a slightly
-smaller scale (another decode's volume per atom) needs no new search."""
+smaller scale (renamed to larger elements, or at a finer step of the search) needs no new search."""
 
 MIN_VOLUME_PER_ATOM = 1.5
 """Å^3. Denser decodes are not checked by the encoder (their neighbour graphs would hold hundreds of edges per
@@ -224,6 +231,7 @@ class KnownCells:
     ids: list[str] | None = None
     _index: PatternIndex = field(init=False, repr=False)
     _graphs: GraphCache = field(init=False, repr=False)
+    _volumes: AtomicVolumes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.latents) != len(self.cells) or (self.ids is not None and len(self.ids) != len(self.cells)):
@@ -232,6 +240,8 @@ class KnownCells:
         patterns = [count_pattern(cell.numbers, reduced=True)[1] for cell in self.cells]
         object.__setattr__(self, "_index", PatternIndex(latents=self.latents, patterns=patterns))
         object.__setattr__(self, "_graphs", GraphCache())
+        volumes = [abs(np.linalg.det(cell.lattice)) for cell in self.cells]
+        object.__setattr__(self, "_volumes", AtomicVolumes.fit([cell.numbers for cell in self.cells], volumes))
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -249,21 +259,23 @@ class KnownCells:
 
     def starts(self, z: np.ndarray, cell: Cell, k: int | None = None) -> list[Cell]:
         """Up to ``k`` (default ``self.k``) known crystals of ``cell``'s reduced stoichiometry (AB2, ABC3, ...),
-        nearest to latent ``z`` first, their elements renamed to ``cell``'s (most numerous to most numerous) and their
-        lattice scaled to ``cell``'s volume per atom (``models.patterns``). A known crystal is never offered for its
-        own latent (a distance of zero): the decode of a known material's latent is the model's, not a copy."""
+        nearest to latent ``z`` first, their elements renamed to ``cell``'s (most numerous to most numerous,
+        ``models.patterns``), each at the volume its own cell would have with those elements (the library's fitted
+        ``models.crystal.volumes.AtomicVolumes``; its own volume when they are the same). A known crystal is never
+        offered for its own latent (a distance of zero): the decode of a known material's latent is the model's, not a
+        copy."""
         k = self.k if k is None else k
         if not len(cell.numbers):
             return []
         elements, pattern = count_pattern(cell.numbers, reduced=True)
-        volume = abs(np.linalg.det(cell.lattice)) / len(cell.numbers)
         found = []
         for row in self._index.nearest(z, pattern, k):
             known = self.cells[row]
-            scale = (volume / (abs(np.linalg.det(known.lattice)) / len(known.numbers))) ** (1 / 3)
-            found.append(Cell(numbers=renamed(known.numbers, elements), frac=known.frac, lattice=known.lattice * scale,
+            numbers = renamed(known.numbers, elements)
+            scale = self._volumes.scale(known.numbers, numbers)
+            found.append(Cell(numbers=numbers, frac=known.frac, lattice=known.lattice * scale,
                               origin=self.ids[row] if self.ids is not None else f"known crystal {row}",
-                              known=(self, int(row), float(scale))))
+                              known=(self, int(row), scale)))
         return found
 
 
@@ -439,7 +451,8 @@ def cells_from_output(output: DecoderOutput) -> list[Cell]:
 
 
 def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidates: list[list[Cell]], *,
-          accept_ratio: float, scales: tuple[float, ...], plain_distance: np.ndarray | None = None,
+          accept_ratio: float, scales: tuple[float, ...], candidate_scales: tuple[float, ...] | None = None,
+          plain_distance: np.ndarray | None = None,
           plain_scales: tuple[float, ...] | None = None, plain_scale: np.ndarray | None = None,
           prefilter: int | None = None, refine: tuple[float, ...] = (),
           refine_rows: np.ndarray | None = None) -> tuple[list[Cell], np.ndarray, np.ndarray]:
@@ -447,12 +460,14 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
     times closer than the plain cell (latents without candidates are not encoded).
 
     Args:
+        scales: the lattice scales at which the plain cells are measured.
+        candidate_scales: the lattice scales at which the candidates are measured (default: ``scales``).
         plain_distance: (n,) the plain cells' distances already measured at ``plain_scales`` (NaN where not): those
             cells are encoded only at the other ``scales``.
         plain_scales: some of ``scales`` (default: all of them).
         plain_scale: (n,) the lattice scale at which each ``plain_distance`` was measured (default 1).
         prefilter: when set, a latent's candidates are first encoded at scale 1 alone and only the ``prefilter``
-            closest are encoded at the other ``scales`` (``SWAP_PREFILTER``).
+            closest are encoded at the other ``candidate_scales`` (``SWAP_PREFILTER``).
         refine: scales, relative to ``plain_scale``, at which the plain cells of ``refine_rows`` are also encoded in
             the same pass (``REFINE_SCALES``); where such a cell is kept and comes closer to z there, its distance and
             scale are those. The choice is made without them.
@@ -473,7 +488,8 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
     kept = {k: list(candidates[k]) for k in todo}
     first = {k: np.full(len(candidates[k]), np.inf) for k in todo}  # distances already measured at scale 1
     ranked: list[int] = []
-    if prefilter is not None and 1.0 in scales:
+    candidate_scales = scales if candidate_scales is None else candidate_scales
+    if prefilter is not None and 1.0 in candidate_scales:
         ranked = [k for k in todo if len(candidates[k]) > prefilter]
         cells = [c for k in ranked for c in candidates[k]]
         owners = np.array([k for k in ranked for _ in candidates[k]], dtype=np.int64)
@@ -485,7 +501,7 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
             best = np.argsort(d, kind="stable")[:prefilter]
             kept[k], first[k] = [candidates[k][i] for i in best], d[best]
     prefiltered = set(ranked)
-    rest = tuple(s for s in scales if s != 1.0)
+    rest = tuple(s for s in candidate_scales if s != 1.0)
     cells, owners, per_cell = [], [], []
     for k in todo:
         if np.isnan(measured[k]) or unmeasured:
@@ -494,7 +510,7 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
             per_cell.append(scales if np.isnan(measured[k]) else unmeasured)
         cells += kept[k]
         owners += [k] * len(kept[k])
-        per_cell += [rest if k in prefiltered else scales] * len(kept[k])
+        per_cell += [rest if k in prefiltered else candidate_scales] * len(kept[k])
     refined = [] if not refine else [int(k) for k in np.flatnonzero(np.asarray(refine_rows, dtype=bool))]
     if refine and (refine_rows is None or len(refine_rows) != len(plain) or unmeasured
                    or not np.isfinite(measured[refined]).all()):
@@ -557,18 +573,16 @@ def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_composition
     chosen, composed, at = _pick(model, z_np, plain, by_latent, accept_ratio=accept_ratio, scales=COMPOSITION_SCALES)
     distance = None
     if known is not None and known.k > 0:
-        # 2. known crystals; the chosen crystals' distances at COMPOSITION_SCALES, measured in step 1, are not measured
-        # again
+        # 2. known crystals (at KNOWN_SCALES), and the chosen crystals at SCALES in the same pass; their distances at
+        # COMPOSITION_SCALES, measured in step 1, are not measured again
         offered = [known.starts(z_np[k], cell) for k, cell in enumerate(chosen)]
-        reuse = set(COMPOSITION_SCALES) <= set(KNOWN_SCALES)
-        chosen, distance, at = _pick(model, z_np, chosen, offered, accept_ratio=known_accept_ratio,
-                                     scales=KNOWN_SCALES, plain_distance=composed if reuse else None,
+        reuse = set(COMPOSITION_SCALES) <= set(SCALES)
+        chosen, distance, at = _pick(model, z_np, chosen, offered, accept_ratio=known_accept_ratio, scales=SCALES,
+                                     candidate_scales=KNOWN_SCALES, plain_distance=composed if reuse else None,
                                      plain_scales=COMPOSITION_SCALES if reuse else None, plain_scale=at)
-        if KNOWN_SCALES != SCALES:
-            distance = None
     # 3. sublattice swaps of the chosen crystals (same geometry: their graphs are shared); the chosen crystals'
-    # distances at SCALES, measured in step 2, are not measured again, and those crystals are also encoded at a finer
-    # step around their best scale (REFINE_SCALES)
+    # distances, measured in step 2 (at SCALES, a known crystal's at KNOWN_SCALES), are not measured again, and those
+    # crystals are also encoded at a finer step around their best scale (REFINE_SCALES)
     swaps = [[replace(cell, numbers=numbers) for numbers in sublattice_swaps(cell.numbers)] for cell in chosen]
     refine_rows = np.zeros(len(chosen), dtype=bool) if distance is None else np.isfinite(distance)
     before = chosen

@@ -270,9 +270,10 @@ def test_search_never_moves_away_from_the_latent(trained):
         assert np.isfinite(searched.frac_coords[k]).all() and searched.n_atoms[k] >= 1
 
 
-def test_known_crystals_are_offered_renamed_and_rescaled_never_for_their_own_latent():
+def test_known_crystals_are_offered_renamed_at_their_own_volume_never_for_their_own_latent():
     """``KnownCells.starts``: crystals of the decode's reduced stoichiometry, nearest first, with the decode's
-    elements (most numerous to most numerous) at the decode's volume per atom; not the one whose latent is z."""
+    elements (most numerous to most numerous) at their own volume (a library of three crystals pins no element's
+    volume, ``models.crystal.volumes``), whatever the decode's; not the one whose latent is z."""
     from pymatgen.core import Lattice, Structure
 
     salt, silicon, perovskite = (TINY_CRYSTALS[name]() for name in ("NaCl", "Si", "SrTiO3"))
@@ -281,7 +282,8 @@ def test_known_crystals_are_offered_renamed_and_rescaled_never_for_their_own_lat
     kbr = Structure(Lattice.cubic(4.0), ["K", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])  # a 2-atom AB decode
     (offered,) = known.starts(latents[1], _cell(kbr))  # AB: only rock salt (its 8-atom cell)
     assert offered.numbers.tolist().count(19) == offered.numbers.tolist().count(35) == len(salt) // 2
-    np.testing.assert_allclose(abs(np.linalg.det(offered.lattice)) / len(salt), kbr.volume / 2)
+    np.testing.assert_allclose(offered.lattice, salt.lattice.matrix)
+    assert offered.known[1:] == (0, 1.0)
     k_site = offered.frac[offered.numbers == 19][0]
     np.testing.assert_allclose(k_site, salt.frac_coords[[s.specie.symbol for s in salt].index("Na")] % 1.0)
     bazro3 = perovskite.copy()
@@ -295,10 +297,31 @@ def test_known_crystals_are_offered_renamed_and_rescaled_never_for_their_own_lat
         search.KnownCells(latents=latents[:2], cells=known.cells)
 
 
+def test_a_known_crystal_renamed_to_larger_elements_is_offered_larger():
+    """With a library that pins the elements' volumes (rock salt, caesium chloride and bcc cells whose volumes add up
+    per element), rock salt renamed to a K Br decode comes at K Br's volume, and the decode's own volume plays no
+    part."""
+    from pymatgen.core import Lattice, Structure
+    from test_volumes import VOLUME, _salts
+
+    library = _salts()
+    known = search.KnownCells(latents=np.random.default_rng(0).normal(size=(len(library), 4)),
+                              cells=[_cell(s) for s in library], k=len(library))
+    for a in (3.0, 5.0):
+        decode = Structure(Lattice.cubic(a), ["K", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        offered = known.starts(np.zeros(4), _cell(decode))
+        assert len(offered) == 18  # every salt, none of the metals
+        for cell in offered:
+            assert sorted(set(cell.numbers.tolist())) == [19, 35]
+            volume = abs(np.linalg.det(cell.lattice)) / (len(cell.numbers) // 2)
+            assert volume == pytest.approx(VOLUME["K"] + VOLUME["Br"], rel=1e-9)
+
+
 def test_a_known_crystal_stretched_from_its_kept_graph_is_measured_as_a_fresh_one(small_model):
     """``KnownCells`` keeps each offered crystal's neighbour graph (searched ``GRAPH_MARGIN`` wider) and stretches it to
-    the decode's volume: the encoder measures the same distance as for the same cell given without its origin, at a
-    larger and a smaller volume; the kept graphs are bounded, and a pickled library starts without them."""
+    the scale the search asks (``rescaled``): the encoder measures the same distance as for the same cell given without
+    its origin, at a larger and a smaller volume; the kept graphs are bounded, and a pickled library starts without
+    them."""
     import pickle
 
     salt, perovskite = TINY_CRYSTALS["NaCl"](), TINY_CRYSTALS["SrTiO3"]()
@@ -307,11 +330,9 @@ def test_a_known_crystal_stretched_from_its_kept_graph_is_measured_as_a_fresh_on
     for volume in (1.3, 0.8, 1.0):  # 0.8 after 1.3: a wider search than the one kept
         offered = []
         for structure in (salt, perovskite):
-            decode = structure.copy()
-            decode.scale_lattice(structure.volume * volume)
-            (start,) = known.starts(np.full(small_model.latent_size, 5.0), _cell(decode), k=1)
+            (start,) = known.starts(np.full(small_model.latent_size, 5.0), _cell(structure), k=1)
             assert start.known is not None and start.known[0] is known
-            offered.append(start)
+            offered.append(search.rescaled(start, volume ** (1 / 3)))
         plain = [search.Cell(numbers=c.numbers, frac=c.frac, lattice=c.lattice) for c in offered]
         np.testing.assert_allclose(search.latent_distances(small_model, z, offered, np.array([0, 1])),
                                    search.latent_distances(small_model, z, plain, np.array([0, 1])), rtol=1e-9)
