@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -270,3 +271,96 @@ def _frozen_graph(*, src: np.ndarray, dst: np.ndarray, image: np.ndarray, vec: n
     for array in arrays.values():
         array.flags.writeable = False
     return NeighborGraph(**arrays)
+
+
+
+@dataclass(frozen=True, eq=False)
+class GraphStore:
+    """The neighbour graphs of many crystals out to one ``radius``, in flat arrays: atoms as int16, images as int8
+    (int16 when a translation needs it), about 15 bytes an edge against 72 in a ``NeighborGraph``. Saved as ``.npy``
+    files (``save``), a store loads memory-mapped (``load``): the processes of a server share one copy in the page
+    cache.
+
+    Attributes:
+        radius: Å, the cutoff every graph was searched at.
+        n_atoms: (n_crystals,) int64 atoms of each crystal.
+        refused: (n_crystals,) bool, True for a crystal that admits no graph (``periodic_neighbor_graph`` refused it) or
+            whose images reach further than int16.
+        offsets: (n_crystals + 1,) int64, crystal k's edges are ``offsets[k]:offsets[k + 1]``.
+        src, dst: (n_edges,) int16; image: (n_edges, 3) int8 or int16; dist: (n_edges,) float64 Å.
+    """
+
+    radius: float
+    n_atoms: np.ndarray
+    refused: np.ndarray
+    offsets: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    image: np.ndarray
+    dist: np.ndarray
+
+    FILES = ("radius", "n_atoms", "refused", "offsets", "src", "dst", "image", "dist")
+
+    @classmethod
+    def build(cls, cells: list[tuple[np.ndarray, np.ndarray]], radius: float) -> GraphStore:
+        """The graphs of ``cells``, each (lattice (3, 3) Å, frac_coords (n_atoms, 3)), out to ``radius`` Å (about
+        0.3 ms a crystal of 13 atoms at 5.3 Å on this machine)."""
+        graphs, refused = [], []
+        for lattice, frac in cells:
+            if len(frac) > np.iinfo(np.int16).max:
+                raise ValueError(f"a crystal of {len(frac)} atoms is too large for a graph store")
+            try:
+                graph = periodic_neighbor_graph(lattice=lattice, frac_coords=frac, cutoff=radius)
+            except ValueError:
+                graph = None
+            if graph is not None and graph.n_edges and np.abs(graph.image).max() > np.iinfo(np.int16).max:
+                graph = None  # images too far for int16: refused here, searched when asked
+            graphs.append(graph)
+            refused.append(graph is None)
+        kept = [g for g in graphs if g is not None]
+        image = np.concatenate([g.image for g in kept]) if kept else np.zeros((0, 3), np.int64)
+        narrow = not len(image) or np.abs(image).max() <= np.iinfo(np.int8).max
+        join = lambda name, dtype: (np.concatenate([getattr(g, name) for g in kept]).astype(dtype)  # noqa: E731
+                                    if kept else np.zeros(0, dtype))
+        return cls(radius=float(radius), n_atoms=np.array([len(frac) for _, frac in cells], dtype=np.int64),
+                   refused=np.array(refused, dtype=bool),
+                   offsets=np.concatenate([[0], np.cumsum([0 if g is None else g.n_edges for g in graphs])]).astype(
+                       np.int64),
+                   src=join("src", np.int16), dst=join("dst", np.int16),
+                   image=image.astype(np.int8 if narrow else np.int16), dist=join("dist", np.float64))
+
+    def __len__(self) -> int:
+        return len(self.n_atoms)
+
+    def graph(self, row: int, lattice: np.ndarray, frac_coords: np.ndarray) -> NeighborGraph | None:
+        """Crystal ``row``'s graph (None if it admits none); ``lattice`` and ``frac_coords`` are that crystal's, as
+        given to ``build``, for the edge vectors, which the store does not keep."""
+        if self.refused[row]:
+            return None
+        edges = slice(int(self.offsets[row]), int(self.offsets[row + 1]))
+        src, dst = self.src[edges].astype(np.int64), self.dst[edges].astype(np.int64)
+        image = self.image[edges].astype(np.int64)
+        vec = (frac_coords[dst] + image - frac_coords[src]) @ lattice
+        arrays = {"src": src, "dst": dst, "image": image, "vec": vec, "dist": np.array(self.dist[edges])}
+        for array in arrays.values():
+            array.flags.writeable = False
+        return NeighborGraph(**arrays)
+
+    def save(self, folder: Path) -> None:
+        """One ``.npy`` file per attribute in ``folder`` (which must exist)."""
+        for name in self.FILES:
+            np.save(folder / f"{name}.npy", np.asarray(getattr(self, name)))
+
+    @classmethod
+    def load(cls, folder: Path) -> GraphStore:
+        """A store saved by ``save``, memory-mapped and read-only. ValueError when the files do not make one."""
+        try:
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in cls.FILES}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{folder}: not a graph store ({exc})") from exc
+        n, edges = len(arrays["n_atoms"]), len(arrays["src"])
+        shapes = {"refused": (n,), "offsets": (n + 1,), "dst": (edges,), "image": (edges, 3), "dist": (edges,)}
+        if arrays["radius"].shape != () or any(arrays[name].shape != shape for name, shape in shapes.items()) or (
+                n and int(arrays["offsets"][-1]) != edges):
+            raise ValueError(f"{folder}: the arrays of a graph store do not fit together")
+        return cls(radius=float(arrays.pop("radius")), **arrays)

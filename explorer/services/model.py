@@ -10,6 +10,7 @@ are batched into forward passes on a few worker threads, and recent decodes are 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from pymatgen.core import Structure
 from explorer.datasets.packages import sha256_of
 from explorer.services.batching import MODEL_LOCK, DecodeBatcher, DecodeCache
 from explorer.settings import Settings
+from explorer.storage import atomic_folder
+
+LOG = logging.getLogger("explorer")
 
 METHODS = ("linear", "slerp")
 MIN_STEPS, MAX_STEPS = 2, 30
@@ -126,8 +130,9 @@ _KNOWN: dict[tuple, object] = {}
 
 def known_cells(settings: Settings):
     """(token, ``models.crystal.search.KnownCells``) of the map of ``settings.known_starts_dataset``: its crystals and
-    latents, from which every decode also starts (``settings.known_starts`` per latent); None when that map is not built
-    or ``known_starts`` is 0. ``token`` names the map's version (part of the decode cache's keys)."""
+    latents, from which every decode also starts (``settings.known_starts`` per latent), with their neighbour graphs
+    (``_known_graphs``); None when that map is not built or ``known_starts`` is 0. ``token`` names the map's version
+    (part of the decode cache's keys)."""
     from explorer import atlas
     from explorer.services import materials
     from models.crystal.search import Cell, KnownCells
@@ -162,12 +167,41 @@ def known_cells(settings: Settings):
                               lattice=np.asarray(lattice[k], dtype=np.float64).reshape(3, 3)))
             kept.append(row)
         latents = np.asarray(the_map.latents, dtype=np.float32)[np.asarray(kept, dtype=np.int64)]
+        store = _known_graphs(the_map.folder, cells, loaded_checkpoint(settings).model.config.cutoff)
         found = ("|".join(map(str, key)), KnownCells(latents=latents, cells=cells, k=settings.known_starts,
-                                                      ids=[the_map.ids[row] for row in kept]))
+                                                      ids=[the_map.ids[row] for row in kept], store=store))
         with _BATCHERS_LOCK:
             _KNOWN.clear()  # one version of one map at a time
             _KNOWN[key] = found
     return found
+
+
+def _known_graphs(folder: Path | None, cells: list, cutoff: float):
+    """The neighbour graphs of the known crystals decodes are offered (``models.crystal.search.known_graph_store``),
+    kept in their map's folder (``known-graphs-<n>``, about 90 MB for the 10,653 of the known map) and loaded
+    memory-mapped, so that a server's processes share them; built when missing (about 4 s on 2 cores) or when they are
+    not these crystals'. Without a folder, or when it cannot be written, the graphs are kept in memory."""
+    from models.crystal.search import GRAPH_MARGIN, known_graph_store
+    from models.graph import GraphStore
+
+    target = None if folder is None else Path(folder) / f"known-graphs-{len(cells)}"
+    sizes = [len(cell.numbers) for cell in cells]
+    if target is not None and target.exists():
+        try:
+            store = GraphStore.load(target)
+            if store.radius >= cutoff * GRAPH_MARGIN and np.array_equal(store.n_atoms, sizes):
+                return store
+        except ValueError as exc:
+            LOG.warning("the known crystals' graphs are built again: %s", exc)
+    store = known_graph_store(cells, cutoff)
+    if target is None:
+        return store
+    try:
+        atomic_folder(target, store.save)
+        return GraphStore.load(target)
+    except (OSError, ValueError) as exc:
+        LOG.warning("the known crystals' graphs stay in memory: %s could not be written (%s)", target, exc)
+        return store
 
 
 _BATCHERS: dict[int, DecodeBatcher] = {}

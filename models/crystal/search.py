@@ -65,7 +65,7 @@ from models.crystal.data import CrystalGraph, collate, make_crystal
 from models.crystal.decoder import NUM_SPECIES, Composition, DecoderOutput, element_counts, finite_latents, slot_species
 from models.crystal.lattice import matrix_from_parameters
 from models.crystal.volumes import AtomicVolumes
-from models.graph import NeighborGraph, periodic_neighbor_graph
+from models.graph import GraphStore, NeighborGraph, periodic_neighbor_graph
 from models.patterns import PatternIndex, count_pattern, renamed
 
 if TYPE_CHECKING:  # models.crystal.autoencoder imports this module
@@ -228,12 +228,15 @@ class GraphCache:
 @dataclass(frozen=True, eq=False)
 class KnownCells:
     """Known crystals the search offers to the encoder as further candidates: ``latents`` (n, latent_dim) their
-    posterior means under the model that decodes, ``cells`` their structures, ``k`` how many per latent."""
+    posterior means under the model that decodes, ``cells`` their structures, ``k`` how many per latent; ``store``,
+    when given, holds the neighbour graphs of all ``cells`` (``known_graph_store``), else they are searched when first
+    offered and the last ``KNOWN_GRAPHS`` kept."""
 
     latents: np.ndarray
     cells: list[Cell]
     k: int = KNOWN_STARTS
     ids: list[str] | None = None
+    store: GraphStore | None = None
     _index: PatternIndex = field(init=False, repr=False)
     _graphs: GraphCache = field(init=False, repr=False)
     _volumes: AtomicVolumes = field(init=False, repr=False)
@@ -242,6 +245,9 @@ class KnownCells:
         if len(self.latents) != len(self.cells) or (self.ids is not None and len(self.ids) != len(self.cells)):
             raise ValueError(f"{len(self.latents)} latents for {len(self.cells)} crystals"
                              + ("" if self.ids is None else f" and {len(self.ids)} ids"))
+        if self.store is not None and (len(self.store) != len(self.cells) or not np.array_equal(
+                self.store.n_atoms, [len(cell.numbers) for cell in self.cells])):
+            raise ValueError(f"a graph store of {len(self.store)} crystals does not hold these {len(self.cells)}")
         patterns = [count_pattern(cell.numbers, reduced=True)[1] for cell in self.cells]
         object.__setattr__(self, "_index", PatternIndex(latents=self.latents, patterns=patterns))
         object.__setattr__(self, "_graphs", GraphCache())
@@ -253,8 +259,13 @@ class KnownCells:
 
     def graph(self, row: int, radius: float) -> NeighborGraph:
         """The neighbour graph of known crystal ``row`` (its lattice as stored) out to at least ``radius`` Å, perhaps
-        further (``GRAPH_MARGIN``); the graphs of the ``KNOWN_GRAPHS`` crystals used last are kept. Raises
-        ``ValueError`` as ``models.graph.periodic_neighbor_graph``."""
+        further (``GRAPH_MARGIN``): from the ``store`` when it reaches that far, else searched, and the graphs of the
+        ``KNOWN_GRAPHS`` crystals searched last are kept. Raises ``ValueError`` as
+        ``models.graph.periodic_neighbor_graph``."""
+        if self.store is not None and self.store.radius >= radius:
+            stored = self.store.graph(row, self.cells[row].lattice, self.cells[row].frac)
+            if stored is not None:
+                return stored
         found = self._graphs.get(row, radius)
         if found is not None:
             return found
@@ -282,6 +293,14 @@ class KnownCells:
                               origin=self.ids[row] if self.ids is not None else f"known crystal {row}",
                               known=(self, int(row), scale)))
         return found
+
+
+def known_graph_store(cells: list[Cell], cutoff: float) -> GraphStore:
+    """The neighbour graphs of known ``cells`` as ``KnownCells.graph`` asks for them, for its ``store``: out to
+    ``cutoff`` x ``GRAPH_MARGIN`` (a known crystal is offered at its own volume, renamed, and encoded at
+    ``KNOWN_SCALES`` and the finer ``REFINE_SCALES``: renamings that shrink it by more than the margin search their
+    own)."""
+    return GraphStore.build([(cell.lattice, cell.frac) for cell in cells], cutoff * GRAPH_MARGIN)
 
 
 def composition_score(counts: np.ndarray, *, log_fractions: np.ndarray, presence_logits: np.ndarray,

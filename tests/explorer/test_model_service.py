@@ -193,6 +193,7 @@ def test_known_cells_are_the_crystals_of_the_known_map(tiny_settings):
     table_sizes = materials.table("tiny", settings).set_index("id")["numbers"].map(len)
     assert len(known) == sum(table_sizes[i] <= largest for i in the_map.ids) and known.k == 3 and "tiny" in token
     assert all(len(c.numbers) <= largest for c in known.cells)
+    assert len(known.store) == len(known) and (the_map.folder / f"known-graphs-{len(known)}").is_dir()
     rows = [the_map.ids.index(i) for i in known.ids]
     np.testing.assert_array_equal(known.latents, np.asarray(the_map.latents, dtype=np.float32)[rows])
     table = materials.table("tiny", settings).set_index("id")
@@ -206,6 +207,31 @@ def test_known_cells_are_the_crystals_of_the_known_map(tiny_settings):
                for c in known.starts(z, first))  # never the material itself
     decoded = model.decode_many(np.asarray(the_map.latents[:2]), settings)
     assert len(decoded) == 2 and all(d.structure.num_sites >= 1 for d in decoded)
+
+
+def test_the_known_crystals_graphs_are_kept_in_their_maps_folder(tmp_path, caplog):
+    """``known_cells``'s graph store: built into the map's folder and loaded from it memory-mapped; built again when the
+    kept one holds other crystals or is damaged; kept in memory when the folder cannot be written."""
+    from models.crystal.search import Cell
+
+    cells = [Cell(numbers=np.array(s.atomic_numbers), frac=s.frac_coords % 1.0, lattice=s.lattice.matrix)
+             for s in (nacl(), silicon(), srtio3())]
+    store = model._known_graphs(tmp_path, cells, 4.5)
+    assert isinstance(store.src, np.memmap) and (tmp_path / "known-graphs-3" / "src.npy").exists()
+    again = model._known_graphs(tmp_path, cells, 4.5)
+    assert isinstance(again.src, np.memmap) and np.array_equal(again.offsets, store.offsets)
+    swapped = [cells[2], cells[0], cells[1]]  # as many crystals, other sizes: not these crystals' graphs
+    assert model._known_graphs(tmp_path, swapped, 4.5).n_atoms.tolist() == [5, 8, 8]
+    assert model._known_graphs(tmp_path, swapped, 4.5).n_atoms.tolist() == [5, 8, 8]
+    assert "built again" not in caplog.text
+    (tmp_path / "known-graphs-3" / "offsets.npy").write_bytes(b"broken")
+    assert model._known_graphs(tmp_path, cells, 4.5).n_atoms.tolist() == [8, 8, 5]
+    assert "built again" in caplog.text
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the map's folder should be")
+    in_memory = model._known_graphs(blocked, cells, 4.5)
+    assert not isinstance(in_memory.src, np.memmap) and "stay in memory" in caplog.text
+    assert not isinstance(model._known_graphs(None, cells, 4.5).src, np.memmap)
 
 
 def test_a_decode_made_from_a_known_crystal_says_which_one(tiny_settings):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from models.graph import NeighborGraph, edge_vectors, periodic_neighbor_graph
+from models.graph import GraphStore, NeighborGraph, edge_vectors, periodic_neighbor_graph
 
 
 def _nacl() -> Structure:
@@ -224,3 +224,41 @@ def test_edge_vectors_rejects(change: dict, message: str) -> None:
     }
     with pytest.raises(ValueError, match=message):
         edge_vectors(**{**inputs, **change})
+
+
+def test_a_graph_store_gives_back_each_crystals_graph_after_a_save_and_a_load(tmp_path) -> None:
+    """``GraphStore``: the graphs of NaCl, Si, SrTiO3, graphite and a thin slab (images beyond int8 need int16), and of
+    a cell too thin to search, which it refuses as ``periodic_neighbor_graph`` does; saved, loaded memory-mapped, the
+    same edges, images and distances to the bit, and edge vectors from the cell given back."""
+    slab = Structure(Lattice(np.diag([4.0, 4.5, 0.7])), ["C", "N"], [[0.0, 0.0, 0.0], [0.5, 0.4, 0.5]])
+    needle = Structure(Lattice(np.diag([4.0, 4.0, 1e-6])), ["C"], [[0.0, 0.0, 0.0]])  # 1e7 image cells
+    crystals = [make() for make in CRYSTALS.values()] + [needle, slab]
+    cells = [(s.lattice.matrix, s.frac_coords) for s in crystals]
+    for cutoff, image_type in ((5.0, np.int8), (95.0, np.int16)):  # 95 Å: the slab's images reach past 127 cells
+        if cutoff > 5.0:
+            crystals, cells = crystals[-1:], cells[-1:]
+        store = GraphStore.build(cells, cutoff)
+        assert store.image.dtype == image_type and store.src.dtype == np.int16 and len(store) == len(cells)
+        folder = tmp_path / str(cutoff)
+        folder.mkdir()
+        store.save(folder)
+        loaded = GraphStore.load(folder)
+        assert isinstance(loaded.dist, np.memmap) and loaded.radius == cutoff
+        np.testing.assert_array_equal(loaded.n_atoms, [len(s) for s in crystals])
+        for row, (lattice, frac) in enumerate(cells):
+            try:
+                expected = periodic_neighbor_graph(lattice=lattice, frac_coords=frac, cutoff=cutoff)
+            except ValueError:
+                assert loaded.graph(row, lattice, frac) is None and loaded.refused[row]
+                continue
+            got = loaded.graph(row, lattice, frac)
+            for name in ("src", "dst", "image", "dist"):
+                np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+                assert getattr(got, name).dtype == getattr(expected, name).dtype
+            np.testing.assert_allclose(got.vec, expected.vec, atol=1e-9)
+    (tmp_path / "5.0" / "dst.npy").write_bytes(b"not an array")
+    with pytest.raises(ValueError, match="not a graph store"):
+        GraphStore.load(tmp_path / "5.0")
+    np.save(tmp_path / "5.0" / "dst.npy", np.zeros(3, dtype=np.int16))
+    with pytest.raises(ValueError, match="do not fit together"):
+        GraphStore.load(tmp_path / "5.0")

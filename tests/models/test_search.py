@@ -345,6 +345,29 @@ def test_a_known_crystal_stretched_from_its_kept_graph_is_measured_as_a_fresh_on
     assert cache.get(0, 3.0) is None and cache.get(2, 3.0) is graph and cache.get(2, 3.5) is None
 
 
+def test_known_crystals_graphs_from_a_store_measure_as_fresh_ones(small_model):
+    """``KnownCells`` with a ``store`` of its crystals' graphs (``known_graph_store``) takes them from it while it
+    reaches far enough: the encoder measures the same distances as for the same cells given bare, and none is searched
+    and kept; a crystal stretched below what the store reaches has its graph searched. A store of other crystals is
+    refused."""
+    salt, perovskite, graphite = (TINY_CRYSTALS[name]() for name in ("NaCl", "SrTiO3", "graphite"))
+    cells = [_cell(salt), _cell(perovskite)]
+    store = search.known_graph_store(cells, small_model.config.cutoff)
+    known = search.KnownCells(latents=np.eye(2, small_model.latent_size), cells=cells, store=store)
+    z = np.concatenate([_latent(small_model, salt), _latent(small_model, perovskite)])
+    for volume, searched in ((1.0, False), (1.3, False), (0.6, True)):  # 0.6 ** (1/3) = 0.84: below the margin
+        offered = [search.rescaled(known.starts(np.full(small_model.latent_size, 5.0), cell, k=1)[0],
+                                   volume ** (1 / 3)) for cell in cells]
+        plain = [search.Cell(numbers=c.numbers, frac=c.frac, lattice=c.lattice) for c in offered]
+        np.testing.assert_allclose(search.latent_distances(small_model, z, offered, np.array([0, 1])),
+                                   search.latent_distances(small_model, z, plain, np.array([0, 1])), rtol=1e-9)
+        assert (known._graphs.get(0, 0.1) is not None) == searched
+    with pytest.raises(ValueError, match="a graph store of 2 crystals does not hold these 2"):
+        search.KnownCells(latents=np.eye(2, 4), cells=[_cell(salt), _cell(graphite)], store=store)
+    with pytest.raises(ValueError, match="a graph store of 2 crystals does not hold these 1"):
+        search.KnownCells(latents=np.eye(1, 4), cells=[_cell(salt)], store=store)
+
+
 def test_a_decoded_geometry_is_searched_once_and_measured_as_a_fresh_cell(small_model):
     """A decoded cell carries its ``Geometry``: its relabellings and rescalings share one neighbour search (the widest
     asked), and the encoder measures each of them exactly as the same cell given without it, at every scale."""
