@@ -3,6 +3,7 @@ caesium chloride cells of alkali halides and the body-centred alkali metals, who
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -15,20 +16,25 @@ VOLUME = {"Na": 20.6, "K": 34.2, "Rb": 42.4, "Cl": 31.3, "Br": 42.1, "I": 50.1}
 """Å^3 per atom, about what the known map's crystals give these elements."""
 
 
-def _salts(cations=("Na", "K", "Rb"), anions=("Cl", "Br", "I")) -> list[Structure]:
+ROCK_SALT = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0],
+             [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]]
+"""Fractional coordinates of rock salt's cubic cell: four cations, then four anions."""
+
+
+@functools.cache
+def _salts(cations=("Na", "K", "Rb"), anions=("Cl", "Br", "I")) -> tuple[Structure, ...]:
     """Every cation-anion pair as rock salt (8-atom cubic cell) and as caesium chloride (2 atoms), and each cation as a
     bcc metal (which pins the split of a salt's volume between its two elements), each cell at the sum of its atoms'
     ``VOLUME``."""
     out = [Structure(Lattice.cubic((2 * VOLUME[a]) ** (1 / 3)), [a, a], [[0, 0, 0], [0.5, 0.5, 0.5]]) for a in cations]
     for a, x in itertools.product(cations, anions):
         formula = VOLUME[a] + VOLUME[x]
-        out.append(Structure.from_spacegroup("Fm-3m", Lattice.cubic((4 * formula) ** (1 / 3)), [a, x],
-                                             [[0, 0, 0], [0.5, 0.5, 0.5]]))
+        out.append(Structure(Lattice.cubic((4 * formula) ** (1 / 3)), [a] * 4 + [x] * 4, ROCK_SALT))
         out.append(Structure(Lattice.cubic(formula ** (1 / 3)), [a, x], [[0, 0, 0], [0.5, 0.5, 0.5]]))
-    return out
+    return tuple(out)
 
 
-def _fit(structures: list[Structure]) -> AtomicVolumes:
+def _fit(structures: tuple[Structure, ...]) -> AtomicVolumes:
     return AtomicVolumes.fit([np.array(s.atomic_numbers) for s in structures], [s.volume for s in structures])
 
 
