@@ -423,7 +423,9 @@ def latent_distances(model: CrystalAutoencoder, z: np.ndarray, cells: list[Cell]
     neighbour graph (or no scales). ``with_scales``: also (n_cells,) the scale s of each smallest distance (NaN where
     inf).
 
-    Cells that share their ``frac`` and ``lattice`` arrays (relabellings of one decode) share the search.
+    Cells that share their ``frac`` and ``lattice`` arrays (relabellings of one decode) share the neighbour search, and
+    the same known crystal under the same elements and scales offered to several latents (neighbouring frames of a
+    path) is encoded once.
 
     Args:
         z: (n_latents, latent_dim) the latents that were decoded.
@@ -434,21 +436,29 @@ def latent_distances(model: CrystalAutoencoder, z: np.ndarray, cells: list[Cell]
     per_cell = [scales] * len(cells) if isinstance(scales, tuple) else list(scales)
     if len(per_cell) != len(cells):
         raise ValueError(f"{len(per_cell)} tuples of scales for {len(cells)} cells")
-    graphs, rows, graph_scales, geometry = [], [], [], {}
+    graphs, uses, rows, graph_scales, geometry, encoded = [], [], [], [], {}, {}
     for k, cell in enumerate(cells):
         if not per_cell[k]:
             continue
-        key = (id(cell.frac), id(cell.lattice), per_cell[k])
-        if key not in geometry:
-            geometry[key] = _scaled_graphs(cell, cutoff=model.config.cutoff, scales=per_cell[k])
-        if geometry[key] is not None:
+        same = None if cell.known is None else (id(cell.known[0]), *cell.known[1:], cell.numbers.tobytes(), per_cell[k])
+        start = encoded.get(same)
+        if start is None:
+            key = (id(cell.frac), id(cell.lattice), per_cell[k])
+            if key not in geometry:
+                geometry[key] = _scaled_graphs(cell, cutoff=model.config.cutoff, scales=per_cell[k])
+            if geometry[key] is None:
+                continue
+            start = len(graphs)
             graphs += [replace(g, crystal=replace(g.crystal, numbers=cell.numbers)) for g in geometry[key]]
-            rows += [k] * len(geometry[key])
-            graph_scales += per_cell[k]
+            if same is not None:
+                encoded[same] = start
+        uses += range(start, start + len(per_cell[k]))  # this cell's graphs, one per scale
+        rows += [k] * len(per_cell[k])
+        graph_scales += per_cell[k]
     distance, at = np.full(len(cells), np.inf), np.full(len(cells), np.nan)
     if graphs:
         mu = np.concatenate([model.encode(collate(graphs[start : start + batch_size]))[0].double().cpu().numpy()
-                             for start in range(0, len(graphs), batch_size)])
+                             for start in range(0, len(graphs), batch_size)])[uses]
         rows_np = np.asarray(rows, dtype=np.int64)
         target = np.asarray(z, dtype=np.float64)[np.asarray(owners)[rows_np]]
         each = np.linalg.norm(mu - target, axis=1)

@@ -345,6 +345,28 @@ def test_a_known_crystal_stretched_from_its_kept_graph_is_measured_as_a_fresh_on
     assert cache.get(0, 3.0) is None and cache.get(2, 3.0) is graph and cache.get(2, 3.5) is None
 
 
+def test_a_known_crystal_offered_to_several_latents_is_encoded_once(small_model, monkeypatch):
+    """The same known crystal under the same elements and scales, offered to two latents (neighbouring frames of a
+    path), goes through the encoder once, and each latent gets its own distance to it, as when measured alone."""
+    salt, perovskite = TINY_CRYSTALS["NaCl"](), TINY_CRYSTALS["SrTiO3"]()
+    known = search.KnownCells(latents=np.eye(2, small_model.latent_size), cells=[_cell(salt), _cell(perovskite)])
+    z = np.concatenate([_latent(small_model, salt), _latent(small_model, perovskite)])
+    offered = [known.starts(np.full(small_model.latent_size, 5.0), _cell(salt), k=1)[0] for _ in range(2)]
+    assert offered[0] is not offered[1] and offered[0].lattice is not offered[1].lattice
+    alone = [search.latent_distances(small_model, z[[k]], [offered[k]], np.array([0]), with_scales=True)
+             for k in range(2)]
+    encoded = []
+    encode = small_model.encode
+    monkeypatch.setattr(small_model, "encode", lambda batch: encoded.append(len(batch.n_atoms)) or encode(batch))
+    distance, at = search.latent_distances(small_model, z, offered, np.array([0, 1]), with_scales=True)
+    assert encoded == [len(search.SCALES)]  # one crystal at three scales, not two
+    np.testing.assert_allclose(distance, [d[0][0] for d in alone], rtol=1e-6)
+    np.testing.assert_array_equal(at, [d[1][0] for d in alone])
+    renamed = replace(offered[1], numbers=offered[1].numbers[::-1].copy())  # other elements on the sites
+    search.latent_distances(small_model, z, [offered[0], renamed], np.array([0, 1]))
+    assert encoded[-1] == 2 * len(search.SCALES)
+
+
 def test_known_crystals_graphs_from_a_store_measure_as_fresh_ones(small_model):
     """``KnownCells`` with a ``store`` of its crystals' graphs (``known_graph_store``) takes them from it while it
     reaches far enough: the encoder measures the same distances as for the same cells given bare, and none is searched
