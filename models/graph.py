@@ -360,7 +360,9 @@ class GraphStore:
             raise ValueError(f"{folder}: not a graph store ({exc})") from exc
         n, edges = len(arrays["n_atoms"]), len(arrays["src"])
         shapes = {"refused": (n,), "offsets": (n + 1,), "dst": (edges,), "image": (edges, 3), "dist": (edges,)}
-        if arrays["radius"].shape != () or any(arrays[name].shape != shape for name, shape in shapes.items()) or (
-                n and int(arrays["offsets"][-1]) != edges):
+        kinds = {"radius": "f", "n_atoms": "i", "refused": "b", "offsets": "i", "src": "i", "dst": "i", "image": "i",
+                 "dist": "f"}
+        if arrays["radius"].shape != () or any(arrays[name].shape != shape for name, shape in shapes.items()) or any(
+                arrays[name].dtype.kind != kind for name, kind in kinds.items()) or int(arrays["offsets"][-1]) != edges:
             raise ValueError(f"{folder}: the arrays of a graph store do not fit together")
         return cls(radius=float(arrays.pop("radius")), **arrays)

@@ -178,9 +178,9 @@ def known_cells(settings: Settings):
 
 def _known_graphs(folder: Path | None, cells: list, cutoff: float):
     """The neighbour graphs of the known crystals decodes are offered (``models.crystal.search.known_graph_store``),
-    kept in their map's folder (``known-graphs-<n>``, about 90 MB for the 10,653 of the known map) and loaded
-    memory-mapped, so that a server's processes share them; built when missing (about 4 s on 2 cores) or when they are
-    not these crystals'. Without a folder, or when it cannot be written, the graphs are kept in memory."""
+    kept in their map's folder (``known-graphs-<n>``, 82 MB for the 10,653 of the known map) and loaded memory-mapped,
+    so that a server's processes share them; built when missing (about 5 s on 2 cores) or when they are not these
+    crystals'. Without a folder, or when it cannot be written, the graphs are kept in memory."""
     from models.crystal.search import GRAPH_MARGIN, known_graph_store
     from models.graph import GraphStore
 

@@ -42,8 +42,8 @@ coordinates. On the held-out perovskites of the default checkpoint the match rat
 (composition 94.4 -> 99.5 %); a ratio of 0.7 gave 88.7 %, 0.3 gave 84.1 %, and the closest candidate whatever
 the margin (1.0) 85.1 %. Known crystals (step 2) are taken whenever they are closer (``KNOWN_ACCEPT_RATIO``): they are
 real crystals, not the decoder's noisy guesses. With the 16,453 training crystals on offer, the held-out match
-rates go from 88.7 / 59.8 / 30.0 % to 96.4 / 86.6 / 50.0 % (perov_5 / carbon_24 / mp_20_subset; the model card
-also gives the nearest known crystal alone, without the decoder).
+rates go from 88.2 / 59.8 / 30.0 % to 95.9 / 89.7 / 52.5 % (perov_5 / carbon_24 / mp_20_subset, session 26; the model
+card also gives the nearest known crystal alone, without the decoder).
 
 Everything runs as batched forward passes (one transformer pass of the decoder for every composition of every latent,
 one encoder pass per step):
@@ -78,7 +78,7 @@ search, such as the reconstruction check of a map, ``explorer.reconstruction``, 
 chunks of edges, and known crystals' neighbour graphs kept (session 21: latents move by float32 rounding, which can
 flip a near-tie between two candidates); 4: each crystal returned at the lattice scale where it came closest to z
 (session 22: the same crystals, other volumes); 5: known crystals offered at their own volume, renamed by fitted atomic
-volumes, at one scale (session 26))."""
+volumes, at one scale (session 26)."""
 
 SCALES = (0.97, 1.0, 1.03)
 """Isotropic lattice scales at which each relabelling is encoded (the smallest distance counts): the atoms
@@ -441,18 +441,18 @@ def latent_distances(model: CrystalAutoencoder, z: np.ndarray, cells: list[Cell]
         if not per_cell[k]:
             continue
         same = None if cell.known is None else (id(cell.known[0]), *cell.known[1:], cell.numbers.tobytes(), per_cell[k])
-        start = encoded.get(same)
-        if start is None:
+        first = encoded.get(same)
+        if first is None:
             key = (id(cell.frac), id(cell.lattice), per_cell[k])
             if key not in geometry:
                 geometry[key] = _scaled_graphs(cell, cutoff=model.config.cutoff, scales=per_cell[k])
             if geometry[key] is None:
                 continue
-            start = len(graphs)
+            first = len(graphs)
             graphs += [replace(g, crystal=replace(g.crystal, numbers=cell.numbers)) for g in geometry[key]]
             if same is not None:
-                encoded[same] = start
-        uses += range(start, start + len(per_cell[k]))  # this cell's graphs, one per scale
+                encoded[same] = first
+        uses += range(first, first + len(per_cell[k]))  # this cell's graphs, one per scale
         rows += [k] * len(per_cell[k])
         graph_scales += per_cell[k]
     distance, at = np.full(len(cells), np.inf), np.full(len(cells), np.nan)

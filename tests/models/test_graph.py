@@ -262,3 +262,7 @@ def test_a_graph_store_gives_back_each_crystals_graph_after_a_save_and_a_load(tm
     np.save(tmp_path / "5.0" / "dst.npy", np.zeros(3, dtype=np.int16))
     with pytest.raises(ValueError, match="do not fit together"):
         GraphStore.load(tmp_path / "5.0")
+    store.save(tmp_path / "5.0")
+    np.save(tmp_path / "5.0" / "src.npy", store.src.astype(np.float32))  # the right shape, not atom indices
+    with pytest.raises(ValueError, match="do not fit together"):
+        GraphStore.load(tmp_path / "5.0")
