@@ -332,6 +332,10 @@ class GraphStore:
     def __len__(self) -> int:
         return len(self.n_atoms)
 
+    def holds(self, n_atoms: list[int]) -> bool:
+        """Whether the store's crystals have these atom counts, in this order (the crystals it was built from)."""
+        return len(self) == len(n_atoms) and bool(np.array_equal(self.n_atoms, n_atoms))
+
     def graph(self, row: int, lattice: np.ndarray, frac_coords: np.ndarray) -> NeighborGraph | None:
         """Crystal ``row``'s graph (None if it admits none); ``lattice`` and ``frac_coords`` are that crystal's, as
         given to ``build``, for the edge vectors, which the store does not keep."""

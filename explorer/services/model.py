@@ -181,15 +181,14 @@ def _known_graphs(folder: Path | None, cells: list, cutoff: float):
     kept in their map's folder (``known-graphs-<n>``, 82 MB for the 10,653 of the known map) and loaded memory-mapped,
     so that a server's processes share them; built when missing (about 5 s on 2 cores) or when they are not these
     crystals'. Without a folder, or when it cannot be written, the graphs are kept in memory."""
-    from models.crystal.search import GRAPH_MARGIN, known_graph_store
+    from models.crystal.search import known_graph_store, known_graph_store_fits
     from models.graph import GraphStore
 
     target = None if folder is None else Path(folder) / f"known-graphs-{len(cells)}"
-    sizes = [len(cell.numbers) for cell in cells]
     if target is not None and target.exists():
         try:
             store = GraphStore.load(target)
-            if store.radius >= cutoff * GRAPH_MARGIN and np.array_equal(store.n_atoms, sizes):
+            if known_graph_store_fits(store, cells, cutoff):
                 return store
         except ValueError as exc:
             LOG.warning("the known crystals' graphs are built again: %s", exc)

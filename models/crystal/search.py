@@ -245,8 +245,7 @@ class KnownCells:
         if len(self.latents) != len(self.cells) or (self.ids is not None and len(self.ids) != len(self.cells)):
             raise ValueError(f"{len(self.latents)} latents for {len(self.cells)} crystals"
                              + ("" if self.ids is None else f" and {len(self.ids)} ids"))
-        if self.store is not None and (len(self.store) != len(self.cells) or not np.array_equal(
-                self.store.n_atoms, [len(cell.numbers) for cell in self.cells])):
+        if self.store is not None and not self.store.holds([len(cell.numbers) for cell in self.cells]):
             raise ValueError(f"a graph store of {len(self.store)} crystals does not hold these {len(self.cells)}")
         patterns = [count_pattern(cell.numbers, reduced=True)[1] for cell in self.cells]
         object.__setattr__(self, "_index", PatternIndex(latents=self.latents, patterns=patterns))
@@ -301,6 +300,12 @@ def known_graph_store(cells: list[Cell], cutoff: float) -> GraphStore:
     ``KNOWN_SCALES`` and the finer ``REFINE_SCALES``: renamings that shrink it by more than the margin search their
     own)."""
     return GraphStore.build([(cell.lattice, cell.frac) for cell in cells], cutoff * GRAPH_MARGIN)
+
+
+def known_graph_store_fits(store: GraphStore, cells: list[Cell], cutoff: float) -> bool:
+    """Whether ``store`` holds what ``known_graph_store(cells, cutoff)`` would build (a kept store made for other
+    crystals, or with a smaller margin, is not)."""
+    return store.radius >= cutoff * GRAPH_MARGIN and store.holds([len(cell.numbers) for cell in cells])
 
 
 def composition_score(counts: np.ndarray, *, log_fractions: np.ndarray, presence_logits: np.ndarray,
