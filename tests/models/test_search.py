@@ -336,18 +336,20 @@ def test_a_known_crystal_stretched_from_its_kept_graph_is_measured_as_a_fresh_on
         plain = [search.Cell(numbers=c.numbers, frac=c.frac, lattice=c.lattice) for c in offered]
         np.testing.assert_allclose(search.latent_distances(small_model, z, offered, np.array([0, 1])),
                                    search.latent_distances(small_model, z, plain, np.array([0, 1])), rtol=1e-9)
-    assert known._graphs.get(0, small_model.config.cutoff / 0.97 / 0.8 ** (1 / 3)) is not None
-    assert pickle.loads(pickle.dumps(known))._graphs.get(0, 0.1) is None
-    cache = search.GraphCache(size=2)
-    graph = known.graph(0, 3.0)
+    assert known._graphs.get(0)[0] >= small_model.config.cutoff / 0.97 / 0.8 ** (1 / 3)
+    copied = pickle.loads(pickle.dumps(known))
+    assert copied._graphs.get(0) is None and len(copied._encodings) == 0 < len(known._encodings)
+    cache = search.Recent(size=2)
     for key in range(3):
-        cache.put(key, 3.0, graph)
-    assert cache.get(0, 3.0) is None and cache.get(2, 3.0) is graph and cache.get(2, 3.5) is None
+        cache.put(key, str(key))
+    assert cache.get(0) is None and cache.get(2) == "2" and len(cache) == 2
 
 
 def test_a_known_crystal_offered_to_several_latents_is_encoded_once(small_model, monkeypatch):
     """The same known crystal under the same elements and scales, offered to two latents (neighbouring frames of a
-    path), goes through the encoder once, and each latent gets its own distance to it, as when measured alone."""
+    path), goes through the encoder once, and each latent gets its own distance to it, as when measured alone (with no
+    encodings kept from one call to the next: that is the next test)."""
+    monkeypatch.setattr(search, "KNOWN_ENCODINGS", 0)
     salt, perovskite = TINY_CRYSTALS["NaCl"](), TINY_CRYSTALS["SrTiO3"]()
     known = search.KnownCells(latents=np.eye(2, small_model.latent_size), cells=[_cell(salt), _cell(perovskite)])
     z = np.concatenate([_latent(small_model, salt), _latent(small_model, perovskite)])
@@ -367,6 +369,41 @@ def test_a_known_crystal_offered_to_several_latents_is_encoded_once(small_model,
     assert encoded[-1] == 2 * len(search.SCALES)
 
 
+def test_a_known_crystal_encoded_for_one_decode_is_not_encoded_again(small_model, monkeypatch):
+    """A known crystal's encodings are kept by its library: offered again (the next decode nearby, under the same
+    elements at the same scales) it does not go through the encoder, and its distances to the new latent are those of
+    the same cell encoded fresh. Other elements, or another model, are encoded anew."""
+    import copy
+
+    salt, perovskite = TINY_CRYSTALS["NaCl"](), TINY_CRYSTALS["SrTiO3"]()
+    known = search.KnownCells(latents=np.eye(2, small_model.latent_size), cells=[_cell(salt), _cell(perovskite)])
+    z = np.concatenate([_latent(small_model, salt), _latent(small_model, perovskite)])
+    start = known.starts(np.full(small_model.latent_size, 5.0), _cell(salt), k=1)[0]
+    bare = search.Cell(numbers=start.numbers, frac=start.frac, lattice=start.lattice)
+    other = copy.deepcopy(small_model)
+    with torch.no_grad():
+        for weight in other.encoder.parameters():
+            weight.mul_(1.1)
+    encoded = []
+    encode = small_model.encode
+    monkeypatch.setattr(small_model, "encode", lambda batch: encoded.append(len(batch.n_atoms)) or encode(batch))
+    search.latent_distances(small_model, z[[0]], [start], np.array([0]))
+    assert encoded == [len(search.SCALES)]
+    again = known.starts(np.full(small_model.latent_size, 5.0), _cell(salt), k=1)[0]  # a new Cell, the same crystal
+    distance, at = search.latent_distances(small_model, z[[1]], [again], np.array([0]), with_scales=True)
+    assert encoded == [len(search.SCALES)]  # nothing encoded
+    fresh, fresh_at = search.latent_distances(small_model, z[[1]], [bare], np.array([0]), with_scales=True)
+    np.testing.assert_allclose(distance, fresh, rtol=1e-6)
+    np.testing.assert_array_equal(at, fresh_at)
+    renamed = replace(again, numbers=again.numbers[::-1].copy())
+    encoded.clear()
+    search.latent_distances(small_model, z, [again, renamed], np.array([0, 1]))
+    assert encoded == [len(search.SCALES)]  # the renamed one only
+    theirs = search.latent_distances(other, z[[1]], [again], np.array([0]))
+    np.testing.assert_allclose(theirs, search.latent_distances(other, z[[1]], [bare], np.array([0])), rtol=1e-6)
+    assert not np.allclose(theirs, distance)
+
+
 def test_known_crystals_graphs_from_a_store_measure_as_fresh_ones(small_model):
     """``KnownCells`` with a ``store`` of its crystals' graphs (``known_graph_store``) takes them from it while it
     reaches far enough: the encoder measures the same distances as for the same cells given bare, and none is searched
@@ -383,7 +420,7 @@ def test_known_crystals_graphs_from_a_store_measure_as_fresh_ones(small_model):
         plain = [search.Cell(numbers=c.numbers, frac=c.frac, lattice=c.lattice) for c in offered]
         np.testing.assert_allclose(search.latent_distances(small_model, z, offered, np.array([0, 1])),
                                    search.latent_distances(small_model, z, plain, np.array([0, 1])), rtol=1e-9)
-        assert (known._graphs.get(0, 0.1) is not None) == searched
+        assert (known._graphs.get(0) is not None) == searched
     with pytest.raises(ValueError, match="a graph store of 2 crystals does not hold these 2"):
         search.KnownCells(latents=np.eye(2, 4), cells=[_cell(salt), _cell(graphite)], store=store)
     with pytest.raises(ValueError, match="a graph store of 2 crystals does not hold these 1"):
