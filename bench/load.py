@@ -13,7 +13,7 @@ answer.
 
 Two servers are measured in the same run, one after the other, on the same requests:
 - new: ``python app.py`` (gunicorn, one process per core with 64 request threads shared out, each process warm
-  before its first request; decodes of concurrent requests batched into one pass, the smallest requests first;
+  before its first request; decodes of concurrent requests batched into one pass, earliest deadline first;
   recent decodes kept);
 - old: ``python app.py --dev`` with ``EXPLORER_DECODE_BATCHING=false EXPLORER_DECODE_CACHE=0`` (Flask's
   development server, every model call alone behind one lock, no decode kept: the server as #12 found it).

@@ -1,8 +1,9 @@
 """Decodes of many users at once: concurrent requests batched into forward passes, and recent decodes kept.
 
 ``DecodeBatcher`` runs the model on a few worker threads, each pass holding the latents of whatever requests were
-waiting (clicks first); ``DecodeCache`` keeps the last decodes by latent. ``explorer.services.model`` makes one of each
-per loaded checkpoint; ``MODEL_LOCK`` serialises the model calls that do not go through a batcher.
+waiting (the one due first, and what fits with it); ``DecodeCache`` keeps the last decodes by latent.
+``explorer.services.model`` makes one of each per loaded checkpoint; ``MODEL_LOCK`` serialises the model calls that do
+not go through a batcher.
 """
 
 from __future__ import annotations
@@ -12,25 +13,40 @@ import copy
 import itertools
 import queue
 import threading
+import time
 
 import numpy as np
 from pymatgen.core import Structure
+
+CLICK_WAIT = 0.5
+"""Seconds after its arrival that a one-latent decode (a click on empty space) is due (``DecodeBatcher``)."""
+
+PATH_WAIT = 4.0
+"""Seconds after its arrival that a decode of several latents (an interpolation path) is due: #12's target for a
+path's 95th percentile under ``bench/load.py``'s load. With ``CLICK_WAIT`` at that load's decode target (2 s) too,
+decodes went past it (p95 2.5 s, paths 5.8 s); at 1 s, 2.0 and 6.5 s; at 0.5 s, 1.9 and 6.2 s, against 0.9 and 7.6 s
+with clicks always first (session 27, one run each, about 30 requests/s: with the cores full, what paths gain decodes
+lose)."""
 
 MODEL_LOCK = threading.Lock()
 """Held by model calls outside a ``DecodeBatcher`` (encodes, unbatched decodes, a batcher with one worker)."""
 
 
 class DecodeBatcher:
-    """Decodes of concurrent requests in one forward pass, clicks first, on ``workers`` threads.
+    """Decodes of concurrent requests in one forward pass, earliest deadline first, on ``workers`` threads.
 
     A request's latents go to a queue; a worker thread takes what is waiting, decodes up to ``max_batch`` latents of
     it as one batch and hands each request its crystals. Alone, a decode runs at once (nothing waits for company);
     under load, the decodes that arrived while the model was busy run together next.
 
-    Which requests go first: one-latent requests (a click on empty space), together and without paths, so a click
-    waits for no path's latents; then paths, the smallest first, except that a path passed over ``max_skips``
-    times goes first (oldest first), so paths are never starved. The encoder's check costs about the same per
-    latent in a batch of 10 as of 200, so small batches lose little throughput.
+    Which requests go first: each has a deadline, its arrival plus ``click_wait`` for one latent (a click on empty
+    space) or ``path_wait`` for more (an interpolation path), and a pass takes the request due first, then whatever
+    else of the same known crystals fits in ``max_batch`` latents, in order of their deadlines (earliest deadline
+    first); a pass led by a click takes a path only when that path is due, so under light load a click never waits
+    for a path's latents. Under heavy load the requests are about equally late for their deadlines: a path waits about
+    ``path_wait - click_wait`` longer than a click, and never starves, as its deadline comes (``PATH_WAIT``). The
+    encoder's check costs about the same per latent in a batch of 10 as of 200, so small batches lose little
+    throughput.
 
     Workers: the model runs in ``workers`` threads at once (no gradient: its forward pass only reads the weights),
     each on one torch thread: under load two workers overlap one's Python (neighbour graphs, candidates) with the
@@ -42,8 +58,10 @@ class DecodeBatcher:
     a click that arrives while every worker is busy waits for a small batch, not for a large one.
     """
 
-    def __init__(self, model, *, max_batch: int = 32, max_skips: int = 2, workers: int = 1) -> None:
-        self.model, self.max_batch, self.max_skips, self.workers = model, max_batch, max_skips, workers
+    def __init__(self, model, *, max_batch: int = 32, workers: int = 1, click_wait: float = CLICK_WAIT,
+                 path_wait: float = PATH_WAIT) -> None:
+        self.model, self.max_batch, self.workers = model, max_batch, workers
+        self.click_wait, self.path_wait = click_wait, path_wait
         self._taking, self._counting = threading.Lock(), threading.Lock()
         self._large = 0  # workers decoding a batch of more than max_batch // 2 latents now
         self.largest_batch = 0  # most requests decoded in one pass so far (for tests and benchmarks)
@@ -58,8 +76,9 @@ class DecodeBatcher:
     def decode(self, z: np.ndarray, known=None) -> list:
         """Crystals (``model.decode`` results) of (n, d) latents ``z``, decoded with whatever else is waiting (with the
         same ``known`` crystals, ``models.crystal.search.KnownCells``)."""
-        request = {"z": z, "known": known, "done": threading.Event(), "result": None, "error": None, "skips": 0,
-                   "arrival": next(self._arrivals)}
+        wait = self.click_wait if len(z) == 1 else self.path_wait
+        request = {"z": z, "known": known, "done": threading.Event(), "result": None, "error": None,
+                   "due": time.monotonic() + wait, "arrival": next(self._arrivals)}
         self._pending.put(request)
         request["done"].wait()
         if request["error"] is not None:
@@ -72,7 +91,7 @@ class DecodeBatcher:
 
     def next_batch(self, limit: int | None = None) -> list[dict]:
         """The requests of the next pass of at most ``limit`` latents (default ``max_batch``; a request larger than
-        that runs alone), blocking until there is one: see the class docstring."""
+        that runs alone), earliest deadline first, blocking until there is one: see the class docstring."""
         limit = self.max_batch if limit is None else limit
         if not self._backlog:
             self._backlog.append(self._pending.get())
@@ -81,24 +100,19 @@ class DecodeBatcher:
                 self._backlog.append(self._pending.get_nowait())
             except queue.Empty:
                 break
-        everyone = sorted(self._backlog, key=lambda r: r["arrival"])
-        first = next((r for r in everyone if len(r["z"]) == 1), everyone[0])
-        waiting = [r for r in everyone if r["known"] is first["known"]]  # one library per pass
-        singles = [r for r in waiting if len(r["z"]) == 1]
-        if singles:  # one-latent requests (clicks) go together, without any path's latents to wait for
-            batch = singles[:limit]
-        else:
-            overdue = [r for r in waiting if r["skips"] >= self.max_skips]
-            rest = sorted((r for r in waiting if r["skips"] < self.max_skips), key=lambda r: len(r["z"]))
-            batch, size = [], 0
-            for request in overdue + rest:
-                if not batch or size + len(request["z"]) <= limit:
-                    batch.append(request)
-                    size += len(request["z"])
+        everyone = sorted(self._backlog, key=lambda r: (r["due"], r["arrival"]))
+        first, now = everyone[0], time.monotonic()
+        batch, size = [], 0
+        for request in everyone:
+            if request["known"] is not first["known"]:  # one library per pass: the first request's
+                continue
+            if len(first["z"]) == 1 and len(request["z"]) > 1 and request["due"] > now:
+                continue  # a click does not wait for a path's latents that are not due yet
+            if not batch or size + len(request["z"]) <= limit:
+                batch.append(request)
+                size += len(request["z"])
         chosen = {id(r) for r in batch}
         self._backlog = [r for r in everyone if id(r) not in chosen]
-        for request in self._backlog:
-            request["skips"] += 1
         return batch
 
     def _loop(self) -> None:

@@ -125,28 +125,38 @@ class _CountingModel:
         return [float(v) for v in z.sum(axis=1)]
 
 
-def _request(z: np.ndarray, arrival: int, known=None) -> dict:
+def _request(z: np.ndarray, arrival: int, known=None, due: float | None = None) -> dict:
+    """A request as ``DecodeBatcher.decode`` queues it; ``due``: seconds from now (default: in arrival order, an hour
+    away)."""
     import threading
+    import time
 
-    return {"z": z, "known": known, "done": threading.Event(), "result": None, "error": None, "skips": 0,
-            "arrival": arrival}
+    due = 3600.0 + arrival if due is None else due
+    return {"z": z, "known": known, "done": threading.Event(), "result": None, "error": None,
+            "due": time.monotonic() + due, "arrival": arrival}
 
 
-def test_the_batcher_takes_clicks_first_then_the_smallest_paths_and_never_starves_one():
-    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=12, max_skips=2)
-    path = _request(np.full((10, 2), 1.0, dtype=np.float32), 0)
-    clicks = [_request(np.full((1, 2), 2.0 + k, dtype=np.float32), 1 + k) for k in range(4)]
+def test_the_batcher_takes_the_request_due_first_and_fills_the_pass_in_order_of_deadlines():
+    """Earliest deadline first: a click due before an older path goes first, with the other clicks but without the
+    path while it is not due; a path past its deadline goes before clicks due later, and the clicks that fit join it;
+    what does not fit waits for the next pass."""
+    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=12)
+    path = _request(np.full((10, 2), 1.0, dtype=np.float32), 0, due=2.0)
+    clicks = [_request(np.full((1, 2), 2.0 + k, dtype=np.float32), 1 + k, due=0.5 + k) for k in range(4)]
     batcher._backlog = [path, *clicks]  # as if all five arrived while the model was busy
     first = batcher.next_batch()
-    assert [r["arrival"] for r in first] == [1, 2, 3, 4]  # the clicks, in order of arrival, without the path
-    assert path["skips"] == 1 and batcher._backlog == [path]
-    smaller = [_request(np.full((8, 2), 3.0, dtype=np.float32), 5 + k) for k in range(2)]
-    batcher._backlog += smaller
-    assert batcher.next_batch() == [smaller[0]]  # the smallest path first (8 + 8 or 8 + 10 would not fit in 12)
-    assert path["skips"] == 2 and smaller[1]["skips"] == 1
-    third = batcher.next_batch()  # passed over twice: the older path goes before the smaller one
-    assert third == [path] and batcher._backlog == [smaller[1]]
-    batcher._run(third)
+    assert [r["arrival"] for r in first] == [1, 2, 3, 4]  # the clicks, due first, without the path
+    assert batcher._backlog == [path]
+    late = _request(np.full((8, 2), 3.0, dtype=np.float32), 5, due=-1.0)  # its deadline has passed
+    more = [_request(np.full((1, 2), 4.0, dtype=np.float32), 6 + k, due=0.2) for k in range(5)]
+    batcher._backlog += [late, *more]
+    second = batcher.next_batch()
+    assert [r["arrival"] for r in second] == [5, 6, 7, 8, 9]  # the late path, then clicks up to 12 latents
+    assert [r["arrival"] for r in batcher._backlog] == [10, 0]
+    third = batcher.next_batch()  # the last click leads; the path is not due, so it waits
+    assert [r["arrival"] for r in third] == [10]
+    assert batcher.next_batch() == [path]
+    batcher._run([path])
     assert path["done"].is_set() and path["result"] == [2.0] * 10
 
 
@@ -172,13 +182,13 @@ def test_one_pass_decodes_requests_of_one_set_of_known_crystals():
                         _request(np.ones((1, 2), dtype=np.float32), 2, mine),
                         _request(np.ones((2, 2), dtype=np.float32), 3, theirs)]
     first = batcher.next_batch()
-    assert [r["arrival"] for r in first] == [1]  # the oldest click, alone: the other click has other known crystals
+    assert [r["arrival"] for r in first] == [0, 2]  # due first, with the click of the same known crystals
     second = batcher.next_batch()
-    assert [r["arrival"] for r in second] == [2]
-    third = batcher.next_batch()
-    assert [r["arrival"] for r in third] == [0] and batcher._backlog[0]["arrival"] == 3
-    batcher._run(third)
-    assert batcher.model.known is mine and third[0]["result"] == [2.0] * 3
+    assert [r["arrival"] for r in second] == [1] and batcher._backlog[0]["arrival"] == 3
+    batcher._run(first)
+    assert batcher.model.known is mine and first[0]["result"] == [2.0] * 3 and first[1]["result"] == [2.0]
+    batcher._run(batcher.next_batch())
+    assert batcher.model.known is theirs
 
 
 def test_known_cells_are_the_crystals_of_the_known_map(tiny_settings):
@@ -255,8 +265,8 @@ def test_a_decode_made_from_a_known_crystal_says_which_one(tiny_settings):
 def test_a_request_larger_than_a_batch_still_runs_alone():
     batcher = batching.DecodeBatcher(_CountingModel(), max_batch=4)
     batcher._backlog = [_request(np.ones((30, 2), dtype=np.float32), 0), _request(np.ones((1, 2), dtype=np.float32), 1)]
+    assert [len(r["z"]) for r in batcher.next_batch()] == [30]  # due first: alone, nothing else fits
     assert [r["arrival"] for r in batcher.next_batch()] == [1]
-    assert [len(r["z"]) for r in batcher.next_batch()] == [30]
 
 
 def test_two_workers_decode_concurrent_requests_as_one_would(tiny_settings):
