@@ -77,11 +77,11 @@ def clean_stale_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
-def exclusive(lock_file: Path):
+def exclusive(lock_file: Path, *, wait: bool = False):
     """An open file that holds an exclusive lock on ``lock_file`` (created when missing) until it is closed, or None
-    when another process holds that lock now: of the server's processes, one runs a job and the others leave it. The
-    lock goes with the process that holds it, even when it is killed. Where there is no ``fcntl`` (Windows: one
-    server process), always the file."""
+    when another process holds that lock now: of the server's processes, one runs a job and the others leave it
+    (``wait``: the others wait for it, then take the lock in turn). The lock goes with the process that holds it, even
+    when it is killed. Where there is no ``fcntl`` (Windows: one server process), always the file."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock_file, "a+")  # noqa: SIM115 - the caller closes it when its job is done
     try:
@@ -89,7 +89,7 @@ def exclusive(lock_file: Path):
     except ImportError:
         return handle
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
         return None

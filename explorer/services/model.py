@@ -22,7 +22,7 @@ from pymatgen.core import Structure
 from explorer.datasets.packages import sha256_of
 from explorer.services.batching import MODEL_LOCK, DecodeBatcher, DecodeCache
 from explorer.settings import Settings
-from explorer.storage import atomic_folder
+from explorer.storage import atomic_folder, exclusive
 
 LOG = logging.getLogger("explorer")
 
@@ -180,12 +180,30 @@ def _known_graphs(folder: Path | None, cells: list, cutoff: float):
     """The neighbour graphs of the known crystals decodes are offered (``models.crystal.search.known_graph_store``),
     kept in their map's folder (``known-graphs-<n>``, 82 MB for the 10,653 of the known map) and loaded memory-mapped,
     so that a server's processes share them; built when missing (about 5 s on 2 cores) or when they are not these
-    crystals'. Without a folder, or when it cannot be written, the graphs are kept in memory."""
+    crystals', by one process while the others wait for it (a lock file beside them). Without a folder, or when it
+    cannot be written, the graphs are kept in memory."""
+    from models.crystal.search import known_graph_store
+
+    if folder is None:
+        return known_graph_store(cells, cutoff)
+    target = Path(folder) / f"known-graphs-{len(cells)}"
+    try:
+        lock = exclusive(target.parent / f".{target.name}.lock", wait=True)
+    except OSError:  # no lock where the folder cannot be written: nor can the graphs be
+        lock = None
+    try:
+        return _kept_graphs(target, cells, cutoff)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _kept_graphs(target: Path, cells: list, cutoff: float):
+    """``_known_graphs`` under its lock: the graphs kept in ``target`` when they fit, else built and kept there."""
     from models.crystal.search import known_graph_store, known_graph_store_fits
     from models.graph import GraphStore
 
-    target = None if folder is None else Path(folder) / f"known-graphs-{len(cells)}"
-    if target is not None and target.exists():
+    if target.exists():
         try:
             store = GraphStore.load(target)
             if known_graph_store_fits(store, cells, cutoff):
@@ -193,8 +211,6 @@ def _known_graphs(folder: Path | None, cells: list, cutoff: float):
         except ValueError as exc:
             LOG.warning("the known crystals' graphs are built again: %s", exc)
     store = known_graph_store(cells, cutoff)
-    if target is None:
-        return store
     try:
         atomic_folder(target, store.save)
         return GraphStore.load(target)

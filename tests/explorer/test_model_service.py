@@ -244,6 +244,32 @@ def test_the_known_crystals_graphs_are_kept_in_their_maps_folder(tmp_path, caplo
     assert not isinstance(model._known_graphs(None, cells, 4.5).src, np.memmap)
 
 
+def test_a_process_that_finds_the_known_graphs_being_built_waits_and_loads_them(tmp_path, monkeypatch):
+    """Of a server's processes starting on a fresh map, one builds the graph store and the others wait for its lock,
+    then load what it wrote instead of building their own."""
+    import threading
+
+    from explorer.storage import exclusive
+    from models.crystal import search
+    from models.crystal.search import Cell
+
+    cells = [Cell(numbers=np.array(s.atomic_numbers), frac=s.frac_coords % 1.0, lattice=s.lattice.matrix)
+             for s in (nacl(), silicon())]
+    holder = exclusive(tmp_path / ".known-graphs-2.lock", wait=True)  # the other process, building
+    built = []
+    build = search.known_graph_store
+    monkeypatch.setattr(search, "known_graph_store", lambda *a: built.append(1) or build(*a))
+    found = []
+    waiting = threading.Thread(target=lambda: found.append(model._known_graphs(tmp_path, cells, 4.5)))
+    waiting.start()
+    waiting.join(timeout=0.5)
+    assert waiting.is_alive() and not found  # waits for the lock
+    model.atomic_folder(tmp_path / "known-graphs-2", build(cells, 4.5).save)  # what the other process writes
+    holder.close()
+    waiting.join(timeout=30)
+    assert len(found) == 1 and isinstance(found[0].src, np.memmap) and not built
+
+
 def test_a_decode_made_from_a_known_crystal_says_which_one(tiny_settings):
     """The search's known crystal travels with the decode (``properties["decoded_from"]``, kept by exports) and the
     view's note names it with its formula; the decoder's own crystal has no such note."""
