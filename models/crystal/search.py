@@ -134,6 +134,13 @@ about a sixth of a batched decode. The same pre-filter on the known crystals as 
 1.5 / 4.1 / 0.6 / 1.7 / 1.0 points, when their lattices were scaled to the decode's volume per atom (the best scale
 differed between them)."""
 
+SWAP_BOUND = 1.0
+"""A sublattice swap of a crystal already measured at its best scale (it won against known crystals, or was offered
+them) is encoded at the other ``SCALES`` only when at scale 1 it is already closer to z than that crystal: to replace
+it, a swap must come ``ACCEPT_RATIO`` (0.5) times as close. Over the first 1,500 decodes of ``bench/load.py``'s
+requests (scratch ``/tmp/prof/swapstat.py``, session 27), none of 1,165 such swaps came that close at any scale; the
+828 that this leaves at scale 1 came no closer than 0.83 times the crystal's distance at any of ``SCALES``."""
+
 KNOWN_GRAPHS = 1024
 """Known crystals whose neighbour graphs a ``KnownCells`` keeps, the most recently offered (27 KB each at the median,
 37 MB for 1,024 after 160 decodes of the known map): the crystals near one map point are offered again for the points
@@ -538,7 +545,7 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
           accept_ratio: float, scales: tuple[float, ...], candidate_scales: tuple[float, ...] | None = None,
           plain_distance: np.ndarray | None = None,
           plain_scales: tuple[float, ...] | None = None, plain_scale: np.ndarray | None = None,
-          prefilter: int | None = None, refine: tuple[float, ...] = (),
+          prefilter: int | None = None, bound: float | None = None, refine: tuple[float, ...] = (),
           refine_rows: np.ndarray | None = None) -> tuple[list[Cell], np.ndarray, np.ndarray]:
     """Per latent, the plain cell or its candidate closest to z when that one is at least ``accept_ratio``
     times closer than the plain cell (latents without candidates are not encoded).
@@ -550,6 +557,9 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
             cells are encoded only at the other ``scales``.
         plain_scales: some of ``scales`` (default: all of them).
         plain_scale: (n,) the lattice scale at which each ``plain_distance`` was measured (default 1).
+        bound: with ``prefilter``, the candidates of a latent whose plain cell has a finite ``plain_distance`` are all
+            first encoded at scale 1, and only those closer to z there than ``bound`` times that distance (at most
+            ``prefilter`` of them) at the other ``candidate_scales`` (``SWAP_BOUND``).
         prefilter: when set, a latent's candidates are first encoded at scale 1 alone and only the ``prefilter``
             closest are encoded at the other ``candidate_scales`` (``SWAP_PREFILTER``).
         refine: scales, relative to ``plain_scale``, at which the plain cells of ``refine_rows`` are also encoded in
@@ -574,7 +584,8 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
     ranked: list[int] = []
     candidate_scales = scales if candidate_scales is None else candidate_scales
     if prefilter is not None and 1.0 in candidate_scales:
-        ranked = [k for k in todo if len(candidates[k]) > prefilter]
+        bounded = {k for k in todo if bound is not None and np.isfinite(measured[k])}
+        ranked = [k for k in todo if len(candidates[k]) > prefilter or k in bounded]
         cells = [c for k in ranked for c in candidates[k]]
         owners = np.array([k for k in ranked for _ in candidates[k]], dtype=np.int64)
         distance = latent_distances(model, z, cells, owners, scales=(1.0,)) if cells else np.zeros(0)
@@ -583,6 +594,8 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
             d = distance[start : start + len(candidates[k])]
             start += len(d)
             best = np.argsort(d, kind="stable")[:prefilter]
+            if k in bounded:
+                best = best[d[best] < bound * measured[k]]
             kept[k], first[k] = [candidates[k][i] for i in best], d[best]
     prefiltered = set(ranked)
     rest = tuple(s for s in candidate_scales if s != 1.0)
@@ -616,6 +629,8 @@ def _pick(model: CrystalAutoencoder, z: np.ndarray, plain: list[Cell], candidate
         d = np.minimum(new, first[k])
         s = np.where(first[k] < new, 1.0, scale[start : start + len(kept[k])])  # first[k]: measured at scale 1
         start += len(kept[k])
+        if not len(d):  # every candidate was left out at scale 1 (``bound``)
+            continue
         best = int(np.argmin(d))
         if d[best] < accept_ratio * measured[k]:
             chosen[k], measured[k], at[k] = kept[k][best], d[best], s[best]
@@ -673,7 +688,8 @@ def search_decode(model: CrystalAutoencoder, z: torch.Tensor, *, max_composition
     before = chosen
     chosen, distance, at = _pick(model, z_np, chosen, swaps, accept_ratio=accept_ratio, scales=SCALES,
                                  plain_distance=distance, plain_scale=None if distance is None else at,
-                                 prefilter=swap_prefilter, refine=REFINE_SCALES, refine_rows=refine_rows)
+                                 prefilter=swap_prefilter, bound=None if swap_prefilter is None else SWAP_BOUND,
+                                 refine=REFINE_SCALES, refine_rows=refine_rows)
     refined = refine_rows & np.array([new is old for new, old in zip(chosen, before, strict=True)], dtype=bool)
     # 4. each crystal at the lattice scale where it came closest to z; crystals whose best scale was first known in
     # step 3 (no known crystals were offered, or a swap won), or never (no other candidate), take the finer step in a
