@@ -148,10 +148,11 @@ around it and for every frame of a path through it."""
 
 KNOWN_ENCODINGS = 16384
 """Encodings of known crystals (under given elements, at a given scale) a ``KnownCells`` keeps, the most recently used
-(one latent each, about 1 KB): a known crystal is offered at its own volume, so the crystals near one map point,
-offered again to the points and path frames around it, need no new encoder pass. Over the first 1,100 decodes of
-``bench/load.py``'s requests, one after another in one process: 12,080 -> 11,292 encoded graphs and 17.1 -> 15.6 s of
-CPU, the same crystals (most repeats are within one path, which ``latent_distances`` already encodes once); under
+(888 bytes of float32 latent each with the default checkpoint, about 20 MB a process when full, keys included): a
+known crystal is offered at its own volume, so the crystals near one map point, offered again to the points and path
+frames around it, need no new encoder pass. Over the first 1,100 decodes of ``bench/load.py``'s requests, one after
+another in one process: 12,080 -> 11,292 encoded graphs and 17.1 -> 15.6 s of CPU, the same crystals (most repeats
+are within one path, which ``latent_distances`` already encodes once); under
 ``bench/load.py``'s load, 27.7 -> 29.6 requests/s (one run each, session 27)."""
 
 GRAPH_MARGIN = 1.15
