@@ -298,7 +298,8 @@ class KnownCells:
     def encoding(self, model: CrystalAutoencoder, key: tuple) -> np.ndarray | None:
         """The encoder's mean of a known crystal as ``latent_distances`` encoded it under ``model``: ``key``
         is (row, atomic numbers as bytes, factor, scale), the crystal's lattice being ``factor`` x ``scale`` times its
-        own; None when it is not among the ``KNOWN_ENCODINGS`` kept."""
+        own; None when it is not among the ``KNOWN_ENCODINGS`` kept. Kept per model object: like the library's
+        ``latents``, they belong to one state of its weights (a model trained further needs a new library)."""
         found = self._encodings.get((id(model), *key))
         return found[1] if found is not None and found[0]() is model else None
 
