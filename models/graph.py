@@ -259,19 +259,21 @@ def _search(
     return rows[keep], dst[keep], cell_index[keep], vec[keep]
 
 
-def _frozen_graph(*, src: np.ndarray, dst: np.ndarray, image: np.ndarray, vec: np.ndarray) -> NeighborGraph:
-    """A ``NeighborGraph`` of contiguous, read-only arrays; ``dist`` is recomputed from ``vec``."""
+def _frozen_graph(*, src: np.ndarray, dst: np.ndarray, image: np.ndarray, vec: np.ndarray,
+                  dist: np.ndarray | None = None) -> NeighborGraph:
+    """A ``NeighborGraph`` of contiguous, read-only arrays; ``dist`` is recomputed from ``vec`` unless given (a
+    ``GraphStore`` gives the distances of the search that built it, to the bit)."""
     arrays = {
         "src": np.ascontiguousarray(src, dtype=np.int64),
         "dst": np.ascontiguousarray(dst, dtype=np.int64),
         "image": np.ascontiguousarray(image, dtype=np.int64).reshape(-1, 3),
         "vec": np.ascontiguousarray(vec, dtype=np.float64).reshape(-1, 3),
     }
-    arrays["dist"] = np.linalg.norm(arrays["vec"], axis=1)
+    arrays["dist"] = (np.linalg.norm(arrays["vec"], axis=1) if dist is None
+                      else np.array(dist, dtype=np.float64))  # a copy: a store's distances are memory-mapped
     for array in arrays.values():
         array.flags.writeable = False
     return NeighborGraph(**arrays)
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -345,10 +347,7 @@ class GraphStore:
         src, dst = self.src[edges].astype(np.int64), self.dst[edges].astype(np.int64)
         image = self.image[edges].astype(np.int64)
         vec = (frac_coords[dst] + image - frac_coords[src]) @ lattice
-        arrays = {"src": src, "dst": dst, "image": image, "vec": vec, "dist": np.array(self.dist[edges])}
-        for array in arrays.values():
-            array.flags.writeable = False
-        return NeighborGraph(**arrays)
+        return _frozen_graph(src=src, dst=dst, image=image, vec=vec, dist=self.dist[edges])
 
     def save(self, folder: Path) -> None:
         """One ``.npy`` file per attribute in ``folder`` (which must exist)."""
