@@ -482,11 +482,12 @@ def latent_distances(model: CrystalAutoencoder, z: np.ndarray, cells: list[Cell]
     for k, cell in enumerate(cells):
         if not per_cell[k]:
             continue
-        same = None if cell.known is None else (id(cell.known[0]), *cell.known[1:], cell.numbers.tobytes(), per_cell[k])
+        elements = None if cell.known is None else cell.numbers.tobytes()
+        same = None if cell.known is None else (id(cell.known[0]), *cell.known[1:], elements, per_cell[k])
         used = encoded.get(same)
         if used is None and cell.known is not None:
             library, row, factor = cell.known
-            keys = [(row, cell.numbers.tobytes(), factor, s) for s in per_cell[k]]
+            keys = [(row, elements, factor, s) for s in per_cell[k]]
             found = [library.encoding(model, key) for key in keys]
             if all(mu is not None for mu in found):
                 used = [-1 - j for j in range(len(kept), len(kept) + len(found))]
