@@ -30,6 +30,24 @@ def auto_workers(workers: int) -> int:
     return workers if workers > 0 else max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
+MAX_AUTO_DECODE_WORKERS = 2
+"""Most decode threads per process ``decode_workers=0`` gives: a process's decode threads share one interpreter lock
+(the search's Python work holds it for about half of a decode), and a third thread on 2 cores gave no more
+throughput than two (README, session 22)."""
+
+
+def auto_decode_workers(decode_workers: int, processes: int = 1) -> int:
+    """``decode_workers``, or for 0 the CPU cores shared out among the server's ``processes`` (at least one, at most
+    ``MAX_AUTO_DECODE_WORKERS``): with gunicorn's one process per core, one decode thread each.
+
+    Two decode threads in each of two processes put four model threads on 2 cores: under ``bench/load.py``'s load,
+    28.1-29.1 requests/s against 32.5-34.8 with one thread per process (paths p95 5.9-6.4 s against 5.1-5.7 s; runs
+    alternated, session 28). Alone, a process on two cores keeps two."""
+    if decode_workers > 0:
+        return decode_workers
+    return max(1, min((os.cpu_count() or 1) // max(1, processes), MAX_AUTO_DECODE_WORKERS))
+
+
 def server_threads() -> None:
     """Set up a server process's compute threads: one torch thread and one BLAS thread per calling thread.
 
@@ -68,7 +86,10 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, workers: in
         except ImportError as exc:  # no gunicorn (e.g. on Windows): one process
             print(f"gunicorn is not available ({exc}): serving with waitress in one process", flush=True)
         else:
-            _serve_gunicorn(BaseApplication, settings, host=host, port=port, threads=threads, workers=workers)
+            # each process's share of the cores for its decodes (a process cannot count the others)
+            shared = settings.model_copy(update={"decode_workers": auto_decode_workers(settings.decode_workers,
+                                                                                       workers)})
+            _serve_gunicorn(BaseApplication, shared, host=host, port=port, threads=threads, workers=workers)
             return
     _say(host, port, f"waitress, {threads} threads")
     from waitress import serve as waitress_serve

@@ -82,9 +82,10 @@ class Settings(BaseSettings):
                                                            "go first; 0: none). A decode is deterministic, so a path "
                                                            "from the same material or a re-opened link is not "
                                                            "decoded again.")
-    decode_workers: int = Field(default=2, ge=1, le=16, description="Threads that run batched decodes at once (each "
-                                                                "takes its share of the cores while the others "
-                                                                "decode).")
+    decode_workers: int = Field(default=0, ge=0, le=16, description="Threads of each server process that run "
+                                "batched decodes at once (each takes its share of the cores while the others decode). "
+                                "0: the cores shared out among the server's processes, at most 2 each (one each for "
+                                "gunicorn's one process per core).")
     decode_max_batch: int = Field(default=32, ge=1, le=1024, description="Most latents in one batched decode "
                                   "(half of it while another worker decodes more than half): a click on empty space "
                                   "waits for at most the pass that is running.")

@@ -49,8 +49,9 @@ class DecodeBatcher:
     throughput.
 
     Workers: the model runs in ``workers`` threads at once (no gradient: its forward pass only reads the weights),
-    each on one torch thread: under load two workers overlap one's Python (neighbour graphs, candidates) with the
-    other's tensor work (``settings.decode_workers``; ``bench/load.py`` measures it). One torch thread each, because
+    each on one torch thread: in a process alone on two cores, two workers overlap one's Python (neighbour graphs,
+    candidates) with the other's tensor work; with a server process per core, one each (``settings.decode_workers``,
+    ``explorer.serving.auto_decode_workers``; ``bench/load.py`` measures it). One torch thread each, because
     every thread that runs torch's parallel ops keeps an OpenMP team of its own, and with two teams in a process each
     decode took 2.3x as long, while a lone decode on one thread took as long as on the best team of two
     (``explorer.serving.server_threads``). While one worker

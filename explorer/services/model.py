@@ -21,6 +21,7 @@ from pymatgen.core import Structure
 
 from explorer.datasets.packages import sha256_of
 from explorer.services.batching import MODEL_LOCK, DecodeBatcher, DecodeCache
+from explorer.serving import auto_decode_workers
 from explorer.settings import Settings
 from explorer.storage import atomic_folder, exclusive
 
@@ -257,7 +258,8 @@ def decode_many(latents: np.ndarray, settings: Settings, *, search: bool = True)
     todo = [k for k, item in enumerate(found) if item is None]
     if todo:
         if settings.decode_batching and search:
-            crystals = _batcher(model, settings.decode_workers, settings.decode_max_batch).decode(z[todo], known)
+            crystals = _batcher(model, auto_decode_workers(settings.decode_workers),
+                                settings.decode_max_batch).decode(z[todo], known)
         else:
             with MODEL_LOCK:
                 crystals = model.decode(z[todo], search=search, known=known)

@@ -104,8 +104,9 @@ def test_concurrent_decodes_are_batched_and_equal_to_decoding_alone(tiny_setting
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    batcher = model._batcher(model.loaded_checkpoint(tiny_settings).model, tiny_settings.decode_workers,
-                              tiny_settings.decode_max_batch)
+    batcher = model._batcher(model.loaded_checkpoint(tiny_settings).model,
+                             model.auto_decode_workers(tiny_settings.decode_workers),
+                             tiny_settings.decode_max_batch)
     assert batcher.largest_batch > 1  # at least two requests shared a forward pass
     for one, many in zip(alone, batched, strict=True):
         assert [s.specie.symbol for s in one.structure] == [s.specie.symbol for s in many.structure]
