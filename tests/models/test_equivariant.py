@@ -182,3 +182,22 @@ def test_gated_convolution_gives_the_same_sums_in_chunks_of_edges(monkeypatch):
     torch.testing.assert_close(conv(*args), whole)
     with torch.no_grad():
         torch.testing.assert_close(conv(*args), whole)
+
+
+def test_gated_convolution_sums_each_block_apart_or_side_by_side_to_the_bit(monkeypatch):
+    """Each input block's messages summed over the neighbours on their own (``SCATTER_APART``) give the very numbers of
+    the blocks copied side by side and summed at once, with and without gradients."""
+    conv, args = _small_convolution(n_atoms=6, n_edges=1000)
+    assert len(conv.tp.block_widths()) > 1
+    sums = {}
+    for apart in (0, 10**9):  # every block apart; all of them side by side
+        monkeypatch.setattr(equivariant, "SCATTER_APART", apart)
+        with torch.no_grad():
+            sums[apart, False] = conv(*args)
+        sums[apart, True] = conv(*args).detach()
+    assert torch.equal(sums[0, False], sums[10**9, False])
+    assert torch.equal(sums[0, True], sums[10**9, True])
+    x, sh, weight = torch.randn(50, conv.tp.irreps_in.dim), torch.randn(50, 9), torch.randn(50, conv.tp.irreps_out.dim)
+    parts = conv.tp.channel_major_blocks(x, sh, weight)
+    assert [part.shape[1] for part in parts] == conv.tp.block_widths()
+    assert torch.equal(torch.cat(parts, dim=-1), conv.tp.channel_major(x, sh, weight))
