@@ -96,10 +96,10 @@ def bench_callbacks(dataset: str, runs: int, *, server_threads: bool = True) -> 
     from explorer.ui.factory import make_app
 
     settings = Settings()
-    if server_threads:  # as a server process runs (``python app.py``)
-        from explorer.serving import server_threads as set_up
+    if server_threads:  # as a server process runs (``python app.py``): its threads and compiled kernel
+        from explorer.serving import server_process
 
-        set_up()
+        server_process(settings)
     start = time.perf_counter()
     atlas = atlas_module.build_atlas(dataset, settings, progress=True)
     print(f"map of {dataset}: {len(atlas.ids)} materials, loaded or built in {time.perf_counter() - start:.1f} s")

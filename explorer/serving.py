@@ -48,6 +48,16 @@ def auto_decode_workers(decode_workers: int, processes: int = 1) -> int:
     return max(1, min((os.cpu_count() or 1) // max(1, processes), MAX_AUTO_DECODE_WORKERS))
 
 
+def server_process(settings: Settings) -> None:
+    """Set up a server process: its compute threads (``server_threads``) and the encoder's compiled message kernel
+    (``settings.compile_messages``, ``models.equivariant.compile_messages``: built by its first decode, the
+    warm-up's)."""
+    from models.equivariant import compile_messages
+
+    server_threads()
+    compile_messages(settings.compile_messages)
+
+
 def server_threads() -> None:
     """Set up a server process's compute threads: one torch thread and one BLAS thread per calling thread.
 
@@ -94,7 +104,7 @@ def serve(settings: Settings, *, host: str, port: int, threads: int, workers: in
     _say(host, port, f"waitress, {threads} threads")
     from waitress import serve as waitress_serve
 
-    server_threads()
+    server_process(settings)
     server = make_app(settings).server
     waitress_serve(server, host=host, port=port, threads=threads, connection_limit=settings.connection_limit,
                    channel_timeout=120, max_request_body_size=server.config["MAX_CONTENT_LENGTH"],
@@ -125,7 +135,7 @@ def _serve_gunicorn(base: type, settings: Settings, *, host: str, port: int, thr
             from explorer.services import readiness
             from explorer.ui.factory import make_app
 
-            server_threads()
+            server_process(settings)
             readiness.join_group(settings.cache_dir / "server-processes")
             return make_app(settings).server
 
