@@ -8,7 +8,9 @@ over repeated runs, each run on the next of 256 latents of real crystals), both 
 (with the encoder's check of compositions and sublattices, ``models.crystal.search``), the decode as the app runs it
 (also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built;
 alone, alone through a server's decode workers, ``explorer.services.batching.DecodeBatcher``, and in batches of 16 on
-one torch thread, each on latents of its own) and the plain one-pass decode,
+one torch thread, each on latents of its own; the last two as a server process runs them, with its decode workers
+and the encoder's compiled kernels, ``models.equivariant.use_kernels``, and the batches also without them) and the
+plain one-pass decode,
 and, as a baseline measured in the same process, the time pymatgen takes to write one decoded crystal as CIF (what
 every click must do anyway), with the ratios to it.
 """
@@ -94,20 +96,33 @@ def main() -> None:
     found = known_cells(Settings()) if args.checkpoint == Settings().checkpoint else None
     known = found[1] if found else None
     one_known = timings(lambda: model.decode(next_one(), validate=False, known=known), repeat=256) if known else None
-    one_served = None
-    if known:  # the same through a server's decode workers (threads on one torch thread each, validity included)
+    one_served, batch_known, batch_eager, workers = None, None, None, 0
+    if known:  # as a server process decodes (explorer.serving.server_process): its workers and compiled kernels
         from explorer.services.batching import DecodeBatcher
+        from explorer.serving import auto_decode_workers, auto_workers
+        from models.equivariant import use_kernels
 
-        batcher, z_served = DecodeBatcher(model, workers=2), model.encode_structures(served)[0].cpu().numpy()
-        turn = itertools.count()
+        z_served = model.encode_structures(served)[0].cpu().numpy()
+        z_batched = model.encode_structures(batched)[0]
+        use_kernels(True)  # built on the first decode through it (a few seconds; the warm-up's, in a server)
+        workers = auto_decode_workers(0, processes=auto_workers(0))
+        batcher, turn = DecodeBatcher(model, workers=workers), itertools.count()
         one_served = timings(lambda: batcher.decode(z_served[[next(turn)]], known), repeat=len(z_served) - 3)
-    batch_known = None
-    if known:  # a server decode worker: batches of concurrent requests, one torch thread (EXPLORER_DECODE_WORKERS)
+        # a server decode worker: batches of concurrent requests, one torch thread, with and without the kernels,
+        # alternated (8 batches of 16 latents of their own, each decoded both ways)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        z_batched, sixteen = model.encode_structures(batched)[0], itertools.count()
-        next_sixteen = lambda: z_batched[[next(sixteen) % len(z_batched) for _ in range(16)]]  # noqa: E731
-        batch_known = timings(lambda: model.decode_arrays(next_sixteen(), known=known), repeat=7, warmup=1)
+        batch_known, batch_eager = [], []
+        for k in range(8):
+            sixteen = z_batched[16 * k : 16 * (k + 1)]
+            for kernel, out in ((True, batch_known), (False, batch_eager)) if k % 2 else ((False, batch_eager),
+                                                                                          (True, batch_known)):
+                use_kernels(kernel)
+                if k == 0:
+                    model.decode_arrays(sixteen, known=known)  # warm-up (the kernels' first build)
+                known.forget_encodings()  # both ways encode the same known crystals anew
+                out.extend(timings(lambda: model.decode_arrays(sixteen, known=known), repeat=1, warmup=0))  # noqa: B023
+        use_kernels(False)
         torch.set_num_threads(threads)
     one_valid = timings(lambda: model.decode(next_one()), repeat=128)
     batch = timings(lambda: model.decode_arrays(z), repeat=5, warmup=1)
@@ -123,10 +138,13 @@ def main() -> None:
     if one_known is not None:
         print(f"  as the app decodes ({known.k} of {len(known)} known crystals offered): {p(one_known)}")
     if one_served is not None:
-        print(f"  the same through a server's decode workers (one torch thread each): {p(one_served)}")
+        print(f"  the same through a server process's decode workers ({workers}, one torch thread each, compiled "
+              f"kernels): {p(one_served)}")
     if batch_known is not None:
-        print(f"  batches of 16 as the app decodes, 1 torch thread (a server decode worker): "
-              f"{p(batch_known)} ({np.median(batch_known) / 16 * 1e3:.2f} ms/crystal)")
+        print(f"  batches of 16 as the app decodes, 1 torch thread (a server decode worker), compiled kernels: "
+              f"{p(batch_known)} ({np.median(batch_known) / 16 * 1e3:.2f} ms/crystal); without it "
+              f"{p(batch_eager)} ({np.median(batch_eager) / 16 * 1e3:.2f} ms/crystal): "
+              f"{np.median(batch_known) / np.median(batch_eager):.2f}x")
     print(f"decode 1 crystal + validity report:      {p(one_valid)}")
     print(f"decode batch of 256 -> arrays:           {p(batch)} {per(batch)}")
     print(f"  plain one-pass decode (search=False):  {p(batch_plain)} {per(batch_plain)}")

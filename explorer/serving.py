@@ -49,13 +49,12 @@ def auto_decode_workers(decode_workers: int, processes: int = 1) -> int:
 
 
 def server_process(settings: Settings) -> None:
-    """Set up a server process: its compute threads (``server_threads``) and the encoder's compiled message kernel
-    (``settings.compile_messages``, ``models.equivariant.compile_messages``: built by its first decode, the
-    warm-up's)."""
-    from models.equivariant import compile_messages
+    """Set up a server process: its compute threads (``server_threads``) and the encoder's compiled kernels
+    (``settings.compile_encoder``, ``models.equivariant.use_kernels``: built by its first decode, the warm-up's)."""
+    from models.equivariant import use_kernels
 
     server_threads()
-    compile_messages(settings.compile_messages)
+    use_kernels(settings.compile_encoder)
 
 
 def server_threads() -> None:

@@ -89,10 +89,10 @@ class Settings(BaseSettings):
     decode_max_batch: int = Field(default=32, ge=1, le=1024, description="Most latents in one batched decode "
                                   "(half of it while another worker decodes more than half): a click on empty space "
                                   "waits for at most the pass that is running.")
-    compile_messages: bool = Field(default=True, description="Server processes sum the encoder's messages in a "
-                                   "kernel that torch.compile builds with the machine's C++ compiler (about 7 s at "
-                                   "the first start, then kept on disk; about 14 % faster encoder, the same crystals); "
-                                   "without a compiler they run eagerly and say so in the log.")
+    compile_encoder: bool = Field(default=True, description="Server processes run the encoder's edge-wise work "
+                                  "(harmonics, radial networks, messages) in kernels that torch.compile builds with "
+                                  "the machine's C++ compiler (at the first start, then kept on disk); without a "
+                                  "compiler they run it eagerly and say so in the log.")
     decode_batching: bool = Field(
         default=True,
         description="Decodes that arrive while the model is busy run together in one forward pass (many users at "

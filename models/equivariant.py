@@ -38,8 +38,51 @@ layer, 0.56 against 0.36 ms for the last one's on 1,500 edges, session 28). The 
 
 
 LOG = logging.getLogger("explorer")
-_KERNEL: dict = {"add_messages": None}
-_KERNEL_LOCK = threading.Lock()
+_KERNELS: dict = {"on": False}
+_KERNELS_LOCK = threading.Lock()
+
+
+def use_kernels(enabled: bool = True) -> None:
+    """Whether this process's forward passes of the encoder without gradients run their edge-wise parts (edge vectors,
+    harmonics and radial basis; the radial networks; each layer's messages and their sums) in kernels that
+    ``torch.compile`` builds (inductor: C++ made by the machine's compiler on the first pass, about 7-20 s for the
+    default encoder at the first start, then kept in torch's cache folder), rather than one torch operation after
+    the other (``through_kernel``).
+
+    Each edge's weights, harmonics and neighbour channels then meet in one loop, and no message is written to memory:
+    the messages are added in the same order as eagerly, but the kernels may multiply out in another order and
+    compute the harmonics and activations by other formulas, so the numbers may differ in the last bits of float32
+    (see the model card for what it changes and gains). Where a kernel cannot be built (no C++ compiler) the first
+    pass logs why and every pass runs eagerly. The server turns them on (``settings.compile_encoder``); scripts,
+    training and tests run eagerly unless they call this."""
+    with _KERNELS_LOCK:
+        _KERNELS.clear()
+        _KERNELS["on"] = bool(enabled)
+
+
+def kernels_on() -> bool:
+    """Whether ``use_kernels`` is on (and no kernel has failed)."""
+    return bool(_KERNELS["on"])
+
+
+def through_kernel(function, *args, size: int):
+    """``function(*args)``, through its compiled kernel when ``use_kernels`` is on, gradients are off and ``size`` (the
+    edges or atoms it takes) is at least 2 (torch.compile would build other kernels for sizes 0 and 1); eagerly when
+    the kernel cannot be built here, which turns the kernels off with a warning."""
+    if not _KERNELS["on"] or torch.is_grad_enabled() or size < 2:
+        return function(*args)
+    kernel = _KERNELS.get(function)
+    if kernel is None:
+        with _KERNELS_LOCK:
+            kernel = _KERNELS.setdefault(function, torch.compile(function, dynamic=True))
+    try:
+        return kernel(*args)
+    except Exception as exc:  # noqa: BLE001 - whatever stops a kernel (no compiler, inductor) leaves the eager code
+        with _KERNELS_LOCK:
+            if _KERNELS["on"]:
+                _KERNELS["on"] = False
+                LOG.warning("the encoder runs without compiled kernels: %s: %s", type(exc).__name__, str(exc)[:300])
+        return function(*args)
 
 
 def _add_messages(tp: EdgeTensorProduct, summed: torch.Tensor, x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
@@ -48,52 +91,12 @@ def _add_messages(tp: EdgeTensorProduct, summed: torch.Tensor, x: torch.Tensor, 
     summed.index_add_(0, src, tp.channel_major(x[dst], sh, hidden @ matrix))
 
 
-def compile_messages(enabled: bool = True) -> None:
-    """Whether this process's forward passes without gradients make and sum their messages in a kernel that
-    ``torch.compile`` builds (inductor: C++ made by the machine's compiler on the first pass, about 7 s for the three
-    layers of the default encoder, kept on disk for the next start), rather than one torch operation after the other.
-
-    The kernel adds the messages in the same order as the eager code, but it may multiply them out in another: with
-    the default encoder the sums were the same to the bit (15 batches of known crystals, and the same crystals for
-    the first 727 decodes of ``bench/load.py``'s requests, session 28); a small test convolution differs in the last
-    bits of float32 (up to 6e-6). Each edge's weights, harmonics and neighbour channels meet in one loop, and no
-    message is written to memory: on 10 batches of known crystals the default encoder took 149 ms against 174 ms
-    eagerly (session 28, in-process, runs alternated). Under ``bench/load.py``'s load the server answered 35.5 and
-    36.4 requests/s against 34.8 and 33.5 without it (runs alternated, session 28). Where the kernel cannot be built
-    (no C++ compiler), the first pass logs why and every pass runs eagerly. The server turns it on
-    (``settings.compile_messages``); scripts, training and tests run eagerly unless they call this. Chunks of fewer
-    than two edges or atoms run eagerly (torch.compile would build
-    another kernel for sizes 0 and 1)."""
-    with _KERNEL_LOCK:
-        _KERNEL["add_messages"] = torch.compile(_add_messages, dynamic=True) if enabled else None
-
-
-def messages_compiled() -> bool:
-    """Whether ``compile_messages`` is on (and its kernel has not failed)."""
-    return _KERNEL["add_messages"] is not None
-
-
-def _compiled_sums(layer: GatedConvolution, summed: torch.Tensor, x: torch.Tensor, src: torch.Tensor,
-                   dst: torch.Tensor, sh: torch.Tensor, hidden: torch.Tensor, matrix: torch.Tensor,
-                   chunk: int) -> torch.Tensor | None:
-    """``GatedConvolution.forward``'s sums through the compiled kernel (``compile_messages``), or None when it is off
-    or cannot be built here (then it is turned off, with a warning, once)."""
-    kernel = _KERNEL["add_messages"]
-    if kernel is None or torch.is_grad_enabled() or summed.shape[0] < 2:
-        return None
-    try:
-        for start in range(0, len(src), chunk):
-            edges = slice(start, start + chunk)
-            add = kernel if len(src[edges]) >= 2 else _add_messages
-            add(layer.tp, summed, x, src[edges], dst[edges], sh[edges], hidden[edges], matrix)
-        return summed
-    except Exception as exc:  # noqa: BLE001 - whatever stops the kernel (no compiler, inductor) leaves the eager code
-        with _KERNEL_LOCK:
-            if _KERNEL["add_messages"] is kernel:
-                _KERNEL["add_messages"] = None
-                LOG.warning("the encoder's messages are summed without the compiled kernel: %s: %s",
-                            type(exc).__name__, str(exc)[:300])
-        return None
+def _hidden(layers: nn.Module, edge_radial: torch.Tensor) -> torch.Tensor:
+    """A radial network up to its last layer (``GatedConvolution.radial_hidden``)."""
+    hidden = edge_radial
+    for layer in list(layers)[:-1]:
+        hidden = layer(hidden)
+    return hidden
 
 
 def hidden_irreps(*, mul_scalar: int, mul_vector: int, mul_tensor: int, lmax: int,
@@ -353,9 +356,7 @@ class GatedConvolution(nn.Module):
         """The radial network up to its last layer, a linear map without bias, and that map spread over the tensor
         product's columns: ``hidden @ matrix`` is (n_edges, tp.irreps_out.dim), each path's weight on each of its
         columns (channel-major, ``EdgeTensorProduct.channel_major``)."""
-        hidden = edge_radial
-        for layer in list(self.radial)[:-1]:
-            hidden = layer(hidden)
+        hidden = through_kernel(_hidden, self.radial, edge_radial, size=edge_radial.shape[0])
         last = self.radial[-1]
 
         def spread() -> torch.Tensor:  # (h_in, tp.irreps_out.dim)
@@ -382,10 +383,13 @@ class GatedConvolution(nn.Module):
         x = linear_map(self.linear_in, node)
         hidden, matrix = self.radial_hidden(edge_radial)
         chunk = max(256, MESSAGE_CHUNK // matrix.shape[1])
-        compiled = _compiled_sums(self, x.new_zeros(node.shape[0], matrix.shape[1]), x, src, dst, edge_sh, hidden,
-                                  matrix, chunk)
-        if compiled is not None:
-            return self._update(node, compiled)
+        if kernels_on() and not torch.is_grad_enabled() and node.shape[0] >= 2:  # in compiled kernels, chunk by chunk
+            summed = x.new_zeros(node.shape[0], matrix.shape[1])
+            for start in range(0, len(src), chunk):
+                edges = slice(start, start + chunk)
+                through_kernel(_add_messages, self.tp, summed, x, src[edges], dst[edges], edge_sh[edges],
+                               hidden[edges], matrix, size=len(src[edges]))
+            return self._update(node, summed)
         widths = self.tp.block_widths()
         apart = min(widths) >= SCATTER_APART
         sums = [x.new_zeros(node.shape[0], width) for width in (widths if apart else [sum(widths)])]

@@ -29,11 +29,22 @@ from e3nn.math import soft_one_hot_linspace
 from torch import nn
 
 from models.crystal.data import MAX_Z, CrystalBatch
-from models.equivariant import GatedConvolution, hidden_irreps
+from models.equivariant import GatedConvolution, hidden_irreps, through_kernel
 from models.graph import edge_vectors
 
 LOGVAR_INIT = -6.0
 """Initial log-variance of the posterior."""
+
+
+def _edge_features(encoder: CrystalEncoder, lattice: torch.Tensor, frac: torch.Tensor, crystal: torch.Tensor,
+                   src: torch.Tensor, dst: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``CrystalEncoder.edge_features`` of a batch's arrays (``crystal``: each atom's crystal in the batch)."""
+    lattice = lattice[crystal]
+    pos = torch.einsum("ni,nij->nj", frac, lattice)
+    vec = edge_vectors(pos=pos, lattice=lattice[src], src=src, dst=dst, image=image)
+    dist = vec.norm(dim=-1)
+    radial = soft_one_hot_linspace(dist, 0.0, encoder.cutoff, encoder.n_basis, basis="bessel", cutoff=True)
+    return encoder.sh(vec), radial * math.sqrt(encoder.n_basis)
 
 
 class CrystalEncoder(nn.Module):
@@ -85,13 +96,10 @@ class CrystalEncoder(nn.Module):
         self.atom_count = nn.Embedding(self.max_count + 1, readout_hidden) if primitive_count else None
 
     def edge_features(self, batch: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(edge_sh (n_edges, irreps_sh.dim), edge_radial (n_edges, n_basis)) of a batch's edges."""
-        lattice = batch.lattice[batch.batch]
-        pos = torch.einsum("ni,nij->nj", batch.frac, lattice)
-        vec = edge_vectors(pos=pos, lattice=lattice[batch.src], src=batch.src, dst=batch.dst, image=batch.image)
-        dist = vec.norm(dim=-1)
-        radial = soft_one_hot_linspace(dist, 0.0, self.cutoff, self.n_basis, basis="bessel", cutoff=True)
-        return self.sh(vec), radial * math.sqrt(self.n_basis)
+        """(edge_sh (n_edges, irreps_sh.dim), edge_radial (n_edges, n_basis)) of a batch's edges (in a compiled kernel
+        in a server process, ``models.equivariant.use_kernels``)."""
+        return through_kernel(_edge_features, self, batch.lattice, batch.frac, batch.batch, batch.src, batch.dst,
+                              batch.image, size=min(batch.src.shape[0], batch.frac.shape[0]))
 
     def atom_features(self, batch: CrystalBatch) -> torch.Tensor:
         """(n_atoms_total, readout_hidden) invariant per-atom features."""

@@ -306,6 +306,11 @@ class KnownCells:
     def keep_encoding(self, model: CrystalAutoencoder, key: tuple, mu: np.ndarray) -> None:
         self._encodings.put((id(model), *key), (weakref.ref(model), mu))
 
+    def forget_encodings(self) -> None:
+        """Drop the kept encodings (``encoding``): the next decodes encode their known crystals anew, as a benchmark
+        that compares two ways of decoding the same latents needs."""
+        object.__setattr__(self, "_encodings", Recent(KNOWN_ENCODINGS))
+
     def starts(self, z: np.ndarray, cell: Cell, k: int | None = None) -> list[Cell]:
         """Up to ``k`` (default ``self.k``) known crystals of ``cell``'s reduced stoichiometry (AB2, ABC3, ...),
         nearest to latent ``z`` first, their elements renamed to ``cell``'s (most numerous to most numerous,

@@ -108,3 +108,29 @@ def test_primitive_input_needs_no_reduction(model):
         reduced = primitive_structure(structure)
         fast = model.encode_structures([reduced], primitive=True)[0][0].numpy()
         assert np.abs(fast - _latent(model, structure)).max() <= TOLERANCE
+
+
+def test_the_servers_compiled_kernels_give_the_eager_latents_and_keep_them_invariant():
+    """With the kernels a server process runs (``models.equivariant.use_kernels``: edge features, radial networks,
+    messages), the latents of NaCl, Si, SrTiO3, graphite and quartz, one by one and batched, are the eager ones to
+    float32 rounding, and a rotated, translated supercell still shares its crystal's latent."""
+    from models import equivariant
+
+    torch.manual_seed(0)
+    config = ModelConfig(latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4, readout_hidden=16,
+                         d_model=16, n_heads=2, decoder_layers=1, mlp_hidden=16)
+    model = CrystalAutoencoder(config=config).eval()  # float32, as the app
+    structures = [make() for make in CRYSTALS.values()]
+    eager = model.encode_structures(structures, batch_size=2)[0]
+    equivariant.use_kernels(True)
+    try:
+        compiled = model.encode_structures(structures, batch_size=2)[0]
+        alone = torch.cat([model.encode_structures([s])[0] for s in structures])
+        moved = _variants(structures[2], np.random.default_rng(0))
+        variants = model.encode_structures(list(moved.values()))[0]
+        assert equivariant.kernels_on()  # built and used here
+    finally:
+        equivariant.use_kernels(False)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone, eager, rtol=1e-5, atol=1e-5)
+    assert (variants - eager[2]).abs().max() <= 1e-4

@@ -204,17 +204,17 @@ def test_gated_convolution_sums_each_block_apart_or_side_by_side_to_the_bit(monk
 
 
 @pytest.fixture
-def compiled_messages():
-    """``compile_messages`` on for one test, off again after it (whatever the test did)."""
-    equivariant.compile_messages(True)
+def kernels():
+    """``use_kernels`` on for one test, off again after it (whatever the test did)."""
+    equivariant.use_kernels(True)
     yield
-    equivariant.compile_messages(False)
+    equivariant.use_kernels(False)
 
 
-def test_compiled_messages_give_the_eager_sums(compiled_messages, monkeypatch):
-    """The server's compiled kernel (``compile_messages``) sums the messages the eager code sums, to float32 rounding
-    (the default encoder's to the bit): in chunks of edges, with a last chunk of one edge, for one atom (eager: the
-    same bits), in float32 as the app runs; with gradients the eager code runs."""
+def test_compiled_kernels_give_what_the_eager_code_gives(kernels, monkeypatch):
+    """The server's compiled kernels (``use_kernels``) give the layer the eager code gives, to float32 rounding: in
+    chunks of edges, with a last chunk of one edge, for one atom (eager: the same bits), in float32 as the app runs;
+    with gradients the eager code runs."""
     monkeypatch.setattr(equivariant, "MESSAGE_CHUNK", 1)  # 256 edges a chunk
     conv, args = _small_convolution(n_atoms=6, n_edges=769)  # 3 chunks of 256 and one of 1 edge
     conv = conv.float()
@@ -222,31 +222,35 @@ def test_compiled_messages_give_the_eager_sums(compiled_messages, monkeypatch):
     lone = [args[0][:1], args[1][:5], args[2][:5], torch.zeros(5, dtype=torch.long), torch.zeros(5, dtype=torch.long)]
     with torch.no_grad():
         compiled = [conv(*args), conv(*lone)]
-        assert equivariant.messages_compiled()
-        equivariant.compile_messages(False)
+        assert equivariant.kernels_on()
+        equivariant.use_kernels(False)
         eager = [conv(*args), conv(*lone)]
-    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=1e-5)
-    assert torch.equal(compiled[1], eager[1])
-    equivariant.compile_messages(True)
+    for one, other in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(one, other, rtol=1e-5, atol=1e-5)
+    equivariant.use_kernels(True)
     out = conv(*args)  # with gradients: eager, differentiable
     out.sum().backward()
     assert conv.radial[-1].weight.grad is not None
     torch.testing.assert_close(out.detach(), eager[0])
 
 
-def test_without_a_kernel_the_messages_are_summed_eagerly_with_a_warning(compiled_messages, monkeypatch, caplog):
-    """Where torch.compile cannot build the kernel (no C++ compiler), the pass that tried gives the eager sums, the log
-    says why, and the kernel is not tried again."""
+def test_without_kernels_the_layer_runs_eagerly_with_a_warning(kernels, monkeypatch, caplog):
+    """Where torch.compile cannot build a kernel (no C++ compiler), the pass that tried gives the eager numbers, the
+    log says why, and no kernel is tried again."""
+    built = []
+
     def no_compiler(function, **options):
         def fails(*args, **kwargs):
             raise RuntimeError("no C++ compiler found")
+        built.append(function)
         return fails
 
     monkeypatch.setattr(torch, "compile", no_compiler)
-    equivariant.compile_messages(True)
+    equivariant.use_kernels(True)
     conv, args = _small_convolution(n_atoms=6, n_edges=300)
     with torch.no_grad(), caplog.at_level("WARNING", logger="explorer"):
         first = conv(*args)
-        assert not equivariant.messages_compiled()
+        assert not equivariant.kernels_on()
         assert torch.equal(first, conv(*args))
-    assert "without the compiled kernel: RuntimeError: no C++ compiler found" in caplog.text
+    assert len(built) == 1  # tried once
+    assert "without compiled kernels: RuntimeError: no C++ compiler found" in caplog.text

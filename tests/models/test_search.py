@@ -402,6 +402,11 @@ def test_a_known_crystal_encoded_for_one_decode_is_not_encoded_again(small_model
     theirs = search.latent_distances(other, z[[1]], [again], np.array([0]))
     np.testing.assert_allclose(theirs, search.latent_distances(other, z[[1]], [bare], np.array([0])), rtol=1e-6)
     assert not np.allclose(theirs, distance)
+    known.forget_encodings()  # as for a benchmark: encoded anew, to the same distance
+    encoded.clear()
+    np.testing.assert_allclose(search.latent_distances(small_model, z[[1]], [again], np.array([0])), distance,
+                               rtol=1e-6)
+    assert encoded == [len(search.SCALES)]
 
 
 def test_known_crystals_graphs_from_a_store_measure_as_fresh_ones(small_model):
