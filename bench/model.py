@@ -8,7 +8,7 @@ over repeated runs, each run on the next of 256 latents of real crystals), both 
 (with the encoder's check of compositions and sublattices, ``models.crystal.search``), the decode as the app runs it
 (also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built;
 alone, alone through a server's decode workers, ``explorer.services.batching.DecodeBatcher``, and in batches of 16 on
-one torch thread, each on latents of its own; the last two as a server process runs them, with its decode workers
+one torch thread, each on latents of its own; the last three as a server process runs them, with its decode workers
 and the encoder's compiled kernels, ``models.equivariant.use_kernels``, and the batches also without them) and the
 plain one-pass decode,
 and, as a baseline measured in the same process, the time pymatgen takes to write one decoded crystal as CIF (what
@@ -96,7 +96,7 @@ def main() -> None:
     found = known_cells(Settings()) if args.checkpoint == Settings().checkpoint else None
     known = found[1] if found else None
     one_known = timings(lambda: model.decode(next_one(), validate=False, known=known), repeat=256) if known else None
-    one_served, batch_known, batch_eager, workers = None, None, None, 0
+    one_served, batch_known, batch_eager, one_kernels, workers = None, None, None, None, 0
     if known:  # as a server process decodes (explorer.serving.server_process): its workers and compiled kernels
         from explorer.services.batching import DecodeBatcher
         from explorer.serving import auto_decode_workers, auto_workers
@@ -104,7 +104,10 @@ def main() -> None:
 
         z_served = model.encode_structures(served)[0].cpu().numpy()
         z_batched = model.encode_structures(batched)[0]
-        use_kernels(True)  # built on the first decode through it (a few seconds; the warm-up's, in a server)
+        z_kernels, other = model.encode_structures(structures[256:])[0], itertools.count()
+        use_kernels(True)  # built on the first decode through them (a few seconds; the warm-up's, in a server)
+        one_kernels = timings(lambda: model.decode(z_kernels[[next(other) % len(z_kernels)]], validate=False,
+                                                   known=known), repeat=len(z_kernels) - 3)
         workers = auto_decode_workers(0, processes=auto_workers(0))
         batcher, turn = DecodeBatcher(model, workers=workers), itertools.count()
         one_served = timings(lambda: batcher.decode(z_served[[next(turn)]], known), repeat=len(z_served) - 3)
@@ -137,6 +140,8 @@ def main() -> None:
     print(f"  plain one-pass decode (search=False):  {p(one_plain)}")
     if one_known is not None:
         print(f"  as the app decodes ({known.k} of {len(known)} known crystals offered): {p(one_known)}")
+    if one_kernels is not None:
+        print(f"  the same with a server process's compiled kernels (other latents): {p(one_kernels)}")
     if one_served is not None:
         print(f"  the same through a server process's decode workers ({workers}, one torch thread each, compiled "
               f"kernels): {p(one_served)}")
