@@ -65,11 +65,16 @@ def kernels_on() -> bool:
     return bool(_KERNELS["on"])
 
 
+def kernel_wanted(size: int) -> bool:
+    """Whether ``through_kernel`` compiles a call that takes ``size`` edges or atoms: kernels on, gradients off, and at
+    least 2 (torch.compile would build other kernels for sizes 0 and 1)."""
+    return kernels_on() and not torch.is_grad_enabled() and size >= 2
+
+
 def through_kernel(function, *args, size: int):
-    """``function(*args)``, through its compiled kernel when ``use_kernels`` is on, gradients are off and ``size`` (the
-    edges or atoms it takes) is at least 2 (torch.compile would build other kernels for sizes 0 and 1); eagerly when
-    the kernel cannot be built here, which turns the kernels off with a warning."""
-    if not _KERNELS["on"] or torch.is_grad_enabled() or size < 2:
+    """``function(*args)``, through its compiled kernel when ``kernel_wanted(size)`` (``size``: the edges or atoms it
+    takes); eagerly when the kernel cannot be built here, which turns the kernels off with a warning."""
+    if not kernel_wanted(size):
         return function(*args)
     kernel = _KERNELS.get(function)
     if kernel is None:
@@ -383,7 +388,7 @@ class GatedConvolution(nn.Module):
         x = linear_map(self.linear_in, node)
         hidden, matrix = self.radial_hidden(edge_radial)
         chunk = max(256, MESSAGE_CHUNK // matrix.shape[1])
-        if kernels_on() and not torch.is_grad_enabled() and node.shape[0] >= 2:  # in compiled kernels, chunk by chunk
+        if kernel_wanted(node.shape[0]):  # in compiled kernels, chunk by chunk
             summed = x.new_zeros(node.shape[0], matrix.shape[1])
             for start in range(0, len(src), chunk):
                 edges = slice(start, start + chunk)
