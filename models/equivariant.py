@@ -91,9 +91,24 @@ def through_kernel(function, *args, size: int):
 
 
 def _add_messages(tp: EdgeTensorProduct, summed: torch.Tensor, x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
-                  sh: torch.Tensor, hidden: torch.Tensor, matrix: torch.Tensor) -> None:
-    """Adds one chunk of edges' messages to ``summed`` on their centre atoms, in place (``GatedConvolution``)."""
-    summed.index_add_(0, src, tp.channel_major(x[dst], sh, hidden @ matrix))
+                  sh: torch.Tensor, hidden: torch.Tensor, last: torch.Tensor) -> None:
+    """Adds one chunk of edges' messages to ``summed`` on their centre atoms, in place (``GatedConvolution``).
+
+    ``last``: the radial network's last layer as a matrix (h_in, tp.weight_numel). Each path's weight is made once per
+    edge and read by each of its columns (``tp.expand``) in the kernel: the same numbers as ``hidden @ matrix`` with
+    the spread matrix of the eager code (each column one dot product of the same terms), for a third of the
+    multiplications (the middle layer of the default encoder: 76 weights per edge against 224 columns)."""
+    summed.index_add_(0, src, tp.channel_major(x[dst], sh, (hidden @ last)[:, tp.expand]))
+
+
+def _chunk_of(start: int, chunk: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Rows ``start`` to ``start + chunk`` of each of ``tensors`` (of as many rows) for a kernel: each tensor itself
+    when it is all in one chunk, else a copy, never a view. A kernel is built for what its inputs are, views of how
+    large a tensor included: views as large as their tensor and views of part of one gave two kernels to build per
+    layer, the second one under load, when a batch first had several chunks (seconds of both cores, session 29)."""
+    if start == 0 and chunk >= len(tensors[0]):
+        return list(tensors)
+    return [tensor[start : start + chunk].clone() for tensor in tensors]
 
 
 def _hidden(layers: nn.Module, edge_radial: torch.Tensor) -> torch.Tensor:
@@ -357,20 +372,26 @@ class GatedConvolution(nn.Module):
         self.self_connection = o3.Linear(self.irreps_in, self.gate.irreps_in)
         self.residual = self.irreps_in == self.irreps_out
 
-    def radial_hidden(self, edge_radial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The radial network up to its last layer, a linear map without bias, and that map spread over the tensor
-        product's columns: ``hidden @ matrix`` is (n_edges, tp.irreps_out.dim), each path's weight on each of its
-        columns (channel-major, ``EdgeTensorProduct.channel_major``)."""
+    def radial_hidden(self, edge_radial: torch.Tensor, *, spread: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The radial network up to its last layer, and that layer, a linear map without bias, as a matrix: with
+        ``spread``, spread over the tensor product's columns (``hidden @ matrix`` is (n_edges, tp.irreps_out.dim), each
+        path's weight on each of its columns, channel-major: ``EdgeTensorProduct.channel_major``), else as it is
+        (h_in, tp.weight_numel), whose columns ``tp.expand`` spreads."""
         hidden = through_kernel(_hidden, self.radial, edge_radial, size=edge_radial.shape[0])
         last = self.radial[-1]
 
-        def spread() -> torch.Tensor:  # (h_in, tp.irreps_out.dim)
-            return last(torch.eye(last.h_in, dtype=hidden.dtype, device=hidden.device))[:, self.tp.expand]
+        def matrix() -> torch.Tensor:  # (h_in, tp.weight_numel)
+            return last(torch.eye(last.h_in, dtype=hidden.dtype, device=hidden.device))
 
+        def spread_matrix() -> torch.Tensor:  # (h_in, tp.irreps_out.dim)
+            return matrix()[:, self.tp.expand]
+
+        make = spread_matrix if spread else matrix
         if torch.is_grad_enabled():
-            return hidden, spread()
+            return hidden, make()
         # without gradients, kept while the layer's weights stay the same (as ``linear_map``)
-        return hidden, _kept(self, "_radial_matrix", (_versions(last.weight), hidden.dtype, hidden.device), spread)
+        key = (_versions(last.weight), hidden.dtype, hidden.device)
+        return hidden, _kept(self, "_radial_matrix" if spread else "_radial_last", key, make)
 
     def forward(self, node: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor,
                 src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -386,15 +407,20 @@ class GatedConvolution(nn.Module):
             (n_atoms, irreps_out.dim) features.
         """
         x = linear_map(self.linear_in, node)
-        hidden, matrix = self.radial_hidden(edge_radial)
-        chunk = max(256, MESSAGE_CHUNK // matrix.shape[1])
+        width = self.tp.irreps_out.dim
+        chunk = max(256, MESSAGE_CHUNK // width)
         if kernel_wanted(node.shape[0]):  # in compiled kernels, chunk by chunk
-            summed = x.new_zeros(node.shape[0], matrix.shape[1])
+            hidden, last = self.radial_hidden(edge_radial, spread=False)
+            summed = x.new_zeros(node.shape[0], width)
             for start in range(0, len(src), chunk):
-                edges = slice(start, start + chunk)
-                through_kernel(_add_messages, self.tp, summed, x, src[edges], dst[edges], edge_sh[edges],
-                               hidden[edges], matrix, size=len(src[edges]))
-            return self._update(node, summed)
+                if not kernels_on():  # a kernel could not be built: this pass again, eagerly (the eager numbers)
+                    break
+                through_kernel(_add_messages, self.tp, summed, x,
+                               *_chunk_of(start, chunk, src, dst, edge_sh, hidden), last,
+                               size=min(chunk, len(src) - start))
+            if kernels_on():
+                return self._update(node, summed)
+        hidden, matrix = self.radial_hidden(edge_radial)
         widths = self.tp.block_widths()
         apart = min(widths) >= SCATTER_APART
         sums = [x.new_zeros(node.shape[0], width) for width in (widths if apart else [sum(widths)])]

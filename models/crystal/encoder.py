@@ -36,10 +36,11 @@ LOGVAR_INIT = -6.0
 """Initial log-variance of the posterior."""
 
 
-def _edge_features(encoder: CrystalEncoder, lattice: torch.Tensor, frac: torch.Tensor, crystal: torch.Tensor,
-                   src: torch.Tensor, dst: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``CrystalEncoder.edge_features`` of a batch's arrays (``crystal``: each atom's crystal in the batch)."""
-    lattice = lattice[crystal]
+def _edge_features(encoder: CrystalEncoder, lattice: torch.Tensor, frac: torch.Tensor, src: torch.Tensor,
+                   dst: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``CrystalEncoder.edge_features`` of a batch's arrays (``lattice``: (n_atoms, 3, 3), each atom's crystal's: no
+    size of a kernel's inputs is the number of crystals, which is 1 for a lone crystal, a size a kernel is built for
+    on its own)."""
     pos = torch.einsum("ni,nij->nj", frac, lattice)
     vec = edge_vectors(pos=pos, lattice=lattice[src], src=src, dst=dst, image=image)
     dist = vec.norm(dim=-1)
@@ -98,7 +99,7 @@ class CrystalEncoder(nn.Module):
     def edge_features(self, batch: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(edge_sh (n_edges, irreps_sh.dim), edge_radial (n_edges, n_basis)) of a batch's edges (in a compiled kernel
         in a server process, ``models.equivariant.use_kernels``)."""
-        return through_kernel(_edge_features, self, batch.lattice, batch.frac, batch.batch, batch.src, batch.dst,
+        return through_kernel(_edge_features, self, batch.lattice[batch.batch], batch.frac, batch.src, batch.dst,
                               batch.image, size=min(batch.src.shape[0], batch.frac.shape[0]))
 
     def atom_features(self, batch: CrystalBatch) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from models.crystal.autoencoder import CrystalAutoencoder, ModelConfig
+from models.crystal.data import build_graph, collate, crystal_from_structure
 
 TOLERANCE = 1e-5
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -108,6 +109,29 @@ def test_primitive_input_needs_no_reduction(model):
         reduced = primitive_structure(structure)
         fast = model.encode_structures([reduced], primitive=True)[0][0].numpy()
         assert np.abs(fast - _latent(model, structure)).max() <= TOLERANCE
+
+
+def test_the_edge_features_kernel_is_built_once_for_one_crystal_or_many():
+    """The edge features' kernel takes no input sized by the number of crystals: a lone crystal after a batch (a decode
+    of one latent) needs no kernel of its own (dynamo's ``error_on_recompile`` makes a second build fail, which would
+    turn the kernels off), and gives the eager features."""
+    from models import equivariant
+
+    model = CrystalAutoencoder(config=ModelConfig(latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2,
+                                                  mul_message=4, readout_hidden=16, d_model=16, n_heads=2,
+                                                  decoder_layers=1, mlp_hidden=16)).eval()
+    graphs = [build_graph(crystal_from_structure(make()), cutoff=model.config.cutoff) for make in CRYSTALS.values()]
+    eager = model.encoder.edge_features(collate(graphs[2:3]))
+    equivariant.use_kernels(True)
+    try:
+        with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+            model.encoder.edge_features(collate(graphs))
+            alone = model.encoder.edge_features(collate(graphs[2:3]))
+        assert equivariant.kernels_on()
+    finally:
+        equivariant.use_kernels(False)
+    for compiled, expected in zip(alone, eager, strict=True):
+        torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_the_servers_compiled_kernels_give_the_eager_latents_and_keep_them_invariant():

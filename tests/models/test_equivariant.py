@@ -228,10 +228,35 @@ def test_compiled_kernels_give_what_the_eager_code_gives(kernels, monkeypatch):
     for one, other in zip(compiled, eager, strict=True):
         torch.testing.assert_close(one, other, rtol=1e-5, atol=1e-5)
     equivariant.use_kernels(True)
+    with torch.no_grad():  # the kernels read the radial network's last layer as it is now
+        conv.radial[-1].weight.mul_(2.0)
+        changed = conv(*args)
+        equivariant.use_kernels(False)
+        torch.testing.assert_close(changed, conv(*args), rtol=1e-5, atol=1e-5)
+        conv.radial[-1].weight.div_(2.0)
+    assert not torch.allclose(changed, eager[0])
+    equivariant.use_kernels(True)
     out = conv(*args)  # with gradients: eager, differentiable
     out.sum().backward()
     assert conv.radial[-1].weight.grad is not None
     torch.testing.assert_close(out.detach(), eager[0])
+
+
+def test_a_layers_kernels_are_built_once_for_one_chunk_of_edges_or_several(kernels, monkeypatch):
+    """A layer's kernels take the same inputs whether its edges are in one chunk or several (never views of part of a
+    tensor): no kernel is built again when a batch first has several chunks, as it would be under load (dynamo's
+    ``error_on_recompile`` makes a second build fail, which would turn the kernels off)."""
+    monkeypatch.setattr(equivariant, "MESSAGE_CHUNK", 1)  # 256 edges a chunk
+    conv, args = _small_convolution(n_atoms=6, n_edges=600)
+    conv = conv.float()
+    node, sh, radial, src, dst = (a.float() if a.is_floating_point() else a for a in args)
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        first = [sh[:200].clone(), radial[:200].clone(), src[:200].clone(), dst[:200].clone()]  # as the encoder's
+        one_chunk = conv(node, *first)
+        conv(node, sh, radial, src, dst)  # three chunks
+        again = conv(node, *first)
+    assert equivariant.kernels_on()
+    torch.testing.assert_close(again, one_chunk)  # (several threads may add in another order)
 
 
 def test_without_kernels_the_layer_runs_eagerly_with_a_warning(kernels, monkeypatch, caplog):
