@@ -76,6 +76,16 @@ def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
     return frame.iloc[index[record_id]]
 
 
+def value_of(dataset: str, record_id: str, column: str, settings: Settings):
+    """``row_of(dataset, record_id, settings)[column]`` without making the whole row (a path's frames ask for the
+    formulas of the known crystals they were made from: a row of every column cost about 0.2 ms each)."""
+    frame = table(check_dataset(dataset, settings), settings)
+    index = _index_of(dataset, settings)
+    if not isinstance(record_id, str) or record_id not in index:
+        raise ValueError(f"no material {str(record_id)[:80]!r} in dataset {dataset!r}")
+    return frame[column].iat[index[record_id]]
+
+
 def known_ids(frame: pd.DataFrame, ids: list, *, limit: int = SELECTION_KEPT) -> list[str]:
     """The entries of ``ids`` that are ids of ``frame`` (in order, at most ``limit``): a selection sent by a
     browser may hold anything."""
