@@ -468,7 +468,9 @@ def test_a_known_crystal_is_taken_only_when_the_encoder_puts_it_closer_to_z(trai
     z_t = torch.as_tensor(z, dtype=trained.dtype)
     alone, offered = search.search_decode(trained, z_t)[0], search.search_decode(trained, z_t, known=known)[0]
     distance = search.latent_distances(trained, z, [alone, offered], np.array([0, 0]))
-    assert distance[1] <= distance[0] + 1e-9
+    # float32 encodings: a crystal's distance moves in its last digits with the batch it is encoded in (the search
+    # measured these in other batches); here the two were 0.19964322 and 0.19964310 in a fresh virtualenv (session 29)
+    assert distance[1] <= distance[0] * (1 + 1e-5)
     from models.crystal.autoencoder import DecodedArrays
 
     assert rms_if_match(DecodedArrays.from_cells([offered]).structure(0), perovskite) is not None
