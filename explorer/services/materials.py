@@ -67,23 +67,27 @@ def _index_of(dataset: str, settings: Settings) -> dict[str, int]:
     return _index(str(path), path.stat().st_mtime_ns, dataset, str(settings.data_dir))
 
 
-def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
-    """The table row of ``record_id``; ValueError naming the id and dataset when there is none."""
+def _located(dataset: str, record_id: str, settings: Settings) -> tuple[pd.DataFrame, int]:
+    """(the table of ``dataset``, the position of ``record_id`` in it); ValueError naming the id and dataset when
+    there is none."""
     frame = table(check_dataset(dataset, settings), settings)
     index = _index_of(dataset, settings)
     if not isinstance(record_id, str) or record_id not in index:
         raise ValueError(f"no material {str(record_id)[:80]!r} in dataset {dataset!r}")
-    return frame.iloc[index[record_id]]
+    return frame, index[record_id]
+
+
+def row_of(dataset: str, record_id: str, settings: Settings) -> pd.Series:
+    """The table row of ``record_id``; ValueError naming the id and dataset when there is none."""
+    frame, position = _located(dataset, record_id, settings)
+    return frame.iloc[position]
 
 
 def value_of(dataset: str, record_id: str, column: str, settings: Settings):
     """``row_of(dataset, record_id, settings)[column]`` without making the whole row (a path's frames ask for the
     formulas of the known crystals they were made from: a row of every column cost about 0.2 ms each)."""
-    frame = table(check_dataset(dataset, settings), settings)
-    index = _index_of(dataset, settings)
-    if not isinstance(record_id, str) or record_id not in index:
-        raise ValueError(f"no material {str(record_id)[:80]!r} in dataset {dataset!r}")
-    return frame[column].iat[index[record_id]]
+    frame, position = _located(dataset, record_id, settings)
+    return frame[column].iat[position]
 
 
 def known_ids(frame: pd.DataFrame, ids: list, *, limit: int = SELECTION_KEPT) -> list[str]:
