@@ -9,7 +9,7 @@ over repeated runs, each run on the next of 256 latents of real crystals), both 
 (also offered the nearest crystals of the known map, ``explorer.services.model.known_cells``, when that map is built;
 alone, alone through a server's decode workers, ``explorer.services.batching.DecodeBatcher``, and in batches of 16 on
 one torch thread, each on latents of its own; the last three as a server process runs them, with its decode workers
-and the encoder's compiled kernels, ``models.equivariant.use_kernels``, and the batches also without them) and the
+and the encoder's compiled kernels, ``models.kernels.use_kernels``, and the batches also without them) and the
 plain one-pass decode,
 and, as a baseline measured in the same process, the time pymatgen takes to write one decoded crystal as CIF (what
 every click must do anyway), with the ratios to it.
@@ -100,7 +100,7 @@ def main() -> None:
     if known:  # as a server process decodes (explorer.serving.server_process): its workers and compiled kernels
         from explorer.services.batching import DecodeBatcher
         from explorer.serving import auto_decode_workers, auto_workers
-        from models.equivariant import use_kernels
+        from models.kernels import use_kernels
 
         z_served = model.encode_structures(served)[0].cpu().numpy()
         z_batched = model.encode_structures(batched)[0]

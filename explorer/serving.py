@@ -50,8 +50,8 @@ def auto_decode_workers(decode_workers: int, processes: int = 1) -> int:
 
 def server_process(settings: Settings) -> None:
     """Set up a server process: its compute threads (``server_threads``) and the encoder's compiled kernels
-    (``settings.compile_encoder``, ``models.equivariant.use_kernels``: built by its first decode, the warm-up's)."""
-    from models.equivariant import use_kernels
+    (``settings.compile_encoder``, ``models.kernels.use_kernels``: built by its first decode, the warm-up's)."""
+    from models.kernels import use_kernels
 
     server_threads()
     use_kernels(settings.compile_encoder)

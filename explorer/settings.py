@@ -91,8 +91,10 @@ class Settings(BaseSettings):
                                   "waits for at most the pass that is running.")
     compile_encoder: bool = Field(default=True, description="Server processes run the encoder's edge-wise work "
                                   "(harmonics, radial networks, messages) in kernels that torch.compile builds with "
-                                  "the machine's C++ compiler (at the first start, then kept on disk); without a "
-                                  "compiler they run it eagerly and say so in the log.")
+                                  "the machine's C++ compiler (at the first start, then kept on disk), the messages "
+                                  "in a C kernel of the project's (models/messages.c, built in under a second, kept "
+                                  "in ~/.cache or $EXPLORER_KERNEL_CACHE); without a compiler they run it eagerly "
+                                  "and say so in the log.")
     decode_batching: bool = Field(
         default=True,
         description="Decodes that arrive while the model is busy run together in one forward pass (many users at "

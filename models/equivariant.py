@@ -10,19 +10,21 @@ Inside ``GatedConvolution`` the messages stay channel-major (per input block: ch
 components) until they are summed over each atom's neighbours; only the sums, one row per atom instead of one per
 edge, are put back in the irreps order that ``e3nn.o3.Linear`` reads. Each path's weight is spread over its columns
 by the radial network's last layer, so a block's weighting is one product, and the edges go through in chunks
-whose messages fit in a core's cache (``MESSAGE_CHUNK``).
+whose messages fit in a core's cache (``MESSAGE_CHUNK``). A server's forward passes run these edge-wise parts in
+compiled kernels instead (``models.kernels.use_kernels``; the messages in C, ``models.native``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 
 import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
+
+from models import native
+from models.kernels import kernel_wanted, kernels_on, through_kernel
 
 MESSAGE_CHUNK = 1 << 20
 """Message values (edges x message width) computed at a time by ``GatedConvolution``: about 4 MB of float32, close to
@@ -35,59 +37,6 @@ this many columns (the middle layer of the default encoder: 72, 96 and 56), inst
 side for one sum (that copy was a sixth of the tensor product's time). Narrow blocks (the last layer's 8, 8 and 4) go
 as one: a sum over a few columns per row costs more per column (13,000 edges: 12.1 ms against 12.9 ms for the middle
 layer, 0.56 against 0.36 ms for the last one's on 1,500 edges, session 28). The sums are the same to the bit."""
-
-
-LOG = logging.getLogger("explorer")
-_KERNELS: dict = {"on": False}
-_KERNELS_LOCK = threading.Lock()
-
-
-def use_kernels(enabled: bool = True) -> None:
-    """Whether this process's forward passes of the encoder without gradients run their edge-wise parts (edge vectors,
-    harmonics and radial basis; the radial networks; each layer's messages and their sums) in kernels that
-    ``torch.compile`` builds (inductor: C++ made by the machine's compiler on the first pass, about 7-20 s for the
-    default encoder at the first start, then kept in torch's cache folder), rather than one torch operation after
-    the other (``through_kernel``).
-
-    Each edge's weights, harmonics and neighbour channels then meet in one loop, and no message is written to memory:
-    the messages are added in the same order as eagerly, but the kernels may multiply out in another order and
-    compute the harmonics and activations by other formulas, so the numbers may differ in the last bits of float32
-    (see the model card for what it changes and gains). Where a kernel cannot be built (no C++ compiler) the first
-    pass logs why and every pass runs eagerly. The server turns them on (``settings.compile_encoder``); scripts,
-    training and tests run eagerly unless they call this."""
-    with _KERNELS_LOCK:
-        _KERNELS.clear()
-        _KERNELS["on"] = bool(enabled)
-
-
-def kernels_on() -> bool:
-    """Whether ``use_kernels`` is on (and no kernel has failed)."""
-    return bool(_KERNELS["on"])
-
-
-def kernel_wanted(size: int) -> bool:
-    """Whether ``through_kernel`` compiles a call that takes ``size`` edges or atoms: kernels on, gradients off, and at
-    least 2 (torch.compile would build other kernels for sizes 0 and 1)."""
-    return kernels_on() and not torch.is_grad_enabled() and size >= 2
-
-
-def through_kernel(function, *args, size: int):
-    """``function(*args)``, through its compiled kernel when ``kernel_wanted(size)`` (``size``: the edges or atoms it
-    takes); eagerly when the kernel cannot be built here, which turns the kernels off with a warning."""
-    if not kernel_wanted(size):
-        return function(*args)
-    kernel = _KERNELS.get(function)
-    if kernel is None:
-        with _KERNELS_LOCK:
-            kernel = _KERNELS.setdefault(function, torch.compile(function, dynamic=True))
-    try:
-        return kernel(*args)
-    except Exception as exc:  # noqa: BLE001 - whatever stops a kernel (no compiler, inductor) leaves the eager code
-        with _KERNELS_LOCK:
-            if _KERNELS["on"]:
-                _KERNELS["on"] = False
-                LOG.warning("the encoder runs without compiled kernels: %s: %s", type(exc).__name__, str(exc)[:300])
-        return function(*args)
 
 
 def _add_messages(tp: EdgeTensorProduct, summed: torch.Tensor, x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
@@ -332,6 +281,20 @@ def gate_map(gate: Gate, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([out, x[..., gated] * weights], dim=-1)
 
 
+def native_tables(tp: EdgeTensorProduct) -> native.MessageTables | None:
+    """The C kernel's tables of ``tp`` (``models.native.MessageTables``), kept while its couplings stay the same; None
+    for a tensor product the kernel does not take (a block of more than ``models.native.MAX_CHANNELS`` channels)."""
+
+    def make() -> native.MessageTables | None:
+        try:
+            return native.MessageTables.of(tp)
+        except ValueError:
+            return None
+
+    couplings = [getattr(tp, f"coupling{b}") for b in range(len(tp.blocks))]
+    return _kept(tp, "_native_tables", _versions(*couplings), make)
+
+
 def make_gate(irreps_out: o3.Irreps) -> Gate:
     """A Gate whose output is ``irreps_out``: silu on even and tanh on odd scalars, sigmoid gates for l > 0."""
     scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
@@ -372,26 +335,28 @@ class GatedConvolution(nn.Module):
         self.self_connection = o3.Linear(self.irreps_in, self.gate.irreps_in)
         self.residual = self.irreps_in == self.irreps_out
 
-    def radial_hidden(self, edge_radial: torch.Tensor, *, spread: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """The radial network up to its last layer, and that layer, a linear map without bias, as a matrix: with
-        ``spread``, spread over the tensor product's columns (``hidden @ matrix`` is (n_edges, tp.irreps_out.dim), each
-        path's weight on each of its columns, channel-major: ``EdgeTensorProduct.channel_major``), else as it is
-        (h_in, tp.weight_numel), whose columns ``tp.expand`` spreads."""
+    def radial_hidden(self, edge_radial: torch.Tensor, *, order: str = "spread") -> tuple[torch.Tensor, torch.Tensor]:
+        """The radial network up to its last layer, and that layer, a linear map without bias, as a matrix whose
+        columns are in ``order``: "spread", spread over the tensor product's columns (``hidden @ matrix`` is (n_edges,
+        tp.irreps_out.dim), each path's weight on each of its columns, channel-major:
+        ``EdgeTensorProduct.channel_major``); "paths", as it is (h_in, tp.weight_numel), whose columns ``tp.expand``
+        spreads; "native", its columns in the order of the C kernel (``models.native.MessageTables.w_order``)."""
+        if order not in ("spread", "paths", "native"):
+            raise ValueError(f"order must be 'spread', 'paths' or 'native', got {order!r}")
         hidden = through_kernel(_hidden, self.radial, edge_radial, size=edge_radial.shape[0])
         last = self.radial[-1]
 
-        def matrix() -> torch.Tensor:  # (h_in, tp.weight_numel)
-            return last(torch.eye(last.h_in, dtype=hidden.dtype, device=hidden.device))
+        def matrix() -> torch.Tensor:  # (h_in, tp.weight_numel), or its columns in ``order``
+            paths = last(torch.eye(last.h_in, dtype=hidden.dtype, device=hidden.device))
+            if order == "spread":
+                return paths[:, self.tp.expand]
+            return paths if order == "paths" else paths[:, native_tables(self.tp).w_order].contiguous()
 
-        def spread_matrix() -> torch.Tensor:  # (h_in, tp.irreps_out.dim)
-            return matrix()[:, self.tp.expand]
-
-        make = spread_matrix if spread else matrix
         if torch.is_grad_enabled():
-            return hidden, make()
+            return hidden, matrix()
         # without gradients, kept while the layer's weights stay the same (as ``linear_map``)
         key = (_versions(last.weight), hidden.dtype, hidden.device)
-        return hidden, _kept(self, "_radial_matrix" if spread else "_radial_last", key, make)
+        return hidden, _kept(self, f"_radial_{order}", key, matrix)
 
     def forward(self, node: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor,
                 src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -407,19 +372,17 @@ class GatedConvolution(nn.Module):
             (n_atoms, irreps_out.dim) features.
         """
         x = linear_map(self.linear_in, node)
+        if kernel_wanted(node.shape[0]):
+            tables = native_tables(self.tp) if native.wanted(x) else None
+            if tables is not None:  # the C kernel
+                messages = self._native_messages(tables, x, edge_sh, edge_radial, src, dst)
+            else:
+                summed = self._compiled_messages(x, edge_sh, edge_radial, src, dst)
+                messages = None if summed is None else summed[:, self.tp.to_irreps]
+            if messages is not None:
+                return self._update(node, messages)
         width = self.tp.irreps_out.dim
         chunk = max(256, MESSAGE_CHUNK // width)
-        if kernel_wanted(node.shape[0]):  # in compiled kernels, chunk by chunk
-            hidden, last = self.radial_hidden(edge_radial, spread=False)
-            summed = x.new_zeros(node.shape[0], width)
-            for start in range(0, len(src), chunk):
-                if not kernels_on():  # a kernel could not be built: this pass again, eagerly (the eager numbers)
-                    break
-                through_kernel(_add_messages, self.tp, summed, x,
-                               *_chunk_of(start, chunk, src, dst, edge_sh, hidden), last,
-                               size=min(chunk, len(src) - start))
-            if kernels_on():
-                return self._update(node, summed)
         hidden, matrix = self.radial_hidden(edge_radial)
         widths = self.tp.block_widths()
         apart = min(widths) >= SCATTER_APART
@@ -430,11 +393,44 @@ class GatedConvolution(nn.Module):
             if not apart and len(parts) > 1:
                 parts = [torch.cat(parts, dim=-1)]
             sums = [total.index_add(0, src[edges], part) for total, part in zip(sums, parts, strict=True)]
-        return self._update(node, sums[0] if len(sums) == 1 else torch.cat(sums, dim=-1))
+        summed = sums[0] if len(sums) == 1 else torch.cat(sums, dim=-1)
+        return self._update(node, summed[:, self.tp.to_irreps])
 
-    def _update(self, node: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
-        """The new node features from the old ones and the messages ``summed`` on each atom (channel-major)."""
-        mixed = linear_map(self.linear_out, summed[:, self.tp.to_irreps] * self.norm) + linear_map(
-            self.self_connection, node)
+    def _native_messages(self, tables: native.MessageTables, x: torch.Tensor, edge_sh: torch.Tensor,
+                         edge_radial: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """The messages summed on each atom by the C kernel (``models.native``), in the order of ``tp.irreps_out``: the
+        path weights of a chunk of edges at a time (``MESSAGE_CHUNK``), each chunk's messages added at once. None when
+        the radial network's kernel could not be built (the caller does this pass again eagerly)."""
+        hidden, matrix = self.radial_hidden(edge_radial, order="native")
+        if not kernels_on():
+            return None
+        features = x[:, tables.x_order]
+        summed = x.new_zeros(x.shape[0], len(tables.to_irreps))
+        chunk = max(256, MESSAGE_CHUNK // matrix.shape[1])
+        for start in range(0, len(src), chunk):
+            edges = slice(start, start + chunk)
+            native.add_messages(tables, summed, features, src[edges], dst[edges], edge_sh[edges],
+                                hidden[edges] @ matrix)
+        return summed[:, tables.to_irreps]
+
+    def _compiled_messages(self, x: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor,
+                           src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
+        """The messages summed on each atom (channel-major) in ``torch.compile``'s kernels, chunk by chunk; None when a
+        kernel could not be built (the caller does this pass again eagerly, for the eager numbers)."""
+        width = self.tp.irreps_out.dim
+        chunk = max(256, MESSAGE_CHUNK // width)
+        hidden, last = self.radial_hidden(edge_radial, order="paths")
+        summed = x.new_zeros(x.shape[0], width)
+        for start in range(0, len(src), chunk):
+            if not kernels_on():
+                return None
+            through_kernel(_add_messages, self.tp, summed, x, *_chunk_of(start, chunk, src, dst, edge_sh, hidden), last,
+                           size=min(chunk, len(src) - start))
+        return summed if kernels_on() else None
+
+    def _update(self, node: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
+        """The new node features from the old ones and the ``messages`` summed on each atom (in the order of
+        ``tp.irreps_out``)."""
+        mixed = linear_map(self.linear_out, messages * self.norm) + linear_map(self.self_connection, node)
         out = gate_map(self.gate, mixed)
         return out + node if self.residual else out

@@ -29,8 +29,9 @@ from e3nn.math import soft_one_hot_linspace
 from torch import nn
 
 from models.crystal.data import MAX_Z, CrystalBatch
-from models.equivariant import GatedConvolution, hidden_irreps, through_kernel
+from models.equivariant import GatedConvolution, hidden_irreps
 from models.graph import edge_vectors
+from models.kernels import through_kernel
 
 LOGVAR_INIT = -6.0
 """Initial log-variance of the posterior."""
@@ -98,7 +99,7 @@ class CrystalEncoder(nn.Module):
 
     def edge_features(self, batch: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(edge_sh (n_edges, irreps_sh.dim), edge_radial (n_edges, n_basis)) of a batch's edges (in a compiled kernel
-        in a server process, ``models.equivariant.use_kernels``)."""
+        in a server process, ``models.kernels.use_kernels``)."""
         return through_kernel(_edge_features, self, batch.lattice[batch.batch], batch.frac, batch.src, batch.dst,
                               batch.image, size=min(batch.src.shape[0], batch.frac.shape[0]))
 

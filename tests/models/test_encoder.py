@@ -115,7 +115,7 @@ def test_the_edge_features_kernel_is_built_once_for_one_crystal_or_many():
     """The edge features' kernel takes no input sized by the number of crystals: a lone crystal after a batch (a decode
     of one latent) needs no kernel of its own (dynamo's ``error_on_recompile`` makes a second build fail, which would
     turn the kernels off), and gives the eager features."""
-    from models import equivariant
+    from models.kernels import kernels_on, use_kernels
 
     model = CrystalAutoencoder(config=ModelConfig(latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2,
                                                   mul_message=4, readout_hidden=16, d_model=16, n_heads=2,
@@ -123,23 +123,23 @@ def test_the_edge_features_kernel_is_built_once_for_one_crystal_or_many():
     graphs = [build_graph(crystal_from_structure(make()), cutoff=model.config.cutoff) for make in CRYSTALS.values()]
     eager = model.encoder.edge_features(collate(graphs[2:3]))
     torch._dynamo.reset()  # no kernel of an earlier test's model counts as a first build
-    equivariant.use_kernels(True)
+    use_kernels(True)
     try:
         with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
             model.encoder.edge_features(collate(graphs))
             alone = model.encoder.edge_features(collate(graphs[2:3]))
-        assert equivariant.kernels_on()
+        assert kernels_on()
     finally:
-        equivariant.use_kernels(False)
+        use_kernels(False)
     for compiled, expected in zip(alone, eager, strict=True):
         torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_the_servers_compiled_kernels_give_the_eager_latents_and_keep_them_invariant():
-    """With the kernels a server process runs (``models.equivariant.use_kernels``: edge features, radial networks,
+    """With the kernels a server process runs (``models.kernels.use_kernels``: edge features, radial networks,
     messages), the latents of NaCl, Si, SrTiO3, graphite and quartz, one by one and batched, are the eager ones to
     float32 rounding, and a rotated, translated supercell still shares its crystal's latent."""
-    from models import equivariant
+    from models.kernels import kernels_on, use_kernels
 
     torch.manual_seed(0)
     config = ModelConfig(latent_dim=16, mul_scalar=8, mul_vector=4, mul_tensor=2, mul_message=4, readout_hidden=16,
@@ -147,15 +147,15 @@ def test_the_servers_compiled_kernels_give_the_eager_latents_and_keep_them_invar
     model = CrystalAutoencoder(config=config).eval()  # float32, as the app
     structures = [make() for make in CRYSTALS.values()]
     eager = model.encode_structures(structures, batch_size=2)[0]
-    equivariant.use_kernels(True)
+    use_kernels(True)
     try:
         compiled = model.encode_structures(structures, batch_size=2)[0]
         alone = torch.cat([model.encode_structures([s])[0] for s in structures])
         moved = _variants(structures[2], np.random.default_rng(0))
         variants = model.encode_structures(list(moved.values()))[0]
-        assert equivariant.kernels_on()  # built and used here
+        assert kernels_on()  # built and used here
     finally:
-        equivariant.use_kernels(False)
+        use_kernels(False)
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(alone, eager, rtol=1e-5, atol=1e-5)
     assert (variants - eager[2]).abs().max() <= 1e-4

@@ -7,8 +7,9 @@ import torch
 from e3nn import o3
 from e3nn.util.test import assert_equivariant
 
-from models import equivariant
+from models import equivariant, native
 from models.equivariant import EdgeTensorProduct, GatedConvolution, gate_map, hidden_irreps, linear_map, make_gate
+from models.kernels import kernels_on, use_kernels
 
 IRREPS_SH = o3.Irreps.spherical_harmonics(2)
 
@@ -206,36 +207,40 @@ def test_gated_convolution_sums_each_block_apart_or_side_by_side_to_the_bit(monk
 @pytest.fixture
 def kernels():
     """``use_kernels`` on for one test, off again after it (whatever the test did)."""
-    equivariant.use_kernels(True)
+    use_kernels(True)
     yield
-    equivariant.use_kernels(False)
+    use_kernels(False)
 
 
-def test_compiled_kernels_give_what_the_eager_code_gives(kernels, monkeypatch):
+@pytest.mark.parametrize("in_c", [True, False], ids=["messages in C", "messages in torch.compile"])
+def test_compiled_kernels_give_what_the_eager_code_gives(kernels, monkeypatch, in_c):
     """The server's compiled kernels (``use_kernels``) give the layer the eager code gives, to float32 rounding: in
-    chunks of edges, with a last chunk of one edge, for one atom (eager: the same bits), in float32 as the app runs;
-    with gradients the eager code runs."""
+    chunks of edges, with a last chunk of one edge, for one atom (eager: the same bits), in float32 as the app runs,
+    with the messages in the C kernel (``models.native``) or, where it cannot be built, in ``torch.compile``'s; with
+    gradients the eager code runs."""
     monkeypatch.setattr(equivariant, "MESSAGE_CHUNK", 1)  # 256 edges a chunk
+    if not in_c:
+        monkeypatch.setattr(native, "wanted", lambda x: False)
     conv, args = _small_convolution(n_atoms=6, n_edges=769)  # 3 chunks of 256 and one of 1 edge
     conv = conv.float()
     args = [a.float() if a.is_floating_point() else a for a in args]
     lone = [args[0][:1], args[1][:5], args[2][:5], torch.zeros(5, dtype=torch.long), torch.zeros(5, dtype=torch.long)]
     with torch.no_grad():
         compiled = [conv(*args), conv(*lone)]
-        assert equivariant.kernels_on()
-        equivariant.use_kernels(False)
+        assert kernels_on()
+        use_kernels(False)
         eager = [conv(*args), conv(*lone)]
     for one, other in zip(compiled, eager, strict=True):
         torch.testing.assert_close(one, other, rtol=1e-5, atol=1e-5)
-    equivariant.use_kernels(True)
+    use_kernels(True)
     with torch.no_grad():  # the kernels read the radial network's last layer as it is now
         conv.radial[-1].weight.mul_(2.0)
         changed = conv(*args)
-        equivariant.use_kernels(False)
+        use_kernels(False)
         torch.testing.assert_close(changed, conv(*args), rtol=1e-5, atol=1e-5)
         conv.radial[-1].weight.div_(2.0)
     assert not torch.allclose(changed, eager[0])
-    equivariant.use_kernels(True)
+    use_kernels(True)
     out = conv(*args)  # with gradients: eager, differentiable
     out.sum().backward()
     assert conv.radial[-1].weight.grad is not None
@@ -245,8 +250,10 @@ def test_compiled_kernels_give_what_the_eager_code_gives(kernels, monkeypatch):
 def test_a_layers_kernels_are_built_once_for_one_chunk_of_edges_or_several(kernels, monkeypatch):
     """A layer's kernels take the same inputs whether its edges are in one chunk or several (never views of part of a
     tensor): no kernel is built again when a batch first has several chunks, as it would be under load (dynamo's
-    ``error_on_recompile`` makes a second build fail, which would turn the kernels off)."""
+    ``error_on_recompile`` makes a second build fail, which would turn the kernels off). The messages go through
+    ``torch.compile``'s kernel here, as where the C kernel (``models.native``) cannot be built."""
     monkeypatch.setattr(equivariant, "MESSAGE_CHUNK", 1)  # 256 edges a chunk
+    monkeypatch.setattr(native, "wanted", lambda x: False)
     conv, args = _small_convolution(n_atoms=6, n_edges=600)
     conv = conv.float()
     node, sh, radial, src, dst = (a.float() if a.is_floating_point() else a for a in args)
@@ -256,7 +263,7 @@ def test_a_layers_kernels_are_built_once_for_one_chunk_of_edges_or_several(kerne
         one_chunk = conv(node, *first)
         conv(node, sh, radial, src, dst)  # three chunks
         again = conv(node, *first)
-    assert equivariant.kernels_on()
+    assert kernels_on()
     torch.testing.assert_close(again, one_chunk)  # (several threads may add in another order)
 
 
@@ -272,11 +279,11 @@ def test_without_kernels_the_layer_runs_eagerly_with_a_warning(kernels, monkeypa
         return fails
 
     monkeypatch.setattr(torch, "compile", no_compiler)
-    equivariant.use_kernels(True)
+    use_kernels(True)
     conv, args = _small_convolution(n_atoms=6, n_edges=300)
     with torch.no_grad(), caplog.at_level("WARNING", logger="explorer"):
         first = conv(*args)
-        assert not equivariant.kernels_on()
+        assert not kernels_on()
         assert torch.equal(first, conv(*args))
     assert len(built) == 1  # tried once
     assert "without compiled kernels: RuntimeError: no C++ compiler found" in caplog.text
