@@ -18,15 +18,22 @@ import time
 import numpy as np
 from pymatgen.core import Structure
 
-CLICK_WAIT = 0.5
-"""Seconds after its arrival that a one-latent decode (a click on empty space) is due (``DecodeBatcher``)."""
+CLICK_WAIT = 1.5
+"""Seconds after its arrival that a one-latent decode (a click on empty space) is due (``DecodeBatcher``). Under
+``bench/load.py``'s load (session 30, about 55 requests/s, two runs each): at 0.5 s decodes p95 0.5-0.8 s and paths
+p95 3.4-4.3 s (a path waited for every decode that arrived within 3.5 s of it); at 1.0 s 0.53 and 3.4-3.5 s; at 1.5 s
+0.49-0.56 and 3.1 s; at 2.0 s (one run) 0.81 and 3.1 s. With the cores overloaded (session 27, about 30 requests/s),
+what paths gained decodes lost: at 2 s decodes p95 2.5 s and paths 5.8 s, at 0.5 s 1.9 and 6.2 s."""
 
 PATH_WAIT = 4.0
 """Seconds after its arrival that a decode of several latents (an interpolation path) is due: #12's target for a
-path's 95th percentile under ``bench/load.py``'s load. With ``CLICK_WAIT`` at that load's decode target (2 s) too,
-decodes went past it (p95 2.5 s, paths 5.8 s); at 1 s, 2.0 and 6.5 s; at 0.5 s, 1.9 and 6.2 s, against 0.9 and 7.6 s
-with clicks always first (session 27, one run each, about 30 requests/s: with the cores full, what paths gain decodes
-lose)."""
+path's 95th percentile under ``bench/load.py``'s load."""
+
+CLICK_COMPANY = 12
+"""Most latents of a pass led by a click (a decode of one latent) when it takes a path that is not due yet: a click and
+one 10-step path's new frames. A pass of one latent costs about twice as much CPU per latent as one of 8 (15 against
+6.6 ms, the load's decodes in one process, session 30). Under ``bench/load.py``'s load with ``CLICK_WAIT`` 1.5 s, two
+runs each: decodes p95 0.49-0.56 s and paths p95 3.1 s, against 0.63-0.88 and 3.3-3.6 s with clicks alone."""
 
 MODEL_LOCK = threading.Lock()
 """Held by model calls outside a ``DecodeBatcher`` (encodes, unbatched decodes, a batcher with one worker)."""
@@ -42,9 +49,10 @@ class DecodeBatcher:
     Which requests go first: each has a deadline, its arrival plus ``click_wait`` for one latent (a click on empty
     space) or ``path_wait`` for more (an interpolation path), and a pass takes the request due first, then whatever
     else of the same known crystals fits in ``max_batch`` latents, in order of their deadlines (earliest deadline
-    first); a pass led by a click takes a path only when that path is due, so under light load a click never waits
-    for a path's latents. Under heavy load the requests are about equally late for their deadlines: a path waits about
-    ``path_wait - click_wait`` longer than a click, and never starves, as its deadline comes (``PATH_WAIT``). The
+    first); a pass led by a click takes a path that is not due only while the pass stays within ``click_company``
+    latents (one path's frames), so a click waits for at most one path's latents. Under heavy load the requests are
+    about equally late for their deadlines: a path waits about ``path_wait - click_wait`` longer than a click, and
+    never starves, as its deadline comes (``PATH_WAIT``). The
     encoder's check costs about the same per latent in a batch of 10 as of 200, so small batches lose little
     throughput.
 
@@ -60,9 +68,9 @@ class DecodeBatcher:
     """
 
     def __init__(self, model, *, max_batch: int = 32, workers: int = 1, click_wait: float = CLICK_WAIT,
-                 path_wait: float = PATH_WAIT) -> None:
+                 path_wait: float = PATH_WAIT, click_company: int = CLICK_COMPANY) -> None:
         self.model, self.max_batch, self.workers = model, max_batch, workers
-        self.click_wait, self.path_wait = click_wait, path_wait
+        self.click_wait, self.path_wait, self.click_company = click_wait, path_wait, click_company
         self._taking, self._counting = threading.Lock(), threading.Lock()
         self._large = 0  # workers decoding a batch of more than max_batch // 2 latents now
         self.largest_batch = 0  # most requests decoded in one pass so far (for tests and benchmarks)
@@ -107,8 +115,9 @@ class DecodeBatcher:
         for request in everyone:
             if request["known"] is not first["known"]:  # one library per pass: the first request's
                 continue
-            if len(first["z"]) == 1 and len(request["z"]) > 1 and request["due"] > now:
-                continue  # a click does not wait for a path's latents that are not due yet
+            if len(first["z"]) == 1 and len(request["z"]) > 1 and request["due"] > now \
+                    and size + len(request["z"]) > min(limit, self.click_company):
+                continue  # a click waits for no more of a path's latents not due yet than ``click_company``
             if not batch or size + len(request["z"]) <= limit:
                 batch.append(request)
                 size += len(request["z"])

@@ -139,9 +139,9 @@ def _request(z: np.ndarray, arrival: int, known=None, due: float | None = None) 
 
 def test_the_batcher_takes_the_request_due_first_and_fills_the_pass_in_order_of_deadlines():
     """Earliest deadline first: a click due before an older path goes first, with the other clicks but without the
-    path while it is not due; a path past its deadline goes before clicks due later, and the clicks that fit join it;
-    what does not fit waits for the next pass."""
-    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=12)
+    path while it is not due (no path's latents in a click's company here); a path past its deadline goes before
+    clicks due later, and the clicks that fit join it; what does not fit waits for the next pass."""
+    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=12, click_company=1)
     path = _request(np.full((10, 2), 1.0, dtype=np.float32), 0, due=2.0)
     clicks = [_request(np.full((1, 2), 2.0 + k, dtype=np.float32), 1 + k, due=0.5 + k) for k in range(4)]
     batcher._backlog = [path, *clicks]  # as if all five arrived while the model was busy
@@ -159,6 +159,22 @@ def test_the_batcher_takes_the_request_due_first_and_fills_the_pass_in_order_of_
     assert batcher.next_batch() == [path]
     batcher._run([path])
     assert path["done"].is_set() and path["result"] == [2.0] * 10
+
+
+def test_a_click_takes_a_path_not_yet_due_when_they_fit_in_its_company():
+    """A pass led by a click takes paths that are not due yet while it stays within ``click_company`` latents (a
+    click alone costs about twice as much CPU per latent as a pass of 8); a path that would make it larger waits."""
+    batcher = batching.DecodeBatcher(_CountingModel(), max_batch=32, click_company=12)
+    click = _request(np.full((1, 2), 1.0, dtype=np.float32), 0, due=0.5)
+    paths = [_request(np.full((8, 2), 2.0 + k, dtype=np.float32), 1 + k, due=4.0 + k) for k in range(2)]
+    big = _request(np.full((12, 2), 5.0, dtype=np.float32), 3, due=3.0)
+    batcher._backlog = [click, big, *paths]
+    assert [r["arrival"] for r in batcher.next_batch()] == [0, 1]  # the click and the first path that fits: 9
+    assert [r["arrival"] for r in batcher.next_batch()] == [3, 2]  # then by deadlines, up to 32 latents
+    alone = _request(np.full((1, 2), 6.0, dtype=np.float32), 4, due=0.5)
+    batcher._backlog = [alone, _request(np.full((12, 2), 7.0, dtype=np.float32), 5, due=4.0)]
+    assert [r["arrival"] for r in batcher.next_batch()] == [4]  # 13 latents would be more than its company
+    assert batching.CLICK_COMPANY == 12 and batching.DecodeBatcher(_CountingModel()).click_company == 12
 
 
 def test_while_one_worker_decodes_a_large_batch_the_next_takes_a_small_one():
@@ -184,11 +200,11 @@ def test_one_pass_decodes_requests_of_one_set_of_known_crystals():
                         _request(np.ones((2, 2), dtype=np.float32), 3, theirs)]
     first = batcher.next_batch()
     assert [r["arrival"] for r in first] == [0, 2]  # due first, with the click of the same known crystals
-    second = batcher.next_batch()
-    assert [r["arrival"] for r in second] == [1] and batcher._backlog[0]["arrival"] == 3
+    second = batcher.next_batch()  # a click, and a small path of its known crystals in its company
+    assert [r["arrival"] for r in second] == [1, 3] and not batcher._backlog
     batcher._run(first)
     assert batcher.model.known is mine and first[0]["result"] == [2.0] * 3 and first[1]["result"] == [2.0]
-    batcher._run(batcher.next_batch())
+    batcher._run(second)
     assert batcher.model.known is theirs
 
 
