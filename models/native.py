@@ -98,24 +98,29 @@ def _build(compiler: str) -> Path:
 def library() -> ctypes.CDLL | None:
     """The built kernel (built on the first call of a process), or None where it cannot be built or loaded here (the
     first call logs why)."""
-    with _LOCK:
-        if "library" not in _STATE:
-            _STATE["library"] = None
-            try:
-                compiler = _compiler()
-                if compiler is None:
-                    raise OSError("no C compiler (cc, gcc, clang or $CC) found")
-                loaded = ctypes.CDLL(str(_build(compiler)))
-                pointer, integer = ctypes.c_void_p, ctypes.c_int64
-                loaded.add_messages.argtypes = [integer, pointer, pointer, integer, pointer, integer, pointer,
-                                                integer, pointer, integer, pointer, integer, integer, pointer,
-                                                pointer, pointer, pointer]
-                loaded.add_messages.restype = ctypes.c_int
-                _STATE["library"] = loaded
-            except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-                LOG.warning("the encoder's messages run in torch.compile's kernels, not in C: %s: %s",
-                            type(exc).__name__, str(exc)[:300])
-        return _STATE["library"]
+    if "library" not in _STATE:
+        with _LOCK:
+            if "library" not in _STATE:
+                _STATE["library"] = _load()
+    return _STATE["library"]
+
+
+def _load() -> ctypes.CDLL | None:
+    try:
+        compiler = _compiler()
+        if compiler is None:
+            raise OSError("no C compiler (cc, gcc, clang or $CC) found")
+        loaded = ctypes.CDLL(str(_build(compiler)))
+        pointer, integer = ctypes.c_void_p, ctypes.c_int64
+        loaded.add_messages.argtypes = [integer, pointer, pointer, integer, pointer, integer, pointer, integer,
+                                        pointer, integer, pointer, integer, integer, pointer, pointer, pointer,
+                                        pointer]
+        loaded.add_messages.restype = ctypes.c_int
+        return loaded
+    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+        LOG.warning("the encoder's messages run in torch.compile's kernels, not in C: %s: %s", type(exc).__name__,
+                    str(exc)[:300])
+        return None
 
 
 @dataclass(frozen=True)
