@@ -37,6 +37,16 @@ def _eager_sums(tp: EdgeTensorProduct, x, sh, weights, src, dst, n_atoms):
     return torch.zeros(n_atoms, tp.irreps_out.dim).index_add(0, src, tp(x[dst], sh, weights))
 
 
+def _float_convolution(*, n_edges: int, seed: int) -> tuple[GatedConvolution, list[torch.Tensor]]:
+    """A float32 hidden-to-hidden layer on 6 atoms (as the app runs) and random arguments for it."""
+    torch.manual_seed(seed)
+    irreps = hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=2, both_parities=False)
+    conv = GatedConvolution(irreps_in=irreps, irreps_out=irreps, irreps_sh=IRREPS_SH, n_basis=4, radial_hidden=8,
+                            avg_num_neighbors=3.0, mul_message=4).float()
+    return conv, [irreps.randn(6, -1), IRREPS_SH.randn(n_edges, -1), torch.rand(n_edges, 4),
+                  torch.randint(0, 6, (n_edges,)), torch.randint(0, 6, (n_edges,))]
+
+
 @pytest.mark.parametrize("muls", [(8, 8, 4), (4, 3, 2), (16, 5, 1)])
 def test_the_c_kernel_sums_the_eager_tensor_products(fresh, muls):
     """For blocks of 8, 4 and 16 channels (loops of a known length) and of 1, 2, 3 or 5 (the general loop), of
@@ -63,12 +73,7 @@ def test_a_layer_with_kernels_on_sums_its_messages_in_c_and_gives_the_eager_feat
     real = native.add_messages
     monkeypatch.setattr(native, "add_messages", lambda *args: calls.append(len(args[3])) or real(*args))
     monkeypatch.setattr(equivariant, "MESSAGE_CHUNK", 1)  # 256 edges a chunk
-    torch.manual_seed(1)
-    irreps = hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=2, both_parities=False)
-    conv = GatedConvolution(irreps_in=irreps, irreps_out=irreps, irreps_sh=IRREPS_SH, n_basis=4, radial_hidden=8,
-                            avg_num_neighbors=3.0, mul_message=4).float()
-    args = [irreps.randn(6, -1), IRREPS_SH.randn(600, -1), torch.rand(600, 4), torch.randint(0, 6, (600,)),
-            torch.randint(0, 6, (600,))]
+    conv, args = _float_convolution(n_edges=600, seed=1)
     with torch.no_grad():
         in_c = conv(*args)
         assert calls == [256, 256, 88]
@@ -127,12 +132,7 @@ def test_without_a_c_compiler_the_layer_runs_in_torch_compiles_kernel(fresh, ker
     """Where there is no C compiler (or it fails), the log says so once and the layers use ``torch.compile``'s kernel,
     which gives the eager features."""
     monkeypatch.setenv("CC", "no-such-compiler-here")
-    torch.manual_seed(2)
-    irreps = hidden_irreps(mul_scalar=8, mul_vector=4, mul_tensor=2, lmax=2, both_parities=False)
-    conv = GatedConvolution(irreps_in=irreps, irreps_out=irreps, irreps_sh=IRREPS_SH, n_basis=4, radial_hidden=8,
-                            avg_num_neighbors=3.0, mul_message=4).float()
-    args = [irreps.randn(6, -1), IRREPS_SH.randn(300, -1), torch.rand(300, 4), torch.randint(0, 6, (300,)),
-            torch.randint(0, 6, (300,))]
+    conv, args = _float_convolution(n_edges=300, seed=2)
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="explorer"):
         compiled = conv(*args)
         assert native.library() is None and kernels_on()
