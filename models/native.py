@@ -138,6 +138,7 @@ class MessageTables:
             term, number of terms.
         term_x, term_sh: (n_terms,) int32 each term's offset in x and its harmonic; term_v: (n_terms,) float32 its
             coupling.
+        n_sh: the harmonics per edge (``irreps_sh.dim``).
     """
 
     x_order: torch.Tensor
@@ -147,6 +148,7 @@ class MessageTables:
     term_x: torch.Tensor
     term_sh: torch.Tensor
     term_v: torch.Tensor
+    n_sh: int
 
     @classmethod
     def of(cls, tp) -> MessageTables:
@@ -188,7 +190,7 @@ class MessageTables:
         return cls(x_order=longs(x_order), w_order=longs(w_order),
                    to_irreps=longs([to_kernel[int(k)] for k in tp.to_irreps]),
                    columns=int32s(columns).reshape(-1, 5), term_x=int32s(term_x), term_sh=int32s(term_sh),
-                   term_v=torch.tensor(term_v, dtype=torch.float32))
+                   term_v=torch.tensor(term_v, dtype=torch.float32), n_sh=n_sh)
 
 
 def wanted(x: torch.Tensor) -> bool:
@@ -220,7 +222,7 @@ def add_messages(tables: MessageTables, summed: torch.Tensor, x: torch.Tensor, s
         raise ValueError("the C message kernel takes float32 features and int64 indices")
     if (dst.shape[0], sh.shape[0], w.shape[0]) != (n_edges,) * 3 or summed.shape[0] != n_atoms \
             or w.shape[1] != len(tables.w_order) or x.shape[1] != len(tables.x_order) \
-            or summed.shape[1] != len(tables.to_irreps):
+            or summed.shape[1] != len(tables.to_irreps) or sh.shape[1] != tables.n_sh:
         raise ValueError(f"shapes do not fit the layer: {n_edges} edges, features {tuple(x.shape)}, sums "
                          f"{tuple(summed.shape)}, weights {tuple(w.shape)}, harmonics {tuple(sh.shape)}")
     if n_edges == 0:

@@ -100,6 +100,8 @@ def test_an_edge_to_an_atom_that_is_not_there_is_refused_and_adds_nothing(fresh)
                             sh.double(), weights.double())
     with pytest.raises(ValueError, match="shapes do not fit"):
         native.add_messages(tables, summed, x, torch.tensor([0] * 4), torch.tensor([0] * 4), sh, weights[:, :3])
+    with pytest.raises(ValueError, match="shapes do not fit"):  # fewer harmonics than the terms read
+        native.add_messages(tables, summed, x, torch.tensor([0] * 4), torch.tensor([0] * 4), sh[:, :4], weights)
 
 
 def test_a_block_of_more_channels_than_the_kernel_takes_stays_with_torch(fresh):
