@@ -50,6 +50,12 @@ def _add_messages(tp: EdgeTensorProduct, summed: torch.Tensor, x: torch.Tensor, 
     summed.index_add_(0, src, tp.channel_major(x[dst], sh, (hidden @ last)[:, tp.expand]))
 
 
+def _edges_per_chunk(width: int) -> int:
+    """Edges whose messages (or path weights) of ``width`` columns ``GatedConvolution`` makes at a time
+    (``MESSAGE_CHUNK`` values, at least 256 edges)."""
+    return max(256, MESSAGE_CHUNK // width)
+
+
 def _chunk_of(start: int, chunk: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
     """Rows ``start`` to ``start + chunk`` of each of ``tensors`` (of as many rows) for a kernel: each tensor itself
     when it is all in one chunk, else a copy, never a view. A kernel is built for what its inputs are, views of how
@@ -382,7 +388,7 @@ class GatedConvolution(nn.Module):
             if messages is not None:
                 return self._update(node, messages)
         width = self.tp.irreps_out.dim
-        chunk = max(256, MESSAGE_CHUNK // width)
+        chunk = _edges_per_chunk(width)
         hidden, matrix = self.radial_hidden(edge_radial)
         widths = self.tp.block_widths()
         apart = min(widths) >= SCATTER_APART
@@ -397,7 +403,7 @@ class GatedConvolution(nn.Module):
         return self._update(node, summed[:, self.tp.to_irreps])
 
     def _native_messages(self, tables: native.MessageTables, x: torch.Tensor, edge_sh: torch.Tensor,
-                         edge_radial: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+                         edge_radial: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
         """The messages summed on each atom by the C kernel (``models.native``), in the order of ``tp.irreps_out``: the
         path weights of a chunk of edges at a time (``MESSAGE_CHUNK``), each chunk's messages added at once. None when
         the radial network's kernel could not be built (the caller does this pass again eagerly)."""
@@ -406,7 +412,7 @@ class GatedConvolution(nn.Module):
             return None
         features = x[:, tables.x_order]
         summed = x.new_zeros(x.shape[0], len(tables.to_irreps))
-        chunk = max(256, MESSAGE_CHUNK // matrix.shape[1])
+        chunk = _edges_per_chunk(matrix.shape[1])
         for start in range(0, len(src), chunk):
             edges = slice(start, start + chunk)
             native.add_messages(tables, summed, features, src[edges], dst[edges], edge_sh[edges],
@@ -418,7 +424,7 @@ class GatedConvolution(nn.Module):
         """The messages summed on each atom (channel-major) in ``torch.compile``'s kernels, chunk by chunk; None when a
         kernel could not be built (the caller does this pass again eagerly, for the eager numbers)."""
         width = self.tp.irreps_out.dim
-        chunk = max(256, MESSAGE_CHUNK // width)
+        chunk = _edges_per_chunk(width)
         hidden, last = self.radial_hidden(edge_radial, order="paths")
         summed = x.new_zeros(x.shape[0], width)
         for start in range(0, len(src), chunk):

@@ -155,8 +155,8 @@ class MessageTables:
         """The tables of ``tp`` (an ``EdgeTensorProduct``). Raises ``ValueError`` for a block of more than
         ``MAX_CHANNELS`` channels."""
         x_order, w_order, columns, term_x, term_sh, term_v = [], [], [], [], [], []
-        to_kernel = {}  # channel-major column of the tensor product -> the kernel's column
-        x_start = w_start = out_start = channel_major = 0
+        to_kernel = {}  # channel-major column of the tensor product -> the kernel's column (the same block start)
+        x_start = w_start = out_start = 0
         n_sh = tp.irreps_sh.dim
         for b, (mul, d1, dims) in enumerate(tp.blocks):
             if mul > MAX_CHANNELS:
@@ -175,11 +175,10 @@ class MessageTables:
                     term_sh.append(j)
                     term_v.append(float(coupling[row, c]))
                 for u in range(mul):
-                    to_kernel[channel_major + u * total + c] = out_start + c * mul + u
+                    to_kernel[out_start + u * total + c] = out_start + c * mul + u
             x_start += mul * d1
             w_start += mul * len(dims)
             out_start += mul * total
-            channel_major += mul * total
 
         def longs(values: list) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.long)
